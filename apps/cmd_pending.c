@@ -1,0 +1,29 @@
+/* Subcommands whose issues have not landed yet. Each prints what it will do
+ * with --help and exits 2 otherwise, so scripts can tell "not there" apart
+ * from "failed". */
+#include <stdio.h>
+
+#include "cli.h"
+
+#define PENDING(fn, name, help, what)                                               \
+    int fn(int argc, char **argv)                                                   \
+    {                                                                               \
+        if (cli_wants_help(argc, argv)) {                                           \
+            printf("usage: weft " name " " help "\n\n(not available yet: %s)\n",   \
+                   what);                                                           \
+            return 0;                                                               \
+        }                                                                           \
+        return cli_not_yet(name, what);                                             \
+    }
+
+PENDING(cmd_run, "run", "SCRIPT.lua [--arg k=v]... [--resume RUN_ID] [--sandbox]",
+        "Lua workflows land with issue 6")
+PENDING(cmd_repl, "repl", "[-m MODEL]", "the Lua REPL lands with issue 6")
+PENDING(cmd_serve, "serve", "[--host H] [--port P] [--api-key K] [-m MODEL]",
+        "the HTTP server lands with issue 5")
+PENDING(cmd_index, "index", "COLLECTION FILES...",
+        "document collections land with the retrieval work")
+PENDING(cmd_runs, "runs", "", "durable runs land with issue 6")
+PENDING(cmd_generate, "generate", "-m MODEL -p PROMPT [--chat] [-n N] [--temp T] [--seed S]",
+        "the inference engine lands with issue 3")
+PENDING(cmd_bench, "bench", "[--concurrency N]", "the engine benchmark lands with issue 3/4")
