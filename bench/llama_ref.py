@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""llama.cpp side of the weft engine benchmark (via llama-cpp-python).
+
+    python3 bench/llama_ref.py [--model M] [--threads 2] [--reps 3]
+
+Prefill: the first arxiv article (sorted by file name) of /work/shared/data/arxiv,
+tokenized (add_bos=False, special=False; the model has add_bos_token=false) and
+truncated to exactly 512 tokens, evaluated as ONE llama_decode batch
+(n_batch = n_ubatch = 512). Decode: 128 greedy tokens after it, one llama_decode
+per token. Each rep starts from an empty KV cache. The timer covers llama_decode
+only (the batch is filled before the clock starts; argmax happens outside it),
+so Python overhead is excluded. One untimed warm-up rep precedes the reps.
+
+Prints progress to stderr and one JSON line to stdout:
+  {"prefill_tps": best, "decode_tps": best, "prefill_tps_median": ...,
+   "decode_tps_median": ..., "threads": N, "llama_cpp_python": version, ...}
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+DATA = os.environ.get("WEFT_DATA", "/work/shared/data")
+N_PROMPT = 512
+N_GEN = 128
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def main():
+    default_model = os.environ.get("WEFT_MODEL") or os.path.expanduser(
+        "~/.cache/weft/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    ap = argparse.ArgumentParser(description="llama.cpp prefill/decode tokens/s")
+    ap.add_argument("--model", default=default_model)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args()
+
+    import llama_cpp
+
+    llm = llama_cpp.Llama(a.model, n_ctx=1024, n_batch=N_PROMPT, n_ubatch=N_PROMPT,
+                          n_threads=a.threads, n_threads_batch=a.threads, seed=1234,
+                          logits_all=False, verbose=False)
+    n_vocab = llm.n_vocab()
+    ctx = llm._ctx.ctx
+
+    arxiv = sorted(os.listdir(os.path.join(DATA, "arxiv")))[0]
+    with open(os.path.join(DATA, "arxiv", arxiv), encoding="utf-8") as f:
+        text = f.read()
+    ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+    if len(ids) < N_PROMPT:
+        raise SystemExit("%s has only %d tokens" % (arxiv, len(ids)))
+    prompt = ids[:N_PROMPT]
+
+    batch = llama_cpp.llama_batch_init(N_PROMPT, 0, 1)
+
+    def fill(tokens, pos0):
+        batch.n_tokens = len(tokens)
+        for i, t in enumerate(tokens):
+            batch.token[i] = t
+            batch.pos[i] = pos0 + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = False
+        batch.logits[len(tokens) - 1] = True
+
+    def decode():
+        t0 = time.perf_counter()
+        rc = llama_cpp.llama_decode(ctx, batch)
+        llama_cpp.llama_synchronize(ctx)
+        dt = time.perf_counter() - t0
+        if rc != 0:
+            raise SystemExit("llama_decode returned %d" % rc)
+        return dt
+
+    def argmax():
+        p = llama_cpp.llama_get_logits_ith(ctx, -1)
+        return int(np.argmax(np.ctypeslib.as_array(p, shape=(n_vocab,))))
+
+    def rep():
+        llm.reset()
+        llm._ctx.kv_cache_clear()  # fresh KV cache
+        fill(prompt, 0)
+        t_prefill = decode()
+        tok = argmax()
+        t_decode = 0.0
+        out = []
+        for s in range(N_GEN):
+            out.append(tok)
+            fill([tok], N_PROMPT + s)
+            t_decode += decode()
+            tok = argmax()
+        return N_PROMPT / t_prefill, N_GEN / t_decode, out
+
+    log("llama-cpp-python %s, %s, threads=%d, prompt=%s[:%d], gen=%d" % (
+        llama_cpp.__version__, os.path.basename(a.model), a.threads, arxiv, N_PROMPT, N_GEN))
+    rep()  # warm-up (page-in of the mmapped weights, thread pool start)
+    pf, dc = [], []
+    first = None
+    for r in range(a.reps):
+        p, d, out = rep()
+        if first is None:
+            first = out
+        elif out != first:
+            log("warning: greedy output differs between reps")
+        pf.append(p)
+        dc.append(d)
+        log("rep %d: prefill %.1f tok/s  decode %.1f tok/s" % (r + 1, p, d))
+    llama_cpp.llama_batch_free(batch)
+
+    print(json.dumps({
+        "prefill_tps": round(max(pf), 2),
+        "decode_tps": round(max(dc), 2),
+        "prefill_tps_median": round(statistics.median(pf), 2),
+        "decode_tps_median": round(statistics.median(dc), 2),
+        "threads": a.threads,
+        "reps": a.reps,
+        "prompt_tokens": N_PROMPT,
+        "gen_tokens": N_GEN,
+        "model": os.path.basename(a.model),
+        "llama_cpp_python": llama_cpp.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    main()

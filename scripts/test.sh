@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# weft's whole test suite, from a fresh clone: set-up (packages, model), then
+#   1. release build, every ctest test (unit, model, slow; gpu ones skip
+#      without a GPU)
+#   2. ASan+UBSan build, the unit tests again
+#   3. CUDA compile check (WEFT_CUDA=ON, nvcc) when the toolkit is present
+#   4. the GGUF libFuzzer target for a bounded time (clang)
+# Prints "N passed, N failed" over the stages at the end; exit 0 only if all pass.
+# Options: --quick skips stages 2-4.
+set -uo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+[ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] && { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
+
+./scripts/setup.sh --no-build || exit 1
+export WEFT_REQUIRE_MODEL=1
+jobs=$(nproc)
+passed=0
+failed=0
+stage() { # name, command...
+    local name=$1
+    shift
+    echo "=== $name"
+    local t0=$SECONDS
+    if "$@"; then
+        passed=$((passed + 1))
+        echo "=== $name: ok ($((SECONDS - t0)) s)"
+    else
+        failed=$((failed + 1))
+        echo "=== $name: FAILED ($((SECONDS - t0)) s)"
+    fi
+}
+build() { # dir, cmake args...
+    local dir=$1
+    shift
+    cmake -S . -B "$dir" "$@" >/dev/null && cmake --build "$dir" -j"$jobs" 2>&1 | grep -vE '^\[ *[0-9]+%\] (Building|Linking|Built)'
+    return "${PIPESTATUS[0]}"
+}
+
+stage "release build" build build -DCMAKE_BUILD_TYPE=Release -DWEFT_CUDA=OFF
+stage "ctest (unit, model, slow)" ctest --test-dir build --output-on-failure -j"$jobs"
+
+if [ "$quick" = 0 ]; then
+    stage "asan+ubsan build" build build-asan -DCMAKE_BUILD_TYPE=Debug -DWEFT_SANITIZE=ON -DWEFT_CUDA=OFF
+    stage "ctest under asan+ubsan (unit)" env ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        ctest --test-dir build-asan -L unit --output-on-failure -j"$jobs"
+    if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null; then
+        command -v nvcc >/dev/null || export CUDACXX=/usr/local/cuda/bin/nvcc
+        stage "cuda compile check" build build-cuda -DCMAKE_BUILD_TYPE=Release -DWEFT_CUDA=ON
+        stage "ctest gpu label (skips without a GPU)" ctest --test-dir build-cuda -L gpu --output-on-failure
+    else
+        echo "=== cuda compile check: no nvcc on this machine, not run"
+    fi
+    if [ -f tests/fuzz/fuzz_gguf.c ]; then
+        stage "fuzz build (clang, libFuzzer)" env CC=clang bash -c 'cmake -S . -B build-fuzz -DWEFT_FUZZ=ON -DWEFT_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null && cmake --build build-fuzz -j'"$jobs"' --target fuzz_gguf >/dev/null'
+        stage "fuzz gguf (60 s)" bash tests/fuzz/run.sh build-fuzz 60
+    fi
+fi
+
+echo
+echo "stages: $passed passed, $failed failed"
+[ "$failed" = 0 ]
