@@ -228,8 +228,8 @@ int cmd_generate(int argc, char **argv)
     int32_t cur = n_ids;
     const char *why = "max tokens";
     for (long i = 0; i < max_tokens && text; i++) {
-        float lp;
-        const int32_t tok = weft_sampler_sample(smp, weft_get_logits(ctx, 0), &lp);
+        float lp = 0.0f;
+        const int32_t tok = weft_sampler_sample(smp, weft_get_logits(ctx, 0), show_logprobs ? &lp : NULL);
         if (tok_is_eog(vocab, tok)) {
             why = "end of generation";
             break;

@@ -124,7 +124,8 @@ static double time_dot(const shape *s)
     double best = 1e30;
     for (int it = 0; it < ROUNDS; it++) {
         const double t0 = now();
-        for (int r = 0; r < s->rows; r++) s->out[r] = quant_vec_dot(s->t, s->n, s->w + s->wrow * r, s->a);
+        for (int r = 0; r < s->rows; r++)
+            s->out[r] = quant_vec_dot(s->t, s->n, s->w + s->wrow * r, s->a);
         const double dt = now() - t0;
         if (dt < best) best = dt;
     }
@@ -169,7 +170,8 @@ static double time_llama(const shape *s, ggml_dot_fn f)
     double best = 1e30;
     for (int it = 0; it < ROUNDS; it++) {
         const double t0 = now();
-        for (int r = 0; r < s->rows; r++) f((int)s->n, &s->out[r], 0, s->w + s->wrow * r, 0, s->a, 0, 1);
+        for (int r = 0; r < s->rows; r++)
+            f((int)s->n, &s->out[r], 0, s->w + s->wrow * r, 0, s->a, 0, 1);
         const double dt = now() - t0;
         if (dt < best) best = dt;
     }
@@ -233,11 +235,13 @@ int main(void)
             if (quant_simd_set((quant_simd_level)l) != 0) continue;
             const double d = time_dot(&s), nx = time_nx(&s), tile = time_tile(&s);
             printf("  %-16s dot %7.1f (x%4.1f)  nx %7.1f (x%4.1f)  tile %7.1f (x%4.1f)\n",
-                   quant_simd_name((quant_simd_level)l), d, ref / d, nx, ref / nx, tile, ref / tile);
+                   quant_simd_name((quant_simd_level)l), d, ref / d, nx, ref / nx, tile,
+                   ref / tile);
         }
 #ifdef BENCH_LLAMA
         quant_simd_set(start);
-        ggml_dot_fn f = shapes[k].t == WEFT_TYPE_Q4_1 ? ggml_vec_dot_q4_1_q8_1 : ggml_vec_dot_q8_0_q8_0;
+        ggml_dot_fn f =
+            shapes[k].t == WEFT_TYPE_Q4_1 ? ggml_vec_dot_q4_1_q8_1 : ggml_vec_dot_q8_0_q8_0;
         const double g = time_llama(&s, f);
         const int b = check_llama(&s, f);
         bad += b;

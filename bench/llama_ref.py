@@ -30,6 +30,16 @@ N_PROMPT = 512
 N_GEN = 128
 
 
+def cpu_ticks():
+    """(busy ticks of the whole machine, ticks used by this process)"""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    busy = sum(v) - v[3] - v[4]  # minus idle, iowait
+    with open("/proc/self/stat") as f:
+        st = f.read().rsplit(")", 1)[1].split()
+    return busy, int(st[11]) + int(st[12])  # utime + stime (all threads)
+
+
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
@@ -41,13 +51,15 @@ def main():
     ap.add_argument("--model", default=default_model)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--flash-attn", action="store_true",
+                    help="flash_attn=True (default False, the llama-cpp-python 0.3.16 default)")
     a = ap.parse_args()
 
     import llama_cpp
 
     llm = llama_cpp.Llama(a.model, n_ctx=1024, n_batch=N_PROMPT, n_ubatch=N_PROMPT,
                           n_threads=a.threads, n_threads_batch=a.threads, seed=1234,
-                          logits_all=False, verbose=False)
+                          logits_all=False, flash_attn=a.flash_attn, verbose=False)
     n_vocab = llm.n_vocab()
     ctx = llm._ctx.ctx
 
@@ -104,15 +116,23 @@ def main():
     rep()  # warm-up (page-in of the mmapped weights, thread pool start)
     pf, dc = [], []
     first = None
+    foreign = []
     for r in range(a.reps):
+        b0, s0 = cpu_ticks()
+        w0 = time.perf_counter()
         p, d, out = rep()
+        b1, s1 = cpu_ticks()
+        wall_ticks = (time.perf_counter() - w0) * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
+        # share of the machine used by other processes during this rep
+        foreign.append(round(100.0 * max(0, (b1 - b0) - (s1 - s0)) / max(wall_ticks, 1), 1))
         if first is None:
             first = out
         elif out != first:
             log("warning: greedy output differs between reps")
         pf.append(p)
         dc.append(d)
-        log("rep %d: prefill %.1f tok/s  decode %.1f tok/s" % (r + 1, p, d))
+        log("rep %d: prefill %.1f tok/s  decode %.1f tok/s  (other processes: %.1f%% of the CPUs)"
+            % (r + 1, p, d, foreign[-1]))
     llama_cpp.llama_batch_free(batch)
 
     print(json.dumps({
@@ -121,11 +141,14 @@ def main():
         "prefill_tps_median": round(statistics.median(pf), 2),
         "decode_tps_median": round(statistics.median(dc), 2),
         "threads": a.threads,
+        "flash_attn": a.flash_attn,
         "reps": a.reps,
         "prompt_tokens": N_PROMPT,
         "gen_tokens": N_GEN,
         "model": os.path.basename(a.model),
         "llama_cpp_python": llama_cpp.__version__,
+        # CPU share used by other processes during each rep; > a few % skews the result
+        "foreign_cpu_pct": foreign,
     }))
 
 

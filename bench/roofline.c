@@ -512,7 +512,7 @@ int main(int argc, char **argv)
     }
 
     __builtin_cpu_init();
-    g_avx2 = __builtin_cpu_supports("avx2");
+    g_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
 
     bytes = bufmib << 20;
     buf = aligned_alloc(1 << 21, bytes);

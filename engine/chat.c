@@ -129,7 +129,7 @@ static int chatml_default_system(const char *t, str *out, bool *found)
 
 static int render_chatml(const tok_vocab *v, const tok_chat_msg *m, int n, bool gen, str *s)
 {
-    if (n == 0 || strcmp(m[0].role, "system") != 0) {
+    if (n > 0 && strcmp(m[0].role, "system") != 0) {
         str def = {0};
         bool found;
         int rc = chatml_default_system(v->chat_template, &def, &found);
@@ -167,10 +167,11 @@ static bool template_phrase(const char *t, const char *key, str *out)
 static int render_llama3(const tok_vocab *v, const tok_chat_msg *m, int n, bool gen, str *s)
 {
     const char *t = v->chat_template;
-    puts_(s, special_text(v, v->bos));
     str kd = {0};
     int i = 0;
-    if (template_phrase(t, "Cutting Knowledge Date:", &kd)) {
+    bool dated = template_phrase(t, "Cutting Knowledge Date:", &kd);
+    if (n > 0 || dated) puts_(s, special_text(v, v->bos));
+    if (dated) {
         /* Llama 3.1+: the system turn always comes first, with the dates */
         char date[64] = "26 Jul 2024";
         const char *ds = strstr(t, "date_string = \"");

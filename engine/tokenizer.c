@@ -709,13 +709,23 @@ static int step_compile(tok_vocab *v, const char *re, tok_step *st)
 /* ------------------------------------------------------------------------ */
 /* Loading. */
 
-static bool is_pow2_fit(size_t n, size_t cap) { return cap >= 2 * n; }
+/* Open-addressing table size: a power of two, at most half full. */
+static size_t table_cap(size_t n)
+{
+    size_t cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    return cap;
+}
 
 static int load_ids(const gguf_file *g, const char *key, int32_t n_tokens, int32_t *id)
 {
     uint32_t u;
     int rc = gguf_get_u32(g, key, &u);
     if (rc == WEFT_ENOTFOUND) return 0;
+    if (rc == WEFT_EFORMAT) { /* e.g. -1 for "none" */
+        weft_log(1, "tokenizer: %s is not a token id, using %d\n", key, *id);
+        return 0;
+    }
     if (rc < 0) return rc;
     if (u >= (uint32_t)n_tokens) {
         weft_log(1, "tokenizer: %s = %u is out of the vocabulary, using %d\n", key, u, *id);
@@ -731,17 +741,7 @@ static int load_bool(const gguf_file *g, const char *key, bool *b)
     return rc == WEFT_ENOTFOUND ? 0 : rc;
 }
 
-static bool text_is(const tok_vocab *v, int32_t id, const char *s)
-{
-    return v->text_len[id] == strlen(s) && memcmp(v->text_blob + v->text_off[id], s, v->text_len[id]) == 0;
-}
-
-static bool text_in(const tok_vocab *v, int32_t id, const char *const *list)
-{
-    for (; *list; list++)
-        if (text_is(v, id, *list)) return true;
-    return false;
-}
+static int32_t lookup_str(const tok_vocab *v, const char *s) { return lookup(v, s, strlen(s)); }
 
 /* Growable byte buffer. */
 typedef struct {
@@ -849,12 +849,14 @@ static const char *const eog_texts[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "
                                         NULL};
 
 /* llama.cpp finds some special tokens by their text and forces them to be
- * control tokens; the choices below mirror its load(). */
+ * control tokens; the choices below mirror its load(). (It takes the first
+ * candidate in hash-map order; we take the first in list order.) */
 static void detect_by_text(tok_vocab *v, const char *const *texts, int32_t *id)
 {
     if (*id >= 0) return;
-    for (int32_t i = 0; i < v->n_tokens; i++) {
-        if (text_in(v, i, texts)) {
+    for (; *texts; texts++) {
+        int32_t i = lookup_str(v, *texts);
+        if (i >= 0) {
             *id = i;
             v->attr[i] |= TOK_ATTR_CONTROL;
             return;
@@ -916,16 +918,18 @@ static int load_specials(tok_vocab *v, const gguf_file *g)
     if (fim_pad >= 0) v->is_eog[fim_pad] = 1;
     if (fim_rep >= 0) v->is_eog[fim_rep] = 1;
     if (fim_sep >= 0) v->is_eog[fim_sep] = 1;
-    for (int32_t i = 0; i < v->n_tokens; i++) {
-        if (text_in(v, i, eog_texts)) {
+    for (const char *const *t = eog_texts; *t; t++) {
+        int32_t i = lookup_str(v, *t);
+        if (i >= 0) {
             v->is_eog[i] = 1;
             v->attr[i] |= TOK_ATTR_CONTROL;
         }
     }
-    for (int32_t i = 0; i < v->n_tokens; i++) {
-        static const char *const gpt_oss[] = {"<|channel|>", "<|message|>", "<|start|>",
-                                              "<|constrain|>", NULL};
-        if (text_in(v, i, gpt_oss)) v->attr[i] = TOK_ATTR_USER_DEFINED;
+    /* gpt-oss: always rendered */
+    static const char *const gpt_oss[] = {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>", NULL};
+    for (const char *const *t = gpt_oss; *t; t++) {
+        int32_t i = lookup_str(v, *t);
+        if (i >= 0) v->attr[i] = TOK_ATTR_USER_DEFINED;
     }
     if (v->eos >= 0) v->is_eog[v->eos] = 1;
     if (v->eot >= 0) v->is_eog[v->eot] = 1;
@@ -933,15 +937,10 @@ static int load_specials(tok_vocab *v, const gguf_file *g)
     {
         /* o200k_harmony: <|end|> is not the end of generation when
          * <|return|> and <|call|> are there */
-        int32_t end_id = -1;
-        bool has_return = false, has_call = false;
-        for (int32_t i = 0; i < v->n_tokens; i++) {
-            if (!v->is_eog[i]) continue;
-            if (text_is(v, i, "<|return|>")) has_return = true;
-            else if (text_is(v, i, "<|call|>")) has_call = true;
-            else if (text_is(v, i, "<|end|>")) end_id = i;
-        }
-        if (has_return && has_call && end_id >= 0) {
+        int32_t ret = lookup_str(v, "<|return|>"), call = lookup_str(v, "<|call|>"),
+                end_id = lookup_str(v, "<|end|>");
+        if (ret >= 0 && v->is_eog[ret] && call >= 0 && v->is_eog[call] && end_id >= 0 &&
+            v->is_eog[end_id]) {
             v->is_eog[end_id] = 0;
             v->attr[end_id] = TOK_ATTR_USER_DEFINED;
         }
@@ -969,11 +968,6 @@ static int load_specials(tok_vocab *v, const gguf_file *g)
                 v->attr[id] &= (uint16_t)~TOK_ATTR_RSTRIP;
         }
     }
-    (void)sep;
-    (void)mask;
-    (void)fim_mid;
-    (void)fim_suf;
-    (void)fim_pre;
     return 0;
 }
 
@@ -1027,8 +1021,7 @@ static int load_tokens(tok_vocab *v, const gguf_file *g)
     }
 
     /* text -> id; a repeated text maps to its last id, as in llama.cpp */
-    size_t cap = 16;
-    while (!is_pow2_fit(n, cap)) cap *= 2;
+    size_t cap = table_cap(n);
     v->text_hash = weft_malloc(cap * sizeof *v->text_hash);
     if (!v->text_hash) return weft_error(WEFT_ENOMEM, "tokenizer: out of memory");
     memset(v->text_hash, 0xFF, cap * sizeof *v->text_hash);
@@ -1111,8 +1104,7 @@ static int load_merges(tok_vocab *v, const gguf_file *g)
         return weft_error(WEFT_EFORMAT, "tokenizer: %s is not an array of strings", key);
     uint64_t n = gguf_kv_arr_len(g, ki);
     if (n > INT32_MAX / 4) return weft_error(WEFT_EFORMAT, "tokenizer: too many merges");
-    size_t cap = 16;
-    while (!is_pow2_fit(n, cap)) cap *= 2;
+    size_t cap = table_cap(n);
     v->merge_key = weft_malloc(cap * sizeof *v->merge_key);
     v->merge_rank = weft_malloc(cap * sizeof *v->merge_rank);
     v->merge_res = weft_malloc(cap * sizeof *v->merge_res);

@@ -36,7 +36,7 @@ size_t op_qslot_size(int64_t n_in, int n_tok)
 #define MM_TILE_ROWS 16
 #define MM_TILE_TOK 64
 
-/* Dot products of output rows [tile_lo, tile_hi) × MM_TILE_ROWS. */
+/* Output rows [tlo, thi) x MM_TILE_ROWS against every token, tile by tile. */
 static void matmul_tiles(float *y, const op_matrix *w, const float *bias, const void *act,
                          size_t arow, int n_tok, long tlo, long thi)
 {
@@ -47,14 +47,12 @@ static void matmul_tiles(float *y, const op_matrix *w, const float *bias, const 
         const int64_t r1 = r0 + MM_TILE_ROWS < n_out ? r0 + MM_TILE_ROWS : n_out;
         for (int t0 = 0; t0 < n_tok; t0 += MM_TILE_TOK) {
             const int t1 = t0 + MM_TILE_TOK < n_tok ? t0 + MM_TILE_TOK : n_tok;
-            for (int64_t r = r0; r < r1; r++) {
-                const void *wr = wd + (size_t)r * w->row_bytes;
-                const float b = bias ? bias[r] : 0.0f;
-                for (int tk = t0; tk < t1; tk++) {
-                    const void *ar = (const char *)act + (size_t)tk * arow;
-                    y[(size_t)tk * n_out + r] = quant_vec_dot(w->type, w->n_in, wr, ar) + b;
-                }
-            }
+            quant_vec_dot_tile(w->type, w->n_in, wd + (size_t)r0 * w->row_bytes, w->row_bytes,
+                               (int)(r1 - r0), (const char *)act + (size_t)t0 * arow, arow, t1 - t0,
+                               y + (size_t)t0 * n_out + r0, (size_t)n_out);
+            if (bias)
+                for (int tk = t0; tk < t1; tk++)
+                    for (int64_t r = r0; r < r1; r++) y[(size_t)tk * n_out + r] += bias[r];
         }
     }
 }

@@ -33,10 +33,10 @@
 
 typedef struct {
     const char *name;
-    uint16_t block;  /* values per block, 0 = unknown id */
-    uint16_t size;   /* bytes per block */
-    bool supported;  /* weights of this type can be dequantized and dotted */
-    int8_t vec_dot;  /* activation type, -1 if none */
+    uint16_t block; /* values per block, 0 = unknown id */
+    uint16_t size;  /* bytes per block */
+    bool supported; /* weights of this type can be dequantized and dotted */
+    int8_t vec_dot; /* activation type, -1 if none */
 } type_info;
 
 /* Every GGML type id up to 39; sizes of the types weft cannot compute with are
@@ -346,7 +346,8 @@ static void dq_q5_K(const void *vx, float *y, int64_t n)
             const float d2 = d * sc, m2 = dmin * m;
             const uint8_t u1 = (uint8_t)(1u << (2 * c)), u2 = (uint8_t)(2u << (2 * c));
             for (int l = 0; l < 32; l++) y[l] = d1 * ((q[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
-            for (int l = 0; l < 32; l++) y[l + 32] = d2 * ((q[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+            for (int l = 0; l < 32; l++)
+                y[l + 32] = d2 * ((q[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
         }
     }
 }
@@ -585,7 +586,8 @@ static void kquant_min_scales(const float *x, int nsub, int sub, int qmax, int s
         const float ds = *d * ls[j], dm = *dmin * lm[j];
         for (int l = 0; l < sub; l++) {
             const float v = x[j * sub + l];
-            L[j * sub + l] = (uint8_t)(ds > 0.0f ? clampi(quant_nearest_int((v + dm) / ds), 0, qmax) : 0);
+            L[j * sub + l] =
+                (uint8_t)(ds > 0.0f ? clampi(quant_nearest_int((v + dm) / ds), 0, qmax) : 0);
         }
     }
 }
@@ -669,8 +671,7 @@ static void q_q5_K(const float *x, void *vy, int64_t n)
 /* Symmetric K-quants (Q3_K, Q6_K): sub-blocks of 16 get x ~ scale * q with q in
  * [-qhalf, qhalf); the per-sub-block scales are quantized to signed integers
  * in [-smax-1, smax] against d. Writes d, sc[] and L[] = q + qhalf. */
-static void kquant_sym_scales(const float *x, int qhalf, int smax, float *d, int8_t *sc,
-                              uint8_t *L)
+static void kquant_sym_scales(const float *x, int qhalf, int smax, float *d, int8_t *sc, uint8_t *L)
 {
     float scales[16], max_scale = 0.0f, amax = 0.0f;
     for (int j = 0; j < 16; j++) {
@@ -740,9 +741,11 @@ static void q_q6_K(const float *x, void *vy, int64_t n)
             const uint8_t *Lc = L + 128 * c;
             for (int l = 0; l < 32; l++) {
                 y[b].ql[64 * c + l] = (uint8_t)((Lc[l] & 0xF) | ((Lc[l + 64] & 0xF) << 4));
-                y[b].ql[64 * c + l + 32] = (uint8_t)((Lc[l + 32] & 0xF) | ((Lc[l + 96] & 0xF) << 4));
-                y[b].qh[32 * c + l] = (uint8_t)((Lc[l] >> 4) | ((Lc[l + 32] >> 4) << 2) |
-                                                ((Lc[l + 64] >> 4) << 4) | ((Lc[l + 96] >> 4) << 6));
+                y[b].ql[64 * c + l + 32] =
+                    (uint8_t)((Lc[l + 32] & 0xF) | ((Lc[l + 96] & 0xF) << 4));
+                y[b].qh[32 * c + l] =
+                    (uint8_t)((Lc[l] >> 4) | ((Lc[l + 32] >> 4) << 2) | ((Lc[l + 64] >> 4) << 4) |
+                              ((Lc[l + 96] >> 4) << 6));
             }
         }
     }
@@ -960,7 +963,8 @@ static float dot_q6_K(int64_t n, const void *vw, const void *va)
         int sumi = 0;
         for (int j = 0; j < 16; j++) {
             int s = 0;
-            for (int l = 0; l < 16; l++) s += (q6k_value(&x[b], 16 * j + l) - 32) * y[b].qs[16 * j + l];
+            for (int l = 0; l < 16; l++)
+                s += (q6k_value(&x[b], 16 * j + l) - 32) * y[b].qs[16 * j + l];
             sumi += x[b].scales[j] * s;
         }
         sum += y[b].d * F16(x[b].d) * (float)sumi;
@@ -974,10 +978,10 @@ static float dot_q6_K(int64_t n, const void *vw, const void *va)
 static void scalar_kernels(quant_kernels *k)
 {
     memset(k, 0, sizeof *k);
-#define SET(T, name)                                                                \
-    do {                                                                            \
-        k->dequantize[WEFT_TYPE_##T] = dq_##name;                                   \
-        k->quantize[WEFT_TYPE_##T] = q_##name;                                      \
+#define SET(T, name)                                                                               \
+    do {                                                                                           \
+        k->dequantize[WEFT_TYPE_##T] = dq_##name;                                                  \
+        k->quantize[WEFT_TYPE_##T] = q_##name;                                                     \
     } while (0)
     SET(F32, f32);
     SET(F16, f16);
@@ -1163,9 +1167,11 @@ int quant_quantize_row(weft_type t, const float *src, void *dst, int64_t n)
 {
     const type_info *ti = type_get(t);
     quant_row_fn f = ti ? kernels()->quantize[t] : NULL;
-    if (!f) return weft_error(WEFT_EUNSUPPORTED, "quant: cannot quantize to %s", quant_type_name(t));
+    if (!f)
+        return weft_error(WEFT_EUNSUPPORTED, "quant: cannot quantize to %s", quant_type_name(t));
     if (n < 0 || n % ti->block)
-        return weft_error(WEFT_EINVAL, "quant: row of %lld values is not a whole number of %s blocks",
+        return weft_error(WEFT_EINVAL,
+                          "quant: row of %lld values is not a whole number of %s blocks",
                           (long long)n, ti->name);
     f(src, dst, n);
     return 0;
@@ -1199,13 +1205,13 @@ void quant_vec_dot_nx(weft_type t, int64_t n, const void *w, size_t w_stride_byt
     const char *wr = w;
     int i = 0;
     if (f4)
-        for (; i + 4 <= nw; i += 4) f4(n, wr + (size_t)i * w_stride_bytes, w_stride_bytes, a, out + i);
+        for (; i + 4 <= nw; i += 4)
+            f4(n, wr + (size_t)i * w_stride_bytes, w_stride_bytes, a, out + i);
     for (; i < nw; i++) out[i] = f1(n, wr + (size_t)i * w_stride_bytes, a);
 }
 
 void quant_vec_dot_tile(weft_type t, int64_t n, const void *w, size_t w_stride_bytes, int nw,
-                        const void *a, size_t a_stride_bytes, int na, float *out,
-                        size_t out_stride)
+                        const void *a, size_t a_stride_bytes, int na, float *out, size_t out_stride)
 {
     check_row(t, n);
     const quant_kernels *k = kernels();

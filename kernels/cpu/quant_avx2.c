@@ -5,18 +5,24 @@
  * here is called unless cpuid says the CPU has the features.
  *
  * The integer dot products use the approach of llama.cpp's AVX2 code: weights
- * as unsigned bytes (or made unsigned with the sign trick) times signed
- * activation bytes with vpmaddubsw, pairs summed with vpmaddwd, one float
- * scale per block. No saturation is possible: every pair sum stays below
- * 2 * 128 * 127 < 32767 for the value ranges of these formats. On CPUs with
- * VNNI the maddubs+madd pair becomes one vpdpbusd (emitted with inline asm so
- * that one generic body serves the three variants); integer results are the
- * same, so all variants return identical floats.
+ * as unsigned bytes times signed activation bytes with vpmaddubsw, pairs
+ * summed with vpmaddwd, one float scale per block. No saturation is possible:
+ * every pair sum stays below 2 * 128 * 127 < 32767 for the value ranges of
+ * these formats. On CPUs with VNNI the maddubs+madd pair becomes one vpdpbusd
+ * (emitted with inline asm so that one generic body serves the three
+ * variants, and no function needs an avxvnni target attribute).
  *
- * Each kernel exists for one weight row (two accumulators to hide FMA
- * latency) and for four weight rows against one activation row (the
- * activation block is loaded and its scale converted once for four rows, and
- * the four horizontal sums are done together).
+ * Results are bitwise equal to llama.cpp's AVX2 ggml_vec_dot_* on the same
+ * inputs, on every variant: the int32 lanes hold the same partial sums and
+ * the float operations (scale products from the same fp16 table, FMA into one
+ * 8-lane accumulator, the same horizontal-sum tree) come in the same order.
+ * bench/bench_quant.c -DBENCH_LLAMA checks this against ggml's objects.
+ *
+ * The 32-value formats have three shapes: one weight row (dot32_1, a single
+ * FMA chain like llama.cpp, ~4 cycles per block), four weight rows against one
+ * activation (dot32_4: activation loads, corrections and scale shared, four
+ * independent chains) and 4 x 2 tiles (dot32_tile, for prefill). All three
+ * give the same bits for a given (row, activation) pair.
  */
 #include "kernels/cpu/quant_internal.h"
 
@@ -46,7 +52,8 @@ INL __m256i dp_u8s8_acc(__m256i acc, __m256i u, __m256i s, const int v)
         __asm__("vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u), "x"(s));
         return acc;
     }
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+    return _mm256_add_epi32(acc,
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 }
 
 /* 8 x int32: sums of 4 products u8 (u) x s8 (s). */
@@ -175,6 +182,7 @@ typedef struct {
     __m256i q;    /* 32 int8 */
     __m256i corr; /* -bias * (sum of 4 consecutive q) per int32 lane */
     __m256 d;     /* its scale, in all lanes */
+    float ds;     /* and as a scalar */
     float s;      /* Q8_1 only */
 } act32;
 
@@ -190,10 +198,12 @@ INL act32 act32_load(const int t, const uint8_t *ab, const int v, const int rows
     const uint16_t *h = (const uint16_t *)ab; /* d, then s for Q8_1 */
     r.q = _mm256_loadu_si256((const __m256i *)(ab + (has_min(t) ? 4 : 2)));
     r.d = f16t_bcast(h[0]);
+    r.ds = F16T(h[0]);
     r.s = has_min(t) ? F16T(h[1]) : 0.0f;
     r.corr = _mm256_setzero_si256();
     if (bias32(t, v, rows))
-        r.corr = _mm256_sub_epi32(r.corr, dp_u8s8(_mm256_set1_epi8((char)bias32(t, v, rows)), r.q, v));
+        r.corr =
+            _mm256_sub_epi32(r.corr, dp_u8s8(_mm256_set1_epi8((char)bias32(t, v, rows)), r.q, v));
     return r;
 }
 
@@ -207,7 +217,8 @@ INL void step32(const int t, const uint8_t *wb, const act32 *a, __m256 *acc, flo
                 const int v, const int rows)
 {
     const __m256i wq = w32(t, wb, v, rows);
-    const __m256 d = _mm256_mul_ps(f16t_bcast(((const uint16_t *)wb)[0]), a->d);
+    const __m256 d = rows == 1 ? _mm256_set1_ps(F16T(((const uint16_t *)wb)[0]) * a->ds)
+                               : _mm256_mul_ps(f16t_bcast(((const uint16_t *)wb)[0]), a->d);
     __m256i ip;
     if (bias32(t, v, rows))
         ip = dp_u8s8_acc(a->corr, wq, a->q, v);
@@ -238,8 +249,8 @@ INL float dot32_1(const int t, int64_t n, const void *vw, const void *va, const 
     return has_min(t) ? hsum8(acc) + summs : hsum8(acc);
 }
 
-INL void dot32_4(const int t, int64_t n, const void *vw, size_t stride, const void *va,
-                 float *out, const int v)
+INL void dot32_4(const int t, int64_t n, const void *vw, size_t stride, const void *va, float *out,
+                 const int v)
 {
     const uint8_t *w0 = vw, *w1 = w0 + stride, *w2 = w1 + stride, *w3 = w2 + stride;
     const uint8_t *a = va;
@@ -268,8 +279,8 @@ INL void dot32_4(const int t, int64_t n, const void *vw, size_t stride, const vo
  * 4-wide FMAs: that moves 14 of the ~45 uops per block that need ports 0/1
  * (which bound this loop) to the shuffle port.
  * out[j * os + i] = dot(w_i, a_j). */
-INL void dot32_tile(const int t, int64_t n, const void *vw, size_t ws, const void *va,
-                    size_t as, float *out, size_t os, const int v)
+INL void dot32_tile(const int t, int64_t n, const void *vw, size_t ws, const void *va, size_t as,
+                    float *out, size_t os, const int v)
 {
     const uint8_t *w = vw, *a = va;
     const uint8_t *w0 = w, *w1 = w + ws, *w2 = w + 2 * ws, *w3 = w + 3 * ws;
@@ -277,26 +288,29 @@ INL void dot32_tile(const int t, int64_t n, const void *vw, size_t ws, const voi
     const int64_t nb = n / 32;
     __m256 acc[4][2];
     __m128 summs[2] = {_mm_setzero_ps(), _mm_setzero_ps()}; /* lane i: row i */
-    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const size_t ob = (size_t)b * wbs;
         const uint16_t *h0 = (const uint16_t *)(w0 + ob), *h1 = (const uint16_t *)(w1 + ob);
         const uint16_t *h2 = (const uint16_t *)(w2 + ob), *h3 = (const uint16_t *)(w3 + ob);
         act32 ab[2];
-        _Pragma("GCC unroll 2") for (int j = 0; j < 2; j++)
-            ab[j] = act32_load(t, a + j * as + b * abs_, v, 4);
+#pragma GCC unroll 2
+        for (int j = 0; j < 2; j++) ab[j] = act32_load(t, a + j * as + b * abs_, v, 4);
         /* lanes 0..3: d_w(row i) * d_a(act 0), lanes 4..7: * d_a(act 1) */
         const __m128 dw = _mm_setr_ps(F16T(h0[0]), F16T(h1[0]), F16T(h2[0]), F16T(h3[0]));
-        const __m256 dd = _mm256_mul_ps(_mm256_set_m128(dw, dw),
-                                        _mm256_blend_ps(ab[0].d, ab[1].d, 0xf0));
+        const __m256 dd =
+            _mm256_mul_ps(_mm256_set_m128(dw, dw), _mm256_blend_ps(ab[0].d, ab[1].d, 0xf0));
         if (has_min(t)) {
             const __m128 mw = _mm_setr_ps(F16T(h0[1]), F16T(h1[1]), F16T(h2[1]), F16T(h3[1]));
             summs[0] = _mm_fmadd_ps(mw, _mm_set1_ps(ab[0].s), summs[0]);
             summs[1] = _mm_fmadd_ps(mw, _mm_set1_ps(ab[1].s), summs[1]);
         }
-        _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
             const __m256i wq = w32(t, w + i * ws + ob, v, 4);
-            _Pragma("GCC unroll 2") for (int j = 0; j < 2; j++) {
+#pragma GCC unroll 2
+            for (int j = 0; j < 2; j++) {
                 __m256i ip;
                 if (bias32(t, v, 4))
                     ip = dp_u8s8_acc(ab[j].corr, wq, ab[j].q, v);
@@ -309,7 +323,8 @@ INL void dot32_tile(const int t, int64_t n, const void *vw, size_t ws, const voi
             }
         }
     }
-    _Pragma("GCC unroll 2") for (int j = 0; j < 2; j++) {
+#pragma GCC unroll 2
+    for (int j = 0; j < 2; j++) {
         __m128 r = hsum8x4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]);
         if (has_min(t)) r = _mm_add_ps(r, summs[j]);
         _mm_storeu_ps(out + j * os, r);
@@ -340,7 +355,8 @@ INL __m256i bcast_i16(__m256i v2, const int j)
 INL __m128i k4_min_terms(__m256i scmn, const int16_t *bsums)
 {
     const __m256i bs = _mm256_loadu_si256((const __m256i *)bsums);
-    const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    const __m128i pairs =
+        _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
     return _mm_madd_epi16(_mm256_extracti128_si256(scmn, 1), pairs);
 }
 
@@ -356,17 +372,21 @@ INL float dot_q4_K_impl(int64_t n, const void *vw, const void *va)
         const float dy = y[i].d;
         const float d = dy * F16T(x[i].d), dmin = -dy * F16T(x[i].dmin);
         const __m256i scmn = k4_scales_mins(x[i].scales);
-        accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(k4_min_terms(scmn, y[i].bsums)), accm);
+        accm =
+            _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(k4_min_terms(scmn, y[i].bsums)), accm);
         const __m256i sc = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(scmn));
         const uint8_t *q4 = x[i].qs;
         const int8_t *q8 = y[i].qs;
         __m256i sumi = _mm256_setzero_si256();
-        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
             const __m256i bits = _mm256_loadu_si256((const __m256i *)(q4 + 32 * c));
             const __m256i lo = _mm256_and_si256(bits, m4);
             const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-            const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(q8 + 64 * c)));
-            const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 64 * c + 32)));
+            const __m256i plo =
+                _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(q8 + 64 * c)));
+            const __m256i phi =
+                _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 64 * c + 32)));
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(bcast_i16(sc, 2 * c), plo));
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(bcast_i16(sc, 2 * c + 1), phi));
         }
@@ -398,16 +418,22 @@ INL float dot_q5_K_impl(int64_t n, const void *vw, const void *va)
         const uint8_t *q5 = x[i].qs;
         const int8_t *q8 = y[i].qs;
         __m256i sumi = _mm256_setzero_si256();
-        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
             const __m256i bits = _mm256_loadu_si256((const __m256i *)(q5 + 32 * c));
             /* bit 2c of qh -> bit 4 for the low half, bit 2c+1 for the high half */
-            const __m256i hlo = 2 * c <= 4 ? _mm256_slli_epi16(qh, 4 - 2 * c) : _mm256_srli_epi16(qh, 2 * c - 4);
-            const __m256i hhi = 2 * c + 1 <= 4 ? _mm256_slli_epi16(qh, 3 - 2 * c) : _mm256_srli_epi16(qh, 2 * c - 3);
-            const __m256i lo = _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_and_si256(hlo, m16));
+            const __m256i hlo =
+                2 * c <= 4 ? _mm256_slli_epi16(qh, 4 - 2 * c) : _mm256_srli_epi16(qh, 2 * c - 4);
+            const __m256i hhi = 2 * c + 1 <= 4 ? _mm256_slli_epi16(qh, 3 - 2 * c)
+                                               : _mm256_srli_epi16(qh, 2 * c - 3);
+            const __m256i lo =
+                _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_and_si256(hlo, m16));
             const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4),
                                                _mm256_and_si256(hhi, m16));
-            const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(q8 + 64 * c)));
-            const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 64 * c + 32)));
+            const __m256i plo =
+                _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(q8 + 64 * c)));
+            const __m256i phi =
+                _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 64 * c + 32)));
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(bcast_i16(sc, 2 * c), plo));
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(bcast_i16(sc, 2 * c + 1), phi));
         }
@@ -460,13 +486,17 @@ INL float dot_q6_K_impl(int64_t n, const void *vw, const void *va)
         __m256i sumi = _mm256_setzero_si256();
         const uint8_t *ql = x[i].ql, *qh = x[i].qh;
         const int8_t *q8 = y[i].qs;
-        _Pragma("GCC unroll 2") for (int c = 0; c < 2; c++) {
+#pragma GCC unroll 2
+        for (int c = 0; c < 2; c++) {
             const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * c));
             const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * c + 32));
             const __m256i h = _mm256_loadu_si256((const __m256i *)(qh + 32 * c));
-            const __m256i q0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m3));
-            const __m256i q1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m3));
-            const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m3));
+            const __m256i q0 = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                                               _mm256_and_si256(_mm256_slli_epi16(h, 4), m3));
+            const __m256i q1 = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                               _mm256_and_si256(_mm256_slli_epi16(h, 2), m3));
+            const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                               _mm256_and_si256(h, m3));
             const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                                _mm256_and_si256(_mm256_srli_epi16(h, 2), m3));
             const int8_t *a = q8 + 128 * c;
@@ -477,10 +507,14 @@ INL float dot_q6_K_impl(int64_t n, const void *vw, const void *va)
             const __m256i a1 = _mm256_loadu_si256((const __m256i *)(a + 32));
             const __m256i a2 = _mm256_loadu_si256((const __m256i *)(a + 64));
             const __m256i a3 = _mm256_loadu_si256((const __m256i *)(a + 96));
-            const __m256i p0 = _mm256_sub_epi16(_mm256_maddubs_epi16(q0, a0), _mm256_maddubs_epi16(m32, a0));
-            const __m256i p1 = _mm256_sub_epi16(_mm256_maddubs_epi16(q1, a1), _mm256_maddubs_epi16(m32, a1));
-            const __m256i p2 = _mm256_sub_epi16(_mm256_maddubs_epi16(q2, a2), _mm256_maddubs_epi16(m32, a2));
-            const __m256i p3 = _mm256_sub_epi16(_mm256_maddubs_epi16(q3, a3), _mm256_maddubs_epi16(m32, a3));
+            const __m256i p0 =
+                _mm256_sub_epi16(_mm256_maddubs_epi16(q0, a0), _mm256_maddubs_epi16(m32, a0));
+            const __m256i p1 =
+                _mm256_sub_epi16(_mm256_maddubs_epi16(q1, a1), _mm256_maddubs_epi16(m32, a1));
+            const __m256i p2 =
+                _mm256_sub_epi16(_mm256_maddubs_epi16(q2, a2), _mm256_maddubs_epi16(m32, a2));
+            const __m256i p3 =
+                _mm256_sub_epi16(_mm256_maddubs_epi16(q3, a3), _mm256_maddubs_epi16(m32, a3));
             const int j = 8 * c;
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(pair_scales(lo8, hi8, j + 0), p0));
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(pair_scales(lo8, hi8, j + 2), p1));
@@ -502,19 +536,25 @@ INL float dot_q2_K_impl(int64_t n, const void *vw, const void *va)
     for (int64_t i = 0; i < nb; i++) {
         const float d = y[i].d * F16T(x[i].d), dmin = -y[i].d * F16T(x[i].dmin);
         const __m128i sm = _mm_loadu_si128((const __m128i *)x[i].scales);
-        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), _mm_set1_epi8(0xF)));
+        const __m256i mins =
+            _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), _mm_set1_epi8(0xF)));
         const __m256i pm = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)y[i].bsums));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(pm), acc);
         const __m256i s = _mm256_cvtepu8_epi16(_mm_and_si128(sm, _mm_set1_epi8(0xF)));
-        const __m256i lo8 = _mm256_permute2x128_si256(s, s, 0x00), hi8 = _mm256_permute2x128_si256(s, s, 0x11);
+        const __m256i lo8 = _mm256_permute2x128_si256(s, s, 0x00),
+                      hi8 = _mm256_permute2x128_si256(s, s, 0x11);
         __m256i sumi = _mm256_setzero_si256();
-        _Pragma("GCC unroll 2") for (int c = 0; c < 2; c++) {
+#pragma GCC unroll 2
+        for (int c = 0; c < 2; c++) {
             const __m256i bits = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * c));
             const int8_t *a = y[i].qs + 128 * c;
-            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
                 const __m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m2);
-                const __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)(a + 32 * k)));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(pair_scales(lo8, hi8, 8 * c + 2 * k), p));
+                const __m256i p =
+                    _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)(a + 32 * k)));
+                sumi = _mm256_add_epi32(sumi,
+                                        _mm256_madd_epi16(pair_scales(lo8, hi8, 8 * c + 2 * k), p));
             }
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -537,19 +577,24 @@ INL float dot_q3_K_impl(int64_t n, const void *vw, const void *va)
         scales16(sc, &lo8, &hi8);
         const __m256i hm = _mm256_loadu_si256((const __m256i *)x[i].hmask);
         __m256i sumi = _mm256_setzero_si256();
-        _Pragma("GCC unroll 2") for (int c = 0; c < 2; c++) {
+#pragma GCC unroll 2
+        for (int c = 0; c < 2; c++) {
             const __m256i bits = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * c));
             const int8_t *a = y[i].qs + 128 * c;
-            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
                 const int bit = 4 * c + k;
                 const __m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m2);
                 /* 4 where the high bit is clear: q - 4 */
                 const __m256i bmask = _mm256_set1_epi8((char)(1u << bit));
-                const __m256i clear = _mm256_cmpeq_epi8(_mm256_and_si256(hm, bmask), _mm256_setzero_si256());
+                const __m256i clear =
+                    _mm256_cmpeq_epi8(_mm256_and_si256(hm, bmask), _mm256_setzero_si256());
                 const __m256i sub = _mm256_and_si256(clear, m4v);
                 const __m256i av = _mm256_loadu_si256((const __m256i *)(a + 32 * k));
-                const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, av), _mm256_maddubs_epi16(sub, av));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(pair_scales(lo8, hi8, 8 * c + 2 * k), p));
+                const __m256i p =
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(q, av), _mm256_maddubs_epi16(sub, av));
+                sumi = _mm256_add_epi32(sumi,
+                                        _mm256_madd_epi16(pair_scales(lo8, hi8, 8 * c + 2 * k), p));
             }
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -635,21 +680,26 @@ INL void q8_avx2_impl(const float *x, void *vy, int64_t n, const int with_sum)
         __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
         __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
         __m256 amax = _mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1));
-        amax = _mm256_max_ps(amax, _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        amax = _mm256_max_ps(amax,
+                             _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
         __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
         const float mx = _mm_cvtss_f32(m4);
         const float d = mx / 127.0f;
         const __m256 id = _mm256_set1_ps(mx != 0.0f ? 127.0f / mx : 0.0f);
-        const __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        const __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        const __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        const __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        const __m256i i0 = _mm256_cvtps_epi32(
+            _mm256_round_ps(_mm256_mul_ps(v0, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        const __m256i i1 = _mm256_cvtps_epi32(
+            _mm256_round_ps(_mm256_mul_ps(v1, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        const __m256i i2 = _mm256_cvtps_epi32(
+            _mm256_round_ps(_mm256_mul_ps(v2, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        const __m256i i3 = _mm256_cvtps_epi32(
+            _mm256_round_ps(_mm256_mul_ps(v3, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
         /* packs interleave 128-bit lanes; the permute restores element order */
         const __m256i p16a = _mm256_packs_epi32(i0, i1), p16b = _mm256_packs_epi32(i2, i3);
         const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b),
-                                                      _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+                                                       _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         if (with_sum) {
             block_q8_1 *y = (block_q8_1 *)vy + b;
             const __m256i s = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
@@ -682,7 +732,8 @@ TGT static void q_f16_avx2(const float *x, void *vy, int64_t n)
     uint16_t *y = vy;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+        _mm_storeu_si128((__m128i *)(y + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++) y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
@@ -705,50 +756,49 @@ TGT static void dq_bf16_avx2(const void *vx, float *y, int64_t n)
 /* ------------------------------------------------------------------------ */
 /* Entry points and tables                                                  */
 
-#define DOT32_VARIANTS(name, T)                                                     \
-    TGT static float dot_##name##_avx2(int64_t n, const void *w, const void *a)     \
-    {                                                                               \
-        return dot32_1(T, n, w, a, V_AVX2);                                         \
-    }                                                                               \
-    TGT static float dot_##name##_vex(int64_t n, const void *w, const void *a)      \
-    {                                                                               \
-        return dot32_1(T, n, w, a, V_VEX);                                          \
-    }                                                                               \
-    TGT static float dot_##name##_evex(int64_t n, const void *w, const void *a)     \
-    {                                                                               \
-        return dot32_1(T, n, w, a, V_EVEX);                                         \
-    }                                                                               \
-    TGT static void dot4_##name##_avx2(int64_t n, const void *w, size_t s, const void *a, \
-                                       float *o)                                    \
-    {                                                                               \
-        dot32_4(T, n, w, s, a, o, V_AVX2);                                          \
-    }                                                                               \
-    TGT static void dot4_##name##_vex(int64_t n, const void *w, size_t s, const void *a, \
-                                      float *o)                                     \
-    {                                                                               \
-        dot32_4(T, n, w, s, a, o, V_VEX);                                           \
-    }                                                                               \
-    TGT static void dot4_##name##_evex(int64_t n, const void *w, size_t s, const void *a, \
-                                       float *o)                                    \
-    {                                                                               \
-        dot32_4(T, n, w, s, a, o, V_EVEX);                                          \
+#define DOT32_VARIANTS(name, T)                                                                    \
+    TGT static float dot_##name##_avx2(int64_t n, const void *w, const void *a)                    \
+    {                                                                                              \
+        return dot32_1(T, n, w, a, V_AVX2);                                                        \
+    }                                                                                              \
+    TGT static float dot_##name##_vex(int64_t n, const void *w, const void *a)                     \
+    {                                                                                              \
+        return dot32_1(T, n, w, a, V_VEX);                                                         \
+    }                                                                                              \
+    TGT static float dot_##name##_evex(int64_t n, const void *w, const void *a)                    \
+    {                                                                                              \
+        return dot32_1(T, n, w, a, V_EVEX);                                                        \
+    }                                                                                              \
+    TGT static void dot4_##name##_avx2(int64_t n, const void *w, size_t s, const void *a,          \
+                                       float *o)                                                   \
+    {                                                                                              \
+        dot32_4(T, n, w, s, a, o, V_AVX2);                                                         \
+    }                                                                                              \
+    TGT static void dot4_##name##_vex(int64_t n, const void *w, size_t s, const void *a, float *o) \
+    {                                                                                              \
+        dot32_4(T, n, w, s, a, o, V_VEX);                                                          \
+    }                                                                                              \
+    TGT static void dot4_##name##_evex(int64_t n, const void *w, size_t s, const void *a,          \
+                                       float *o)                                                   \
+    {                                                                                              \
+        dot32_4(T, n, w, s, a, o, V_EVEX);                                                         \
     }
 
-#define TILE_VARIANTS(name, T)                                                      \
-    TGT static void tile_##name##_avx2(int64_t n, const void *w, size_t ws, const void *a, \
-                                       size_t as, float *o, size_t os)              \
-    {                                                                               \
-        dot32_tile(T, n, w, ws, a, as, o, os, V_AVX2);                              \
-    }                                                                               \
-    TGT static void tile_##name##_vex(int64_t n, const void *w, size_t ws, const void *a, \
-                                      size_t as, float *o, size_t os)               \
-    {                                                                               \
-        dot32_tile(T, n, w, ws, a, as, o, os, V_VEX);                               \
-    }                                                                               \
-    TGT static void tile_##name##_evex(int64_t n, const void *w, size_t ws, const void *a, \
-                                       size_t as, float *o, size_t os)              \
-    {                                                                               \
-        dot32_tile(T, n, w, ws, a, as, o, os, V_EVEX);                              \
+#define TILE_VARIANTS(name, T)                                                                     \
+    TGT static void tile_##name##_avx2(int64_t n, const void *w, size_t ws, const void *a,         \
+                                       size_t as, float *o, size_t os)                             \
+    {                                                                                              \
+        dot32_tile(T, n, w, ws, a, as, o, os, V_AVX2);                                             \
+    }                                                                                              \
+    TGT static void tile_##name##_vex(int64_t n, const void *w, size_t ws, const void *a,          \
+                                      size_t as, float *o, size_t os)                              \
+    {                                                                                              \
+        dot32_tile(T, n, w, ws, a, as, o, os, V_VEX);                                              \
+    }                                                                                              \
+    TGT static void tile_##name##_evex(int64_t n, const void *w, size_t ws, const void *a,         \
+                                       size_t as, float *o, size_t os)                             \
+    {                                                                                              \
+        dot32_tile(T, n, w, ws, a, as, o, os, V_EVEX);                                             \
     }
 
 TILE_VARIANTS(q4_0, WEFT_TYPE_Q4_0)
@@ -763,10 +813,10 @@ DOT32_VARIANTS(q5_0, WEFT_TYPE_Q5_0)
 DOT32_VARIANTS(q5_1, WEFT_TYPE_Q5_1)
 DOT32_VARIANTS(q8_0, WEFT_TYPE_Q8_0)
 
-#define DOT_SIMPLE(name)                                                            \
-    TGT static float dot_##name##_avx2(int64_t n, const void *w, const void *a)     \
-    {                                                                               \
-        return dot_##name##_impl(n, w, a);                                          \
+#define DOT_SIMPLE(name)                                                                           \
+    TGT static float dot_##name##_avx2(int64_t n, const void *w, const void *a)                    \
+    {                                                                                              \
+        return dot_##name##_impl(n, w, a);                                                         \
     }
 
 DOT_SIMPLE(q2_K)
@@ -782,17 +832,17 @@ bool quant_x86_kernels(int level, quant_kernels *k)
 {
     memset(k, 0, sizeof *k);
     if (level < QUANT_SIMD_AVX2) return false;
-#define SET32(T, name)                                                              \
-    do {                                                                            \
-        k->dot[WEFT_TYPE_##T] = level == QUANT_SIMD_AVX2_VNNI     ? dot_##name##_vex  \
-                                : level == QUANT_SIMD_AVX512_VNNI ? dot_##name##_evex \
-                                                                  : dot_##name##_avx2; \
-        k->dot4[WEFT_TYPE_##T] = level == QUANT_SIMD_AVX2_VNNI     ? dot4_##name##_vex  \
-                                 : level == QUANT_SIMD_AVX512_VNNI ? dot4_##name##_evex \
-                                                                   : dot4_##name##_avx2; \
-        k->tile[WEFT_TYPE_##T] = level == QUANT_SIMD_AVX2_VNNI     ? tile_##name##_vex  \
-                                 : level == QUANT_SIMD_AVX512_VNNI ? tile_##name##_evex \
-                                                                   : tile_##name##_avx2; \
+#define SET32(T, name)                                                                             \
+    do {                                                                                           \
+        k->dot[WEFT_TYPE_##T] = level == QUANT_SIMD_AVX2_VNNI     ? dot_##name##_vex               \
+                                : level == QUANT_SIMD_AVX512_VNNI ? dot_##name##_evex              \
+                                                                  : dot_##name##_avx2;             \
+        k->dot4[WEFT_TYPE_##T] = level == QUANT_SIMD_AVX2_VNNI     ? dot4_##name##_vex             \
+                                 : level == QUANT_SIMD_AVX512_VNNI ? dot4_##name##_evex            \
+                                                                   : dot4_##name##_avx2;           \
+        k->tile[WEFT_TYPE_##T] = level == QUANT_SIMD_AVX2_VNNI     ? tile_##name##_vex             \
+                                 : level == QUANT_SIMD_AVX512_VNNI ? tile_##name##_evex            \
+                                                                   : tile_##name##_avx2;           \
     } while (0)
     SET32(Q4_0, q4_0);
     SET32(Q4_1, q4_1);

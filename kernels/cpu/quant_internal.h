@@ -119,8 +119,7 @@ _Static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
  * a "dot4" kernel is four weight rows (w, w + stride, ...) against one
  * activation row, writing out[0..4). */
 typedef float (*quant_dot_fn)(int64_t n, const void *w, const void *a);
-typedef void (*quant_dot4_fn)(int64_t n, const void *w, size_t stride, const void *a,
-                              float *out);
+typedef void (*quant_dot4_fn)(int64_t n, const void *w, size_t stride, const void *a, float *out);
 /* A "tile" kernel is QUANT_TILE_R weight rows (stride ws) against
  * QUANT_TILE_C activation rows (stride as): out[j * os + i] = dot(w_i, a_j). */
 #define QUANT_TILE_R 4

@@ -200,7 +200,14 @@ int main(void)
         TEST_SKIP("model file not found (set WEFT_MODEL)");
     }
     source_dir = getenv("WEFT_SOURCE_DIR");
-    if (!source_dir) source_dir = ".";
+    static char from_file[4096];
+    if (!source_dir) {
+        /* this file is <source>/tests/model/test_tokenizer_ref.c */
+        snprintf(from_file, sizeof from_file, "%s", __FILE__);
+        char *cut = strstr(from_file, "/tests/model/");
+        if (cut) *cut = 0;
+        source_dir = cut ? from_file : ".";
+    }
 
     gguf_file *g = NULL;
     if (gguf_open(model, &g) != 0) {

@@ -72,16 +72,16 @@ TEST(type_sizes_match_ggml)
         const char *name;
         size_t block, size;
     } want[] = {
-        {0, "f32", 1, 4},         {1, "f16", 1, 2},          {2, "q4_0", 32, 18},
-        {3, "q4_1", 32, 20},      {6, "q5_0", 32, 22},       {7, "q5_1", 32, 24},
-        {8, "q8_0", 32, 34},      {9, "q8_1", 32, 36},       {10, "q2_K", 256, 84},
-        {11, "q3_K", 256, 110},   {12, "q4_K", 256, 144},    {13, "q5_K", 256, 176},
-        {14, "q6_K", 256, 210},   {15, "q8_K", 256, 292},    {16, "iq2_xxs", 256, 66},
-        {17, "iq2_xs", 256, 74},  {18, "iq3_xxs", 256, 98},  {19, "iq1_s", 256, 50},
-        {20, "iq4_nl", 32, 18},   {21, "iq3_s", 256, 110},   {22, "iq2_s", 256, 82},
-        {23, "iq4_xs", 256, 136}, {24, "i8", 1, 1},          {25, "i16", 1, 2},
-        {26, "i32", 1, 4},        {27, "i64", 1, 8},         {28, "f64", 1, 8},
-        {29, "iq1_m", 256, 56},   {30, "bf16", 1, 2},        {34, "tq1_0", 256, 54},
+        {0, "f32", 1, 4},         {1, "f16", 1, 2},         {2, "q4_0", 32, 18},
+        {3, "q4_1", 32, 20},      {6, "q5_0", 32, 22},      {7, "q5_1", 32, 24},
+        {8, "q8_0", 32, 34},      {9, "q8_1", 32, 36},      {10, "q2_K", 256, 84},
+        {11, "q3_K", 256, 110},   {12, "q4_K", 256, 144},   {13, "q5_K", 256, 176},
+        {14, "q6_K", 256, 210},   {15, "q8_K", 256, 292},   {16, "iq2_xxs", 256, 66},
+        {17, "iq2_xs", 256, 74},  {18, "iq3_xxs", 256, 98}, {19, "iq1_s", 256, 50},
+        {20, "iq4_nl", 32, 18},   {21, "iq3_s", 256, 110},  {22, "iq2_s", 256, 82},
+        {23, "iq4_xs", 256, 136}, {24, "i8", 1, 1},         {25, "i16", 1, 2},
+        {26, "i32", 1, 4},        {27, "i64", 1, 8},        {28, "f64", 1, 8},
+        {29, "iq1_m", 256, 56},   {30, "bf16", 1, 2},       {34, "tq1_0", 256, 54},
         {35, "tq2_0", 256, 66},   {39, "mxfp4", 32, 17},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
@@ -192,9 +192,9 @@ TEST(f16_rounding_is_nearest_even)
     ASSERT_EQ_INT(quant_f32_to_f16(1.0f + 0x1p-11f), 0x3c00);     /* tie -> even */
     ASSERT_EQ_INT(quant_f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02); /* tie -> even */
     ASSERT_EQ_INT(quant_f32_to_f16(1.0f + 0x1p-11f + 0x1p-20f), 0x3c01);
-    ASSERT_EQ_INT(quant_f32_to_f16(0x1p-25f), 0x0000);       /* tie -> 0 */
+    ASSERT_EQ_INT(quant_f32_to_f16(0x1p-25f), 0x0000);        /* tie -> 0 */
     ASSERT_EQ_INT(quant_f32_to_f16(0x1.000002p-25f), 0x0001); /* just above */
-    ASSERT_EQ_INT(quant_f32_to_f16(3 * 0x1p-25f), 0x0002);   /* 1.5 -> 2 */
+    ASSERT_EQ_INT(quant_f32_to_f16(3 * 0x1p-25f), 0x0002);    /* 1.5 -> 2 */
     ASSERT_EQ_INT(quant_f32_to_f16(-0x1p-24f), 0x8001);
     ASSERT_EQ_INT(quant_f32_to_f16(0x1p-14f - 0x1p-26f), 0x0400); /* rounds up to normal */
     ASSERT_EQ_INT(quant_f32_to_f16(1e-30f), 0x0000);
@@ -267,7 +267,7 @@ TEST(bf16_conversions)
     ASSERT_EQ_INT(quant_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);     /* tie -> even */
     ASSERT_EQ_INT(quant_f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82); /* tie -> even */
     ASSERT_EQ_INT(quant_f32_to_bf16(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81);
-    ASSERT_EQ_INT(quant_f32_to_bf16(FLT_MAX), 0x7f80); /* rounds to inf */
+    ASSERT_EQ_INT(quant_f32_to_bf16(FLT_MAX), 0x7f80);                      /* rounds to inf */
     ASSERT(isnan(quant_bf16_to_f32(quant_f32_to_bf16(ffrom(0x7f800001))))); /* sNaN stays NaN */
     /* rows, at every level */
     float x[37], y[37];
@@ -317,20 +317,23 @@ TEST(quantize_dequantize_error_bounded)
         weft_type t;
         double bound;
     } want[] = {
-        {WEFT_TYPE_F32, 0.0},     {WEFT_TYPE_F16, 4e-4},    {WEFT_TYPE_BF16, 3e-3},
-        {WEFT_TYPE_Q8_0, 0.008},  {WEFT_TYPE_Q8_1, 0.008},  {WEFT_TYPE_Q8_K, 0.016},
-        {WEFT_TYPE_Q4_0, 0.13},   {WEFT_TYPE_Q4_1, 0.11},   {WEFT_TYPE_Q5_0, 0.065},
-        {WEFT_TYPE_Q5_1, 0.052},  {WEFT_TYPE_Q2_K, 0.45},   {WEFT_TYPE_Q3_K, 0.22},
-        {WEFT_TYPE_Q4_K, 0.11},   {WEFT_TYPE_Q5_K, 0.055},  {WEFT_TYPE_Q6_K, 0.027},
+        {WEFT_TYPE_F32, 0.0},    {WEFT_TYPE_F16, 4e-4},   {WEFT_TYPE_BF16, 3e-3},
+        {WEFT_TYPE_Q8_0, 0.008}, {WEFT_TYPE_Q8_1, 0.008}, {WEFT_TYPE_Q8_K, 0.016},
+        {WEFT_TYPE_Q4_0, 0.13},  {WEFT_TYPE_Q4_1, 0.11},  {WEFT_TYPE_Q5_0, 0.065},
+        {WEFT_TYPE_Q5_1, 0.052}, {WEFT_TYPE_Q2_K, 0.45},  {WEFT_TYPE_Q3_K, 0.22},
+        {WEFT_TYPE_Q4_K, 0.11},  {WEFT_TYPE_Q5_K, 0.055}, {WEFT_TYPE_Q6_K, 0.027},
     };
     const int64_t n = 4096;
     float *x = rand_row(n, 0.02f, 0.0f);
     float *xo = rand_row(n, 0.02f, 0.01f); /* with an offset: the min formats win */
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         const double e = rel_rms_error(want[i].t, x, n), eo = rel_rms_error(want[i].t, xo, n);
-        fprintf(stderr, "  %-5s rel rms error %.5f (offset data %.5f)\n", quant_type_name(want[i].t), e, eo);
-        if (!(e <= want[i].bound)) TEST_FAIL_("%s: %g > %g", quant_type_name(want[i].t), e, want[i].bound);
-        if (!(eo <= want[i].bound)) TEST_FAIL_("%s offset: %g > %g", quant_type_name(want[i].t), eo, want[i].bound);
+        fprintf(stderr, "  %-5s rel rms error %.5f (offset data %.5f)\n",
+                quant_type_name(want[i].t), e, eo);
+        if (!(e <= want[i].bound))
+            TEST_FAIL_("%s: %g > %g", quant_type_name(want[i].t), e, want[i].bound);
+        if (!(eo <= want[i].bound))
+            TEST_FAIL_("%s offset: %g > %g", quant_type_name(want[i].t), eo, want[i].bound);
     }
     free(x);
     free(xo);
@@ -349,7 +352,8 @@ TEST(quantize_zero_and_constant_rows)
             quant_dequantize_row(t, q, y, n);
             for (int64_t j = 0; j < n; j++)
                 if (!(fabsf(y[j] - x[j]) <= 0.02f))
-                    TEST_FAIL_("%s pass %d: [%d] %g", quant_type_name(t), pass, (int)j, (double)y[j]);
+                    TEST_FAIL_("%s pass %d: [%d] %g", quant_type_name(t), pass, (int)j,
+                               (double)y[j]);
         }
     }
     free(x);
@@ -384,7 +388,8 @@ static void golden_bytes(weft_type t, uint8_t *p, size_t nbytes)
         }
         default:
             memcpy(blk, &one, 2);
-            if (t == WEFT_TYPE_Q4_1 || t == WEFT_TYPE_Q5_1 || t == WEFT_TYPE_Q4_K || t == WEFT_TYPE_Q5_K)
+            if (t == WEFT_TYPE_Q4_1 || t == WEFT_TYPE_Q5_1 || t == WEFT_TYPE_Q4_K ||
+                t == WEFT_TYPE_Q5_K)
                 memcpy(blk + 2, &mhalf, 2);
         }
     }
@@ -422,12 +427,14 @@ TEST(dequantize_matches_llama_cpp_golden)
         quant_dequantize_row(t, buf, y, n);
         double s = 0;
         for (int i = 0; i < n; i++) s += (double)y[i] * ((i % 7) + 1);
-        if (s != golden[k].wsum) TEST_FAIL_("%s: checksum %.17g, llama.cpp %.17g", quant_type_name(t), s, golden[k].wsum);
+        if (s != golden[k].wsum)
+            TEST_FAIL_("%s: checksum %.17g, llama.cpp %.17g", quant_type_name(t), s,
+                       golden[k].wsum);
         const int at[4] = {0, 17, 300, 511};
         for (int i = 0; i < 4; i++)
             if (y[at[i]] != golden[k].y[i])
-                TEST_FAIL_("%s: y[%d] = %g, llama.cpp %g", quant_type_name(t), at[i], (double)y[at[i]],
-                           (double)golden[k].y[i]);
+                TEST_FAIL_("%s: y[%d] = %g, llama.cpp %g", quant_type_name(t), at[i],
+                           (double)y[at[i]], (double)golden[k].y[i]);
     }
 }
 
@@ -577,7 +584,7 @@ TEST(q8_1_s_field)
 typedef struct {
     weft_type t, at;
     int64_t n;
-    void *w;  /* nw rows */
+    void *w; /* nw rows */
     void *a;
     float *wf; /* dequantized weights, row 0 */
     float *af; /* dequantized activation */
@@ -636,7 +643,8 @@ static double min_term_slack(const dot_case *c)
         int sum = 0;
         for (int j = 0; j < 32; j++) sum += y[b].qs[j];
         const double exact = (double)quant_f16_to_f32(y[b].d) * sum;
-        slack += fabs(quant_f16_to_f32(hm)) * (fabs(quant_f16_to_f32(y[b].s) - exact) + 1e-7 * fabs(exact));
+        slack += fabs(quant_f16_to_f32(hm)) *
+                 (fabs(quant_f16_to_f32(y[b].s) - exact) + 1e-7 * fabs(exact));
     }
     return slack;
 }
@@ -665,8 +673,8 @@ TEST(vec_dot_ref_matches_dequantized_dot)
             const float got = quant_vec_dot_ref(c.t, c.n, c.w, c.a);
             const double tol = 1e-5 * abs_dot(&c) + min_term_slack(&c) + 1e-12;
             if (!(fabs(got - exact) <= tol))
-                TEST_FAIL_("%s n=%lld: ref %.9g vs dequantized %.9g (tol %g)",
-                           quant_type_name(c.t), (long long)c.n, (double)got, exact, tol);
+                TEST_FAIL_("%s n=%lld: ref %.9g vs dequantized %.9g (tol %g)", quant_type_name(c.t),
+                           (long long)c.n, (double)got, exact, tol);
             /* and the activation quantization moved the result by no more than
              * its own error allows */
             double fx = 0, bound = tol;
@@ -693,7 +701,8 @@ TEST(vec_dot_ref_matches_dequantized_dot)
             for (int j = 0; j < bs; j++) amax = fmaxf(amax, fabsf(x[b * bs + j]));
             const float step = amax / 127;
             for (int j = 0; j < bs; j++)
-                ASSERT(fabsf(x[b * bs + j] - y[b * bs + j]) <= step * (0.5f + 127 * 0x1p-11f) * 1.0001f);
+                ASSERT(fabsf(x[b * bs + j] - y[b * bs + j]) <=
+                       step * (0.5f + 127 * 0x1p-11f) * 1.0001f);
         }
     }
     free(x);
@@ -720,12 +729,14 @@ TEST(vec_dot_simd_matches_ref)
                 const float got = quant_vec_dot(t, c.n, c.w, c.a);
                 const double tol = 1e-5 * abs_dot(&c) + 1e-12;
                 if (!(fabs((double)got - ref) <= tol))
-                    TEST_FAIL_("%s %s n=%lld: simd %.9g ref %.9g (tol %g)", quant_simd_name(all_levels[l]),
-                               quant_type_name(t), (long long)c.n, (double)got, (double)ref, tol);
+                    TEST_FAIL_("%s %s n=%lld: simd %.9g ref %.9g (tol %g)",
+                               quant_simd_name(all_levels[l]), quant_type_name(t), (long long)c.n,
+                               (double)got, (double)ref, tol);
                 /* nx and tile == single rows, bitwise */
                 const size_t ws = quant_row_size(t, c.n);
                 float one[NW], nx[NW], tile[3 * NW];
-                for (int r = 0; r < NW; r++) one[r] = quant_vec_dot(t, c.n, (char *)c.w + ws * r, c.a);
+                for (int r = 0; r < NW; r++)
+                    one[r] = quant_vec_dot(t, c.n, (char *)c.w + ws * r, c.a);
                 for (int nw = 0; nw <= NW; nw++) {
                     for (int r = 0; r < NW; r++) nx[r] = -1.0f;
                     quant_vec_dot_nx(t, c.n, c.w, ws, nw, c.a, nx);
@@ -751,7 +762,8 @@ TEST(vec_dot_simd_matches_ref)
                         if (fbits(tile[j * NW + r]) != fbits(want))
                             TEST_FAIL_("%s %s n=%lld tile (%d,%d): %.9g vs %.9g",
                                        quant_simd_name(all_levels[l]), quant_type_name(t),
-                                       (long long)c.n, j, r, (double)tile[j * NW + r], (double)want);
+                                       (long long)c.n, j, r, (double)tile[j * NW + r],
+                                       (double)want);
                     }
                 free(a3);
                 dot_case_free(&c);

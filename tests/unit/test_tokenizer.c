@@ -623,6 +623,33 @@ TEST(chat_llama3)
     tok_free(v);
 }
 
+TEST(chat_llama31_system_header_with_dates)
+{
+    /* the parts of Llama 3.1's template that weft reads */
+    const char *tpl = "{{- bos_token }}{%- if not date_string is defined %}{%- set date_string = "
+                      "\"26 Jul 2024\" %}{%- endif %}{{- \"<|start_header_id|>system<|end_header_id|>"
+                      "\\n\\n\" }}{{- \"Cutting Knowledge Date: December 2023\\n\" }}{{- \"Today "
+                      "Date: \" + date_string + \"\\n\\n\" }}";
+    toks t = {0};
+    gguf_writer *w = bpe_writer("llama-bpe", tpl, &t);
+    toks_free(&t);
+    tok_vocab *v = NULL;
+    ASSERT_EQ_INT(load_writer(w, &v), 0);
+    ASSERT_EQ_INT(tok_chat_style_of(v), TOK_CHAT_LLAMA3);
+    ASSERT(renders(v, conv_user, 1,
+                   "<|im_start|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge "
+                   "Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>"
+                   "user<|end_header_id|>\n\nHi there<|eot_id|><|start_header_id|>assistant"
+                   "<|end_header_id|>\n\n"));
+    const tok_chat_msg m[] = {{"system", " Be brief. "}, {"user", "Hi"}};
+    ASSERT(renders(v, m, 2,
+                   "<|im_start|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge "
+                   "Date: December 2023\nToday Date: 26 Jul 2024\n\nBe brief.<|eot_id|>"
+                   "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>"
+                   "assistant<|end_header_id|>\n\n"));
+    tok_free(v);
+}
+
 TEST(chat_llama2_and_mistral)
 {
     tok_vocab *v = spm_vocab(-1, LLAMA2_TEMPLATE);
@@ -747,6 +774,73 @@ TEST(unknown_models_and_missing_keys)
     ASSERT(v == NULL);
 }
 
+/* Random bytes (valid UTF-8 or not) through both tokenizers: encoding
+ * never fails; decoding gives back the text with each invalid byte replaced
+ * by U+FFFD for BPE (llama.cpp does the same), and, for valid UTF-8, the text
+ * itself for SPM. (An invalid lead byte before a space swallows a byte of
+ * the U+2581 that stands for the space, in llama.cpp as here, so invalid
+ * input does not round-trip through SPM.) Meant for the sanitizer build. */
+TEST(random_bytes_encode_and_decode)
+{
+    tok_vocab *bpe = bpe_vocab("smollm", NULL), *spm = spm_vocab(0, NULL);
+    ASSERT(bpe != NULL && spm != NULL);
+    static const char *const alphabet[] = {"a", "b", "h", "e", "l", "o", " ", "  ", "\n", "\t",
+                                           "1", "2", "'s", "é", "🙂", "中", "\xC3", "\xF0\x9F",
+                                           "\x80", "\xFF", "<|im_start|>", "<tool>", "<|x|>y",
+                                           "\xe2\x80\x83", "!", "==", "\r\n", "\xed\xa0\x80"};
+    uint32_t seed = 12345;
+    for (int iter = 0; iter < 2000; iter++) {
+        char text[512];
+        size_t len = 0;
+        int parts = (int)((seed = seed * 1664525u + 1013904223u) >> 24) % 30;
+        for (int k = 0; k < parts; k++) {
+            seed = seed * 1664525u + 1013904223u;
+            const char *p = alphabet[(seed >> 16) % (sizeof alphabet / sizeof alphabet[0])];
+            memcpy(text + len, p, strlen(p));
+            len += strlen(p);
+        }
+        text[len] = 0;
+        bool special = iter % 3 == 0;
+        for (int which = 0; which < 2; which++) {
+            tok_vocab *v = which ? spm : bpe;
+            int32_t *ids = NULL, n = 0;
+            ASSERT_EQ_INT(tok_encode(v, text, len, iter % 5 == 0, special, &ids, &n), 0);
+            char *back = NULL;
+            ASSERT_EQ_INT(tok_decode(v, ids, n, true, &back), 0);
+            if (iter % 5 != 0) {
+                /* the text as llama.cpp reads it: invalid bytes -> U+FFFD */
+                char want[2048];
+                size_t w = 0;
+                bool valid = true;
+                for (size_t i = 0; i < len;) {
+                    unsigned char c = (unsigned char)text[i];
+                    size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
+                                : (c & 0xF8) == 0xF0 ? 4 : 0;
+                    bool ok = need > 0 && i + need <= len;
+                    for (size_t j = 1; ok && j < need; j++) ok = ((unsigned char)text[i + j] & 0xC0) == 0x80;
+                    if (ok) {
+                        memcpy(want + w, text + i, need);
+                        w += need;
+                        i += need;
+                    } else {
+                        memcpy(want + w, "\xEF\xBF\xBD", 3);
+                        w += 3;
+                        i++;
+                        valid = false;
+                    }
+                }
+                want[w] = 0;
+                if (which == 0) ASSERT_STR_EQ(back, want);
+                else if (valid) ASSERT_STR_EQ(back, text);
+            }
+            weft_free(back);
+            weft_free(ids);
+        }
+    }
+    tok_free(bpe);
+    tok_free(spm);
+}
+
 TEST(no_leaks_through_the_counting_allocator)
 {
     size_t before = weft_mem_in_use();
@@ -782,11 +876,13 @@ int main(void)
     RUN(utf8_stream_over_real_pieces);
     RUN(chat_chatml_default_system_comes_from_the_template);
     RUN(chat_llama3);
+    RUN(chat_llama31_system_header_with_dates);
     RUN(chat_llama2_and_mistral);
     RUN(chat_unknown_template_is_unsupported);
     RUN(bad_merge_is_a_format_error);
     RUN(token_type_length_mismatch_is_a_format_error);
     RUN(unknown_models_and_missing_keys);
+    RUN(random_bytes_encode_and_decode);
     RUN(no_leaks_through_the_counting_allocator);
     TEST_DONE();
 }
