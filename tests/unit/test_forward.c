@@ -423,6 +423,9 @@ TEST(bad_models_get_clear_errors)
     sp = tiny_default();
     sp.skip_tensor = "blk.1.ffn_up.weight";
     expect_load_error(sp, "missing", WEFT_EFORMAT, "blk.1.ffn_up.weight");
+    sp = tiny_default();
+    sp.weight_type = 16; /* IQ2_XXS: a real GGML type weft does not implement */
+    expect_load_error(sp, "iq2", WEFT_EUNSUPPORTED, "iq2_xxs");
     weft_model *m = NULL;
     ASSERT_EQ_INT(weft_model_load("/nonexistent/model.gguf", &m), WEFT_EIO);
     ASSERT(strstr(weft_last_error(), "/nonexistent/model.gguf") != NULL);

@@ -1,0 +1,166 @@
+/* The weft CLI as a user meets it: help and usage exit codes, weft generate
+ * on a tiny model, and bad input — corrupt, truncated or unsupported model
+ * files, a prompt longer than the context — each a clear error and a
+ * non-zero exit, never a crash (this runs under ASan in CI too). */
+#include <sys/wait.h>
+
+#include "test.h"
+#include "tiny_model.h"
+
+static char out[65536];
+static char weft[4096];
+
+/* Runs `weft ARGS` with stderr folded into out; returns the exit code (or
+ * 128 + signal). */
+static int run(const char *args)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", weft, args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+    return WEXITSTATUS(st);
+}
+
+#define ASSERT_OUT_HAS(s)                                                                   \
+    do {                                                                                    \
+        if (!strstr(out, (s))) TEST_FAIL_("output lacks \"%s\":\n%s", (s), out);            \
+    } while (0)
+
+static char good[256], trunc_path[256], badmagic[256], arch[256], iq2[256];
+
+static int copy_prefix(const char *src, const char *dst, long n, int corrupt_magic)
+{
+    FILE *f = fopen(src, "rb"), *g = fopen(dst, "wb");
+    if (!f || !g) return -1;
+    char buf[4096];
+    long done = 0;
+    size_t r;
+    while ((n < 0 || done < n) && (r = fread(buf, 1, sizeof buf, f)) > 0) {
+        if (n >= 0 && done + (long)r > n) r = (size_t)(n - done);
+        if (done == 0 && corrupt_magic) memcpy(buf, "GGUX", 4);
+        fwrite(buf, 1, r, g);
+        done += (long)r;
+    }
+    fclose(f);
+    fclose(g);
+    return 0;
+}
+
+TEST(help_and_usage)
+{
+    ASSERT_EQ_INT(run("--help"), 0);
+    ASSERT_OUT_HAS("generate");
+    ASSERT_OUT_HAS("serve");
+    ASSERT_EQ_INT(run("nonsense"), 2);
+    ASSERT_OUT_HAS("unknown command");
+    ASSERT_OUT_HAS("usage: weft");
+    ASSERT_EQ_INT(run(""), 2);
+    ASSERT_EQ_INT(run("generate --help"), 0);
+    ASSERT_OUT_HAS("--temp");
+    ASSERT_EQ_INT(run("serve --help"), 0);
+    ASSERT_EQ_INT(run("serve"), 2);
+    ASSERT_OUT_HAS("not available yet");
+    ASSERT_EQ_INT(run("generate -m x.gguf"), 2); /* no prompt */
+    ASSERT_OUT_HAS("prompt is required");
+    ASSERT_EQ_INT(run("generate -p hi -n lots"), 2);
+}
+
+TEST(generate_on_a_tiny_model)
+{
+    char args[1024];
+    snprintf(args, sizeof args, "generate -m %s -p 'the the th' -n 12 --temp 0 -t 2", good);
+    ASSERT_EQ_INT(run(args), 0);
+    char first[65536];
+    snprintf(first, sizeof first, "%s", out);
+    ASSERT(strlen(first) > 1);
+    ASSERT_EQ_INT(run(args), 0); /* greedy is deterministic */
+    ASSERT_STR_EQ(out, first);
+    /* same seed, same sample; sampled text may differ from greedy */
+    snprintf(args, sizeof args, "generate -m %s -p 'the' -n 12 --temp 1.5 --seed 42 -t 1", good);
+    ASSERT_EQ_INT(run(args), 0);
+    snprintf(first, sizeof first, "%s", out);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_STR_EQ(out, first);
+    snprintf(args, sizeof args, "generate -m %s -p 'the' -n 4 --temp 0 -v", good);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("tok/s");
+}
+
+TEST(bad_model_files_get_clear_errors)
+{
+    char args[1024];
+    snprintf(args, sizeof args, "generate -m %s -p hi -n 2", trunc_path);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS(trunc_path);
+    snprintf(args, sizeof args, "generate -m %s -p hi -n 2", badmagic);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("magic");
+    snprintf(args, sizeof args, "generate -m %s -p hi -n 2", arch);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("architecture 'falcon'");
+    snprintf(args, sizeof args, "generate -m %s -p hi -n 2", iq2);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("iq2_xxs");
+    ASSERT_EQ_INT(run("generate -m /nonexistent/m.gguf -p hi"), 1);
+    ASSERT_OUT_HAS("/nonexistent/m.gguf");
+}
+
+TEST(prompt_longer_than_the_context_is_an_error)
+{
+    char args[2048];
+    snprintf(args, sizeof args,
+             "generate -m %s --ctx 16 -n 2 -p 'the the the the the the the the the the the the "
+             "the the the the the the the the the the the the the the'",
+             good);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("context size 16");
+}
+
+TEST(chat_without_a_template_says_how_to_go_raw)
+{
+    char args[1024];
+    snprintf(args, sizeof args, "generate -m %s --chat -p hi -n 2", good);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("without --chat");
+}
+
+int main(void)
+{
+    const char *bin = getenv("WEFT_BINARY_DIR");
+    snprintf(weft, sizeof weft, "%s/weft", bin ? bin : ".");
+    if (access(weft, X_OK) != 0) {
+        fprintf(stderr, "no weft binary at %s\n", weft);
+        return 1;
+    }
+    tiny_spec sp = tiny_default();
+    sp.weight_type = WEFT_TYPE_Q4_1;
+    sp.embd_type = WEFT_TYPE_Q8_0;
+    tiny_path(good, sizeof good, "cli-good");
+    tiny_path(trunc_path, sizeof trunc_path, "cli-trunc");
+    tiny_path(badmagic, sizeof badmagic, "cli-magic");
+    tiny_path(arch, sizeof arch, "cli-arch");
+    tiny_path(iq2, sizeof iq2, "cli-iq2");
+    if (tiny_write(&sp, good) || copy_prefix(good, trunc_path, 200000, 0) ||
+        copy_prefix(good, badmagic, -1, 1))
+        return 1;
+    sp.arch_override = "falcon";
+    if (tiny_write(&sp, arch)) return 1;
+    sp = tiny_default();
+    sp.weight_type = 16;
+    if (tiny_write(&sp, iq2)) return 1;
+    RUN(help_and_usage);
+    RUN(generate_on_a_tiny_model);
+    RUN(bad_model_files_get_clear_errors);
+    RUN(prompt_longer_than_the_context_is_an_error);
+    RUN(chat_without_a_template_says_how_to_go_raw);
+    unlink(good);
+    unlink(trunc_path);
+    unlink(badmagic);
+    unlink(arch);
+    unlink(iq2);
+    TEST_DONE();
+}
