@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +49,26 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* CPU seconds used by the whole machine (Linux /proc/stat) and by this process,
+ * to detect other load that would skew the measurements. */
+static void cpu_usage(double *machine, double *self)
+{
+    unsigned long long v[8] = {0};
+    long hz = sysconf(_SC_CLK_TCK);
+    struct rusage ru;
+    FILE *f = fopen("/proc/stat", "r");
+    *machine = -1;
+    if (f) {
+        if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]) == 8)
+            *machine = (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)hz;
+        fclose(f);
+    }
+    getrusage(RUSAGE_SELF, &ru);
+    *self = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+            (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
 }
 
 /* ------------------------------------------------------------------ threads */
@@ -469,6 +490,7 @@ int main(int argc, char **argv)
     struct stat st;
     unsigned char *buf;
     double bw_dram[2], bw_warm[2], pk[K_COUNT][2];
+    double m0, s0, m1, s1, w0, w1;
     int tcount[2];
 
     for (i = 1; i < argc; i++) {
@@ -548,6 +570,8 @@ int main(int argc, char **argv)
     printf("weights bytes %.0f (%s), flops/token %.4g\n\n", wbytes, wsrc, fpt);
     fflush(stdout);
 
+    cpu_usage(&m0, &s0);
+    w0 = now();
     tcount[0] = 1;
     tcount[1] = nthr;
     for (i = 0; i < 2; i++) {
@@ -567,6 +591,9 @@ int main(int argc, char **argv)
         pk[k][0] = peak(k, 1, reps);
         pk[k][1] = nthr == 1 ? pk[k][0] : peak(k, nthr, reps);
     }
+
+    cpu_usage(&m1, &s1);
+    w1 = now();
 
     printf("%-52s %12s %12s\n", "measurement", "1 thread", "threads");
     printf("%-52s %12.2f %12.2f\n", "read bandwidth, 1 GiB buffer (GB/s)", bw_dram[0], bw_dram[1]);
@@ -600,6 +627,13 @@ int main(int argc, char **argv)
     printf("\nnotes: GB/s = 1e9 bytes/s; 1 multiply-add = 2 ops; flops/token excludes attention\n"
            "(which adds ~4*n_layer*dim*ctx per token); the q4/q8 dot kernels also spend\n"
            "instructions on nibble unpacking and scales, so their real peak is below the int8 row.\n");
+    if (m0 >= 0) {
+        double ncpu = (double)sysconf(_SC_NPROCESSORS_ONLN);
+        double other = ((m1 - m0) - (s1 - s0)) / ((w1 - w0) * ncpu);
+        printf("other processes used %.1f%% of the CPUs during the measurements%s\n",
+               100.0 * (other > 0 ? other : 0),
+               other > 0.03 ? " -- WARNING: results are skewed, rerun on an idle machine" : "");
+    }
     free(buf);
     return 0;
 }

@@ -102,9 +102,8 @@ static void attention(const pool_thread *t, weft_ctx *c, const fwd_job *j, int l
     const float scale = 1.0f / sqrtf((float)hd);
     float *sc = c->scores + (size_t)t->ith * c->p.n_ctx;
     uint16_t *q16 = c->q16 + (size_t)t->ith * hd;
-    long lo, hi;
-    pool_range(t, (long)j->n * n_head, &lo, &hi);
-    for (long i = lo; i < hi; i++) {
+    /* Interleaved, not in ranges: later tokens attend over more positions. */
+    for (long i = t->ith; i < (long)j->n * n_head; i += t->nth) {
         const int tk = (int)(i / n_head), h = (int)(i % n_head), kvh = h / group;
         const kv_seq *s = &c->seqs[j->seq[tk]];
         const int32_t n_kv = j->pos[tk] + 1;

@@ -29,8 +29,8 @@ typedef enum { TOK_KIND_BPE, TOK_KIND_SPM } tok_kind;
 /* One step of the BPE pre-tokenizer: each step splits every piece the
  * previous step produced (llama.cpp's unicode_regex_split). */
 typedef enum {
-    TOK_STEP_GPT2,    /* hand-written GPT-2 pattern (llama.cpp's custom split) */
-    TOK_STEP_LLAMA3,  /* hand-written Llama 3 pattern */
+    TOK_STEP_GPT2,    /* GPT-2 pattern, matched by tokenizer.c's own matcher */
+    TOK_STEP_LLAMA3,  /* Llama 3 pattern, likewise */
     TOK_STEP_REGEX,   /* PCRE2, on the category-collapsed text or the code points */
 } tok_step_kind;
 
