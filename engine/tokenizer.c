@@ -38,8 +38,8 @@
 
 /* ------------------------------------------------------------------------ */
 /* Unicode categories and white space, generated from Python's unicodedata by
- * scripts/gen_unicode_table.py (the Unicode version llama.cpp's tables have,
- * so category decisions agree with it). */
+ * scripts/gen_unicode_table.py. It is Unicode 15.1.0, the version of
+ * llama.cpp's tables, so category decisions agree with it. */
 
 #include "unicode_table.h"
 
@@ -1243,7 +1243,9 @@ typedef struct {
 
 static inline uint16_t subj_flags(const subject *s, size_t i)
 {
-    return i < s->end ? ucd_flags(s->cpt[i]) : 0;
+    if (i >= s->end) return 0;
+    uint32_t c = s->cpt[i];
+    return c < 0x10000 ? ucd_bmp[c] : ucd_flags(c); /* the common case inline */
 }
 
 static inline bool is_crlf(uint32_t c) { return c == '\r' || c == '\n'; }

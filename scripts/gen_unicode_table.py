@@ -6,7 +6,10 @@ the tokenizer's pre-tokenizers use, taken from Python's own unicodedata.
 
 Only the standard library is used and the output depends on nothing but the
 Unicode version of the Python that runs it (written into the header), so two
-runs with the same Python give the same file.
+runs with the same Python give the same file. The tokenizer must agree with
+llama.cpp, whose tables are Unicode 15.1.0: run this with Python 3.13
+(unicodedata 15.1.0). An older Python writes an older Unicode (3.11: 14.0.0,
+where 5116 code points assigned since are still unassigned).
 
 Encoding of ucd_ranges[]: each entry is (first code point << 8 | flags), where
 flags holds the general-category bits below; a range runs up to the first code

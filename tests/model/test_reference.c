@@ -2,10 +2,20 @@
  * The real model against llama.cpp (fixtures recorded by
  * scripts/record_reference.py with llama-cpp-python on the same GGUF file):
  *  - last-position logits of 20 prompts: identical top-1, and the largest
- *    absolute difference over the top-64 and 256 probe ids within LOGIT_TOL;
+ *    absolute difference over the top-64 and 256 probe ids within a bound;
  *  - 64-token greedy continuations of 20 prompts: identical, or diverging
- *    only where llama.cpp's own top-2 margin is a near-tie (< NEAR_TIE), i.e.
- *    within the numeric noise the logit test measures.
+ *    only at a near-tie.
+ *
+ * The bound is llama.cpp's own noise: the same prompts evaluated by llama.cpp
+ * token by token instead of as one batch (tests/fixtures/ref_logits_seq.json,
+ * scripts/record_self_noise.py) differ from its batched logits by up to ~1.0
+ * (0.23-0.57 on most prompts, 1.0 on the 426-token one). Both engines
+ * quantize activations to 8 bits; a one-ulp difference in a sum (SIMD lane
+ * order, exp approximations) flips the rounding of some quantized activations,
+ * and 30 layers amplify that. weft may differ from llama.cpp by at most
+ * NOISE_FACTOR times the largest self-difference. A greedy divergence is a
+ * near-tie when, at that step, both llama.cpp's top-2 margin and weft's margin
+ * between its token and llama.cpp's are inside that same bound.
  */
 #include <math.h>
 
@@ -13,15 +23,10 @@
 #include "test.h"
 #include "weft/sampler.h"
 
-/* Both engines quantize activations to Q8 the same way; what remains is
- * float summation order (SIMD lanes, blocking) and exp/silu approximations,
- * which move logits of magnitude ~30 by a few hundredths at most. */
-#define LOGIT_TOL 0.10
-/* A divergence is a near-tie when the reference's top-2 margin at that step
- * is below twice the logit tolerance. */
-#define NEAR_TIE (2 * LOGIT_TOL)
+#define NOISE_FACTOR 1.5
 
 static weft_model *model;
+static double logit_tol; /* NOISE_FACTOR x llama.cpp's largest self-difference */
 
 static weft_ctx *new_ctx(void)
 {
@@ -81,9 +86,9 @@ TEST(last_position_logits_match_llama_cpp)
         free(toks);
         ASSERT_EQ_INT(top1, ref_top1);
     }
-    fprintf(stderr, "  logits: %d/%zu identical top-1, worst max|diff| %.4f (bound %.2f)\n", n_top1,
-            json_array_size(prompts), worst, LOGIT_TOL);
-    ASSERT(worst <= LOGIT_TOL);
+    fprintf(stderr, "  logits: %d/%zu identical top-1, worst max|diff| %.4f (bound %.3f)\n", n_top1,
+            json_array_size(prompts), worst, logit_tol);
+    ASSERT(worst <= logit_tol);
     json_decref(fx);
 }
 
@@ -95,6 +100,7 @@ TEST(greedy_continuations_match_llama_cpp)
     ASSERT(json_array_size(prompts) >= 20);
     const tok_vocab *v = weft_model_vocab(model);
     int identical = 0, near_ties = 0;
+    const int32_t n_vocab = weft_model_hparams(model)->n_vocab;
     for (size_t p = 0; p < json_array_size(prompts); p++) {
         json_t *pr = json_array_get(prompts, p);
         int32_t n, n_ref;
@@ -105,10 +111,13 @@ TEST(greedy_continuations_match_llama_cpp)
         ASSERT(c != NULL);
         ASSERT_EQ_INT(prefill(c, toks, n), 0);
         int diverged = -1;
+        double weft_margin = 0;
         for (int32_t i = 0; i < n_ref; i++) {
-            const int32_t t = weft_argmax(weft_get_logits(c, 0), weft_model_hparams(model)->n_vocab);
+            const float *lg = weft_get_logits(c, 0);
+            const int32_t t = weft_argmax(lg, n_vocab);
             if (t != ref[i]) {
                 diverged = i;
+                weft_margin = lg[t] - lg[ref[i]];
                 break;
             }
             if (tok_is_eog(v, t)) break;
@@ -122,17 +131,18 @@ TEST(greedy_continuations_match_llama_cpp)
             fprintf(stderr, "  %-28s identical (%d tokens)\n", name, n_ref);
         } else {
             const double margin = json_number_value(json_array_get(margins, (size_t)diverged));
-            fprintf(stderr, "  %-28s diverges at token %d where llama.cpp's top-2 margin is %.4f\n",
-                    name, diverged, margin);
-            ASSERT(margin < NEAR_TIE);
+            fprintf(stderr,
+                    "  %-28s diverges at token %d: llama.cpp's top-2 margin %.4f, weft's %.4f\n",
+                    name, diverged, margin, weft_margin);
+            ASSERT(margin < logit_tol && weft_margin < logit_tol);
             near_ties++;
         }
         weft_ctx_destroy(c);
         free(toks);
         free(ref);
     }
-    fprintf(stderr, "  greedy: %d identical, %d diverge at a near-tie (< %.2f)\n", identical,
-            near_ties, NEAR_TIE);
+    fprintf(stderr, "  greedy: %d identical, %d diverge at a near-tie (< %.3f)\n", identical,
+            near_ties, logit_tol);
     json_decref(fx);
 }
 
@@ -141,6 +151,17 @@ int main(void)
     int code = 0;
     model = model_or_skip(&code);
     if (!model) return code;
+    json_t *noise = fixture("ref_logits_seq.json");
+    if (!noise) return 1;
+    double self = 0;
+    json_t *np = json_object_get(noise, "prompts");
+    for (size_t i = 0; i < json_array_size(np); i++)
+        self = fmax(self, json_number_value(json_object_get(json_array_get(np, i), "self_diff")));
+    json_decref(noise);
+    logit_tol = NOISE_FACTOR * self;
+    fprintf(stderr, "llama.cpp batched vs token-by-token: max |diff| %.4f -> bound %.4f\n", self,
+            logit_tol);
+    if (self <= 0) return 1;
     RUN(last_position_logits_match_llama_cpp);
     RUN(greedy_continuations_match_llama_cpp);
     weft_model_free(model);

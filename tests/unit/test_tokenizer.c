@@ -347,6 +347,33 @@ TEST(bpe_llama3_and_qwen2_pre_tokenizers)
     tok_free(v);
 }
 
+/* Piece boundaries of the Llama 3 pattern, seen through the merges "Ġ Ġ"
+ * and "Ġ b", which cannot cross a piece. */
+TEST(bpe_llama3_whitespace_pieces)
+{
+    tok_vocab *v = bpe_vocab("llama-bpe", NULL);
+    ASSERT(v != NULL);
+    /* \s+(?!\S) leaves the last space to the word */
+    ENC_IS(v, "a   b", false, false, B('a'), id_of(v, "ĠĠ"), id_of(v, "Ġb"));
+    /* \s*[\r\n]+ runs to the last newline, spaces before it included */
+    ENC_IS(v, "  \n b", false, false, id_of(v, "ĠĠ"), B('\n'), id_of(v, "Ġb"));
+    ENC_IS(v, "\n \n  b", false, false, B('\n'), B(' '), B('\n'), B(' '), id_of(v, "Ġb"));
+    /* [^\r\n\p{L}\p{N}]?\p{L}+: a space or a sign leads the word, a newline does not */
+    ENC_IS(v, "!b\nb", false, false, B('!'), B('b'), B('\n'), B('b'));
+    /* a trailing run stays whole; a lone trailing space is a piece */
+    ENC_IS(v, "b  ", false, false, B('b'), id_of(v, "ĠĠ"));
+    ENC_IS(v, "b ", false, false, B('b'), B(' '));
+    /* ASCII-case-insensitive contractions, and their GPT-2 counterparts */
+    ASSERT(round_trips(v, "IT'S it's 'LL 'Ll 're 'x '", false));
+    tok_free(v);
+    v = bpe_vocab("gpt-2", NULL);
+    ASSERT(v != NULL);
+    ENC_IS(v, "a   b", false, false, B('a'), id_of(v, "ĠĠ"), id_of(v, "Ġb"));
+    ENC_IS(v, "  \n b", false, false, id_of(v, "ĠĠ"), B('\n'), id_of(v, "Ġb"));
+    ASSERT(round_trips(v, "IT'S it's 'LL 'Ll 're 'x '", false));
+    tok_free(v);
+}
+
 TEST(long_text_is_fast_enough_to_finish)
 {
     /* 200 KB without a single split point: one huge BPE word */
@@ -869,6 +896,7 @@ int main(void)
     RUN(bpe_add_special_follows_add_bos_token);
     RUN(bpe_pieces_and_end_of_generation);
     RUN(bpe_llama3_and_qwen2_pre_tokenizers);
+    RUN(bpe_llama3_whitespace_pieces);
     RUN(long_text_is_fast_enough_to_finish);
     RUN(spm_merges_by_score_with_space_prefix);
     RUN(spm_byte_fallback_and_decode);
