@@ -90,6 +90,31 @@ static void lru_touch(prefix_index *idx, int32_t b)
     lru_push_mru(idx, b);
 }
 
+/* Moves b to just colder than `anchor`. */
+static void lru_place_after(prefix_index *idx, int32_t b, int32_t anchor)
+{
+    if (idx->entries[anchor].older == b) return;
+    lru_unlink(idx, b);
+    prefix_entry *a = &idx->entries[anchor], *e = &idx->entries[b];
+    e->newer = anchor;
+    e->older = a->older;
+    if (a->older >= 0) idx->entries[a->older].newer = b;
+    else idx->lru = b;
+    a->older = b;
+}
+
+/* Touches the entry a walk just reached. The first block of a chain goes to
+ * the warm end and each later block right behind its parent, so a chain runs
+ * shallow-warm to deep-cold: evicting a parent would orphan its children,
+ * evicting a leaf costs nothing more. */
+static void lru_touch_walk(prefix_index *idx, const prefix_cursor *cur, int32_t b)
+{
+    if (cur->block >= 0 && idx->entries[cur->block].id == cur->parent_id)
+        lru_place_after(idx, b, cur->block);
+    else
+        lru_touch(idx, b);
+}
+
 /* ---- hash table ---- */
 
 /* The entry whose chain is exactly (parent_id, tokens) under `key`, or -1.
@@ -162,9 +187,11 @@ static void entry_add(prefix_index *idx, int32_t b, uint64_t key, uint64_t paren
 /* Removes b from the index and drops the index's reference. */
 static void entry_remove(prefix_index *idx, int32_t b)
 {
-    idx->n_entries--; /* before table_del, which sizes the rebuild on it */
-    table_del(idx, b);
+    /* Off the LRU list and the count first: table_del may rebuild the table
+     * from the list. */
+    idx->n_entries--;
     lru_unlink(idx, b);
+    table_del(idx, b);
     idx->entries[b].id = 0;
     kv_block_unref(idx->pool, b);
 }
@@ -218,6 +245,7 @@ void prefix_cursor_init(const prefix_index *idx, prefix_cursor *cur)
 {
     cur->key = idx->seed;
     cur->parent_id = 0;
+    cur->block = -1;
     cur->n_blocks = 0;
     cur->dead = 0;
 }
@@ -238,10 +266,11 @@ int32_t prefix_cursor_lookup(prefix_index *idx, prefix_cursor *cur,
     int32_t b = cursor_peek(idx, cur, tokens, &key);
     if (b < 0) return -1;
     kv_block_ref(idx->pool, b);
-    lru_touch(idx, b);
+    lru_touch_walk(idx, cur, b);
     idx->st.n_hit_blocks++;
     cur->key = key;
     cur->parent_id = idx->entries[b].id;
+    cur->block = b;
     cur->n_blocks++;
     return b;
 }
@@ -266,24 +295,16 @@ int prefix_cursor_insert(prefix_index *idx, prefix_cursor *cur,
         entry_add(idx, block, key, cur->parent_id, tokens);
         b = block;
         taken = 1;
-    } else {
-        lru_touch(idx, b);
     }
+    lru_touch_walk(idx, cur, b);
     cur->key = key;
     cur->parent_id = idx->entries[b].id;
+    cur->block = b;
     cur->n_blocks++;
     return taken;
 }
 
 /* ---- whole-prompt calls ---- */
-
-/* Re-touches a walked chain deepest-first so its shallow blocks end warmest:
- * evicting a parent orphans its children, evicting a leaf costs nothing more. */
-static void touch_chain_reverse(prefix_index *idx, const int32_t *blocks, int32_t n)
-{
-    for (int32_t i = n - 1; i >= 0; i--)
-        if (blocks[i] >= 0 && idx->entries[blocks[i]].id) lru_touch(idx, blocks[i]);
-}
 
 int32_t prefix_lookup(prefix_index *idx, const int32_t *tokens, int32_t n_tokens,
                       int32_t *blocks_out, int32_t max_blocks)
@@ -303,7 +324,6 @@ int32_t prefix_lookup(prefix_index *idx, const int32_t *tokens, int32_t n_tokens
         if (b < 0) break;
         blocks_out[n++] = b;
     }
-    touch_chain_reverse(idx, blocks_out, n);
     return n;
 }
 
@@ -324,57 +344,11 @@ int prefix_insert(prefix_index *idx, const int32_t *tokens, int32_t n_tokens,
     prefix_cursor cur;
     prefix_cursor_init(idx, &cur);
     int n_new = 0;
-    int32_t last = -1; /* entries the walk went through, for the reverse touch */
     for (int32_t i = 0; i < n_full && !cur.dead; i++) {
         int rc = prefix_cursor_insert(idx, &cur, tokens + (size_t)i * KV_BLOCK_TOKENS,
                                       blocks[i]);
         WEFT_ASSERT(rc >= 0);
         n_new += rc;
-        if (!cur.dead) last = i;
-    }
-    /* The walk touched deepest-last; redo it deepest-first. The entries are
-     * found again by chain, since an existing entry may hold another block. */
-    if (last >= 0) {
-        int32_t chain[64];
-        int32_t n_done = 0;
-        prefix_cursor c2;
-        prefix_cursor_init(idx, &c2);
-        /* Walk in windows of 64 so no allocation is needed; each window is
-         * touched deepest-first, windows deeper-first overall. */
-        int32_t n_walk = last + 1;
-        int32_t n_win = (n_walk + 63) / 64;
-        /* Collect the whole chain's block ids window by window, then touch
-         * from the deepest window back. Keys must be walked forward, so the
-         * windows' cursors are saved. */
-        prefix_cursor *starts = weft_malloc((size_t)n_win * sizeof *starts);
-        if (starts) {
-            for (int32_t w = 0; w < n_win; w++) {
-                starts[w] = c2;
-                int32_t hi = (w + 1) * 64 < n_walk ? (w + 1) * 64 : n_walk;
-                for (int32_t i = w * 64; i < hi; i++) {
-                    uint64_t key;
-                    int32_t b = cursor_peek(idx, &c2, tokens + (size_t)i * KV_BLOCK_TOKENS, &key);
-                    if (b < 0) break;
-                    c2.key = key;
-                    c2.parent_id = idx->entries[b].id;
-                }
-            }
-            for (int32_t w = n_win - 1; w >= 0; w--) {
-                prefix_cursor c3 = starts[w];
-                int32_t hi = (w + 1) * 64 < n_walk ? (w + 1) * 64 : n_walk;
-                n_done = 0;
-                for (int32_t i = w * 64; i < hi; i++) {
-                    uint64_t key;
-                    int32_t b = cursor_peek(idx, &c3, tokens + (size_t)i * KV_BLOCK_TOKENS, &key);
-                    if (b < 0) break;
-                    chain[n_done++] = b;
-                    c3.key = key;
-                    c3.parent_id = idx->entries[b].id;
-                }
-                touch_chain_reverse(idx, chain, n_done);
-            }
-            weft_free(starts);
-        }
     }
     return n_new;
 }

@@ -16,8 +16,9 @@
  * walk matched one step earlier. By induction the whole token prefix is equal,
  * so a 64-bit hash collision can cost a miss but never a wrong block. An entry
  * whose parent has been evicted is unreachable ("orphan") and ages out of the
- * LRU; lookups and inserts touch a chain deepest-first, so shallow blocks are
- * warmer and parents normally outlive their children.
+ * LRU. A walk (lookup or insert) puts a chain's first block at the warm end
+ * and each later block right behind its parent, so parents outlive their
+ * children in the LRU order.
  *
  * Ownership: the index holds one reference (kv_block_ref) on every block it
  * has cached, so a cached block outlives the sequence that computed it. A
@@ -92,6 +93,7 @@ int prefix_insert(prefix_index *idx, const int32_t *tokens, int32_t n_tokens,
 typedef struct prefix_cursor {
     uint64_t key;       /* key_{n_blocks - 1}; the seed at the start */
     uint64_t parent_id; /* entry id of block n_blocks - 1; 0 at the start */
+    int32_t block;      /* its block id (LRU placement only); -1 at the start */
     int32_t n_blocks;   /* full blocks consumed */
     int32_t dead;       /* 1 after a failed insert: later inserts are no-ops */
 } prefix_cursor;

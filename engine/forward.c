@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cache/kv.h"
+#include "engine/ctx_internal.h"
 #include "engine/model_internal.h"
 
 typedef struct kv_seq {
@@ -45,6 +46,8 @@ struct weft_ctx {
     float *logits; /* (n_batch, n_vocab) */
     int32_t n_logits;
     weft_perf perf;
+    int32_t (*block_alloc)(void *ud); /* NULL: kv_block_alloc */
+    void *block_alloc_ud;
 };
 
 /* What one pool run of the forward pass works on. */
@@ -288,6 +291,11 @@ void weft_ctx_destroy(weft_ctx *c)
 
 const weft_ctx_params *weft_ctx_params_of(const weft_ctx *c) { return &c->p; }
 
+static int32_t alloc_block(weft_ctx *c)
+{
+    return c->block_alloc ? c->block_alloc(c->block_alloc_ud) : kv_block_alloc(c->kv);
+}
+
 /* Makes sure sequence s has blocks for positions < new_len, and that the
  * block holding position `from` onwards is not shared (copy-on-write).
  * On failure nothing changes. */
@@ -298,14 +306,14 @@ static int seq_reserve(weft_ctx *c, kv_seq *s, int32_t from, int32_t new_len)
     const int32_t first = from / KV_BLOCK_TOKENS;
     int32_t cow_old = -1;
     if (first < had && kv_block_refcount(c->kv, s->blocks[first]) > 1) {
-        int32_t b = kv_block_alloc(c->kv);
+        int32_t b = alloc_block(c);
         if (b < 0) return weft_error(WEFT_ENOKV, "KV pool exhausted (%d blocks)", kv_pool_n_blocks(c->kv));
         memcpy(kv_block_data(c->kv, b), kv_block_data(c->kv, s->blocks[first]), kv_pool_block_bytes(c->kv));
         cow_old = s->blocks[first];
         s->blocks[first] = b;
     }
     for (int32_t i = had; i < need; i++) {
-        int32_t b = kv_block_alloc(c->kv);
+        int32_t b = alloc_block(c);
         if (b < 0) {
             for (int32_t k = had; k < i; k++) kv_block_unref(c->kv, s->blocks[k]);
             if (cow_old >= 0) {
@@ -461,3 +469,31 @@ int weft_seq_fork(weft_ctx *c, int32_t src, int32_t dst, int32_t n)
 
 weft_perf weft_ctx_perf(const weft_ctx *c) { return c->perf; }
 void weft_ctx_perf_reset(weft_ctx *c) { memset(&c->perf, 0, sizeof c->perf); }
+
+kv_pool *weft_ctx_kv(weft_ctx *c) { return c->kv; }
+
+void weft_ctx_set_block_alloc(weft_ctx *c, int32_t (*alloc)(void *ud), void *ud)
+{
+    c->block_alloc = alloc;
+    c->block_alloc_ud = ud;
+}
+
+int32_t weft_seq_blocks(const weft_ctx *c, int32_t seq, const int32_t **blocks)
+{
+    if (seq < 0 || seq >= c->p.n_seq_max) return 0;
+    *blocks = c->seqs[seq].blocks;
+    return c->seqs[seq].n_blocks;
+}
+
+int weft_seq_attach(weft_ctx *c, int32_t seq, const int32_t *blocks, int32_t n_tokens)
+{
+    if (seq < 0 || seq >= c->p.n_seq_max) return weft_error(WEFT_EINVAL, "sequence %d out of range", seq);
+    kv_seq *s = &c->seqs[seq];
+    const int32_t nb = (n_tokens + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS;
+    if (s->len != 0 || s->n_blocks != 0 || n_tokens < 0 || nb > c->max_blocks)
+        return weft_error(WEFT_EINVAL, "cannot attach %d positions to sequence %d", n_tokens, seq);
+    memcpy(s->blocks, blocks, (size_t)nb * sizeof *blocks);
+    s->n_blocks = nb;
+    s->len = n_tokens;
+    return 0;
+}

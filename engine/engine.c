@@ -1,0 +1,665 @@
+/*
+ * The serving engine: a step loop on its own thread. Each step builds one
+ * token batch — first the decode token of every running request, then
+ * prefill chunks of the others, highest priority first, under the n_batch
+ * token budget — runs one forward pass, samples, and emits events.
+ *
+ * KV: each running request owns one sequence slot of the context. Full
+ * blocks of prompts (and of finished outputs) are registered in the prefix
+ * index; a new request's prompt is looked up block by block and the hits are
+ * attached to its sequence, so only the rest is computed. When the pool runs
+ * short the index evicts its least recently used unreferenced blocks; when
+ * that is not enough the lowest-priority running request is preempted (its
+ * blocks dropped, its prompt + output so far recomputed when it is admitted
+ * again).
+ */
+#include "weft/engine.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache/prefix.h"
+#include "engine/ctx_internal.h"
+
+typedef struct req {
+    uint64_t id;
+    weft_event_cb cb;
+    void *user;
+    int32_t *tokens;    /* prompt, then generated tokens */
+    int32_t n_prompt, n_tokens, cap;
+    int32_t max_tokens, n_generated;
+    int32_t priority;
+    bool ignore_eos;
+    char **stop;
+    int n_stop;
+    weft_sampler *smp;
+    int32_t seq;        /* -1 while waiting */
+    int32_t n_done;     /* positions whose KV its sequence holds */
+    int32_t n_cached;
+    bool cancelled;
+    double t_submit, t_first;
+    char *text;         /* generated text, for stop strings */
+    size_t text_len, text_cap, emitted;
+    tok_utf8_stream us;
+    struct req *next;
+} req;
+
+struct weft_engine {
+    const weft_model *m;
+    weft_engine_params p;
+    weft_ctx *ctx;
+    prefix_index *prefix;
+    int32_t n_slots;
+    req **running;      /* (n_slots) by sequence */
+    req *waiting;       /* priority order; engine thread only */
+    int32_t n_waiting;
+
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t wake, idle;
+    req *incoming;      /* under mu */
+    uint64_t *cancels;  /* ids, under mu */
+    int n_cancels, cap_cancels;
+    int32_t n_pending;  /* incoming + waiting + running, under mu */
+    bool stop;
+    uint64_t next_id;
+    weft_engine_stats st;  /* published copy, under mu */
+    weft_engine_stats lst; /* the engine thread's own counters */
+
+    /* batch scratch */
+    int32_t *b_tok, *b_pos, *b_seq;
+    int8_t *b_want;
+    req **b_req;        /* request of each logits row */
+};
+
+weft_engine_params weft_engine_default_params(void)
+{
+    weft_engine_params p;
+    memset(&p, 0, sizeof p);
+    p.ctx = weft_ctx_default_params();
+    p.ctx.n_seq_max = 16;
+    p.ctx.n_batch = 256;
+    p.prefix_cache = true;
+    p.max_waiting = 0;
+    return p;
+}
+
+static void req_free(req *r)
+{
+    if (!r) return;
+    for (int i = 0; i < r->n_stop; i++) weft_free(r->stop[i]);
+    weft_free(r->stop);
+    weft_free(r->tokens);
+    weft_free(r->text);
+    weft_sampler_free(r->smp);
+    weft_free(r);
+}
+
+static void emit_final(weft_engine *e, req *r, int status, const char *finish)
+{
+    char tail[16];
+    size_t tl = status == 0 ? tok_utf8_flush(&r->us, tail) : 0;
+    weft_event ev = {.id = r->id, .token = -1, .text = tail, .text_len = tl, .done = true,
+                     .status = status, .finish = finish, .n_prompt = r->n_prompt,
+                     .n_cached = r->n_cached, .n_generated = r->n_generated,
+                     .t_first = r->t_first > 0 ? r->t_first - r->t_submit : 0};
+    if (r->cb) r->cb(&ev, r->user);
+    pthread_mutex_lock(&e->mu);
+    e->st.n_finished++;
+    e->n_pending--;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Drops a running request's sequence, keeping its full blocks in the index. */
+static void release_seq(weft_engine *e, req *r, bool register_blocks)
+{
+    if (r->seq < 0) return;
+    if (register_blocks && e->prefix && r->n_done >= KV_BLOCK_TOKENS) {
+        const int32_t *blocks;
+        int32_t nb = weft_seq_blocks(e->ctx, r->seq, &blocks);
+        prefix_insert(e->prefix, r->tokens, r->n_done, blocks, nb);
+    }
+    weft_seq_truncate(e->ctx, r->seq, 0);
+    e->running[r->seq] = NULL;
+    r->seq = -1;
+}
+
+static void waiting_insert(weft_engine *e, req *r)
+{
+    req **pp = &e->waiting;
+    while (*pp && ((*pp)->priority > r->priority ||
+                   ((*pp)->priority == r->priority && (*pp)->id < r->id)))
+        pp = &(*pp)->next;
+    r->next = *pp;
+    *pp = r;
+    e->n_waiting++;
+}
+
+/* ---- submit / cancel (any thread) ---------------------------------------- */
+
+int weft_engine_submit(weft_engine *e, const weft_request *rq, weft_event_cb cb, void *user,
+                       uint64_t *id)
+{
+    const weft_hparams *hp = weft_model_hparams(e->m);
+    const int32_t n_ctx = weft_ctx_params_of(e->ctx)->n_ctx;
+    if (!rq || rq->n_tokens <= 0 || !rq->tokens) return weft_error(WEFT_EINVAL, "empty prompt");
+    if (rq->max_tokens < 1) return weft_error(WEFT_EINVAL, "max_tokens must be >= 1 (got %d)", rq->max_tokens);
+    for (int32_t i = 0; i < rq->n_tokens; i++)
+        if (rq->tokens[i] < 0 || rq->tokens[i] >= hp->n_vocab)
+            return weft_error(WEFT_EINVAL, "prompt token %d (position %d) out of range", rq->tokens[i], i);
+    if ((int64_t)rq->n_tokens + rq->max_tokens > n_ctx)
+        return weft_error(WEFT_ERANGE, "prompt (%d tokens) + max_tokens (%d) exceeds the context size %d",
+                          rq->n_tokens, rq->max_tokens, n_ctx);
+    const int64_t need_blocks = ((int64_t)rq->n_tokens + rq->max_tokens + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS;
+    if (need_blocks > kv_pool_n_blocks(weft_ctx_kv(e->ctx)))
+        return weft_error(WEFT_ERANGE, "the request needs %lld KV blocks, the pool has %d",
+                          (long long)need_blocks, kv_pool_n_blocks(weft_ctx_kv(e->ctx)));
+    if (rq->n_stop < 0 || rq->n_stop > 64) return weft_error(WEFT_EINVAL, "at most 64 stop strings");
+    req *r = weft_calloc(1, sizeof *r);
+    if (!r) return weft_error(WEFT_ENOMEM, "out of memory");
+    r->cap = rq->n_tokens + rq->max_tokens;
+    r->tokens = weft_malloc((size_t)r->cap * sizeof *r->tokens);
+    r->stop = rq->n_stop ? weft_calloc((size_t)rq->n_stop, sizeof *r->stop) : NULL;
+    int rc = weft_sampler_create(&rq->sampling, hp->n_vocab, &r->smp);
+    if (rc < 0 || !r->tokens || (rq->n_stop && !r->stop)) {
+        req_free(r);
+        return rc < 0 ? rc : weft_error(WEFT_ENOMEM, "out of memory");
+    }
+    memcpy(r->tokens, rq->tokens, (size_t)rq->n_tokens * sizeof *r->tokens);
+    r->n_prompt = r->n_tokens = rq->n_tokens;
+    for (int i = 0; i < rq->n_stop; i++) {
+        if (!(r->stop[i] = weft_strdup(rq->stop[i] ? rq->stop[i] : ""))) {
+            r->n_stop = i;
+            req_free(r);
+            return weft_error(WEFT_ENOMEM, "out of memory");
+        }
+        r->n_stop = i + 1;
+    }
+    for (int32_t i = 0; i < rq->n_tokens; i++) weft_sampler_accept(r->smp, rq->tokens[i]);
+    r->max_tokens = rq->max_tokens;
+    r->priority = rq->priority;
+    r->ignore_eos = rq->ignore_eos;
+    r->cb = cb;
+    r->user = user;
+    r->seq = -1;
+    r->t_submit = weft_now();
+    pthread_mutex_lock(&e->mu);
+    if (e->stop || (e->p.max_waiting > 0 && e->n_pending >= e->p.max_waiting + e->n_slots)) {
+        const bool stopping = e->stop;
+        pthread_mutex_unlock(&e->mu);
+        req_free(r);
+        return stopping ? weft_error(WEFT_ECANCELED, "the engine is shutting down")
+                        : weft_error(WEFT_EBUSY, "the request queue is full");
+    }
+    r->id = ++e->next_id;
+    /* keep arrival order in the incoming list */
+    req **pp = &e->incoming;
+    while (*pp) pp = &(*pp)->next;
+    *pp = r;
+    e->n_pending++;
+    e->st.n_requests++;
+    if (id) *id = r->id;
+    pthread_cond_signal(&e->wake);
+    pthread_mutex_unlock(&e->mu);
+    return 0;
+}
+
+int weft_engine_cancel(weft_engine *e, uint64_t id)
+{
+    pthread_mutex_lock(&e->mu);
+    if (id == 0 || id > e->next_id) {
+        pthread_mutex_unlock(&e->mu);
+        return weft_error(WEFT_ENOTFOUND, "no request %llu", (unsigned long long)id);
+    }
+    if (e->n_cancels == e->cap_cancels) {
+        int cap = e->cap_cancels ? 2 * e->cap_cancels : 16;
+        uint64_t *nc = weft_realloc(e->cancels, (size_t)cap * sizeof *nc);
+        if (!nc) {
+            pthread_mutex_unlock(&e->mu);
+            return weft_error(WEFT_ENOMEM, "out of memory");
+        }
+        e->cancels = nc;
+        e->cap_cancels = cap;
+    }
+    e->cancels[e->n_cancels++] = id;
+    pthread_cond_signal(&e->wake);
+    pthread_mutex_unlock(&e->mu);
+    return 0;
+}
+
+/* ---- the step loop (engine thread) ---------------------------------------- */
+
+static void apply_cancels(weft_engine *e, const uint64_t *ids, int n)
+{
+    for (int i = 0; i < n; i++) {
+        for (req **pp = &e->waiting; *pp; pp = &(*pp)->next)
+            if ((*pp)->id == ids[i]) {
+                req *r = *pp;
+                *pp = r->next;
+                e->n_waiting--;
+                emit_final(e, r, WEFT_ECANCELED, "cancelled");
+                req_free(r);
+                break;
+            }
+        for (int32_t s = 0; s < e->n_slots; s++) {
+            req *r = e->running[s];
+            if (r && r->id == ids[i]) {
+                release_seq(e, r, true);
+                emit_final(e, r, WEFT_ECANCELED, "cancelled");
+                req_free(r);
+            }
+        }
+    }
+}
+
+/* True when a running request still prefilling shares r's first full block:
+ * r waits a step or two and then finds that prefix cached. */
+static bool shares_with_prefilling(const weft_engine *e, const req *r)
+{
+    if (!e->prefix || r->n_tokens <= KV_BLOCK_TOKENS) return false;
+    for (int32_t s = 0; s < e->n_slots; s++) {
+        const req *o = e->running[s];
+        if (o && o->n_done < o->n_prompt && o->n_prompt > KV_BLOCK_TOKENS &&
+            memcmp(o->tokens, r->tokens, KV_BLOCK_TOKENS * sizeof *r->tokens) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void admit(weft_engine *e)
+{
+    /* Blocks a newcomer may take: free ones and cached ones nobody uses. */
+    kv_pool *kv = weft_ctx_kv(e->ctx);
+    int32_t avail = kv_pool_n_free(kv);
+    if (e->prefix && e->waiting) {
+        prefix_stats ps;
+        prefix_index_stats(e->prefix, &ps);
+        avail += ps.n_evictable;
+    }
+    const int32_t chunk = weft_ctx_params_of(e->ctx)->n_batch;
+    for (req **pp = &e->waiting; *pp;) {
+        int32_t slot = 0;
+        while (slot < e->n_slots && e->running[slot]) slot++;
+        if (slot == e->n_slots) return;
+        req *r = *pp;
+        if (shares_with_prefilling(e, r)) {
+            pp = &r->next;
+            continue;
+        }
+        /* room for its first chunk (hits would only lower the need); an
+         * empty engine admits anyway: the request fits the pool (submit
+         * checked) once everything cached is evicted */
+        const int32_t first = r->n_tokens < chunk ? r->n_tokens : chunk;
+        const int32_t need = first / KV_BLOCK_TOKENS + 2;
+        bool any_running = false;
+        for (int32_t s = 0; s < e->n_slots && !any_running; s++) any_running = e->running[s] != NULL;
+        if (need > avail && any_running) return;
+        avail -= need;
+        *pp = r->next;
+        e->n_waiting--;
+        r->seq = slot;
+        r->n_done = 0;
+        e->running[slot] = r;
+        if (e->prefix) {
+            /* at least the last token is computed: its logits are needed */
+            const int32_t max_blocks = (r->n_tokens - 1) / KV_BLOCK_TOKENS;
+            int32_t blocks[max_blocks > 0 ? max_blocks : 1];
+            const int32_t hits = max_blocks > 0 ? prefix_lookup(e->prefix, r->tokens, r->n_tokens,
+                                                                 blocks, max_blocks)
+                                                : 0;
+            if (hits > 0 && weft_seq_attach(e->ctx, slot, blocks, hits * KV_BLOCK_TOKENS) == 0) {
+                r->n_done = hits * KV_BLOCK_TOKENS;
+            } else {
+                for (int32_t i = 0; i < hits; i++) kv_block_unref(weft_ctx_kv(e->ctx), blocks[i]);
+            }
+        }
+        if (r->n_generated == 0) { /* not a re-admission after preemption */
+            r->n_cached = r->n_done;
+            e->lst.n_prompt_tokens += r->n_prompt;
+            e->lst.n_cached_tokens += r->n_done < r->n_prompt ? r->n_done : r->n_prompt;
+        }
+    }
+}
+
+/* Preempts the lowest-priority running request (latest id on ties). */
+static bool preempt_one(weft_engine *e)
+{
+    req *victim = NULL;
+    int32_t n_running = 0;
+    for (int32_t s = 0; s < e->n_slots; s++) {
+        req *r = e->running[s];
+        if (!r) continue;
+        n_running++;
+        if (!victim || r->priority < victim->priority ||
+            (r->priority == victim->priority && r->id > victim->id))
+            victim = r;
+    }
+    if (!victim || n_running < 2) return false;
+    release_seq(e, victim, true);
+    waiting_insert(e, victim);
+    e->lst.n_preempted++;
+    return true;
+}
+
+/* Fills the batch; returns its size. */
+static int32_t build_batch(weft_engine *e, int32_t *n_rows)
+{
+    const int32_t budget = weft_ctx_params_of(e->ctx)->n_batch;
+    int32_t n = 0, rows = 0;
+    /* decode tokens first: they hold the latency of running requests */
+    for (int pass = 0; pass < 2; pass++) {
+        /* pass 1: prefill chunks in priority order (scan slots, best first) */
+        for (;;) {
+            req *best = NULL;
+            for (int32_t s = 0; s < e->n_slots; s++) {
+                req *r = e->running[s];
+                if (!r || r->n_done >= r->n_tokens) continue;
+                const bool is_decode = r->n_tokens - r->n_done == 1 && r->n_generated > 0;
+                if ((pass == 0) != is_decode) continue;
+                if (r->seq < 0) continue;
+                /* already in this batch? */
+                bool in = false;
+                for (int32_t k = 0; k < rows && !in; k++) in = e->b_req[k] == r;
+                for (int32_t k = 0; k < n && !in; k++) in = e->b_seq[k] == r->seq;
+                if (in) continue;
+                if (!best || r->priority > best->priority ||
+                    (r->priority == best->priority && r->id < best->id))
+                    best = r;
+            }
+            if (!best || n >= budget) break;
+            int32_t take = best->n_tokens - best->n_done;
+            if (take > budget - n) take = budget - n;
+            for (int32_t k = 0; k < take; k++) {
+                e->b_tok[n] = best->tokens[best->n_done + k];
+                e->b_pos[n] = best->n_done + k;
+                e->b_seq[n] = best->seq;
+                e->b_want[n] = 0;
+                n++;
+            }
+            if (best->n_done + take == best->n_tokens) {
+                e->b_want[n - 1] = 1;
+                e->b_req[rows++] = best;
+            }
+        }
+    }
+    *n_rows = rows;
+    return n;
+}
+
+/* Appends the token's text; emits what cannot start a stop string.
+ * Returns true when a stop string completed. */
+static bool emit_token(weft_engine *e, req *r, int32_t tok, float lp)
+{
+    char piece[256], out[256 + 8];
+    int pl = tok_piece(weft_model_vocab(e->m), tok, piece, sizeof piece, false);
+    size_t ol = tok_utf8_push(&r->us, piece, pl > 0 ? (size_t)pl : 0, out);
+    size_t from = r->emitted;
+    bool stopped = false;
+    if (r->n_stop == 0) {
+        weft_event ev = {.id = r->id, .token = tok, .text = out, .text_len = ol, .logprob = lp};
+        if (r->cb) r->cb(&ev, r->user);
+        return false;
+    }
+    if (r->text_len + ol > r->text_cap) {
+        size_t cap = 2 * (r->text_len + ol) + 64;
+        char *nt = weft_realloc(r->text, cap);
+        if (!nt) return true; /* out of memory: stop this request cleanly */
+        r->text = nt;
+        r->text_cap = cap;
+    }
+    memcpy(r->text + r->text_len, out, ol);
+    r->text_len += ol;
+    size_t safe;
+    int64_t at = weft_stop_find(r->text, r->text_len, (const char *const *)r->stop, r->n_stop, &safe);
+    if (at >= 0) {
+        safe = (size_t)at;
+        stopped = true;
+    }
+    if (safe < from) safe = from;
+    weft_event ev = {.id = r->id, .token = tok, .text = r->text + from, .text_len = safe - from,
+                     .logprob = lp};
+    r->emitted = safe;
+    if (r->cb) r->cb(&ev, r->user);
+    return stopped;
+}
+
+static void step(weft_engine *e)
+{
+    int32_t rows = 0, n = 0;
+    int rc;
+    admit(e);
+    for (;;) {
+        /* no admission inside this loop: a request preempted for lack of
+         * blocks would come straight back and be preempted again */
+        n = build_batch(e, &rows);
+        if (n == 0) return;
+        weft_batch b = {.n = n, .tokens = e->b_tok, .pos = e->b_pos, .seq = e->b_seq,
+                        .want_logits = e->b_want};
+        rc = weft_decode(e->ctx, &b);
+        if (rc != WEFT_ENOKV) break;
+        if (!preempt_one(e)) break;
+    }
+    e->lst.n_steps++;
+    if (rc < 0) {
+        /* the batch cannot run even alone (no KV): fail its requests */
+        for (int32_t s = 0; s < e->n_slots; s++) {
+            req *r = e->running[s];
+            if (!r) continue;
+            bool in = false;
+            for (int32_t k = 0; k < n && !in; k++) in = e->b_seq[k] == s;
+            if (!in) continue;
+            weft_error(rc, "%s", weft_last_error());
+            release_seq(e, r, false);
+            emit_final(e, r, rc, "error");
+            req_free(r);
+        }
+        return;
+    }
+    e->lst.n_computed_tokens += n;
+    /* every position in the batch is now cached */
+    for (int32_t k = 0; k < n; k++) {
+        req *r = e->running[e->b_seq[k]];
+        if (r && e->b_pos[k] + 1 > r->n_done) r->n_done = e->b_pos[k] + 1;
+    }
+    for (int32_t j = 0; j < rows; j++) {
+        req *r = e->b_req[j];
+        const float *lg = weft_get_logits(e->ctx, j);
+        if (r->n_generated == 0 && e->prefix && r->n_prompt >= KV_BLOCK_TOKENS) {
+            /* prompt computed: later requests with this prefix can share it now */
+            const int32_t *blocks;
+            int32_t nb = weft_seq_blocks(e->ctx, r->seq, &blocks);
+            prefix_insert(e->prefix, r->tokens, r->n_prompt, blocks, nb);
+        }
+        float lp;
+        const int32_t tok = weft_sampler_sample(r->smp, lg, &lp);
+        if (r->t_first == 0) r->t_first = weft_now();
+        r->tokens[r->n_tokens++] = tok;
+        r->n_generated++;
+        e->lst.n_generated++;
+        const bool eog = !r->ignore_eos && tok_is_eog(weft_model_vocab(e->m), tok);
+        bool stopped = eog;
+        if (!eog) stopped = emit_token(e, r, tok, lp);
+        const char *finish = stopped ? "stop" : r->n_generated >= r->max_tokens ? "length" : NULL;
+        if (finish) {
+            /* the last token's KV was never computed */
+            release_seq(e, r, true);
+            emit_final(e, r, 0, finish);
+            req_free(r);
+        }
+    }
+}
+
+/* Copies the engine thread's view into the published statistics. */
+static void publish_stats(weft_engine *e)
+{
+    int32_t nr = 0;
+    for (int32_t i = 0; i < e->n_slots; i++) nr += e->running[i] != NULL;
+    kv_pool *kv = weft_ctx_kv(e->ctx);
+    prefix_stats ps = {0};
+    if (e->prefix) prefix_index_stats(e->prefix, &ps);
+    pthread_mutex_lock(&e->mu);
+    e->st.n_prompt_tokens = e->lst.n_prompt_tokens;
+    e->st.n_cached_tokens = e->lst.n_cached_tokens;
+    e->st.n_computed_tokens = e->lst.n_computed_tokens;
+    e->st.n_generated = e->lst.n_generated;
+    e->st.n_preempted = e->lst.n_preempted;
+    e->st.n_steps = e->lst.n_steps;
+    e->st.n_running = nr;
+    e->st.n_waiting = e->n_waiting;
+    e->st.blocks_total = kv_pool_n_blocks(kv);
+    e->st.blocks_free = kv_pool_n_free(kv);
+    e->st.blocks_cached = ps.n_entries;
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void *engine_main(void *arg)
+{
+    weft_engine *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        bool busy = e->n_waiting > 0;
+        for (int32_t s = 0; s < e->n_slots && !busy; s++) busy = e->running[s] != NULL;
+        while (!e->stop && !e->incoming && e->n_cancels == 0 && !busy)
+            pthread_cond_wait(&e->wake, &e->mu);
+        req *in = e->incoming;
+        e->incoming = NULL;
+        uint64_t cancels[64];
+        int nc = e->n_cancels < 64 ? e->n_cancels : 64;
+        memcpy(cancels, e->cancels, (size_t)nc * sizeof *cancels);
+        memmove(e->cancels, e->cancels + nc, (size_t)(e->n_cancels - nc) * sizeof *e->cancels);
+        e->n_cancels -= nc;
+        const bool stopping = e->stop;
+        pthread_mutex_unlock(&e->mu);
+        while (in) {
+            req *next = in->next;
+            waiting_insert(e, in);
+            in = next;
+        }
+        apply_cancels(e, cancels, nc);
+        if (stopping) {
+            while (e->waiting) {
+                req *r = e->waiting;
+                e->waiting = r->next;
+                e->n_waiting--;
+                emit_final(e, r, WEFT_ECANCELED, "cancelled");
+                req_free(r);
+            }
+            for (int32_t s = 0; s < e->n_slots; s++)
+                if (e->running[s]) {
+                    req *r = e->running[s];
+                    release_seq(e, r, false);
+                    emit_final(e, r, WEFT_ECANCELED, "cancelled");
+                    req_free(r);
+                }
+            return NULL;
+        }
+        step(e);
+        publish_stats(e);
+        pthread_mutex_lock(&e->mu);
+        if (e->n_pending == 0) pthread_cond_broadcast(&e->idle);
+        pthread_mutex_unlock(&e->mu);
+    }
+}
+
+static int32_t alloc_with_eviction(void *ud) { return prefix_alloc_block(ud); }
+
+int weft_engine_create(const weft_model *m, const weft_engine_params *p, weft_engine **out)
+{
+    *out = NULL;
+    weft_engine *e = weft_calloc(1, sizeof *e);
+    if (!e) return weft_error(WEFT_ENOMEM, "out of memory");
+    e->m = m;
+    e->p = p ? *p : weft_engine_default_params();
+    int rc = weft_ctx_create(m, &e->p.ctx, &e->ctx);
+    if (rc < 0) {
+        weft_free(e);
+        return rc;
+    }
+    const weft_ctx_params *cp = weft_ctx_params_of(e->ctx);
+    e->n_slots = cp->n_seq_max;
+    e->running = weft_calloc((size_t)e->n_slots, sizeof *e->running);
+    e->b_tok = weft_malloc((size_t)cp->n_batch * sizeof *e->b_tok);
+    e->b_pos = weft_malloc((size_t)cp->n_batch * sizeof *e->b_pos);
+    e->b_seq = weft_malloc((size_t)cp->n_batch * sizeof *e->b_seq);
+    e->b_want = weft_malloc((size_t)cp->n_batch * sizeof *e->b_want);
+    e->b_req = weft_malloc((size_t)cp->n_batch * sizeof *e->b_req);
+    if (e->p.prefix_cache) {
+        e->prefix = prefix_index_create(weft_ctx_kv(e->ctx), weft_model_fingerprint(m));
+        if (e->prefix) weft_ctx_set_block_alloc(e->ctx, alloc_with_eviction, e->prefix);
+    }
+    if (!e->running || !e->b_tok || !e->b_pos || !e->b_seq || !e->b_want || !e->b_req ||
+        (e->p.prefix_cache && !e->prefix)) {
+        rc = weft_error(WEFT_ENOMEM, "out of memory");
+        goto fail;
+    }
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->wake, NULL);
+    pthread_cond_init(&e->idle, NULL);
+    if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
+        rc = weft_error(WEFT_ENOMEM, "cannot start the engine thread");
+        pthread_mutex_destroy(&e->mu);
+        pthread_cond_destroy(&e->wake);
+        pthread_cond_destroy(&e->idle);
+        goto fail;
+    }
+    *out = e;
+    return 0;
+fail:
+    prefix_index_destroy(e->prefix);
+    weft_ctx_destroy(e->ctx);
+    weft_free(e->running);
+    weft_free(e->b_tok);
+    weft_free(e->b_pos);
+    weft_free(e->b_seq);
+    weft_free(e->b_want);
+    weft_free(e->b_req);
+    weft_free(e);
+    return rc;
+}
+
+void weft_engine_destroy(weft_engine *e)
+{
+    if (!e) return;
+    pthread_mutex_lock(&e->mu);
+    e->stop = true;
+    pthread_cond_signal(&e->wake);
+    pthread_mutex_unlock(&e->mu);
+    pthread_join(e->thread, NULL);
+    for (req *r = e->incoming; r;) { /* submitted after the last drain */
+        req *next = r->next;
+        emit_final(e, r, WEFT_ECANCELED, "cancelled");
+        req_free(r);
+        r = next;
+    }
+    /* the index's blocks go back before the pool does */
+    weft_ctx_set_block_alloc(e->ctx, NULL, NULL);
+    prefix_index_destroy(e->prefix);
+    weft_ctx_destroy(e->ctx);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->wake);
+    pthread_cond_destroy(&e->idle);
+    weft_free(e->cancels);
+    weft_free(e->running);
+    weft_free(e->b_tok);
+    weft_free(e->b_pos);
+    weft_free(e->b_seq);
+    weft_free(e->b_want);
+    weft_free(e->b_req);
+    weft_free(e);
+}
+
+weft_engine_stats weft_engine_get_stats(weft_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    weft_engine_stats s = e->st;
+    pthread_mutex_unlock(&e->mu);
+    return s;
+}
+
+void weft_engine_wait_idle(weft_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    while (e->n_pending > 0) pthread_cond_wait(&e->idle, &e->mu);
+    pthread_mutex_unlock(&e->mu);
+}

@@ -1,0 +1,212 @@
+/* The serving engine on a tiny model: batched outputs equal solo runs,
+ * prefix sharing (counters), priorities, 2,000 random requests with random
+ * cancellations on a pool small enough to preempt and evict (no leaked
+ * blocks), and bad requests rejected alone. */
+#include "engine_common.h"
+#include "test.h"
+#include "tiny_model.h"
+
+static weft_model *model;
+
+static weft_engine *engine(int32_t n_seq, int32_t n_ctx, size_t kv_blocks, bool prefix)
+{
+    weft_engine_params p = weft_engine_default_params();
+    p.ctx.n_seq_max = n_seq;
+    p.ctx.n_ctx = n_ctx;
+    p.ctx.n_threads = 2;
+    p.ctx.n_batch = 64;
+    /* tiny model: 2 layers x K,V x 16 positions x 128 values x 2 bytes */
+    p.ctx.kv_mem = kv_blocks * 2 * 2 * 16 * 128 * 2;
+    p.prefix_cache = prefix;
+    weft_engine *e = NULL;
+    if (weft_engine_create(model, &p, &e) != 0) fprintf(stderr, "engine: %s\n", weft_last_error());
+    return e;
+}
+
+static uint32_t rng = 12345;
+
+static void random_prompt(int32_t *t, int32_t n, const int32_t *shared, int32_t n_shared)
+{
+    for (int32_t i = 0; i < n; i++)
+        t[i] = i < n_shared ? shared[i] : (int32_t)(tiny_rng(&rng) % 300);
+}
+
+static weft_request greedy_req(const int32_t *t, int32_t n, int32_t max_tokens)
+{
+    weft_request r = {.tokens = t, .n_tokens = n, .sampling = weft_sampling_greedy(),
+                      .max_tokens = max_tokens, .ignore_eos = true};
+    return r;
+}
+
+TEST(batched_outputs_equal_solo_runs)
+{
+    enum { N = 24 };
+    static int32_t prompts[N][80];
+    static int32_t lens[N], solo[N][16];
+    static collected got[N];
+    memset(got, 0, sizeof got);
+    for (int i = 0; i < N; i++) {
+        lens[i] = 3 + (int32_t)(tiny_rng(&rng) % 70);
+        random_prompt(prompts[i], lens[i], NULL, 0);
+        ASSERT_EQ_INT(solo_greedy(model, prompts[i], lens[i], 16, false, solo[i]), 16);
+    }
+    weft_engine *e = engine(8, 128, 256, true);
+    ASSERT(e != NULL);
+    for (int i = 0; i < N; i++) {
+        weft_request r = greedy_req(prompts[i], lens[i], 16);
+        ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, &got[i], NULL), 0);
+    }
+    weft_engine_wait_idle(e);
+    for (int i = 0; i < N; i++) {
+        ASSERT(got[i].done);
+        ASSERT_EQ_INT(got[i].status, 0);
+        ASSERT_STR_EQ(got[i].finish, "length");
+        ASSERT_EQ_INT(got[i].n, 16);
+        ASSERT(memcmp(got[i].toks, solo[i], sizeof solo[i]) == 0);
+        ASSERT_EQ_INT(got[i].events_after_done, 0);
+    }
+    weft_engine_stats st = weft_engine_get_stats(e);
+    ASSERT_EQ_INT(st.n_finished, N);
+    ASSERT_EQ_INT(st.n_running, 0);
+    weft_engine_destroy(e);
+}
+
+TEST(shared_prefix_is_computed_once)
+{
+    static int32_t a[120], b[120];
+    random_prompt(a, 100, NULL, 0);
+    random_prompt(b, 110, a, 96); /* 6 full blocks shared */
+    int32_t solo_b[8];
+    ASSERT_EQ_INT(solo_greedy(model, b, 110, 8, false, solo_b), 8);
+    weft_engine *e = engine(4, 256, 64, true);
+    ASSERT(e != NULL);
+    collected ga = {0}, gb = {0};
+    weft_request ra = greedy_req(a, 100, 8), rb = greedy_req(b, 110, 8);
+    ASSERT_EQ_INT(weft_engine_submit(e, &ra, collect_cb, &ga, NULL), 0);
+    weft_engine_wait_idle(e);
+    weft_engine_stats s1 = weft_engine_get_stats(e);
+    ASSERT_EQ_INT(weft_engine_submit(e, &rb, collect_cb, &gb, NULL), 0);
+    weft_engine_wait_idle(e);
+    weft_engine_stats s2 = weft_engine_get_stats(e);
+    ASSERT_EQ_INT(gb.n_cached, 96);
+    ASSERT_EQ_INT(s2.n_cached_tokens - s1.n_cached_tokens, 96);
+    /* b computed its 14-token suffix and 7 decode steps, nothing else */
+    ASSERT_EQ_INT(s2.n_computed_tokens - s1.n_computed_tokens, 14 + 7);
+    ASSERT(memcmp(gb.toks, solo_b, sizeof solo_b) == 0);
+    weft_engine_destroy(e);
+}
+
+TEST(bad_requests_fail_alone)
+{
+    weft_engine *e = engine(2, 64, 8, true);
+    ASSERT(e != NULL);
+    int32_t t[64];
+    random_prompt(t, 64, NULL, 0);
+    collected ok = {0};
+    weft_request good = greedy_req(t, 10, 4);
+    ASSERT_EQ_INT(weft_engine_submit(e, &good, collect_cb, &ok, NULL), 0);
+    weft_request r = greedy_req(t, 10, 60); /* 70 > n_ctx 64 */
+    ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, NULL, NULL), WEFT_ERANGE);
+    r = greedy_req(t, 0, 4);
+    ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, NULL, NULL), WEFT_EINVAL);
+    r = greedy_req(t, 10, 0);
+    ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, NULL, NULL), WEFT_EINVAL);
+    int32_t bad = 999999;
+    r = greedy_req(&bad, 1, 4);
+    ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, NULL, NULL), WEFT_EINVAL);
+    r = greedy_req(t, 60, 4); /* 64 positions = 4 blocks: fits the 8-block pool */
+    collected big = {0};
+    ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, &big, NULL), 0);
+    weft_engine_wait_idle(e);
+    ASSERT_EQ_INT(ok.status, 0);
+    ASSERT_EQ_INT(ok.n, 4);
+    ASSERT_EQ_INT(big.status, 0);
+    weft_engine_destroy(e);
+    /* a pool too small for even one request */
+    e = engine(2, 256, 2, true);
+    ASSERT(e != NULL);
+    r = greedy_req(t, 50, 4);
+    ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, NULL, NULL), WEFT_ERANGE);
+    ASSERT(strstr(weft_last_error(), "KV blocks") != NULL);
+    weft_engine_destroy(e);
+}
+
+TEST(random_requests_and_cancellations_leak_nothing)
+{
+    enum { N = 2000, SHARED = 4 };
+    static int32_t shared[SHARED][64];
+    for (int i = 0; i < SHARED; i++) random_prompt(shared[i], 64, NULL, 0);
+    static int32_t prompts[N][72], lens[N], maxt[N];
+    static collected got[N];
+    static uint64_t ids[N];
+    memset(got, 0, sizeof got);
+    /* 14 blocks for up to 6 running requests of up to 5 blocks: preemption
+     * and eviction both happen */
+    weft_engine *e = engine(6, 96, 14, true);
+    ASSERT(e != NULL);
+    for (int i = 0; i < N; i++) {
+        lens[i] = 1 + (int32_t)(tiny_rng(&rng) % 70);
+        maxt[i] = 1 + (int32_t)(tiny_rng(&rng) % 8);
+        const int s = (int)(tiny_rng(&rng) % (SHARED + 1));
+        random_prompt(prompts[i], lens[i], s < SHARED ? shared[s] : NULL,
+                      s < SHARED ? (int32_t)(tiny_rng(&rng) % 64) : 0);
+        weft_request r = greedy_req(prompts[i], lens[i], maxt[i]);
+        r.priority = (int32_t)(tiny_rng(&rng) % 3);
+        ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, &got[i], &ids[i]), 0);
+        if (tiny_rng(&rng) % 5 == 0) { /* cancel an earlier one, maybe finished */
+            const int k = (int)(tiny_rng(&rng) % (uint32_t)(i + 1));
+            weft_engine_cancel(e, ids[k]);
+        }
+    }
+    weft_engine_wait_idle(e);
+    weft_engine_stats st = weft_engine_get_stats(e);
+    int completed = 0, cancelled = 0, checked = 0;
+    for (int i = 0; i < N; i++) {
+        ASSERT(got[i].done);
+        ASSERT_EQ_INT(got[i].events_after_done, 0);
+        if (got[i].status == 0) {
+            completed++;
+            ASSERT_EQ_INT(got[i].n, maxt[i]);
+            if (i % 40 == 0) { /* a sample of completed outputs against solo runs */
+                int32_t solo[8];
+                ASSERT_EQ_INT(solo_greedy(model, prompts[i], lens[i], maxt[i], false, solo), maxt[i]);
+                ASSERT(memcmp(got[i].toks, solo, (size_t)maxt[i] * sizeof *solo) == 0);
+                checked++;
+            }
+        } else {
+            ASSERT_EQ_INT(got[i].status, WEFT_ECANCELED);
+            cancelled++;
+        }
+    }
+    fprintf(stderr, "  %d completed, %d cancelled, %lld preemptions, %lld/%lld prompt tokens cached, "
+                    "%d outputs checked against solo runs\n",
+            completed, cancelled, (long long)st.n_preempted, (long long)st.n_cached_tokens,
+            (long long)st.n_prompt_tokens, checked);
+    ASSERT_EQ_INT(completed + cancelled, N);
+    ASSERT(cancelled > 0);
+    ASSERT(st.n_preempted > 0);
+    ASSERT(st.n_cached_tokens > 0);
+    /* nothing leaked: every block is free or held by the prefix index alone */
+    ASSERT_EQ_INT(st.blocks_free + st.blocks_cached, st.blocks_total);
+    weft_engine_destroy(e);
+}
+
+int main(void)
+{
+    char path[256];
+    tiny_spec sp = tiny_default();
+    sp.weight_type = WEFT_TYPE_Q4_1;
+    sp.embd_type = WEFT_TYPE_Q8_0;
+    tiny_path(path, sizeof path, "engine");
+    if (tiny_write(&sp, path) != 0 || weft_model_load(path, &model) != 0) {
+        fprintf(stderr, "tiny model: %s\n", weft_last_error());
+        return 1;
+    }
+    RUN(batched_outputs_equal_solo_runs);
+    RUN(shared_prefix_is_computed_once);
+    RUN(bad_requests_fail_alone);
+    RUN(random_requests_and_cancellations_leak_nothing);
+    weft_model_free(model);
+    unlink(path);
+    TEST_DONE();
+}
