@@ -526,9 +526,11 @@ static void *engine_main(void *arg)
         e->incoming = NULL;
         uint64_t cancels[64];
         int nc = e->n_cancels < 64 ? e->n_cancels : 64;
-        memcpy(cancels, e->cancels, (size_t)nc * sizeof *cancels);
-        memmove(e->cancels, e->cancels + nc, (size_t)(e->n_cancels - nc) * sizeof *e->cancels);
-        e->n_cancels -= nc;
+        if (nc > 0) {
+            memcpy(cancels, e->cancels, (size_t)nc * sizeof *cancels);
+            memmove(e->cancels, e->cancels + nc, (size_t)(e->n_cancels - nc) * sizeof *e->cancels);
+            e->n_cancels -= nc;
+        }
         const bool stopping = e->stop;
         pthread_mutex_unlock(&e->mu);
         while (in) {

@@ -43,7 +43,7 @@ stage "release build" build build -DCMAKE_BUILD_TYPE=Release -DWEFT_CUDA=OFF
 stage "ctest (unit, model, slow)" ctest --test-dir build --output-on-failure -j"$jobs"
 
 if [ "$quick" = 0 ]; then
-    stage "asan+ubsan build" build build-asan -DCMAKE_BUILD_TYPE=Debug -DWEFT_SANITIZE=ON -DWEFT_CUDA=OFF
+    stage "asan+ubsan build" build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWEFT_SANITIZE=ON -DWEFT_CUDA=OFF
     stage "ctest under asan+ubsan (unit)" env ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --test-dir build-asan -L unit --output-on-failure -j"$jobs"
     if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null; then
