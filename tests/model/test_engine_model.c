@@ -1,0 +1,119 @@
+/* The serving engine on the real model: greedy outputs of 32 prompts of mixed
+ * lengths are the same run alone and batched at concurrency 1, 8 and 32; a
+ * request sharing a 400-token prefix with an earlier one computes only its
+ * suffix, and its output equals the unshared run. */
+#include "engine_common.h"
+#include "model_common.h"
+#include "test.h"
+
+#define N_PROMPTS 32
+#define GEN 12
+
+static weft_model *model;
+static int32_t *prompts[N_PROMPTS], lens[N_PROMPTS], solo[N_PROMPTS][GEN];
+
+static void load_prompts(void)
+{
+    const char *files[] = {"ref_greedy.json", "ref_logits.json"};
+    int n = 0;
+    for (int f = 0; f < 2 && n < N_PROMPTS; f++) {
+        json_t *fx = fixture(files[f]);
+        json_t *ps = json_object_get(fx, "prompts");
+        for (size_t i = 0; i < json_array_size(ps) && n < N_PROMPTS; i++, n++)
+            prompts[n] = json_ints(json_object_get(json_array_get(ps, i), "tokens"), &lens[n]);
+        json_decref(fx);
+    }
+}
+
+static weft_engine *engine(int32_t concurrency)
+{
+    weft_engine_params p = weft_engine_default_params();
+    p.ctx.n_seq_max = concurrency;
+    p.ctx.n_ctx = 1024;
+    p.ctx.n_threads = 2;
+    p.ctx.n_batch = 256;
+    p.ctx.kv_mem = 0;
+    weft_engine *e = NULL;
+    if (weft_engine_create(model, &p, &e) != 0) fprintf(stderr, "engine: %s\n", weft_last_error());
+    return e;
+}
+
+TEST(batched_greedy_equals_solo_at_concurrency_1_8_32)
+{
+    const int32_t conc[] = {1, 8, 32};
+    static collected got[N_PROMPTS];
+    for (int c = 0; c < 3; c++) {
+        memset(got, 0, sizeof got);
+        weft_engine *e = engine(conc[c]);
+        ASSERT(e != NULL);
+        const double t0 = weft_now();
+        for (int i = 0; i < N_PROMPTS; i++) {
+            weft_request r = {.tokens = prompts[i], .n_tokens = lens[i],
+                              .sampling = weft_sampling_greedy(), .max_tokens = GEN,
+                              .ignore_eos = true};
+            ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, &got[i], NULL), 0);
+        }
+        weft_engine_wait_idle(e);
+        int same = 0;
+        for (int i = 0; i < N_PROMPTS; i++) {
+            ASSERT_EQ_INT(got[i].status, 0);
+            ASSERT_EQ_INT(got[i].n, GEN);
+            same += memcmp(got[i].toks, solo[i], sizeof solo[i]) == 0;
+        }
+        weft_engine_stats st = weft_engine_get_stats(e);
+        fprintf(stderr, "  concurrency %2d: %d/%d outputs equal the solo runs, %lld steps, %.1f s\n",
+                conc[c], same, N_PROMPTS, (long long)st.n_steps, weft_now() - t0);
+        ASSERT_EQ_INT(same, N_PROMPTS);
+        ASSERT_EQ_INT(st.blocks_free + st.blocks_cached, st.blocks_total);
+        weft_engine_destroy(e);
+    }
+}
+
+TEST(shared_400_token_prefix_computes_only_the_suffix)
+{
+    int32_t *longest = NULL;
+    for (int i = 0; i < N_PROMPTS; i++)
+        if (lens[i] >= 400 && (!longest)) longest = prompts[i];
+    ASSERT(longest != NULL);
+    static int32_t a[440], b[440];
+    memcpy(a, longest, 400 * sizeof *a);
+    memcpy(b, longest, 400 * sizeof *b);
+    memcpy(a + 400, prompts[0], 20 * sizeof *a); /* two different 20-token suffixes */
+    memcpy(b + 400, prompts[1], 20 * sizeof *b);
+    int32_t solo_b[GEN];
+    ASSERT_EQ_INT(solo_greedy(model, b, 420, GEN, false, solo_b), GEN);
+    weft_engine *e = engine(4);
+    ASSERT(e != NULL);
+    collected ga = {0}, gb = {0};
+    weft_request ra = {.tokens = a, .n_tokens = 420, .sampling = weft_sampling_greedy(),
+                       .max_tokens = GEN, .ignore_eos = true};
+    weft_request rb = ra;
+    rb.tokens = b;
+    ASSERT_EQ_INT(weft_engine_submit(e, &ra, collect_cb, &ga, NULL), 0);
+    weft_engine_wait_idle(e);
+    weft_engine_stats s1 = weft_engine_get_stats(e);
+    ASSERT_EQ_INT(weft_engine_submit(e, &rb, collect_cb, &gb, NULL), 0);
+    weft_engine_wait_idle(e);
+    weft_engine_stats s2 = weft_engine_get_stats(e);
+    fprintf(stderr, "  second request: %d of %d prompt tokens from the cache, %lld computed\n",
+            gb.n_cached, gb.n_prompt, (long long)(s2.n_computed_tokens - s1.n_computed_tokens));
+    ASSERT_EQ_INT(gb.n_cached, 400);
+    ASSERT_EQ_INT(s2.n_computed_tokens - s1.n_computed_tokens, 20 + GEN - 1);
+    ASSERT(memcmp(gb.toks, solo_b, sizeof solo_b) == 0);
+    weft_engine_destroy(e);
+}
+
+int main(void)
+{
+    int code = 0;
+    model = model_or_skip(&code);
+    if (!model) return code;
+    load_prompts();
+    for (int i = 0; i < N_PROMPTS; i++)
+        if (solo_greedy(model, prompts[i], lens[i], GEN, false, solo[i]) != GEN) return 1;
+    RUN(batched_greedy_equals_solo_at_concurrency_1_8_32);
+    RUN(shared_400_token_prefix_computes_only_the_suffix);
+    for (int i = 0; i < N_PROMPTS; i++) free(prompts[i]);
+    weft_model_free(model);
+    TEST_DONE();
+}
