@@ -24,4 +24,3 @@ PENDING(cmd_serve, "serve", "[--host H] [--port P] [--api-key K] [-m MODEL]",
 PENDING(cmd_index, "index", "COLLECTION FILES...",
         "document collections land with the retrieval work")
 PENDING(cmd_runs, "runs", "", "durable runs land with issue 6")
-PENDING(cmd_bench, "bench", "[--concurrency N]", "the engine benchmark lands with issue 3/4")
