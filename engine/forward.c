@@ -111,14 +111,21 @@ static void attention(const pool_thread *t, weft_ctx *c, const fwd_job *j, int l
         const kv_seq *s = &c->seqs[j->seq[tk]];
         const int32_t n_kv = j->pos[tk] + 1;
         vec_f32_to_f16(q16, c->q + (size_t)tk * n_head * hd + (size_t)h * hd, hd);
-        for (int32_t p = 0; p < n_kv; p++)
-            sc[p] = vec_dot_f16(hd, kv_k(c, s, layer, p) + kvh * hd, q16) * scale;
+        /* positions come a block at a time: its K (and V) rows are contiguous */
+        const size_t stride = c->kv_row / sizeof(uint16_t);
+        for (int32_t p = 0; p < n_kv; p += KV_BLOCK_TOKENS) {
+            const int nr = n_kv - p < KV_BLOCK_TOKENS ? n_kv - p : KV_BLOCK_TOKENS;
+            vec_dot_f16_rows(hd, q16, kv_k(c, s, layer, p) + kvh * hd, stride, nr, sc + p);
+        }
+        for (int32_t p = 0; p < n_kv; p++) sc[p] *= scale;
         vec_softmax(sc, n_kv);
+        /* the weights meet V in f16, as in llama.cpp */
+        for (int32_t p = 0; p < n_kv; p++) sc[p] = quant_f16_to_f32(quant_f32_to_f16(sc[p]));
         float *out = c->att + (size_t)tk * n_head * hd + (size_t)h * hd;
         memset(out, 0, (size_t)hd * sizeof *out);
-        for (int32_t p = 0; p < n_kv; p++) {
-            const float w = quant_f16_to_f32(quant_f32_to_f16(sc[p]));
-            vec_mad_f16(hd, out, kv_v(c, s, layer, p) + kvh * hd, w);
+        for (int32_t p = 0; p < n_kv; p += KV_BLOCK_TOKENS) {
+            const int nr = n_kv - p < KV_BLOCK_TOKENS ? n_kv - p : KV_BLOCK_TOKENS;
+            vec_mad_f16_rows(hd, out, kv_v(c, s, layer, p) + kvh * hd, stride, nr, sc + p);
         }
     }
 }

@@ -67,6 +67,12 @@ void vec_f32_to_f16(uint16_t *y, const float *x, int64_t n);
 float vec_dot_f16(int64_t n, const uint16_t *a, const uint16_t *b);
 /* y[i] += a * v[i] for f16 v. */
 void vec_mad_f16(int64_t n, float *y, const uint16_t *v, float a);
+/* scores[i] = dot(q, row_i) for i < n, row_i = base + i * stride (f16). */
+void vec_dot_f16_rows(int64_t hd, const uint16_t *q, const uint16_t *base, size_t stride, int n,
+                      float *scores);
+/* out[d] += sum_i w[i] * row_i[d] for i < n, rows as above. */
+void vec_mad_f16_rows(int64_t hd, float *out, const uint16_t *base, size_t stride, int n,
+                      const float *w);
 /* In-place softmax of x[0..n) times... returns nothing; x[i] = exp(x[i]-max)/sum. */
 void vec_softmax(float *x, int64_t n);
 
