@@ -449,7 +449,6 @@ static void step(weft_engine *e)
             bool in = false;
             for (int32_t k = 0; k < n && !in; k++) in = e->b_seq[k] == s;
             if (!in) continue;
-            weft_error(rc, "%s", weft_last_error());
             release_seq(e, r, false);
             emit_final(e, r, rc, "error");
             req_free(r);

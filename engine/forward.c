@@ -43,7 +43,8 @@ struct weft_ctx {
     void *qbuf;    /* quantized activations */
     float *scores; /* (n_threads, n_ctx) attention scores */
     uint16_t *q16; /* (n_threads, head_dim) query in f16 */
-    float *logits; /* (n_batch, n_vocab) */
+    float *logits; /* (logits_cap, n_vocab) */
+    int32_t logits_cap;
     int32_t n_logits;
     weft_perf perf;
     int32_t (*block_alloc)(void *ud); /* NULL: kv_block_alloc */
@@ -258,6 +259,7 @@ int weft_ctx_create(const weft_model *m, const weft_ctx_params *params, weft_ctx
     c->scores = weft_malloc((size_t)c->p.n_threads * c->p.n_ctx * sizeof(float));
     c->q16 = weft_malloc((size_t)c->p.n_threads * hp->head_dim * sizeof(uint16_t));
     c->logits = weft_malloc(nb * hp->n_vocab * sizeof(float));
+    c->logits_cap = (int32_t)nb;
     if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->qbuf ||
         !c->scores || !c->q16 || !c->logits)
         goto nomem;
@@ -377,6 +379,19 @@ int weft_decode(weft_ctx *c, const weft_batch *b)
         }
         next[b->seq[i]]++;
     }
+    /* Rows that want logits. */
+    int32_t n_rows = 0;
+    for (int32_t i = 0; i < b->n; i++)
+        if (b->want_logits ? b->want_logits[i] != 0 : i == b->n - 1) rows[n_rows++] = i;
+    if (n_rows > c->logits_cap) { /* more rows want logits than one chunk holds */
+        float *grown = weft_realloc(c->logits, (size_t)n_rows * hp->n_vocab * sizeof(float));
+        if (!grown) {
+            rc = weft_error(WEFT_ENOMEM, "out of memory for %d rows of logits", n_rows);
+            goto done;
+        }
+        c->logits = grown;
+        c->logits_cap = n_rows;
+    }
     for (int s = 0; s < c->p.n_seq_max; s++) {
         if (next[s] == c->seqs[s].len) continue;
         if ((rc = seq_reserve(c, &c->seqs[s], c->seqs[s].len, next[s])) < 0) {
@@ -389,10 +404,6 @@ int weft_decode(weft_ctx *c, const weft_batch *b)
             goto done;
         }
     }
-    /* Rows that want logits. */
-    int32_t n_rows = 0;
-    for (int32_t i = 0; i < b->n; i++)
-        if (b->want_logits ? b->want_logits[i] != 0 : i == b->n - 1) rows[n_rows++] = i;
     /* Run in chunks of n_batch tokens. */
     const double t0 = weft_now();
     for (int32_t start = 0; start < b->n; start += c->p.n_batch) {

@@ -266,6 +266,24 @@ TEST(batched_prefill_equals_token_by_token)
     ASSERT(d < 1e-5);
     ASSERT_EQ_INT(weft_seq_len(c, 0), N_PROMPT);
     ASSERT_EQ_INT(weft_seq_len(c, 1), N_PROMPT);
+    /* every row's logits from one 25-token batch split in 7-token chunks:
+     * more rows than n_batch; row i equals the one-by-one run at i */
+    ASSERT_EQ_INT(weft_seq_truncate(c, 0, 0), 0);
+    int32_t pos[N_PROMPT], sq[N_PROMPT];
+    int8_t want[N_PROMPT];
+    for (int i = 0; i < N_PROMPT; i++) pos[i] = i, sq[i] = 0, want[i] = 1;
+    weft_batch all = {.n = N_PROMPT, .tokens = prompt, .pos = pos, .seq = sq, .want_logits = want};
+    ASSERT_EQ_INT(weft_decode(c, &all), 0);
+    ASSERT_EQ_INT(weft_n_logits(c), N_PROMPT);
+    float *rows = malloc((size_t)N_PROMPT * sp.n_vocab * sizeof *rows);
+    for (int i = 0; i < N_PROMPT; i++)
+        memcpy(rows + (size_t)i * sp.n_vocab, weft_get_logits(c, i), sp.n_vocab * sizeof *rows);
+    ASSERT_EQ_INT(weft_seq_truncate(c, 1, 0), 0);
+    for (int i = 0; i < N_PROMPT; i++) {
+        ASSERT_EQ_INT(decode_seq(c, 1, prompt + i, 1, i), 0);
+        ASSERT(max_abs_diff(rows + (size_t)i * sp.n_vocab, weft_get_logits(c, 0), sp.n_vocab) < 1e-5);
+    }
+    free(rows);
     free(a);
     weft_ctx_destroy(c);
     weft_model_free(m);
