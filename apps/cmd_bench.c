@@ -30,6 +30,8 @@ static void usage(FILE *f)
             "  -t, --threads N          compute threads (default: all cores)\n"
             "      --data DIR           data directory (default ../shared/data)\n"
             "      --json               one JSON line instead of the table\n"
+            "      --dump FILE          write the requests (token ids, max tokens) as JSON lines,\n"
+            "                           for bench/llama_seq.py to replay on llama.cpp\n"
             "  -h, --help\n");
 }
 
@@ -124,8 +126,9 @@ int cmd_bench(int argc, char **argv)
         {"shared-prefix", required_argument, 0, 'P'}, {"no-prefix-cache", no_argument, 0, 'X'},
         {"threads", required_argument, 0, 't'},    {"data", required_argument, 0, 'D'},
         {"json", no_argument, 0, 'j'},             {"help", no_argument, 0, 'h'},
+        {"dump", required_argument, 0, 'O'},
         {0, 0, 0, 0}};
-    const char *model_path = NULL, *data = getenv("WEFT_DATA_DIR");
+    const char *model_path = NULL, *data = getenv("WEFT_DATA_DIR"), *dump_path = NULL;
     int conc = 16, n_req = 0, max_tokens = 64, pmin = 32, pmax = 512, shared = 0, prefix = 1,
         threads = 0, json = 0, c;
     if (!data) data = "../shared/data";
@@ -143,6 +146,7 @@ int cmd_bench(int argc, char **argv)
         case 't': threads = atoi(optarg); break;
         case 'D': data = optarg; break;
         case 'j': json = 1; break;
+        case 'O': dump_path = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -188,6 +192,11 @@ int cmd_bench(int argc, char **argv)
     pthread_cond_init(&b.cv, NULL);
     fprintf(stderr, "weft bench: %d requests, concurrency %d, %d tokens each, prompts %s\n", n_req,
             conc, max_tokens, shared ? "with a shared prefix" : "of mixed lengths");
+    FILE *dump = NULL;
+    if (dump_path && !(dump = fopen(dump_path, "w"))) {
+        fprintf(stderr, "weft bench: cannot write %s\n", dump_path);
+        return 1;
+    }
     uint32_t seed = 12345;
     const double t0 = weft_now();
     int64_t prompt_tokens = 0;
@@ -203,6 +212,11 @@ int cmd_bench(int argc, char **argv)
             memcpy(ptoks, all + off, (size_t)len * sizeof *ptoks);
         }
         prompt_tokens += len;
+        if (dump) {
+            fprintf(dump, "{\"max_tokens\": %d, \"tokens\": [", max_tokens);
+            for (int32_t k = 0; k < len; k++) fprintf(dump, k ? ",%d" : "%d", ptoks[k]);
+            fprintf(dump, "]}\n");
+        }
         pthread_mutex_lock(&b.mu);
         while (b.in_flight >= conc) pthread_cond_wait(&b.cv, &b.mu);
         b.in_flight++;
@@ -223,6 +237,7 @@ int cmd_bench(int argc, char **argv)
     }
     weft_engine_wait_idle(e);
     const double wall = weft_now() - t0;
+    if (dump) fclose(dump);
     double *ttft = malloc((size_t)n_req * sizeof *ttft), *tpot = malloc((size_t)n_req * sizeof *tpot);
     int n_ok = 0, n_tp = 0;
     int64_t gen = 0;
