@@ -304,15 +304,15 @@ static void admit(weft_engine *e)
         if (e->prefix) {
             /* at least the last token is computed: its logits are needed */
             const int32_t max_blocks = (r->n_tokens - 1) / KV_BLOCK_TOKENS;
-            int32_t blocks[max_blocks > 0 ? max_blocks : 1];
-            const int32_t hits = max_blocks > 0 ? prefix_lookup(e->prefix, r->tokens, r->n_tokens,
-                                                                 blocks, max_blocks)
-                                                : 0;
+            int32_t *blocks = max_blocks > 0 ? weft_malloc((size_t)max_blocks * sizeof *blocks) : NULL;
+            const int32_t hits =
+                blocks ? prefix_lookup(e->prefix, r->tokens, r->n_tokens, blocks, max_blocks) : 0;
             if (hits > 0 && weft_seq_attach(e->ctx, slot, blocks, hits * KV_BLOCK_TOKENS) == 0) {
                 r->n_done = hits * KV_BLOCK_TOKENS;
             } else {
                 for (int32_t i = 0; i < hits; i++) kv_block_unref(weft_ctx_kv(e->ctx), blocks[i]);
             }
+            weft_free(blocks);
         }
         if (r->n_generated == 0) { /* not a re-admission after preemption */
             r->n_cached = r->n_done;
