@@ -97,8 +97,10 @@ void quant_vec_dot_nx(weft_type t, int64_t n, const void *w, size_t w_stride_byt
  * out[j * out_stride + i] = dot(w_i, a_j), w_i as in quant_vec_dot_nx and
  * a_j = (const char *)a + j * a_stride_bytes (out_stride in floats, so a
  * [token][row] output matrix takes out_stride = its row count). Works on
- * 4 weight rows x 2 activation rows at a time, decoding each weight block
- * once per two activations; ~10-15% faster than quant_vec_dot_nx per dot.
+ * 4 weight rows x 2 activation rows at a time (x 4 for Q4_1 and Q8_0 on
+ * AVX512-VNNI, on 512-bit registers), decoding each weight block once per
+ * two (four) activations; ~10-15% faster than quant_vec_dot_nx per dot on
+ * AVX2.
  * Every value is bitwise equal to quant_vec_dot(t, n, w_i, a_j). */
 void quant_vec_dot_tile(weft_type t, int64_t n, const void *w, size_t w_stride_bytes, int nw,
                         const void *a, size_t a_stride_bytes, int na, float *out,
@@ -115,8 +117,10 @@ bool quant_has_avx2(void);
 
 /* SIMD levels. The two VNNI levels are alternatives built on AVX2: they run
  * the 4/5/8-bit x Q8 kernels with vpdpbusd, VEX-encoded (AVX-VNNI) or
- * EVEX-encoded on 256-bit registers (AVX512-VNNI + VL); results are
- * identical to AVX2. Auto-detection prefers AVX-VNNI.
+ * EVEX-encoded on 256-bit registers (AVX512-VNNI + VL); the AVX512 level also
+ * runs the Q4_1 and Q8_0 tiles of quant_vec_dot_tile on 512-bit registers
+ * (needs AVX512F/BW/VL/VNNI and the OS's ZMM state). Results are identical to
+ * AVX2. Auto-detection prefers AVX512-VNNI, then AVX-VNNI.
  *
  * On every SIMD level the dot products and activation quantization are
  * bitwise equal to llama.cpp's AVX2 code (ggml_vec_dot_*, quantize_row_q8_*)
@@ -128,7 +132,7 @@ typedef enum {
     QUANT_SIMD_SCALAR = 0,
     QUANT_SIMD_AVX2 = 1,      /* AVX2 + FMA + F16C */
     QUANT_SIMD_AVX2_VNNI = 2,   /* + AVX-VNNI */
-    QUANT_SIMD_AVX512_VNNI = 3, /* + AVX512-VNNI/VL instead of AVX-VNNI */
+    QUANT_SIMD_AVX512_VNNI = 3, /* + AVX512F/BW/VL/VNNI instead of AVX-VNNI */
 } quant_simd_level;
 
 /* Level in use: the best the CPU has (checked once with cpuid/xgetbv), or

@@ -1045,7 +1045,8 @@ static bool cpu_has(quant_simd_level level)
     const uint64_t xcr0 = xgetbv0();
     if ((xcr0 & 6) != 6) return false; /* XMM and YMM state */
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    const bool avx2 = b & (1u << 5), avx512vl = b & (1u << 31), avx512vnni = c & (1u << 11);
+    const bool avx2 = b & (1u << 5), avx512f = b & (1u << 16), avx512bw = b & (1u << 30),
+               avx512vl = b & (1u << 31), avx512vnni = c & (1u << 11);
     if (!avx2) return false;
     switch (level) {
     case QUANT_SIMD_AVX2: return true;
@@ -1054,7 +1055,9 @@ static bool cpu_has(quant_simd_level level)
         if (!__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) return false;
         return a1 & (1u << 4);
     }
-    case QUANT_SIMD_AVX512_VNNI: return avx512vl && avx512vnni && (xcr0 & 0xe6) == 0xe6;
+    /* the Q4_1/Q8_0 tiles use zmm: opmask, ZMM_Hi256 and Hi16_ZMM state (XCR0 bits 5..7) */
+    case QUANT_SIMD_AVX512_VNNI:
+        return avx512f && avx512bw && avx512vl && avx512vnni && (xcr0 & 0xe6) == 0xe6;
     default: return false;
     }
 }
@@ -1076,6 +1079,7 @@ static void kernels_build(int level)
         if (simd.dot[t]) k_active.dot[t] = simd.dot[t];
         if (simd.dot4[t]) k_active.dot4[t] = simd.dot4[t];
         if (simd.tile[t]) k_active.tile[t] = simd.tile[t];
+        if (simd.tile4[t]) k_active.tile4[t] = simd.tile4[t];
         if (simd.quantize[t]) k_active.quantize[t] = simd.quantize[t];
         if (simd.dequantize[t]) k_active.dequantize[t] = simd.dequantize[t];
     }
@@ -1089,10 +1093,11 @@ static void quant_init(void)
     int level = QUANT_SIMD_SCALAR;
     const char *env = getenv("WEFT_NO_SIMD");
     if (!(env && *env && strcmp(env, "0") != 0)) {
-        if (cpu_has(QUANT_SIMD_AVX2_VNNI))
-            level = QUANT_SIMD_AVX2_VNNI;
-        else if (cpu_has(QUANT_SIMD_AVX512_VNNI))
+        /* AVX512-VNNI first: its Q4_1/Q8_0 tiles run on 512-bit registers */
+        if (cpu_has(QUANT_SIMD_AVX512_VNNI))
             level = QUANT_SIMD_AVX512_VNNI;
+        else if (cpu_has(QUANT_SIMD_AVX2_VNNI))
+            level = QUANT_SIMD_AVX2_VNNI;
         else if (cpu_has(QUANT_SIMD_AVX2))
             level = QUANT_SIMD_AVX2;
     }
@@ -1215,12 +1220,17 @@ void quant_vec_dot_tile(weft_type t, int64_t n, const void *w, size_t w_stride_b
 {
     check_row(t, n);
     const quant_kernels *k = kernels();
-    quant_tile_fn tile = k->tile[t];
+    quant_tile_fn tile = k->tile[t], tile4 = k->tile4[t];
     const char *wr = w, *ar = a;
     int i = 0;
     if (tile) {
         for (; i + QUANT_TILE_R <= nw; i += QUANT_TILE_R) {
             int j = 0;
+            if (tile4)
+                for (; j + QUANT_TILE_C4 <= na; j += QUANT_TILE_C4)
+                    tile4(n, wr + (size_t)i * w_stride_bytes, w_stride_bytes,
+                          ar + (size_t)j * a_stride_bytes, a_stride_bytes,
+                          out + (size_t)j * out_stride + i, out_stride);
             for (; j + QUANT_TILE_C <= na; j += QUANT_TILE_C)
                 tile(n, wr + (size_t)i * w_stride_bytes, w_stride_bytes,
                      ar + (size_t)j * a_stride_bytes, a_stride_bytes,

@@ -331,6 +331,144 @@ INL void dot32_tile(const int t, int64_t n, const void *vw, size_t ws, const voi
     }
 }
 
+/* The same 4 x 2 tile on 512-bit registers (AVX512F/BW/VL/VNNI), for Q4_1 and
+ * Q8_0. Each zmm holds two (row, activation) pairs side by side: lanes 0..7
+ * are the 8 int32 / float lanes of (row i, act 0) and lanes 8..15 those of
+ * (row i, act 1), so one vpdpbusd, vcvtdq2ps, vmulps and vfmadd does the work
+ * of two on ymm while every lane sees exactly the operations of dot32_tile
+ * (and so of dot32_1): the results stay bitwise equal.
+ *
+ * Q4_1 weights are not shifted: the 16 bytes are broadcast to the four
+ * 128-bit lanes and masked with 0x0F (elements 0..15) / 0xF0 (16..31), so the
+ * int32 lanes 4..7 of each half hold 16 x the true sums (still exact in
+ * float, |x| < 2^17), and their scale is d / 16. d / 16 is exact (d is a
+ * product of two fp16 values, far from float underflow) and
+ * (d / 16) * (16 x) == d * x exactly, so the FMA rounds the same value.
+ * That saves the vpsrlvd of nibbles32 (port 0 on zmm, like vpdpbusd). */
+#define TGT512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define INL512                                                                                     \
+    static inline __attribute__((always_inline,                                                    \
+                                 target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+INL512 __m512i act2_load(const uint8_t *a0, const uint8_t *a1)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a0)),
+                              _mm256_loadu_si256((const __m256i *)a1), 1);
+}
+
+/* 4 weight rows x na (2 or 4) activation rows; zmm p holds activations 2p
+ * and 2p + 1. */
+INL512 void dot32_tile_zmm(const int t, const int na, int64_t n, const void *vw, size_t ws,
+                           const void *va, size_t as, float *out, size_t os)
+{
+    const uint8_t *w = vw, *a = va;
+    const uint8_t *w0 = w, *w1 = w + ws, *w2 = w + 2 * ws, *w3 = w + 3 * ws;
+    const int q41 = t == WEFT_TYPE_Q4_1;
+    const size_t wbs = q41 ? sizeof(block_q4_1) : sizeof(block_q8_0);
+    const size_t abs_ = q41 ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    const size_t aoff = q41 ? 4 : 2, woff = q41 ? 4 : 2;
+    const int64_t nb = n / 32;
+    const int np = na / 2;
+    /* Q4_1: 0x0F for bytes 0..15 of each 32-byte half, 0xF0 for 16..31 */
+    const __m512i nmask = _mm512_set_epi64(
+        (long long)0xF0F0F0F0F0F0F0F0ULL, (long long)0xF0F0F0F0F0F0F0F0ULL, 0x0F0F0F0F0F0F0F0F,
+        0x0F0F0F0F0F0F0F0F, (long long)0xF0F0F0F0F0F0F0F0ULL, (long long)0xF0F0F0F0F0F0F0F0ULL,
+        0x0F0F0F0F0F0F0F0F, 0x0F0F0F0F0F0F0F0F);
+    const __m512 dscale = _mm512_setr_ps(1.0f, 1.0f, 1.0f, 1.0f, 0.0625f, 0.0625f, 0.0625f,
+                                         0.0625f, 1.0f, 1.0f, 1.0f, 1.0f, 0.0625f, 0.0625f,
+                                         0.0625f, 0.0625f);
+    __m512 acc[4][2];
+    __m128 summs[4]; /* lane i: row i */
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) summs[j] = _mm_setzero_ps();
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const size_t ob = (size_t)b * wbs;
+        __m512i aq[2], corr[2];
+        __m512 da[2];
+#pragma GCC unroll 2
+        for (int p = 0; p < np; p++) {
+            const uint8_t *a0 = a + 2 * p * as + b * abs_, *a1 = a0 + as;
+            const uint16_t *ha0 = (const uint16_t *)a0, *ha1 = (const uint16_t *)a1;
+            aq[p] = act2_load(a0 + aoff, a1 + aoff);
+            /* lanes 0..7: d_a(act 2p), 8..15: d_a(act 2p + 1) */
+            da[p] = _mm512_mask_broadcastss_ps(_mm512_set1_ps(F16T(ha0[0])), 0xFF00,
+                                               _mm_set_ss(F16T(ha1[0])));
+            corr[p] = _mm512_setzero_si512();
+            if (q41)
+                da[p] = _mm512_mul_ps(da[p], dscale);
+            else
+                corr[p] = _mm512_sub_epi32(
+                    corr[p], _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                                 _mm512_set1_epi8((char)128), aq[p]));
+        }
+        if (q41) {
+            const uint16_t *h0 = (const uint16_t *)(w0 + ob), *h1 = (const uint16_t *)(w1 + ob);
+            const uint16_t *h2 = (const uint16_t *)(w2 + ob), *h3 = (const uint16_t *)(w3 + ob);
+            const __m128 mw = _mm_setr_ps(F16T(h0[1]), F16T(h1[1]), F16T(h2[1]), F16T(h3[1]));
+#pragma GCC unroll 4
+            for (int j = 0; j < na; j++) {
+                const uint16_t *ha = (const uint16_t *)(a + j * as + b * abs_);
+                summs[j] = _mm_fmadd_ps(mw, _mm_set1_ps(F16T(ha[1])), summs[j]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const uint8_t *wb = w + i * ws + ob;
+            __m512i wq;
+            if (q41)
+                wq = _mm512_and_si512(
+                    _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(wb + woff))), nmask);
+            else
+                wq = _mm512_xor_si512(
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wb + woff))),
+                    _mm512_set1_epi8((char)0x80));
+            const __m512 dw = _mm512_set1_ps(F16T(((const uint16_t *)wb)[0]));
+#pragma GCC unroll 2
+            for (int p = 0; p < np; p++) {
+                const __m512i ip = _mm512_dpbusd_epi32(corr[p], wq, aq[p]);
+                const __m512 d = _mm512_mul_ps(dw, da[p]);
+                acc[i][p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(ip), acc[i][p]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < na; j++) {
+        __m256 h[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+            h[i] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[i][j / 2]), j & 1));
+        __m128 r = hsum8x4(h[0], h[1], h[2], h[3]);
+        if (q41) r = _mm_add_ps(r, summs[j]);
+        _mm_storeu_ps(out + j * os, r);
+    }
+}
+
+TGT512 static void tile_q4_1_zmm(int64_t n, const void *w, size_t ws, const void *a, size_t as,
+                                 float *o, size_t os)
+{
+    dot32_tile_zmm(WEFT_TYPE_Q4_1, 2, n, w, ws, a, as, o, os);
+}
+
+TGT512 static void tile_q8_0_zmm(int64_t n, const void *w, size_t ws, const void *a, size_t as,
+                                 float *o, size_t os)
+{
+    dot32_tile_zmm(WEFT_TYPE_Q8_0, 2, n, w, ws, a, as, o, os);
+}
+
+TGT512 static void tile4_q4_1_zmm(int64_t n, const void *w, size_t ws, const void *a, size_t as,
+                                  float *o, size_t os)
+{
+    dot32_tile_zmm(WEFT_TYPE_Q4_1, 4, n, w, ws, a, as, o, os);
+}
+
+TGT512 static void tile4_q8_0_zmm(int64_t n, const void *w, size_t ws, const void *a, size_t as,
+                                  float *o, size_t os)
+{
+    dot32_tile_zmm(WEFT_TYPE_Q8_0, 4, n, w, ws, a, as, o, os);
+}
+
 /* ------------------------------------------------------------------------ */
 /* K-quants (256-value super-blocks, Q8_K activations)                      */
 
@@ -850,6 +988,12 @@ bool quant_x86_kernels(int level, quant_kernels *k)
     SET32(Q5_1, q5_1);
     SET32(Q8_0, q8_0);
 #undef SET32
+    if (level == QUANT_SIMD_AVX512_VNNI) {
+        k->tile[WEFT_TYPE_Q4_1] = tile_q4_1_zmm;
+        k->tile[WEFT_TYPE_Q8_0] = tile_q8_0_zmm;
+        k->tile4[WEFT_TYPE_Q4_1] = tile4_q4_1_zmm;
+        k->tile4[WEFT_TYPE_Q8_0] = tile4_q8_0_zmm;
+    }
     k->dot[WEFT_TYPE_Q2_K] = dot_q2_K_avx2;
     k->dot[WEFT_TYPE_Q3_K] = dot_q3_K_avx2;
     k->dot[WEFT_TYPE_Q4_K] = dot_q4_K_avx2;

@@ -124,6 +124,7 @@ typedef void (*quant_dot4_fn)(int64_t n, const void *w, size_t stride, const voi
  * QUANT_TILE_C activation rows (stride as): out[j * os + i] = dot(w_i, a_j). */
 #define QUANT_TILE_R 4
 #define QUANT_TILE_C 2
+#define QUANT_TILE_C4 4
 typedef void (*quant_tile_fn)(int64_t n, const void *w, size_t ws, const void *a, size_t as,
                               float *out, size_t os);
 typedef void (*quant_row_fn)(const float *x, void *y, int64_t n);
@@ -134,6 +135,8 @@ typedef struct {
     quant_dot_fn dot[WEFT_TYPE_COUNT];
     quant_dot4_fn dot4[WEFT_TYPE_COUNT];
     quant_tile_fn tile[WEFT_TYPE_COUNT];
+    /* optional: QUANT_TILE_R weight rows x QUANT_TILE_C4 activation rows */
+    quant_tile_fn tile4[WEFT_TYPE_COUNT];
     quant_row_fn quantize[WEFT_TYPE_COUNT];
     quant_unrow_fn dequantize[WEFT_TYPE_COUNT];
 } quant_kernels;

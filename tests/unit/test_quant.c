@@ -721,7 +721,8 @@ TEST(vec_dot_simd_matches_ref)
         for (int i = 0; i < N_WEIGHT_TYPES; i++) {
             const weft_type t = weight_types[i];
             for (int k = 0; k < 5; k++) {
-                enum { NW = 11 };
+                /* NA = 7 activation rows: a 4-wide tile, a 2-wide one and a single row */
+                enum { NW = 11, NA = 7 };
                 dot_case c;
                 /* activations quantized at this level (AVX2 rounds ties to even) */
                 dot_case_make(&c, t, case_n(t, k), NW, 0.05f, k & 1 ? 0.02f : 0.0f);
@@ -734,7 +735,7 @@ TEST(vec_dot_simd_matches_ref)
                                (double)got, (double)ref, tol);
                 /* nx and tile == single rows, bitwise */
                 const size_t ws = quant_row_size(t, c.n);
-                float one[NW], nx[NW], tile[3 * NW];
+                float one[NW], nx[NW], tile[NA * NW];
                 for (int r = 0; r < NW; r++)
                     one[r] = quant_vec_dot(t, c.n, (char *)c.w + ws * r, c.a);
                 for (int nw = 0; nw <= NW; nw++) {
@@ -746,17 +747,17 @@ TEST(vec_dot_simd_matches_ref)
                                        quant_simd_name(all_levels[l]), quant_type_name(t),
                                        (long long)c.n, nw, r, (double)nx[r], (double)one[r]);
                 }
-                /* tile: three different activation rows (the first is c.a) */
+                /* tile: NA different activation rows (the first is c.a) */
                 const size_t as = quant_row_size(c.at, c.n);
-                char *a3 = malloc(3 * as);
+                char *a3 = malloc(NA * as);
                 memcpy(a3, c.a, as);
-                for (int j = 1; j < 3; j++) {
+                for (int j = 1; j < NA; j++) {
                     float *x = rand_row(c.n, 1.0f, -0.1f * j);
                     quant_quantize_row(c.at, x, a3 + j * as, c.n);
                     free(x);
                 }
-                quant_vec_dot_tile(t, c.n, c.w, ws, NW, a3, as, 3, tile, NW);
-                for (int j = 0; j < 3; j++)
+                quant_vec_dot_tile(t, c.n, c.w, ws, NW, a3, as, NA, tile, NW);
+                for (int j = 0; j < NA; j++)
                     for (int r = 0; r < NW; r++) {
                         const float want = quant_vec_dot(t, c.n, (char *)c.w + ws * r, a3 + j * as);
                         if (fbits(tile[j * NW + r]) != fbits(want))
