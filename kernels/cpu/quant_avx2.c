@@ -438,7 +438,11 @@ INL512 void dot32_tile_zmm(const int t, const int na, int64_t n, const void *vw,
         __m256 h[4];
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++)
-            h[i] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[i][j / 2]), j & 1));
+        {
+            /* the lane half must be an immediate (clang checks even at -O0) */
+            const __m512d v = _mm512_castps_pd(acc[i][j / 2]);
+            h[i] = _mm256_castpd_ps((j & 1) ? _mm512_extractf64x4_pd(v, 1) : _mm512_extractf64x4_pd(v, 0));
+        }
         __m128 r = hsum8x4(h[0], h[1], h[2], h[3]);
         if (q41) r = _mm_add_ps(r, summs[j]);
         _mm_storeu_ps(out + j * os, r);
