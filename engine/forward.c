@@ -346,17 +346,15 @@ int weft_decode(weft_ctx *c, const weft_batch *b)
         return weft_error(WEFT_EINVAL, "empty batch");
     /* Validate: ids, sequences, and consecutive positions per sequence. */
     int32_t *next = weft_malloc((size_t)c->p.n_seq_max * sizeof *next);
-    int32_t *saved_len = weft_malloc((size_t)c->p.n_seq_max * sizeof *saved_len);
     int32_t *saved_nb = weft_malloc((size_t)c->p.n_seq_max * sizeof *saved_nb);
     int32_t *rows = weft_malloc((size_t)b->n * sizeof *rows);
     int rc = 0;
-    if (!next || !saved_len || !saved_nb || !rows) {
+    if (!next || !saved_nb || !rows) {
         rc = weft_error(WEFT_ENOMEM, "out of memory");
         goto done;
     }
     for (int s = 0; s < c->p.n_seq_max; s++) {
         next[s] = c->seqs[s].len;
-        saved_len[s] = c->seqs[s].len;
         saved_nb[s] = c->seqs[s].n_blocks;
     }
     for (int32_t i = 0; i < b->n; i++) {
@@ -435,7 +433,6 @@ int weft_decode(weft_ctx *c, const weft_batch *b)
     }
 done:
     weft_free(next);
-    weft_free(saved_len);
     weft_free(saved_nb);
     weft_free(rows);
     return rc;
