@@ -19,26 +19,9 @@ int main(void)
 #else
 
 #include "test.h"
+#include "test_rand.h"
 
 static weft_backend cpu, gpu;
-
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
-/* Uniform in [-1, 1). */
-static float frand(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) * (2.0 / 16777216.0) - 1.0);
-}
-
-static float *rand_vec(int64_t n, float scale)
-{
-    float *v = malloc((size_t)n * sizeof *v);
-    for (int64_t i = 0; i < n; i++) v[i] = frand() * scale;
-    return v;
-}
 
 /* A device copy of `bytes` of host memory; NULL (with the reason printed) on failure. */
 static void *to_gpu(const void *host, size_t bytes)
@@ -303,6 +286,7 @@ MATMUL_TEST(matmul_q4_1_matches_cpu, WEFT_TYPE_Q4_1)
 
 int main(void)
 {
+    rng_state = 0x2545f4914f6cdd1dull; /* its own data, not test_backend's */
     printf("nccl version: %d\n", weft_backend_cuda_nccl_version());
     int rc = weft_backend_cuda_create(0, &gpu);
     if (rc == WEFT_EUNSUPPORTED) {
