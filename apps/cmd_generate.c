@@ -246,8 +246,11 @@ int cmd_generate(int argc, char **argv)
         }
         memcpy(text + text_len, out, ol);
         text_len += ol;
+        /* nothing before `emitted` can start a stop string: scan the tail only */
         size_t safe;
-        int64_t at = weft_stop_find(text, text_len, stops, n_stops, &safe);
+        int64_t at = weft_stop_find(text + emitted, text_len - emitted, stops, n_stops, &safe);
+        safe += emitted;
+        if (at >= 0) at += (int64_t)emitted;
         if (at >= 0) {
             fwrite(text + emitted, 1, (size_t)at - emitted, stdout);
             emitted = (size_t)at;

@@ -410,10 +410,13 @@ static bool emit_token(weft_engine *e, req *r, int32_t tok, float lp)
     }
     memcpy(r->text + r->text_len, out, ol);
     r->text_len += ol;
+    /* nothing before `from` can start a stop string: scan the tail only */
     size_t safe;
-    int64_t at = weft_stop_find(r->text, r->text_len, (const char *const *)r->stop, r->n_stop, &safe);
+    int64_t at = weft_stop_find(r->text + from, r->text_len - from, (const char *const *)r->stop,
+                                r->n_stop, &safe);
+    safe += from;
     if (at >= 0) {
-        safe = (size_t)at;
+        safe = from + (size_t)at;
         stopped = true;
     }
     if (safe < from) safe = from;

@@ -15,6 +15,8 @@ typedef struct collected {
     int done, status, n_cached, n_prompt;
     const char *finish;
     int events_after_done; /* must stay 0 */
+    char text[8192];       /* the streamed text */
+    size_t text_len;
 } collected;
 
 static pthread_mutex_t collect_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -24,6 +26,10 @@ static void collect_cb(const weft_event *ev, void *user)
     collected *c = user;
     pthread_mutex_lock(&collect_mu);
     if (c->done) c->events_after_done++;
+    if (ev->text_len && c->text_len + ev->text_len < sizeof c->text) {
+        memcpy(c->text + c->text_len, ev->text, ev->text_len);
+        c->text_len += ev->text_len;
+    }
     if (ev->done) {
         c->done = 1;
         c->status = ev->status;

@@ -56,7 +56,9 @@ WEFT_API int32_t weft_top_logprobs(const float *logits, int32_t n, int32_t k, in
 /* Stop strings over streamed text. Given the text generated so far (len
  * bytes), returns the offset of the earliest complete stop string, or -1;
  * *safe gets how many bytes can be emitted now without risking emitting the
- * start of a stop string that is not complete yet. */
+ * start of a stop string that is not complete yet. No stop string can start
+ * before a previous call's *safe, so a streaming caller passes only the text
+ * from there on (and adds that offset back): linear, not quadratic. */
 WEFT_API int64_t weft_stop_find(const char *text, size_t len, const char *const *stops,
                                 int n_stops, size_t *safe);
 

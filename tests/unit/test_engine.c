@@ -96,6 +96,54 @@ TEST(shared_prefix_is_computed_once)
     weft_engine_destroy(e);
 }
 
+TEST(stop_strings_end_the_output_before_them)
+{
+    int32_t t[20];
+    random_prompt(t, 20, NULL, 0);
+    weft_engine *e = engine(2, 128, 32, true);
+    ASSERT(e != NULL);
+    static collected free_run, stopped;
+    memset(&free_run, 0, sizeof free_run);
+    memset(&stopped, 0, sizeof stopped);
+    /* seeded sampling: varied text (greedy on random weights repeats one
+     * byte), the same in both runs up to the stop */
+    weft_request r = greedy_req(t, 20, 24);
+    r.sampling = weft_sampling_default();
+    r.sampling.temperature = 50.0f; /* the tied tiny model has logits spread over ~130 */
+    r.sampling.top_k = 0;
+    r.sampling.top_p = 1.0f;
+    r.sampling.min_p = 0.0f;
+    r.sampling.seed = 3;
+    ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, &free_run, NULL), 0);
+    weft_engine_wait_idle(e);
+    free_run.text[free_run.text_len] = 0;
+    /* stop at a 3-byte piece of the text past its start that does not occur earlier */
+    char stop[4] = {0};
+    size_t at = 0;
+    for (size_t k = 4; k + 3 <= free_run.text_len && !at; k++) {
+        memcpy(stop, free_run.text + k, 3);
+        if (!memchr(stop, 0, 3) && strstr(free_run.text, stop) == free_run.text + k) at = k;
+    }
+    if (!at) {
+        fprintf(stderr, "  free run: %zu bytes:", free_run.text_len);
+        for (size_t k = 0; k < free_run.text_len; k++) fprintf(stderr, " %02x", (unsigned char)free_run.text[k]);
+        fprintf(stderr, " tokens:");
+        for (int k = 0; k < free_run.n; k++) fprintf(stderr, " %d", free_run.toks[k]);
+        fprintf(stderr, "\n");
+    }
+    ASSERT(at > 0);
+    fprintf(stderr, "  stop string at byte %zu of %zu\n", at, free_run.text_len);
+    const char *stops[1] = {stop};
+    r.stop = stops;
+    r.n_stop = 1;
+    ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, &stopped, NULL), 0);
+    weft_engine_wait_idle(e);
+    ASSERT_STR_EQ(stopped.finish, "stop");
+    ASSERT_EQ_INT(stopped.text_len, at);
+    ASSERT(memcmp(stopped.text, free_run.text, at) == 0);
+    weft_engine_destroy(e);
+}
+
 TEST(bad_requests_fail_alone)
 {
     weft_engine *e = engine(2, 64, 8, true);
@@ -204,6 +252,7 @@ int main(void)
     }
     RUN(batched_outputs_equal_solo_runs);
     RUN(shared_prefix_is_computed_once);
+    RUN(stop_strings_end_the_output_before_them);
     RUN(bad_requests_fail_alone);
     RUN(random_requests_and_cancellations_leak_nothing);
     weft_model_free(model);
