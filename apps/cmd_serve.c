@@ -1,0 +1,903 @@
+/* weft serve — an OpenAI-compatible HTTP API over the serving engine.
+ *
+ * Threads: one libevent loop thread owns HTTP (evhttp), the jobs and the
+ * metrics. The engine delivers events on its own thread; on_engine_event
+ * copies each into a message, appends it to a locked queue and wakes the loop
+ * with event_active(); the loop drains the queue in on_notify. Nothing of
+ * libevent's HTTP side is touched off the loop thread.
+ *
+ * Lifetimes: a job is one generation HTTP request with one choice per
+ * (prompt, n) pair, each choice one engine request. A job is freed on the
+ * loop thread once every submitted choice has had its final event — never
+ * earlier, because engine events point at its choices — whether or not the
+ * client is still there. A client that goes away (connection close callback)
+ * marks the job gone and cancels its choices, which frees their KV; the
+ * evhttp request, detached from its connection by libevent, is freed by the
+ * evhttp_send_* call that ends the job.
+ */
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/thread.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "cli.h"
+#include "oai.h"
+#include "serve_metrics.h"
+#include "weft/engine.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: weft serve [options]\n\n"
+            "Serves the model over an OpenAI-compatible HTTP API: POST /v1/completions,\n"
+            "POST /v1/chat/completions (streaming with server-sent events), GET /v1/models,\n"
+            "GET /health, GET /metrics (Prometheus). Prints the address it listens on.\n"
+            "SIGINT/SIGTERM: stop accepting, let what runs finish (see --drain-timeout),\n"
+            "exit 0; a second signal cancels what is left at once.\n\n"
+            "  -m, --model PATH         GGUF model (default: $WEFT_MODEL, else the default model)\n"
+            "      --model-name NAME    the id /v1/models reports (default: the file's name)\n"
+            "      --host HOST          address to bind (default 127.0.0.1)\n"
+            "      --port PORT          port (default 8080; 0 = any free port)\n"
+            "      --api-key KEY        require 'Authorization: Bearer KEY' on /v1/ routes\n"
+            "                           (default: $WEFT_API_KEY, else no key)\n"
+            "      --ctx N              context per request, prompt + output (default 2048)\n"
+            "      --parallel N         requests decoded together (default 32)\n"
+            "      --batch N            tokens per forward pass (default 256)\n"
+            "      --kv-mem MB          KV cache size (default: parallel x ctx)\n"
+            "      --max-queue N        requests waiting beyond --parallel before 429 (default 256)\n"
+            "      --max-body BYTES     request body limit, 413 beyond (default 1048576)\n"
+            "      --no-prefix-cache    do not share KV blocks between equal prompt prefixes\n"
+            "      --drain-timeout S    on shutdown, cancel what still runs after S seconds\n"
+            "                           (default 30)\n"
+            "      --timeout S          HTTP read/write timeout (default 600)\n"
+            "  -t, --threads N          compute threads (default: all cores)\n"
+            "  -v, --verbose            log every request to stderr\n"
+            "  -h, --help               this help\n");
+}
+
+typedef struct srv srv;
+typedef struct job job;
+typedef struct choice choice;
+
+/* An engine event copied for the loop thread. */
+typedef struct srv_msg {
+    struct srv_msg *next;
+    choice *c;
+    int32_t token;
+    float logprob;
+    bool done, embedded;
+    int status;
+    const char *finish; /* the engine's static strings */
+    int32_t n_prompt, n_cached, n_generated;
+    double t;           /* when the engine delivered it */
+    size_t len;
+    char *text;         /* follows the struct in the same allocation */
+} srv_msg;
+
+struct choice {
+    job *j;
+    int index;
+    uint64_t id;         /* engine request; 0 = not submitted */
+    bool done;
+    int status;
+    const char *finish;
+    char *text;          /* non-streamed: the output so far (malloc) */
+    size_t len, cap;
+    json_t *logprobs;    /* non-streamed, when asked for */
+    int32_t n_prompt, n_cached, n_generated;
+    double t_first, t_last;
+    srv_msg fallback;    /* the final event when malloc fails */
+};
+
+struct job {
+    srv *s;
+    struct evhttp_request *req; /* NULL once answered */
+    const char *route;
+    oai_request r;
+    oai_head h;
+    char id[48];
+    choice *ch;
+    int n_ch, n_submitted, n_done;
+    bool started;        /* stream headers sent */
+    bool gone;           /* the client closed the connection */
+    double t0;
+    job *prev, *next;
+};
+
+struct srv {
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *sock;
+    struct event *notify, *sig_int, *sig_term, *grace;
+    weft_model *model;
+    const tok_vocab *vocab;
+    weft_engine *eng;
+    int32_t n_ctx;
+    char model_id[256];
+    const char *api_key;
+    size_t max_body;
+    double drain_s;
+    bool verbose;
+    pthread_mutex_t mu;  /* guards q_head, q_tail */
+    srv_msg *q_head, *q_tail;
+    job *jobs;
+    int n_jobs;
+    bool draining;
+    uint64_t rng, n_ids;
+    long long started;
+    metrics m;
+};
+
+/* ---- replies ------------------------------------------------------------------ */
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 503: return "Service Unavailable";
+    default: return "Internal Server Error";
+    }
+}
+
+/* Sends o (taken) as the whole response and counts it. */
+static void reply_json(srv *s, struct evhttp_request *req, const char *route, int status, json_t *o)
+{
+    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    struct evbuffer *b = evbuffer_new();
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    if (b && body) evbuffer_add(b, body, strlen(body));
+    else if (b) evbuffer_add_printf(b, "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+                                       "\"param\":null,\"code\":null}}");
+    evhttp_send_reply(req, status, reason(status), b);
+    if (b) evbuffer_free(b);
+    free(body);
+    metrics_http(&s->m, route, status);
+}
+
+static void reply_error(srv *s, struct evhttp_request *req, const char *route, const oai_error *e)
+{
+    if (s->verbose) fprintf(stderr, "weft serve: %s -> %d %s\n", route, e->status, e->message);
+    reply_json(s, req, route, e->status, oai_error_json(e));
+}
+
+/* The engine's error codes as HTTP errors. */
+static void engine_error(oai_error *e, int rc)
+{
+    switch (rc) {
+    case WEFT_EBUSY:
+        oai_fail(e, 429, "rate_limit_error", "queue_full", NULL,
+                 "the server's request queue is full; retry later");
+        break;
+    case WEFT_ECANCELED:
+        oai_fail(e, 503, "server_error", "shutting_down", NULL, "the server is shutting down");
+        break;
+    case WEFT_ERANGE:
+        oai_fail(e, 400, "invalid_request_error", "context_length_exceeded", "max_tokens", "%s",
+                 weft_last_error());
+        break;
+    case WEFT_EINVAL:
+        oai_fail(e, 400, "invalid_request_error", "invalid_value", NULL, "%s", weft_last_error());
+        break;
+    case WEFT_ENOKV:
+        oai_fail(e, 503, "server_error", "kv_cache_full", NULL, "no KV cache left for the request");
+        break;
+    default:
+        oai_fail(e, 500, "server_error", NULL, NULL, "%s", weft_strerror(rc));
+    }
+}
+
+/* Writes o (taken) as one server-sent event of the job's stream. */
+static void send_sse(job *j, json_t *o)
+{
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    struct evbuffer *b = evbuffer_new();
+    if (b && s) {
+        evbuffer_add(b, "data: ", 6);
+        evbuffer_add(b, s, strlen(s));
+        evbuffer_add(b, "\n\n", 2);
+        evhttp_send_reply_chunk(j->req, b);
+    }
+    if (b) evbuffer_free(b);
+    free(s);
+}
+
+static void send_done(job *j)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (!b) return;
+    evbuffer_add(b, "data: [DONE]\n\n", 14);
+    evhttp_send_reply_chunk(j->req, b);
+    evbuffer_free(b);
+}
+
+/* ---- jobs ------------------------------------------------------------------------ */
+
+static void on_close(struct evhttp_connection *evcon, void *arg);
+
+static void job_free(job *j)
+{
+    srv *s = j->s;
+    if (j->prev) j->prev->next = j->next;
+    else if (s->jobs == j) s->jobs = j->next;
+    if (j->next) j->next->prev = j->prev;
+    for (int i = 0; i < j->n_ch; i++) {
+        free(j->ch[i].text);
+        json_decref(j->ch[i].logprobs);
+    }
+    free(j->ch);
+    oai_request_free(&j->r);
+    free(j);
+    if (--s->n_jobs == 0 && s->draining) event_base_loopexit(s->base, NULL);
+}
+
+static void job_cancel(job *j)
+{
+    for (int i = 0; i < j->n_ch; i++)
+        if (j->ch[i].id && !j->ch[i].done) weft_engine_cancel(j->s->eng, j->ch[i].id);
+}
+
+static oai_usage job_usage(const job *j)
+{
+    oai_usage u = {0};
+    /* a prompt counts once however many choices it has, as OpenAI counts */
+    for (int i = 0; i < j->n_ch; i++) {
+        if (i % j->r.n == 0) {
+            u.prompt += j->ch[i].n_prompt;
+            u.cached += j->ch[i].n_cached;
+        }
+        u.completion += j->ch[i].n_generated;
+    }
+    return u;
+}
+
+/* The first failed choice's status, 0 if all succeeded. */
+static int job_status(const job *j)
+{
+    for (int i = 0; i < j->n_ch; i++)
+        if (j->ch[i].status != 0) return j->ch[i].status;
+    return 0;
+}
+
+static void job_reply_whole(job *j)
+{
+    oai_choice *oc = calloc((size_t)j->n_ch, sizeof *oc);
+    if (!oc) {
+        oai_error e;
+        oai_fail(&e, 500, "server_error", NULL, NULL, "out of memory");
+        reply_error(j->s, j->req, j->route, &e);
+        return;
+    }
+    for (int i = 0; i < j->n_ch; i++)
+        oc[i] = (oai_choice){j->ch[i].text ? j->ch[i].text : "", j->ch[i].len, j->ch[i].finish,
+                             j->ch[i].logprobs};
+    const oai_usage u = job_usage(j);
+    reply_json(j->s, j->req, j->route, 200, oai_response(&j->h, oc, j->n_ch, &u));
+    free(oc);
+}
+
+/* Every choice has had its final event: answer (if anyone listens), free. */
+static void job_finish(job *j)
+{
+    srv *s = j->s;
+    struct evhttp_connection *evcon = j->req ? evhttp_request_get_connection(j->req) : NULL;
+    if (evcon) evhttp_connection_set_closecb(evcon, NULL, NULL);
+    const int st = job_status(j);
+    if (j->req && !j->gone) {
+        oai_error e = {0};
+        if (st != 0) engine_error(&e, st == WEFT_ECANCELED ? WEFT_ECANCELED : st);
+        if (j->started) {
+            if (st != 0) send_sse(j, oai_error_json(&e));
+            else if (j->r.include_usage) {
+                const oai_usage u = job_usage(j);
+                send_sse(j, oai_usage_chunk(&j->h, &u));
+            }
+            send_done(j);
+            evhttp_send_reply_end(j->req);
+            metrics_http(&s->m, j->route, 200);
+        } else if (st != 0) {
+            reply_error(s, j->req, j->route, &e);
+        } else {
+            job_reply_whole(j);
+        }
+    } else if (j->req) {
+        /* detached from its closed connection: these calls free it */
+        if (j->started) evhttp_send_reply_end(j->req);
+        else evhttp_send_reply(j->req, 499, "Client Closed Request", NULL);
+        metrics_http(&s->m, j->route, 499);
+    }
+    if (j->started) s->m.streams_open--;
+    if (s->verbose)
+        fprintf(stderr, "weft serve: %s %s done in %.3f s%s\n", j->route, j->id, weft_now() - j->t0,
+                j->gone ? " (client gone)" : "");
+    job_free(j);
+}
+
+static void on_close(struct evhttp_connection *evcon, void *arg)
+{
+    job *j = arg;
+    (void)evcon;
+    j->gone = true;
+    job_cancel(j);
+}
+
+/* ---- engine events ---------------------------------------------------------------- */
+
+/* Engine thread: copy the event, queue it, wake the loop. */
+static void on_engine_event(const weft_event *ev, void *user)
+{
+    choice *c = user;
+    srv *s = c->j->s;
+    srv_msg *m = malloc(sizeof *m + ev->text_len);
+    if (m) {
+        memset(m, 0, sizeof *m);
+        m->text = (char *)(m + 1);
+        m->len = ev->text_len;
+        memcpy(m->text, ev->text, ev->text_len);
+    } else if (ev->done) {
+        m = &c->fallback; /* the final event must get through: the job waits for it */
+        memset(m, 0, sizeof *m);
+        m->embedded = true;
+    } else {
+        return; /* out of memory: this token's text is lost */
+    }
+    m->c = c;
+    m->token = ev->token;
+    m->logprob = ev->logprob;
+    m->done = ev->done;
+    m->status = ev->status;
+    m->finish = ev->finish;
+    m->n_prompt = ev->n_prompt;
+    m->n_cached = ev->n_cached;
+    m->n_generated = ev->n_generated;
+    m->t = weft_now();
+    pthread_mutex_lock(&s->mu);
+    const bool was_empty = s->q_head == NULL;
+    if (s->q_tail) s->q_tail->next = m;
+    else s->q_head = m;
+    s->q_tail = m;
+    pthread_mutex_unlock(&s->mu);
+    if (was_empty) event_active(s->notify, EV_READ, 0);
+}
+
+/* Output text (and the sampled token's log-probability) of one choice. */
+static void choice_output(choice *c, const srv_msg *m, const char *finish)
+{
+    job *j = c->j;
+    json_t *lp = NULL;
+    if (j->r.logprobs && m->token >= 0) {
+        char piece[256];
+        int pl = tok_piece(j->s->vocab, m->token, piece, sizeof piece, false);
+        lp = j->r.stream ? oai_logprobs_new(j->r.kind) : json_incref(c->logprobs);
+        oai_logprobs_add(j->r.kind, lp, piece, pl > 0 ? (size_t)pl : 0, m->logprob, c->len);
+    }
+    if (j->r.stream) {
+        if (m->len > 0 || lp || finish)
+            send_sse(j, oai_chunk(&j->h, c->index, m->text, m->len, lp, finish, false, j->r.include_usage));
+        c->len += m->len; /* the text offset of the next token */
+    } else if (m->len > 0) {
+        if (c->len + m->len + 1 > c->cap) {
+            size_t cap = 2 * (c->len + m->len) + 64;
+            char *t = realloc(c->text, cap);
+            if (!t) {
+                json_decref(lp);
+                return; /* out of memory: the text loses this piece */
+            }
+            c->text = t;
+            c->cap = cap;
+        }
+        memcpy(c->text + c->len, m->text, m->len);
+        c->len += m->len;
+        c->text[c->len] = 0;
+    }
+    json_decref(lp);
+}
+
+static void choice_final(choice *c, const srv_msg *m)
+{
+    job *j = c->j;
+    srv *s = j->s;
+    c->done = true;
+    c->status = m->status;
+    c->finish = strcmp(m->finish, "length") == 0 ? "length" : "stop";
+    c->n_prompt = m->n_prompt;
+    c->n_cached = m->n_cached;
+    c->n_generated = m->n_generated;
+    j->n_done++;
+    if (m->status == WEFT_ECANCELED) s->m.choices_cancelled++;
+    if (m->status == 0) {
+        s->m.prompt_tokens += m->n_prompt;
+        s->m.cached_tokens += m->n_cached;
+        s->m.generated_tokens += m->n_generated;
+        if (c->t_first > 0) {
+            metrics_observe(&s->m.ttft, c->t_first - j->t0);
+            if (m->n_generated > 1)
+                metrics_observe(&s->m.tpot, (c->t_last - c->t_first) / (m->n_generated - 1));
+        }
+        if (!j->gone) choice_output(c, m, j->r.stream ? c->finish : NULL);
+    }
+    if (j->n_done == j->n_submitted) job_finish(j);
+}
+
+static void handle_msg(srv_msg *m)
+{
+    choice *c = m->c;
+    if (m->done) {
+        choice_final(c, m);
+        return;
+    }
+    if (c->t_first == 0) c->t_first = m->t;
+    c->t_last = m->t;
+    if (!c->j->gone) choice_output(c, m, NULL);
+}
+
+/* Loop thread: drain what the engine delivered. */
+static void on_notify(evutil_socket_t fd, short what, void *arg)
+{
+    srv *s = arg;
+    pthread_mutex_lock(&s->mu);
+    srv_msg *m = s->q_head;
+    s->q_head = s->q_tail = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (m) {
+        srv_msg *next = m->next;
+        const bool embedded = m->embedded;
+        handle_msg(m); /* may free the job, and with it an embedded message */
+        if (!embedded) free(m);
+        m = next;
+    }
+}
+
+/* ---- generation requests -------------------------------------------------------------- */
+
+static uint64_t next_rand(srv *s)
+{
+    s->rng ^= s->rng << 13;
+    s->rng ^= s->rng >> 7;
+    s->rng ^= s->rng << 17;
+    return s->rng;
+}
+
+/* Submits every choice. On failure cancels what went in and fills *e. */
+static int job_submit(job *j, oai_error *e)
+{
+    srv *s = j->s;
+    const oai_request *r = &j->r;
+    const uint64_t base_seed = r->seed_set ? r->sampling.seed : next_rand(s);
+    for (int i = 0; i < j->n_ch; i++) {
+        const int p = i / r->n;
+        int32_t max_tokens = r->max_tokens ? r->max_tokens : s->n_ctx - r->n_prompt[p];
+        if (max_tokens < 1 || (int64_t)r->n_prompt[p] + max_tokens > s->n_ctx) {
+            oai_fail(e, 400, "invalid_request_error", "context_length_exceeded",
+                     r->kind == OAI_CHAT ? "messages" : "prompt",
+                     "this model's context is %d tokens per request; the prompt has %d and %d "
+                     "more were asked for",
+                     s->n_ctx, r->n_prompt[p], max_tokens > 0 ? max_tokens : 1);
+            goto fail;
+        }
+        weft_request rq = {.tokens = r->prompts[p], .n_tokens = r->n_prompt[p], .sampling = r->sampling,
+                           .max_tokens = max_tokens, .stop = (const char *const *)r->stop,
+                           .n_stop = r->n_stop, .ignore_eos = r->ignore_eos};
+        /* n samples of one prompt: seeds seed, seed+1, ...; the prefix cache
+         * shares their full prompt blocks */
+        rq.sampling.seed = base_seed + (uint64_t)(i % r->n);
+        choice *c = &j->ch[i];
+        c->j = j;
+        c->index = i;
+        if (r->logprobs && !r->stream && !(c->logprobs = oai_logprobs_new(r->kind))) {
+            oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+            goto fail;
+        }
+        int rc = weft_engine_submit(s->eng, &rq, on_engine_event, c, &c->id);
+        if (rc < 0) {
+            engine_error(e, rc);
+            goto fail;
+        }
+        j->n_submitted++;
+    }
+    return 0;
+fail:
+    job_cancel(j);
+    return -1;
+}
+
+static void job_start_stream(job *j)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(j->req);
+    evhttp_add_header(h, "Content-Type", "text/event-stream");
+    evhttp_add_header(h, "Cache-Control", "no-cache");
+    evhttp_send_reply_start(j->req, 200, "OK");
+    j->started = true;
+    j->s->m.streams_open++;
+    if (j->r.kind == OAI_CHAT)
+        for (int i = 0; i < j->n_ch; i++)
+            send_sse(j, oai_chunk(&j->h, i, "", 0, NULL, NULL, true, j->r.include_usage));
+}
+
+static void handle_generate(srv *s, struct evhttp_request *req, oai_kind kind, const char *route)
+{
+    oai_error e;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    const size_t len = evbuffer_get_length(in);
+    if (len > s->max_body) {
+        oai_fail(&e, 413, "invalid_request_error", "request_too_large", NULL,
+                 "the body has %zu bytes; this server takes at most %zu", len, s->max_body);
+        reply_error(s, req, route, &e);
+        return;
+    }
+    if (s->draining) {
+        engine_error(&e, WEFT_ECANCELED);
+        reply_error(s, req, route, &e);
+        return;
+    }
+    job *j = calloc(1, sizeof *j);
+    if (!j) {
+        oai_fail(&e, 500, "server_error", NULL, NULL, "out of memory");
+        reply_error(s, req, route, &e);
+        return;
+    }
+    const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
+    if (oai_parse(kind, body ? body : "", body ? len : 0, s->vocab, &j->r, &e) < 0) {
+        reply_error(s, req, route, &e);
+        free(j);
+        return;
+    }
+    j->s = s;
+    j->req = req;
+    j->route = route;
+    j->t0 = weft_now();
+    j->n_ch = j->r.n_prompts * j->r.n;
+    snprintf(j->id, sizeof j->id, "%s-%llx%08llx", kind == OAI_CHAT ? "chatcmpl" : "cmpl",
+             (unsigned long long)++s->n_ids, (unsigned long long)(next_rand(s) & 0xffffffffu));
+    j->h = (oai_head){kind, j->id, (long long)time(NULL), s->model_id};
+    j->next = s->jobs;
+    if (s->jobs) s->jobs->prev = j;
+    s->jobs = j;
+    s->n_jobs++;
+    j->ch = calloc((size_t)j->n_ch, sizeof *j->ch);
+    if (!j->ch) oai_fail(&e, 500, "server_error", NULL, NULL, "out of memory");
+    if (!j->ch || job_submit(j, &e) < 0) {
+        reply_error(s, req, route, &e);
+        j->req = NULL; /* answered; the job lives on until its cancelled choices end */
+        j->gone = true;
+        if (j->n_submitted == 0) job_free(j);
+        return;
+    }
+    if (s->verbose)
+        fprintf(stderr, "weft serve: %s %s: %d choice(s), prompt %d tokens%s\n", route, j->id, j->n_ch,
+                j->r.n_prompt[0], j->r.stream ? ", streamed" : "");
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req), on_close, j);
+    if (j->r.stream) job_start_stream(j);
+}
+
+/* ---- the other routes ----------------------------------------------------------------- */
+
+static json_t *model_json(const srv *s)
+{
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", s->model_id, "object", "model", "created",
+                     (json_int_t)s->started, "owned_by", "weft");
+}
+
+static void handle_models(srv *s, struct evhttp_request *req, const char *path)
+{
+    if (strcmp(path, "/v1/models") == 0) {
+        reply_json(s, req, "/v1/models", 200,
+                   json_pack("{s:s,s:[o]}", "object", "list", "data", model_json(s)));
+        return;
+    }
+    const char *id = path + strlen("/v1/models/");
+    char *dec = evhttp_uridecode(id, 0, NULL);
+    const bool same = dec && strcmp(dec, s->model_id) == 0;
+    free(dec);
+    if (same) {
+        reply_json(s, req, "/v1/models", 200, model_json(s));
+        return;
+    }
+    oai_error e;
+    oai_fail(&e, 404, "invalid_request_error", "model_not_found", "model", "no such model");
+    reply_error(s, req, "/v1/models", &e);
+}
+
+static void handle_metrics(srv *s, struct evhttp_request *req)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (f) {
+        const weft_engine_stats st = weft_engine_get_stats(s->eng);
+        metrics_http(&s->m, "/metrics", 200); /* this response counts too */
+        metrics_render(&s->m, &st, f);
+        fclose(f);
+    }
+    struct evbuffer *b = evbuffer_new();
+    if (b && text) evbuffer_add(b, text, len);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4; charset=utf-8");
+    evhttp_send_reply(req, text ? 200 : 500, text ? "OK" : "Internal Server Error", b);
+    if (b) evbuffer_free(b);
+    free(text);
+}
+
+/* Constant-time comparison of the bearer token with the key. */
+static bool authorized(const srv *s, struct evhttp_request *req)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return false;
+    h += 7;
+    const size_t n = strlen(s->api_key), m = strlen(h);
+    unsigned char diff = n != m;
+    for (size_t i = 0; i < n; i++) diff |= (unsigned char)(s->api_key[i] ^ (i < m ? h[i] : 0));
+    return diff == 0;
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    srv *s = arg;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    const enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    oai_error e;
+    if (!path) path = "";
+    const bool is_v1 = strncmp(path, "/v1/", 4) == 0;
+    const char *route = strcmp(path, "/v1/completions") == 0        ? "/v1/completions"
+                        : strcmp(path, "/v1/chat/completions") == 0 ? "/v1/chat/completions"
+                        : strcmp(path, "/v1/models") == 0 || strncmp(path, "/v1/models/", 11) == 0
+                            ? "/v1/models"
+                        : strcmp(path, "/health") == 0  ? "/health"
+                        : strcmp(path, "/metrics") == 0 ? "/metrics"
+                                                        : NULL;
+    if (is_v1 && s->api_key && !authorized(s, req)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+        oai_fail(&e, 401, "invalid_request_error", "invalid_api_key", NULL,
+                 "a valid API key is required: 'Authorization: Bearer KEY'");
+        reply_error(s, req, route ? route : "other", &e);
+        return;
+    }
+    if (!route) {
+        oai_fail(&e, 404, "invalid_request_error", "not_found", NULL, "no route %.200s", path);
+        reply_error(s, req, "other", &e);
+        return;
+    }
+    const bool post = strcmp(route, "/v1/completions") == 0 || strcmp(route, "/v1/chat/completions") == 0;
+    if (cmd != (post ? EVHTTP_REQ_POST : EVHTTP_REQ_GET)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", post ? "POST" : "GET");
+        oai_fail(&e, 405, "invalid_request_error", "method_not_allowed", NULL, "%s takes %s", route,
+                 post ? "POST" : "GET");
+        reply_error(s, req, route, &e);
+        return;
+    }
+    if (strcmp(route, "/v1/completions") == 0) handle_generate(s, req, OAI_COMPLETION, route);
+    else if (strcmp(route, "/v1/chat/completions") == 0) handle_generate(s, req, OAI_CHAT, route);
+    else if (strcmp(route, "/v1/models") == 0) handle_models(s, req, path);
+    else if (strcmp(route, "/metrics") == 0) handle_metrics(s, req);
+    else
+        reply_json(s, req, route, s->draining ? 503 : 200,
+                   json_pack("{s:s}", "status", s->draining ? "draining" : "ok"));
+}
+
+/* ---- shutdown ----------------------------------------------------------------------- */
+
+static void on_grace(evutil_socket_t fd, short what, void *arg)
+{
+    srv *s = arg;
+    fprintf(stderr, "weft serve: drain timeout: cancelling %d request(s)\n", s->n_jobs);
+    for (job *j = s->jobs; j; j = j->next) job_cancel(j);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    srv *s = arg;
+    if (s->draining) {
+        on_grace(sig, what, arg);
+        return;
+    }
+    s->draining = true;
+    if (s->sock) evhttp_del_accept_socket(s->http, s->sock);
+    s->sock = NULL;
+    fprintf(stderr, "weft serve: %s: no new connections; %d request(s) in flight\n",
+            sig == SIGINT ? "SIGINT" : "SIGTERM", s->n_jobs);
+    if (s->n_jobs == 0) {
+        event_base_loopexit(s->base, NULL);
+        return;
+    }
+    const struct timeval tv = {(time_t)s->drain_s, (suseconds_t)((s->drain_s - (time_t)s->drain_s) * 1e6)};
+    s->grace = evtimer_new(s->base, on_grace, s);
+    if (s->grace) evtimer_add(s->grace, &tv);
+}
+
+/* ---- set-up --------------------------------------------------------------------------- */
+
+typedef struct serve_opts {
+    const char *model_path, *model_name, *host, *api_key;
+    long port, ctx, parallel, batch, kv_mb, max_queue, threads;
+    long max_body, timeout;
+    double drain_s;
+    bool prefix, verbose;
+} serve_opts;
+
+/* Returns 0, 2 for a usage error, or -1 for --help (done). */
+static int parse_opts(int argc, char **argv, serve_opts *o)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},      {"model-name", required_argument, 0, 'N'},
+        {"host", required_argument, 0, 'H'},       {"port", required_argument, 0, 'p'},
+        {"api-key", required_argument, 0, 'k'},    {"ctx", required_argument, 0, 'C'},
+        {"parallel", required_argument, 0, 'P'},   {"batch", required_argument, 0, 'b'},
+        {"kv-mem", required_argument, 0, 'K'},     {"max-queue", required_argument, 0, 'Q'},
+        {"max-body", required_argument, 0, 'B'},   {"no-prefix-cache", no_argument, 0, 'X'},
+        {"drain-timeout", required_argument, 0, 'D'}, {"timeout", required_argument, 0, 'T'},
+        {"threads", required_argument, 0, 't'},    {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
+    *o = (serve_opts){.host = "127.0.0.1", .api_key = getenv("WEFT_API_KEY"), .port = 8080,
+                      .ctx = 2048, .parallel = 32, .batch = 256, .max_queue = 256,
+                      .max_body = 1 << 20, .timeout = 600, .drain_s = 30, .prefix = true};
+    if (o->api_key && !*o->api_key) o->api_key = NULL;
+    int c;
+    char *end;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:t:vh", opts, NULL)) != -1) {
+        long *num = NULL, lo = 0, hi = 0;
+        switch (c) {
+        case 'm': o->model_path = optarg; break;
+        case 'N': o->model_name = optarg; break;
+        case 'H': o->host = optarg; break;
+        case 'k': o->api_key = optarg; break;
+        case 'X': o->prefix = false; break;
+        case 'v': o->verbose = true; break;
+        case 'h': usage(stdout); return -1;
+        case 'p': num = &o->port, lo = 0, hi = 65535; break;
+        case 'C': num = &o->ctx, lo = 16, hi = 1 << 20; break;
+        case 'P': num = &o->parallel, lo = 1, hi = 1024; break;
+        case 'b': num = &o->batch, lo = 1, hi = 1 << 16; break;
+        case 'K': num = &o->kv_mb, lo = 0, hi = 1 << 22; break;
+        case 'Q': num = &o->max_queue, lo = 0, hi = 1 << 20; break;
+        case 'B': num = &o->max_body, lo = 1024, hi = 1L << 30; break;
+        case 'T': num = &o->timeout, lo = 1, hi = 1 << 30; break;
+        case 't': num = &o->threads, lo = 0, hi = 256; break;
+        case 'D':
+            o->drain_s = strtod(optarg, &end);
+            if (*end || !(o->drain_s >= 0 && o->drain_s < 1e6)) goto bad;
+            break;
+        default: usage(stderr); return 2;
+        }
+        if (num) {
+            *num = strtol(optarg, &end, 10);
+            if (*end || !*optarg || *num < lo || *num > hi) goto bad;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "weft serve: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    return 0;
+bad:
+    fprintf(stderr, "weft serve: bad option value '%s' (see --help)\n", optarg);
+    return 2;
+}
+
+static int load_engine(srv *s, const serve_opts *o)
+{
+    char pathbuf[4096];
+    const char *path = o->model_path ? o->model_path : weft_default_model_path(pathbuf, sizeof pathbuf);
+    fprintf(stderr, "weft serve: loading %s\n", path);
+    if (weft_model_load(path, &s->model) < 0) {
+        fprintf(stderr, "weft serve: %s\n", weft_last_error());
+        return -1;
+    }
+    s->vocab = weft_model_vocab(s->model);
+    if (o->model_name) {
+        snprintf(s->model_id, sizeof s->model_id, "%s", o->model_name);
+    } else {
+        const char *base = strrchr(path, '/');
+        snprintf(s->model_id, sizeof s->model_id, "%s", base ? base + 1 : path);
+        char *dot = strstr(s->model_id, ".gguf");
+        if (dot && dot[5] == 0) *dot = 0;
+    }
+    weft_engine_params ep = weft_engine_default_params();
+    ep.ctx.n_ctx = (int32_t)o->ctx;
+    ep.ctx.n_seq_max = (int32_t)o->parallel;
+    ep.ctx.n_batch = (int32_t)o->batch;
+    ep.ctx.n_threads = (int32_t)o->threads;
+    ep.ctx.kv_mem = (size_t)o->kv_mb << 20;
+    ep.prefix_cache = o->prefix;
+    ep.max_waiting = (int32_t)(o->max_queue > 0 ? o->max_queue : 0);
+    if (weft_engine_create(s->model, &ep, &s->eng) < 0) {
+        fprintf(stderr, "weft serve: %s\n", weft_last_error());
+        return -1;
+    }
+    s->n_ctx = (int32_t)o->ctx;
+    return 0;
+}
+
+/* Binds and prints the address (tests read the port from that line). */
+static int listen_http(srv *s, const serve_opts *o)
+{
+    s->http = evhttp_new(s->base);
+    if (!s->http) return -1;
+    evhttp_set_gencb(s->http, on_request, s);
+    /* libevent cuts a connection past its limit without a JSON answer: let
+     * it read a little more than ours so that handle_generate answers 413 */
+    evhttp_set_max_body_size(s->http, (ev_ssize_t)(o->max_body * 4 + 4096));
+    evhttp_set_max_headers_size(s->http, 64 * 1024);
+    evhttp_set_timeout(s->http, (int)o->timeout);
+    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS);
+    s->sock = evhttp_bind_socket_with_handle(s->http, o->host, (uint16_t)o->port);
+    if (!s->sock) {
+        fprintf(stderr, "weft serve: cannot listen on %s:%ld\n", o->host, o->port);
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int port = (int)o->port;
+    if (getsockname(evhttp_bound_socket_get_fd(s->sock), (struct sockaddr *)&ss, &sl) == 0)
+        port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                              : ((struct sockaddr_in *)&ss)->sin_port);
+    printf("weft serve: listening on http://%s:%d (model %s%s)\n", o->host, port, s->model_id,
+           s->api_key ? ", API key required" : "");
+    fflush(stdout);
+    return 0;
+}
+
+static void srv_close(srv *s)
+{
+    weft_engine_destroy(s->eng); /* nothing in flight: no more events */
+    for (srv_msg *m = s->q_head; m;) {
+        srv_msg *next = m->next;
+        if (!m->embedded) free(m);
+        m = next;
+    }
+    if (s->http) evhttp_free(s->http);
+    if (s->notify) event_free(s->notify);
+    if (s->sig_int) event_free(s->sig_int);
+    if (s->sig_term) event_free(s->sig_term);
+    if (s->grace) event_free(s->grace);
+    if (s->base) event_base_free(s->base);
+    weft_model_free(s->model);
+    pthread_mutex_destroy(&s->mu);
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    serve_opts o;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc != 0) return rc < 0 ? 0 : rc;
+    srv s = {.api_key = o.api_key, .max_body = (size_t)o.max_body, .drain_s = o.drain_s,
+             .verbose = o.verbose, .started = (long long)time(NULL)};
+    s.rng = (((uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull) ^ (uint64_t)clock()) | 1;
+    metrics_init(&s.m);
+    pthread_mutex_init(&s.mu, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a client gone mid-write is an error return, not a signal */
+    rc = 1;
+    if (evthread_use_pthreads() < 0 || load_engine(&s, &o) < 0) goto out;
+    if (!(s.base = event_base_new())) goto out;
+    s.notify = event_new(s.base, -1, 0, on_notify, &s);
+    s.sig_int = evsignal_new(s.base, SIGINT, on_signal, &s);
+    s.sig_term = evsignal_new(s.base, SIGTERM, on_signal, &s);
+    if (!s.notify || !s.sig_int || !s.sig_term || evsignal_add(s.sig_int, NULL) < 0 ||
+        evsignal_add(s.sig_term, NULL) < 0 || listen_http(&s, &o) < 0)
+        goto out;
+    if (event_base_dispatch(s.base) < 0) goto out;
+    fprintf(stderr, "weft serve: stopped\n");
+    rc = 0;
+out:
+    srv_close(&s);
+    return rc;
+}
