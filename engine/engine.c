@@ -41,6 +41,7 @@ typedef struct req {
     double t_submit, t_first;
     char *text;         /* generated text, for stop strings */
     size_t text_len, text_cap, emitted;
+    bool stop_hit;      /* a stop string completed: nothing after it is output */
     tok_utf8_stream us;
     struct req *next;
 } req;
@@ -98,9 +99,21 @@ static void req_free(req *r)
 
 static void emit_final(weft_engine *e, req *r, int status, const char *finish)
 {
+    /* a normal end outputs what was held back in case it began a stop string,
+     * then the incomplete UTF-8 tail; neither after a completed stop string */
     char tail[16];
-    size_t tl = status == 0 ? tok_utf8_flush(&r->us, tail) : 0;
-    weft_event ev = {.id = r->id, .token = -1, .text = tail, .text_len = tl, .done = true,
+    const char *text = tail;
+    size_t tl = status == 0 && !r->stop_hit ? tok_utf8_flush(&r->us, tail) : 0;
+    if (status == 0 && !r->stop_hit && r->text_len > r->emitted) {
+        char *nt = weft_realloc(r->text, r->text_len + tl);
+        if (nt) {
+            memcpy(nt + r->text_len, tail, tl);
+            r->text = nt;
+            text = nt + r->emitted;
+            tl += r->text_len - r->emitted;
+        }
+    }
+    weft_event ev = {.id = r->id, .token = -1, .text = text, .text_len = tl, .done = true,
                      .status = status, .finish = finish, .n_prompt = r->n_prompt,
                      .n_cached = r->n_cached, .n_generated = r->n_generated,
                      .t_first = r->t_first > 0 ? r->t_first - r->t_submit : 0};
@@ -417,7 +430,7 @@ static bool emit_token(weft_engine *e, req *r, int32_t tok, float lp)
     safe += from;
     if (at >= 0) {
         safe = from + (size_t)at;
-        stopped = true;
+        stopped = r->stop_hit = true;
     }
     if (safe < from) safe = from;
     weft_event ev = {.id = r->id, .token = tok, .text = r->text + from, .text_len = safe - from,

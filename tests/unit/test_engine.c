@@ -144,6 +144,41 @@ TEST(stop_strings_end_the_output_before_them)
     weft_engine_destroy(e);
 }
 
+/* Output that ends (max tokens) with the start of a stop string that never
+ * completes is output all the same: the final event carries what was held
+ * back. */
+TEST(text_held_back_for_a_stop_string_is_output_at_the_end)
+{
+    int32_t t[20];
+    random_prompt(t, 20, NULL, 0);
+    weft_engine *e = engine(2, 128, 32, true);
+    ASSERT(e != NULL);
+    static collected free_run, held;
+    memset(&free_run, 0, sizeof free_run);
+    memset(&held, 0, sizeof held);
+    weft_request r = greedy_req(t, 20, 16);
+    r.sampling = weft_sampling_default();
+    r.sampling.temperature = 50.0f;
+    r.sampling.top_k = 0;
+    r.sampling.top_p = 1.0f;
+    r.sampling.min_p = 0.0f;
+    r.sampling.seed = 5;
+    ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, &free_run, NULL), 0);
+    weft_engine_wait_idle(e);
+    ASSERT(free_run.text_len >= 1);
+    /* the last byte of the output, then a byte no output has: never completes */
+    char stop[3] = {free_run.text[free_run.text_len - 1], '\x01', 0};
+    const char *stops[1] = {stop};
+    r.stop = stops;
+    r.n_stop = 1;
+    ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, &held, NULL), 0);
+    weft_engine_wait_idle(e);
+    ASSERT_STR_EQ(held.finish, "length");
+    ASSERT_EQ_INT(held.text_len, free_run.text_len);
+    ASSERT(memcmp(held.text, free_run.text, free_run.text_len) == 0);
+    weft_engine_destroy(e);
+}
+
 TEST(bad_requests_fail_alone)
 {
     weft_engine *e = engine(2, 64, 8, true);
@@ -253,6 +288,7 @@ int main(void)
     RUN(batched_outputs_equal_solo_runs);
     RUN(shared_prefix_is_computed_once);
     RUN(stop_strings_end_the_output_before_them);
+    RUN(text_held_back_for_a_stop_string_is_output_at_the_end);
     RUN(bad_requests_fail_alone);
     RUN(random_requests_and_cancellations_leak_nothing);
     weft_model_free(model);
