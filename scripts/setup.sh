@@ -4,9 +4,11 @@
 # only checks (seconds). Options:
 #   --no-build     skip the build
 #   --reference    also install llama-cpp-python (builds llama.cpp from source:
-#                  ~15 min on 2 cores), needed only to re-record fixtures and
-#                  to run the llama.cpp side of the benchmarks
-# Environment: WEFT_MODEL_DIR (default ~/.cache/weft/models).
+#                  ~15 min on 2 cores) and build llama.cpp's llama-server from
+#                  the same sources (~10 min), needed only to re-record
+#                  fixtures and to run the llama.cpp side of the benchmarks
+# Environment: WEFT_MODEL_DIR (default ~/.cache/weft/models),
+#              WEFT_LLAMA_SERVER_DIR (default ~/.cache/weft/llama-server).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,7 +19,7 @@ for a in "$@"; do
     --no-build) build=0 ;;
     --reference) reference=1 ;;
     -h | --help)
-        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -52,7 +54,9 @@ fi
 
 # --- PyPI packages ----------------------------------------------------------
 pip_need() { python3 -c "import $1" 2>/dev/null && return 1 || return 0; }
-pips=() # none yet: the tests read committed fixtures
+pips=()
+# the server tests talk to `weft serve` through the official client
+pip_need openai && pips+=(openai==3.51.0)
 if [ ${#pips[@]} -gt 0 ]; then
     echo "setup: installing PyPI packages: ${pips[*]}"
     python3 -m pip install -q "${pips[@]}" || die "pip install ${pips[*]} failed"
@@ -61,6 +65,33 @@ if [ "$reference" = 1 ] && pip_need llama_cpp; then
     echo "setup: installing llama-cpp-python (builds llama.cpp, ~15 min on 2 cores)"
     CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
         python3 -m pip install -q llama-cpp-python==0.3.16 || die "pip install llama-cpp-python failed"
+fi
+
+# llama.cpp's own server, the reference of bench/server.py, built from the
+# llama.cpp sources inside the llama-cpp-python sdist (CPU only, Release).
+llama_server_dir=${WEFT_LLAMA_SERVER_DIR:-$HOME/.cache/weft/llama-server}
+if [ "$reference" = 1 ] && [ ! -x "$llama_server_dir/bin/llama-server" ]; then
+    echo "setup: building llama-server from llama-cpp-python==0.3.16 sources (~10 min on 2 cores)"
+    mkdir -p "$llama_server_dir"
+    src=$llama_server_dir/src
+    if [ ! -f "$src/CMakeLists.txt" ]; then
+        tmp_sd=$(mktemp -d)
+        python3 -m pip download -q --no-binary :all: --no-deps llama-cpp-python==0.3.16 -d "$tmp_sd" ||
+            die "pip download llama-cpp-python==0.3.16 failed"
+        tar xzf "$tmp_sd"/llama_cpp_python-0.3.16.tar.gz -C "$tmp_sd"
+        rm -rf "$src"
+        mv "$tmp_sd"/llama_cpp_python-0.3.16/vendor/llama.cpp "$src"
+        rm -rf "$tmp_sd"
+    fi
+    cmake -S "$src" -B "$llama_server_dir/build" -DCMAKE_BUILD_TYPE=Release \
+        -DGGML_CUDA=OFF -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+        -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF >/dev/null ||
+        die "llama-server cmake configure failed"
+    cmake --build "$llama_server_dir/build" -j"$(nproc)" --target llama-server >/dev/null ||
+        die "llama-server build failed"
+    mkdir -p "$llama_server_dir/bin"
+    cp "$llama_server_dir/build/bin/llama-server" "$llama_server_dir/bin/"
+    echo "setup: llama-server at $llama_server_dir/bin/llama-server"
 fi
 
 # --- default model ------------------------------------------------------------
