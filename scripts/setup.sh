@@ -19,7 +19,7 @@ for a in "$@"; do
     --no-build) build=0 ;;
     --reference) reference=1 ;;
     -h | --help)
-        sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
