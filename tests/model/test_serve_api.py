@@ -1,0 +1,275 @@
+"""`weft serve` through the official openai client and raw HTTP, on the real
+model: completions and chat, streamed and not, n > 1, stop strings, seed
+reproducibility, usage counts, logprobs; greedy output equals `weft
+generate`; bad input (malformed JSON, wrong types, a huge body, an unknown
+route, a missing or wrong key, a full queue) gets the right status and an
+OpenAI error body, and the server goes on serving."""
+import os
+import subprocess
+import sys
+import threading
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import serve_helper as H  # noqa: E402
+
+H.check_prerequisites()
+import openai  # noqa: E402
+
+KEY = "test-key-123"
+srv = H.Server("--api-key", KEY, "--parallel", "8", "--ctx", "512")
+client = openai.OpenAI(base_url=srv.base_url, api_key=KEY, max_retries=0, timeout=300)
+MODEL = client.models.list().data[0].id
+AUTH = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+check = H.check
+
+
+def generate(*args):
+    """`weft generate` greedy output (it prints a newline after the text)."""
+    out = subprocess.run([H.weft_binary(), "generate", "-t", "2", "--temp", "0", *args],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.endswith("\n")
+    return out.stdout[:-1]
+
+
+def test_models_lists_the_model():
+    models = client.models.list().data
+    check(len(models) == 1 and models[0].id == "SmolLM2-135M-Instruct.Q4_1", f"models: {models}")
+    check(client.models.retrieve(MODEL).id == MODEL, "retrieve the model")
+
+
+def test_greedy_completion_equals_weft_generate():
+    prompt = "The three primary colors are"
+    want = generate("-p", prompt, "-n", "24")
+    r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=24, temperature=0)
+    check(r.choices[0].text == want, f"completion {r.choices[0].text!r} != generate {want!r}")
+    check(r.object == "text_completion" and r.id.startswith("cmpl-"), "completion object/id")
+
+
+def test_greedy_chat_equals_weft_generate_chat():
+    q = "Name a fruit that is yellow."
+    want = generate("--chat", "-p", q, "-n", "24")
+    r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": q}],
+                                       max_tokens=24, temperature=0)
+    m = r.choices[0].message
+    check(m.role == "assistant" and m.content == want, f"chat {m.content!r} != generate {want!r}")
+
+
+def test_streamed_equals_whole_and_usage_is_reported():
+    kw = dict(model=MODEL, prompt="Once upon a time", max_tokens=20, temperature=0)
+    whole = client.completions.create(**kw)
+    text, usage, finish, n_chunks = "", None, None, 0
+    for ch in client.completions.create(stream=True, stream_options={"include_usage": True}, **kw):
+        n_chunks += 1
+        if ch.usage:
+            usage = ch.usage
+            check(ch.choices == [], "the usage chunk has no choices")
+            continue
+        text += ch.choices[0].text
+        finish = ch.choices[0].finish_reason or finish
+    check(n_chunks > 3, f"streamed in {n_chunks} chunks")
+    check(text == whole.choices[0].text, f"stream {text!r} != whole {whole.choices[0].text!r}")
+    check(finish == whole.choices[0].finish_reason, "finish reasons agree")
+    check(usage is not None and usage.prompt_tokens == whole.usage.prompt_tokens
+          and usage.completion_tokens == whole.usage.completion_tokens, f"usage {usage} vs {whole.usage}")
+
+
+def test_chat_stream_opens_with_the_role():
+    kw = dict(model=MODEL, messages=[{"role": "system", "content": "You are terse."},
+                                     {"role": "user", "content": "What is 2+2?"}],
+              max_tokens=16, temperature=0)
+    whole = client.chat.completions.create(**kw)
+    chunks = list(client.chat.completions.create(stream=True, **kw))
+    check(chunks[0].choices[0].delta.role == "assistant", "first delta carries the role")
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    check(text == whole.choices[0].message.content, f"chat stream {text!r} != {whole.choices[0].message.content!r}")
+    check(chunks[-1].choices[0].finish_reason in ("stop", "length"), "last chunk finishes")
+    check(all(c.usage is None for c in chunks), "no usage without include_usage")
+
+
+def test_usage_counts_tokens():
+    ids = [504, 3458, 282, 4649, 314, 216]  # token ids: prompt_tokens is their number
+    r = client.completions.create(model=MODEL, prompt=ids, max_tokens=9, temperature=0,
+                                  extra_body={"ignore_eos": True}, logprobs=0)
+    c = r.choices[0]
+    check(r.usage.prompt_tokens == len(ids), f"prompt_tokens {r.usage.prompt_tokens} != {len(ids)}")
+    check(r.usage.completion_tokens == 9 and c.finish_reason == "length", f"usage {r.usage}, {c.finish_reason}")
+    check(r.usage.total_tokens == len(ids) + 9, "total_tokens")
+    check(len(c.logprobs.tokens) == 9 and "".join(c.logprobs.tokens) == c.text,
+          f"logprobs tokens {c.logprobs.tokens} vs text {c.text!r}")
+    check(all(lp <= 0 for lp in c.logprobs.token_logprobs), "log-probabilities are <= 0")
+    check(c.logprobs.text_offset[0] == 0 and c.logprobs.text_offset[1] == len(c.logprobs.tokens[0]),
+          "text offsets")
+    # two prompts, n = 2: four choices, each prompt counted once
+    r2 = client.completions.create(model=MODEL, prompt=[ids, ids[:3]], n=2, max_tokens=4,
+                                   temperature=0, extra_body={"ignore_eos": True})
+    check([c.index for c in r2.choices] == [0, 1, 2, 3], "choice indexes")
+    check(r2.usage.prompt_tokens == len(ids) + 3 and r2.usage.completion_tokens == 16, f"usage {r2.usage}")
+
+
+def test_chat_logprobs():
+    r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
+                                       max_tokens=8, temperature=0, logprobs=True)
+    c = r.choices[0]
+    toks = [t.token for t in c.logprobs.content]
+    check("".join(toks) == c.message.content, f"logprob tokens {toks} vs {c.message.content!r}")
+    check(all(bytes(t.bytes) == t.token.encode() for t in c.logprobs.content), "bytes match tokens")
+
+
+def test_n_choices_and_seed_reproducibility():
+    kw = dict(model=MODEL, prompt="My favourite animal is", max_tokens=16, temperature=1.0, n=3,
+              extra_body={"ignore_eos": True})
+    a = client.completions.create(seed=7, **kw)
+    b = client.completions.create(seed=7, **kw)
+    c = client.completions.create(seed=8, **kw)
+    ta, tb, tc = ([x.text for x in sorted(r.choices, key=lambda x: x.index)] for r in (a, b, c))
+    check(len(ta) == 3 and ta == tb, f"same seed, same texts: {ta} vs {tb}")
+    check(ta != tc, "another seed, other texts")
+    check(len(set(ta)) > 1, f"n samples differ: {ta}")
+    check(a.usage.completion_tokens == 48, f"completion tokens {a.usage.completion_tokens}")
+    # streamed n = 2: every index streams and finishes
+    texts, finished = {}, set()
+    for ch in client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hello"}],
+                                             n=2, max_tokens=8, temperature=0.8, seed=3, stream=True):
+        for x in ch.choices:
+            texts[x.index] = texts.get(x.index, "") + (x.delta.content or "")
+            if x.finish_reason:
+                finished.add(x.index)
+    check(finished == {0, 1} and all(texts.get(i) for i in (0, 1)), f"streamed n=2: {texts} {finished}")
+
+
+def test_stop_strings():
+    kw = dict(model=MODEL, prompt="List of numbers: 1, 2, 3,", max_tokens=32, temperature=0)
+    free = client.completions.create(**kw).choices[0].text
+    k = len(free) // 2
+    while k < len(free) and free.find(free[k:k + 3]) != k:
+        k += 1
+    check(k + 3 <= len(free), f"a stop string inside {free!r}")
+    stop = free[k:k + 3]
+    r = client.completions.create(stop=[stop, "never-in-output"], **kw).choices[0]
+    check(r.text == free[:k] and r.finish_reason == "stop", f"stop {stop!r}: {r.text!r} vs {free[:k]!r}")
+    text = "".join(c.choices[0].text for c in client.completions.create(stop=stop, stream=True, **kw))
+    check(text == free[:k], f"streamed stop: {text!r}")
+
+
+def expect_error(status, method, path, body=None, headers=AUTH, param=None):
+    got, data = srv.http(method, path, body, headers)
+    ok = got == status and isinstance(data, dict) and isinstance(data.get("error"), dict)
+    err = data.get("error", {}) if isinstance(data, dict) else {}
+    ok = ok and all(k in err for k in ("message", "type", "param", "code")) and err["message"]
+    if param:
+        ok = ok and err.get("param") == param
+    check(ok, f"{method} {path} {str(body)[:80]!r}: want {status} (param {param}), got {got} {str(data)[:300]}")
+    # and the server still serves
+    st, h = srv.http("GET", "/health")
+    check(st == 200 and h == {"status": "ok"}, f"health after a bad request: {st} {h}")
+
+
+def test_bad_requests_get_openai_errors():
+    c, ch = "/v1/completions", "/v1/chat/completions"
+    ok_body = {"model": MODEL, "prompt": "hi", "max_tokens": 2}
+    expect_error(400, "POST", c, "{not json")
+    expect_error(400, "POST", c, "")
+    expect_error(400, "POST", c, "[1, 2]")
+    expect_error(400, "POST", c, b'{"model": "m", "prompt": "\xff\xfe"}')
+    expect_error(400, "POST", c, {"prompt": "hi"}, param="model")
+    expect_error(400, "POST", c, {"model": MODEL}, param="prompt")
+    expect_error(400, "POST", c, dict(ok_body, max_tokens="ten"), param="max_tokens")
+    expect_error(400, "POST", c, dict(ok_body, max_tokens=-1), param="max_tokens")
+    expect_error(400, "POST", c, dict(ok_body, temperature=3), param="temperature")
+    expect_error(400, "POST", c, dict(ok_body, temperature="hot"), param="temperature")
+    expect_error(400, "POST", c, dict(ok_body, n=0), param="n")
+    expect_error(400, "POST", c, dict(ok_body, n=1.5), param="n")
+    expect_error(400, "POST", c, dict(ok_body, stop=[1, 2]), param="stop")
+    expect_error(400, "POST", c, dict(ok_body, prompt=[1, -5]), param="prompt")
+    expect_error(400, "POST", c, dict(ok_body, prompt=[10 ** 9]), param="prompt")
+    expect_error(400, "POST", c, dict(ok_body, prompt={"a": 1}), param="prompt")
+    expect_error(400, "POST", c, dict(ok_body, stream="yes"), param="stream")
+    expect_error(400, "POST", c, dict(ok_body, stream_options={"include_usage": True}), param="stream_options")
+    expect_error(400, "POST", c, dict(ok_body, echo=True), param="echo")
+    expect_error(400, "POST", c, dict(ok_body, logprobs=3), param="logprobs")
+    expect_error(400, "POST", c, dict(ok_body, presence_penalty=1.0), param="presence_penalty")
+    expect_error(400, "POST", c, dict(ok_body, prompt="word " * 600, max_tokens=8))  # > --ctx 512
+    expect_error(400, "POST", ch, {"model": MODEL, "messages": "hi"}, param="messages")
+    expect_error(400, "POST", ch, {"model": MODEL, "messages": []}, param="messages")
+    expect_error(400, "POST", ch, {"model": MODEL, "messages": [{"content": "x"}]}, param="messages")
+    expect_error(400, "POST", ch, {"model": MODEL, "messages": [{"role": "user", "content": 5}]})
+    expect_error(400, "POST", ch, {"model": MODEL, "messages": [{"role": "user", "content": "x"}],
+                                   "tools": [{"type": "function", "function": {"name": "f"}}]}, param="tools")
+    expect_error(400, "POST", ch, {"model": MODEL, "messages": [{"role": "user", "content": "x"}],
+                                   "response_format": {"type": "json_object"}}, param="response_format")
+    expect_error(413, "POST", c, '{"model": "m", "prompt": "' + "x" * (3 << 20) + '"}')
+    expect_error(404, "GET", "/v1/nothing-here")
+    expect_error(404, "POST", "/completions", ok_body)
+    expect_error(404, "GET", "/v1/models/not-this-model")
+    expect_error(405, "GET", c)
+    expect_error(401, "POST", c, ok_body, headers={"Content-Type": "application/json"})
+    expect_error(401, "POST", c, ok_body, headers={"Authorization": "Bearer wrong-key"})
+    expect_error(401, "GET", "/v1/models", headers={"Authorization": KEY})
+    # the openai client sees the same errors as exceptions with the status
+    try:
+        client.completions.create(model=MODEL, prompt="x", max_tokens=2, temperature=9)
+        check(False, "temperature 9 accepted")
+    except openai.BadRequestError as e:
+        check(e.status_code == 400 and "temperature" in str(e), f"client error {e}")
+    try:
+        openai.OpenAI(base_url=srv.base_url, api_key="nope", max_retries=0).models.list()
+        check(False, "a wrong key accepted")
+    except openai.AuthenticationError as e:
+        check(e.status_code == 401, f"client error {e}")
+    # the server still answers a good request
+    r = client.completions.create(model=MODEL, prompt="hi", max_tokens=2)
+    check(len(r.choices) == 1, "a good request after the bad ones")
+    st, _ = srv.http("GET", "/health", headers={})
+    check(st == 200, "/health needs no key")
+
+
+def test_full_queue_gets_429():
+    small = H.Server("--parallel", "1", "--max-queue", "1", "--ctx", "512")
+    try:
+        body = {"model": "m", "prompt": "Tell me a story", "max_tokens": 64, "ignore_eos": True}
+        results = []
+
+        def one():
+            results.append(small.http("POST", "/v1/completions", body)[0])
+
+        ts = [threading.Thread(target=one) for _ in range(5)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        check(sorted(results).count(200) >= 2 and 429 in results, f"statuses {results}")
+        st, data = small.http("POST", "/v1/completions", dict(body, max_tokens=2))
+        check(st == 200, f"served after 429s: {st} {data}")
+    finally:
+        check(small.stop() == 0, "small server exits 0")
+
+
+def test_metrics_after_all_that():
+    m = srv.wait_idle()
+    check(m["weft_kv_blocks_used"] == m["weft_kv_blocks_cached"], f"KV blocks leaked: {m}")
+    check(m['weft_http_requests_total{route="/v1/completions",status="200"}'] > 5, "completions counted")
+    check(m['weft_http_requests_total{route="/v1/completions",status="400"}'] > 10, "400s counted")
+    check(m["weft_ttft_seconds_count"] > 0 and m["weft_tpot_seconds_count"] > 0, "histograms filled")
+    check(m["weft_generation_tokens_total"] > 100, "tokens counted")
+    check(0 <= m["weft_prefix_cache_hit_rate"] <= 1, "hit rate")
+
+
+def main():
+    try:
+        rc = H.run_tests([test_models_lists_the_model, test_greedy_completion_equals_weft_generate,
+                          test_greedy_chat_equals_weft_generate_chat,
+                          test_streamed_equals_whole_and_usage_is_reported,
+                          test_chat_stream_opens_with_the_role, test_usage_counts_tokens, test_chat_logprobs,
+                          test_n_choices_and_seed_reproducibility, test_stop_strings,
+                          test_bad_requests_get_openai_errors, test_full_queue_gets_429,
+                          test_metrics_after_all_that], srv)
+    finally:
+        code = srv.stop()
+    if code != 0:
+        print(f"server exit code {code}\n{srv.stderr()[-3000:]}", file=sys.stderr)
+        rc = 1
+    return rc
+
+
+sys.exit(main())
