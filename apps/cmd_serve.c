@@ -133,6 +133,7 @@ struct srv {
     srv_msg *q_head, *q_tail;
     job *jobs;
     int n_jobs;
+    int n_sending;       /* replies handed to evhttp and not yet written */
     bool draining;
     uint64_t rng, n_ids;
     long long started;
@@ -140,6 +141,27 @@ struct srv {
 };
 
 /* ---- replies ------------------------------------------------------------------ */
+
+/* Draining ends when no job runs and every reply is written (a reply cut
+ * off by a dead connection never reports: a timer bounds the wait). */
+static void maybe_exit(srv *s)
+{
+    if (s->draining && s->n_jobs == 0 && s->n_sending == 0) event_base_loopexit(s->base, NULL);
+}
+
+static void on_sent(struct evhttp_request *req, void *arg)
+{
+    srv *s = arg;
+    s->n_sending--;
+    maybe_exit(s);
+}
+
+/* Counts req's reply as in flight until evhttp has written it. */
+static void track_send(srv *s, struct evhttp_request *req)
+{
+    evhttp_request_set_on_complete_cb(req, on_sent, s);
+    s->n_sending++;
+}
 
 static const char *reason(int status)
 {
@@ -166,6 +188,7 @@ static void reply_json(srv *s, struct evhttp_request *req, const char *route, in
     if (b && body) evbuffer_add(b, body, strlen(body));
     else if (b) evbuffer_add_printf(b, "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
                                        "\"param\":null,\"code\":null}}");
+    track_send(s, req);
     evhttp_send_reply(req, status, reason(status), b);
     if (b) evbuffer_free(b);
     free(body);
@@ -246,7 +269,11 @@ static void job_free(job *j)
     free(j->ch);
     oai_request_free(&j->r);
     free(j);
-    if (--s->n_jobs == 0 && s->draining) event_base_loopexit(s->base, NULL);
+    if (--s->n_jobs == 0 && s->draining) {
+        const struct timeval bound = {2, 0};
+        event_base_loopexit(s->base, &bound);
+        maybe_exit(s);
+    }
 }
 
 static void job_cancel(job *j)
@@ -311,6 +338,7 @@ static void job_finish(job *j)
                 send_sse(j, oai_usage_chunk(&j->h, &u));
             }
             send_done(j);
+            track_send(s, j->req);
             evhttp_send_reply_end(j->req);
             metrics_http(&s->m, j->route, 200);
         } else if (st != 0) {
@@ -714,7 +742,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     fprintf(stderr, "weft serve: %s: no new connections; %d request(s) in flight\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM", s->n_jobs);
     if (s->n_jobs == 0) {
-        event_base_loopexit(s->base, NULL);
+        const struct timeval bound = {2, 0};
+        event_base_loopexit(s->base, &bound);
+        maybe_exit(s);
         return;
     }
     const struct timeval tv = {(time_t)s->drain_s, (suseconds_t)((s->drain_s - (time_t)s->drain_s) * 1e6)};
@@ -895,6 +925,9 @@ int cmd_serve(int argc, char **argv)
         evsignal_add(s.sig_term, NULL) < 0 || listen_http(&s, &o) < 0)
         goto out;
     if (event_base_dispatch(s.base) < 0) goto out;
+    /* the loop no longer handles signals; tearing down takes a moment */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
     fprintf(stderr, "weft serve: stopped\n");
     rc = 0;
 out:

@@ -2,7 +2,8 @@
 # weft's whole test suite, from a fresh clone: set-up (packages, model), then
 #   1. release build, every ctest test (unit, model, slow; gpu ones skip
 #      without a GPU)
-#   2. ASan+UBSan build, the unit tests again
+#   2. ASan+UBSan build, the unit tests again, and the tests labelled asan
+#      (the HTTP server under load, on the real model)
 #   3. CUDA compile check (WEFT_CUDA=ON, nvcc) when the toolkit is present
 #   4. the GGUF libFuzzer target for a bounded time (clang)
 # Prints "N passed, N failed" over the stages at the end; exit 0 only if all pass.
@@ -12,7 +13,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
-[ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] && { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
+[ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] && { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
 
 ./scripts/setup.sh --no-build || exit 1
 export WEFT_REQUIRE_MODEL=1
@@ -46,6 +47,8 @@ if [ "$quick" = 0 ]; then
     stage "asan+ubsan build" build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWEFT_SANITIZE=ON -DWEFT_CUDA=OFF
     stage "ctest under asan+ubsan (unit)" env ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --test-dir build-asan -L unit --output-on-failure -j"$jobs"
+    stage "ctest under asan+ubsan (asan: weft serve under load)" env ASAN_OPTIONS=detect_leaks=1 \
+        UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build-asan -L asan --output-on-failure
     if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null; then
         command -v nvcc >/dev/null || export CUDACXX=/usr/local/cuda/bin/nvcc
         stage "cuda compile check" build build-cuda -DCMAKE_BUILD_TYPE=Release -DWEFT_CUDA=ON

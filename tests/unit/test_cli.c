@@ -62,7 +62,11 @@ TEST(help_and_usage)
     ASSERT_EQ_INT(run("generate --help"), 0);
     ASSERT_OUT_HAS("--temp");
     ASSERT_EQ_INT(run("serve --help"), 0);
-    ASSERT_EQ_INT(run("serve"), 2);
+    ASSERT_OUT_HAS("--api-key");
+    ASSERT_EQ_INT(run("serve --port 70000"), 2);
+    ASSERT_OUT_HAS("bad option value");
+    ASSERT_EQ_INT(run("serve --port 0 -m /nonexistent/model.gguf"), 1); /* fails before listening */
+    ASSERT_EQ_INT(run("run"), 2);
     ASSERT_OUT_HAS("not available yet");
     ASSERT_EQ_INT(run("generate -m x.gguf"), 2); /* no prompt */
     ASSERT_OUT_HAS("prompt is required");
