@@ -10,7 +10,7 @@ appends one JSON line to bench/results/server.jsonl.
   python3 bench/server.py [--concurrency 1,8,32] [--max-tokens 64] [--threads 2]
 
 Prompts: passages cut from the arXiv articles of ../shared/data (mixed
-lengths, 40-400 words), the same list for both servers. Every request is
+lengths, 30-200 words: 50-800 tokens), the same list for both servers. Every request is
 greedy and generates exactly --max-tokens tokens (ignore_eos, which both
 servers take), so both do the same work. TTFT is from sending the request to
 the first streamed text; TPOT is (last - first token time) / (tokens - 1).
@@ -40,7 +40,7 @@ def model_path():
 
 
 def prompts(data_dir, n, seed=7):
-    """n passages of 40-400 words cut from the arXiv articles."""
+    """n passages of 30-200 words cut from the arXiv articles."""
     words = []
     for f in sorted(glob.glob(os.path.join(data_dir, "arxiv", "*")))[:10]:
         with open(f, encoding="utf-8", errors="replace") as fh:
@@ -48,7 +48,7 @@ def prompts(data_dir, n, seed=7):
     rnd = random.Random(seed)
     out = []
     for _ in range(n):
-        k = rnd.randint(40, 400)
+        k = rnd.randint(30, 200)
         at = rnd.randrange(0, len(words) - k)
         out.append(" ".join(words[at:at + k]))
     return out
@@ -194,9 +194,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--min-requests", type=int, default=16)
+    ap.add_argument("--min-requests", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--ctx", type=int, default=1024, help="context per request (both servers)")
+    ap.add_argument("--ctx", type=int, default=2048, help="context per request (both servers)")
     ap.add_argument("--weft", default=os.path.join(root, "build", "weft"))
     ap.add_argument("--llama-server", default=os.path.join(
         os.environ.get("WEFT_LLAMA_SERVER_DIR", os.path.expanduser("~/.cache/weft/llama-server")),

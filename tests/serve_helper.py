@@ -158,3 +158,16 @@ def run_tests(tests, server=None):
         print("--- server stderr (last 40 lines) ---\n" + "".join(server.err[-40:]), file=sys.stderr)
     print(f"{len(tests) - n_fail} passed, {n_fail} failed", file=sys.stderr)
     return 1 if n_fail else 0
+
+
+def main(tests, server):
+    """Runs the tests, stops the server (SIGTERM); exits non-zero if a test
+    failed or the server did not exit 0 (under ASan: a leak or a bad access)."""
+    try:
+        rc = run_tests(tests, server)
+    finally:
+        code = server.stop()
+    if code != 0:
+        print(f"server exit code {code}\n{server.stderr()[-4000:]}", file=sys.stderr)
+        rc = 1
+    sys.exit(rc)

@@ -255,21 +255,10 @@ def test_metrics_after_all_that():
     check(0 <= m["weft_prefix_cache_hit_rate"] <= 1, "hit rate")
 
 
-def main():
-    try:
-        rc = H.run_tests([test_models_lists_the_model, test_greedy_completion_equals_weft_generate,
-                          test_greedy_chat_equals_weft_generate_chat,
-                          test_streamed_equals_whole_and_usage_is_reported,
-                          test_chat_stream_opens_with_the_role, test_usage_counts_tokens, test_chat_logprobs,
-                          test_n_choices_and_seed_reproducibility, test_stop_strings,
-                          test_bad_requests_get_openai_errors, test_full_queue_gets_429,
-                          test_metrics_after_all_that], srv)
-    finally:
-        code = srv.stop()
-    if code != 0:
-        print(f"server exit code {code}\n{srv.stderr()[-3000:]}", file=sys.stderr)
-        rc = 1
-    return rc
-
-
-sys.exit(main())
+H.main([test_models_lists_the_model, test_greedy_completion_equals_weft_generate,
+        test_greedy_chat_equals_weft_generate_chat,
+        test_streamed_equals_whole_and_usage_is_reported,
+        test_chat_stream_opens_with_the_role, test_usage_counts_tokens, test_chat_logprobs,
+        test_n_choices_and_seed_reproducibility, test_stop_strings,
+        test_bad_requests_get_openai_errors, test_full_queue_gets_429,
+        test_metrics_after_all_that], srv)

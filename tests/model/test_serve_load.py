@@ -156,16 +156,5 @@ def test_sigterm_finishes_what_runs_and_exits_0():
           f"in-flight streams finished: {results}")
 
 
-def main():
-    try:
-        rc = H.run_tests([test_64_streams_with_random_disconnects, test_bad_clients_do_not_stop_the_server,
-                          test_sigterm_finishes_what_runs_and_exits_0], srv)
-    finally:
-        code = srv.stop()
-    if code != 0:
-        print(f"server exit code {code}\n{srv.stderr()[-4000:]}", file=sys.stderr)
-        rc = 1
-    return rc
-
-
-sys.exit(main())
+H.main([test_64_streams_with_random_disconnects, test_bad_clients_do_not_stop_the_server,
+        test_sigterm_finishes_what_runs_and_exits_0], srv)

@@ -96,6 +96,19 @@ TEST(shared_prefix_is_computed_once)
     weft_engine_destroy(e);
 }
 
+/* Plain seeded sampling hot enough for varied text: the tied tiny model has
+ * logits spread over ~130. */
+static weft_sampling spread_sampling(uint64_t seed)
+{
+    weft_sampling s = weft_sampling_default();
+    s.temperature = 50.0f;
+    s.top_k = 0;
+    s.top_p = 1.0f;
+    s.min_p = 0.0f;
+    s.seed = seed;
+    return s;
+}
+
 TEST(stop_strings_end_the_output_before_them)
 {
     int32_t t[20];
@@ -108,12 +121,7 @@ TEST(stop_strings_end_the_output_before_them)
     /* seeded sampling: varied text (greedy on random weights repeats one
      * byte), the same in both runs up to the stop */
     weft_request r = greedy_req(t, 20, 24);
-    r.sampling = weft_sampling_default();
-    r.sampling.temperature = 50.0f; /* the tied tiny model has logits spread over ~130 */
-    r.sampling.top_k = 0;
-    r.sampling.top_p = 1.0f;
-    r.sampling.min_p = 0.0f;
-    r.sampling.seed = 3;
+    r.sampling = spread_sampling(3);
     ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, &free_run, NULL), 0);
     weft_engine_wait_idle(e);
     free_run.text[free_run.text_len] = 0;
@@ -157,12 +165,7 @@ TEST(text_held_back_for_a_stop_string_is_output_at_the_end)
     memset(&free_run, 0, sizeof free_run);
     memset(&held, 0, sizeof held);
     weft_request r = greedy_req(t, 20, 16);
-    r.sampling = weft_sampling_default();
-    r.sampling.temperature = 50.0f;
-    r.sampling.top_k = 0;
-    r.sampling.top_p = 1.0f;
-    r.sampling.min_p = 0.0f;
-    r.sampling.seed = 5;
+    r.sampling = spread_sampling(5);
     ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, &free_run, NULL), 0);
     weft_engine_wait_idle(e);
     ASSERT(free_run.text_len >= 1);
