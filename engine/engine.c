@@ -88,6 +88,7 @@ weft_engine_params weft_engine_default_params(void)
     p.ctx.n_batch = 256;
     p.prefix_cache = true;
     p.max_waiting = 0;
+    p.prefill_cap = 64;
     return p;
 }
 
@@ -468,7 +469,7 @@ static bool preempt_one(weft_engine *e)
 /* Fills the batch; returns its size. */
 static int32_t build_batch(weft_engine *e, int32_t *n_rows)
 {
-    const int32_t budget = weft_ctx_params_of(e->ctx)->n_batch;
+    int32_t budget = weft_ctx_params_of(e->ctx)->n_batch;
     int32_t n = 0, rows = 0;
     /* decode tokens first: they hold the latency of running requests */
     for (int pass = 0; pass < 2; pass++) {
@@ -490,6 +491,8 @@ static int32_t build_batch(weft_engine *e, int32_t *n_rows)
                     (r->priority == best->priority && r->id < best->id))
                     best = r;
             }
+            if (pass == 1 && n > 0 && e->p.prefill_cap > 0 && n + e->p.prefill_cap < budget)
+                budget = n + e->p.prefill_cap; /* decode tokens are in: cap the prefill */
             if (!best || n >= budget) break;
             int32_t take = best->n_tokens - best->n_done;
             if (take > budget - n) take = budget - n;

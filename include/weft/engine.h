@@ -33,6 +33,10 @@ typedef struct weft_engine_params {
                              kv_mem = KV pool bytes (0: n_seq_max x n_ctx) */
     bool prefix_cache;    /* share full KV blocks across equal prompt prefixes */
     int32_t max_waiting;  /* submit fails with WEFT_EBUSY past this (0 = no limit) */
+    int32_t prefill_cap;  /* prompt tokens per step while some request is
+                             decoding (a long prefill chunk delays every
+                             decode token in its step); 0: n_batch.
+                             Default 64. */
 } weft_engine_params;
 
 WEFT_API weft_engine_params weft_engine_default_params(void);
