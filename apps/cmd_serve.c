@@ -372,7 +372,7 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
 /* Engine thread: copy the event, queue it, wake the loop. */
 static void on_engine_event(const weft_event *ev, void *user)
 {
-    choice *c = user;
+    choice *c = (choice *)user + ev->index; /* user: the prompt's first choice */
     srv *s = c->j->s;
     srv_msg *m = malloc(sizeof *m + ev->text_len);
     if (m) {
@@ -504,14 +504,15 @@ static uint64_t next_rand(srv *s)
     return s->rng;
 }
 
-/* Submits every choice. On failure cancels what went in and fills *e. */
+/* Submits one engine request per prompt, each with the request's n
+ * completions (forked from one prefill, seeds seed, seed+1, ...). On failure
+ * cancels what went in and fills *e. */
 static int job_submit(job *j, oai_error *e)
 {
     srv *s = j->s;
     const oai_request *r = &j->r;
-    const uint64_t base_seed = r->seed_set ? r->sampling.seed : next_rand(s);
-    for (int i = 0; i < j->n_ch; i++) {
-        const int p = i / r->n;
+    const uint64_t seed = r->seed_set ? r->sampling.seed : next_rand(s);
+    for (int p = 0; p < r->n_prompts; p++) {
         int32_t max_tokens = r->max_tokens ? r->max_tokens : s->n_ctx - r->n_prompt[p];
         if (max_tokens < 1 || (int64_t)r->n_prompt[p] + max_tokens > s->n_ctx) {
             oai_fail(e, 400, "invalid_request_error", "context_length_exceeded",
@@ -523,23 +524,26 @@ static int job_submit(job *j, oai_error *e)
         }
         weft_request rq = {.tokens = r->prompts[p], .n_tokens = r->n_prompt[p], .sampling = r->sampling,
                            .max_tokens = max_tokens, .stop = (const char *const *)r->stop,
-                           .n_stop = r->n_stop, .ignore_eos = r->ignore_eos};
-        /* n samples of one prompt: seeds seed, seed+1, ...; the prefix cache
-         * shares their full prompt blocks */
-        rq.sampling.seed = base_seed + (uint64_t)(i % r->n);
-        choice *c = &j->ch[i];
-        c->j = j;
-        c->index = i;
-        if (r->logprobs && !r->stream && !(c->logprobs = oai_logprobs_new(r->kind))) {
-            oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
-            goto fail;
+                           .n_stop = r->n_stop, .ignore_eos = r->ignore_eos, .n = r->n};
+        rq.sampling.seed = seed;
+        choice *first = &j->ch[p * r->n];
+        for (int k = 0; k < r->n; k++) {
+            choice *c = first + k;
+            c->j = j;
+            c->index = p * r->n + k;
+            if (r->logprobs && !r->stream && !(c->logprobs = oai_logprobs_new(r->kind))) {
+                oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+                goto fail;
+            }
         }
-        int rc = weft_engine_submit(s->eng, &rq, on_engine_event, c, &c->id);
+        uint64_t id = 0;
+        int rc = weft_engine_submit(s->eng, &rq, on_engine_event, first, &id);
         if (rc < 0) {
             engine_error(e, rc);
             goto fail;
         }
-        j->n_submitted++;
+        for (int k = 0; k < r->n; k++) first[k].id = id; /* one id, n final events */
+        j->n_submitted += r->n;
     }
     return 0;
 fail:

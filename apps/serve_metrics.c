@@ -61,9 +61,9 @@ void metrics_render(const metrics *m, const weft_engine_stats *st, FILE *f)
     for (int i = 0; i < m->n_http; i++)
         fprintf(f, "weft_http_requests_total{route=\"%s\",status=\"%d\"} %lld\n", m->http[i].route,
                 m->http[i].status, (long long)m->http[i].n);
-    one(f, "weft_requests_submitted_total", "counter", "Generation requests (choices) submitted to the engine.",
+    one(f, "weft_requests_submitted_total", "counter", "Engine requests submitted (one per prompt, each with its n completions).",
         (double)st->n_requests);
-    one(f, "weft_requests_finished_total", "counter", "Generation requests finished, cancelled ones included.",
+    one(f, "weft_requests_finished_total", "counter", "Completions finished, cancelled ones included.",
         (double)st->n_finished);
     one(f, "weft_requests_cancelled_total", "counter", "Generation requests cancelled (client gone, shutdown).",
         (double)m->choices_cancelled);
