@@ -16,9 +16,6 @@
         return cli_not_yet(name, what);                                             \
     }
 
-PENDING(cmd_run, "run", "SCRIPT.lua [--arg k=v]... [--resume RUN_ID] [--sandbox]",
-        "Lua workflows land with issue 6")
-PENDING(cmd_repl, "repl", "[-m MODEL]", "the Lua REPL lands with issue 6")
 PENDING(cmd_serve, "serve", "[--host H] [--port P] [--api-key K] [-m MODEL]",
         "the HTTP server lands with issue 5")
 PENDING(cmd_index, "index", "COLLECTION FILES...",
