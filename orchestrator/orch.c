@@ -667,8 +667,7 @@ static void submit(orch *o, pending_sub *s)
         o->n_inflight--;
         pthread_mutex_unlock(&o->mu);
         c->state = CALL_READY; /* so that call_fail_self finishes it */
-        call_fail_self(o, c, "%s: %s (prompt %d tokens, max_tokens %d)", weft_strerror(rc),
-                       weft_last_error(), s->n_tokens, c->max_tokens);
+        call_fail_self(o, c, "%s: %s", weft_strerror(rc), weft_last_error());
         return;
     }
     o->n_engine++;
