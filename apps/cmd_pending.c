@@ -20,4 +20,3 @@ PENDING(cmd_serve, "serve", "[--host H] [--port P] [--api-key K] [-m MODEL]",
         "the HTTP server lands with issue 5")
 PENDING(cmd_index, "index", "COLLECTION FILES...",
         "document collections land with the retrieval work")
-PENDING(cmd_runs, "runs", "", "durable runs land with issue 6")
