@@ -27,7 +27,7 @@ typedef struct session {
     struct event_base *base;
     orch *o;
     dsl *d;
-    double t0;
+    double t0, t_run; /* session opened, script started */
 } session;
 
 static const char common_help[] =
@@ -91,10 +91,10 @@ static void print_stats(const session *s)
     const weft_engine_stats es = weft_engine_get_stats(s->e);
     const orch_stats os = orch_get_stats(s->o);
     fprintf(stderr,
-            "{\"wall_s\": %.3f, \"calls\": %lld, \"submitted\": %lld, \"from_store\": %lld, "
+            "{\"wall_s\": %.3f, \"run_s\": %.3f, \"calls\": %lld, \"submitted\": %lld, \"from_store\": %lld, "
             "\"failed\": %lld, \"prompt_tokens\": %lld, \"cached_tokens\": %lld, "
             "\"computed_tokens\": %lld, \"generated_tokens\": %lld, \"engine_steps\": %lld}\n",
-            weft_now() - s->t0, (long long)os.n_calls, (long long)os.n_submitted,
+            weft_now() - s->t0, weft_now() - s->t_run, (long long)os.n_calls, (long long)os.n_submitted,
             (long long)os.n_from_store, (long long)os.n_failed, (long long)es.n_prompt_tokens,
             (long long)es.n_cached_tokens, (long long)es.n_computed_tokens,
             (long long)es.n_generated, (long long)es.n_steps);
@@ -203,6 +203,7 @@ int cmd_run(int argc, char **argv)
     }
     session s;
     if (session_open("run", &op, &s) < 0) return 1;
+    s.t_run = weft_now();
     const int rc = dsl_run_file(s.d, script);
     if (op.stats) print_stats(&s);
     session_close(&s);
@@ -235,6 +236,7 @@ int cmd_repl(int argc, char **argv)
     char hist[4096];
     const char *home = getenv("HOME");
     snprintf(hist, sizeof hist, "%s/.weft_history", home ? home : ".");
+    s.t_run = weft_now();
     dsl_repl(s.d, home ? hist : NULL);
     if (op.stats) print_stats(&s);
     session_close(&s);
