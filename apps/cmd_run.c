@@ -8,15 +8,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "cli.h"
 #include "weft/dsl.h"
+#include "weft/store.h"
 
 #define MAX_ARGS 64
 
 typedef struct session_opts {
     const char *model_path;
     long n_threads, n_ctx, n_slots, kv_mb;
-    bool sequential, stats, verbose;
+    bool sequential, stats, verbose, no_store;
+    const char *db_path;
+    long long resume; /* run id, 0 = a new run */
     const char *keys[MAX_ARGS], *vals[MAX_ARGS];
     int n_args;
 } session_opts;
@@ -111,7 +116,8 @@ static int parse_opts(const char *cmd, int argc, char **argv, session_opts *op,
         {"kv-mb", required_argument, 0, 'K'}, {"sequential", no_argument, 0, 'q'},
         {"stats", no_argument, 0, 's'},       {"arg", required_argument, 0, 'a'},
         {"verbose", no_argument, 0, 'v'},     {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"db", required_argument, 0, 'D'},    {"resume", required_argument, 0, 'R'},
+        {"no-store", no_argument, 0, 'N'},    {0, 0, 0, 0}};
     memset(op, 0, sizeof *op);
     op->n_ctx = 2048;
     op->n_slots = 32;
@@ -119,8 +125,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, session_opts *op,
     char *end;
     int c;
     optind = 1;
-    /* "+": options end at the script, so that its own arguments stay its own */
-    while ((c = getopt_long(argc, argv, "+m:t:vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:t:vh", opts, NULL)) != -1) {
         switch (c) {
         case 'm': op->model_path = optarg; break;
         case 't': op->n_threads = strtol(optarg, &end, 10); if (*end || op->n_threads < 0) goto bad; break;
@@ -130,6 +135,9 @@ static int parse_opts(const char *cmd, int argc, char **argv, session_opts *op,
         case 'q': op->sequential = true; break;
         case 's': op->stats = true; break;
         case 'v': op->verbose = true; break;
+        case 'D': op->db_path = optarg; break;
+        case 'N': op->no_store = true; break;
+        case 'R': op->resume = strtoll(optarg, &end, 10); if (*end || op->resume < 1) goto bad; break;
         case 'a': {
             const char *eq = strchr(optarg, '=');
             if (!eq || eq == optarg) {
@@ -158,56 +166,186 @@ bad:
 static void run_usage(FILE *f)
 {
     fprintf(f,
-            "usage: weft run SCRIPT.lua [--arg KEY=VALUE]... [options]\n\n"
+            "usage: weft run SCRIPT.lua [--arg KEY=VALUE]... [options]\n"
+            "       weft run --resume RUN_ID [options]\n\n"
             "Runs a Lua workflow: the script runs as a coroutine; its LLM calls form a graph\n"
             "that weft batches, orders by what the script awaits (v:get()) and runs with\n"
             "shared prompt prefixes computed once. The run ends when the script has ended\n"
-            "and every call it made has completed. Exit 0, 1 if the script failed.\n\n"
-            "      --arg KEY=VALUE  sets arg.KEY in the script (repeatable)\n%s",
+            "and every call it made has completed; a string the script returns is printed.\n"
+            "Exit 0, 1 if the script failed.\n\n"
+            "The run and every completed call are recorded in the store as they complete\n"
+            "('weft runs' lists runs). A run that was interrupted (killed, crashed) or\n"
+            "failed resumes with --resume: the script runs again from the start and every\n"
+            "call completed before is served from the store, not recomputed.\n\n"
+            "      --arg KEY=VALUE  sets arg.KEY in the script (repeatable); on --resume the\n"
+            "                       run's recorded arguments are used unless given again\n"
+            "      --resume RUN_ID  resume a run (its script, unless SCRIPT is given)\n"
+            "      --db PATH        store database (default: $WEFT_DB, else\n"
+            "                       ~/.local/share/weft/weft.db)\n"
+            "      --no-store       record nothing (benchmarks, throwaway runs)\n%s",
             common_help);
+}
+
+/* ---- durable runs: the orchestrator's hooks over the store ---- */
+
+typedef struct run_store {
+    weft_store *st;
+    int64_t run;
+} run_store;
+
+static void key_hex(uint64_t key, char out[17]) { snprintf(out, 17, "%016llx", (unsigned long long)key); }
+
+static int store_lookup(void *user, uint64_t key, const char *name, char **value, size_t *len)
+{
+    run_store *rs = user;
+    char k[17];
+    key_hex(key, k);
+    if (weft_store_call_add(rs->st, rs->run, k, name, NULL) < 0)
+        fprintf(stderr, "weft run: store: %s\n", weft_last_error());
+    return weft_store_call_lookup(rs->st, rs->run, k, value, len, NULL) == 0 ? 1 : 0;
+}
+
+static void store_record(void *user, uint64_t key, const char *value, size_t len,
+                         const orch_call_info *ci)
+{
+    run_store *rs = user;
+    char k[17];
+    key_hex(key, k);
+    weft_store_call_stats cs = {.n_prompt = ci->n_prompt, .n_cached = ci->n_cached,
+                                .n_generated = ci->n_generated, .seconds = ci->t_done - ci->t_submit};
+    if (weft_store_call_complete(rs->st, rs->run, k, value, len, &cs) < 0)
+        fprintf(stderr, "weft run: store: %s\n", weft_last_error());
+}
+
+static char *args_json(const session_opts *op)
+{
+    json_t *o = json_object();
+    for (int i = 0; o && i < op->n_args; i++) json_object_set_new(o, op->keys[i], json_string(op->vals[i]));
+    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(o);
+    return s;
+}
+
+static char *script_hash(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            char *nb = realloc(buf, cap = cap ? 2 * cap : 65536);
+            if (!nb) break;
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        if (r == 0) break;
+        n += r;
+    }
+    fclose(f);
+    char *hex = malloc(WEFT_STORE_HASH_HEX);
+    if (hex) weft_store_hash_hex(buf ? buf : "", n, hex);
+    free(buf);
+    return hex;
+}
+
+/* Opens the store and begins (or resumes) the run; on resume fills in the
+ * script path and arguments recorded with it. Returns 0, or -1 (printed). */
+static int run_store_open(session_opts *op, const char **script, run_store *rs, weft_store_run *prev,
+                          json_t **prev_args)
+{
+    if (weft_store_open(op->db_path, 0, &rs->st) < 0) {
+        fprintf(stderr, "weft run: %s\n", weft_last_error());
+        return -1;
+    }
+    if (op->resume) {
+        rs->run = op->resume;
+        if (weft_store_run_resume(rs->st, rs->run, prev) < 0) {
+            fprintf(stderr, "weft run: --resume %lld: %s\n", op->resume, weft_last_error());
+            return -1;
+        }
+        if (!*script) *script = prev->script_path;
+        *prev_args = json_loads(prev->args_json ? prev->args_json : "{}", 0, NULL);
+        const char *k;
+        json_t *v;
+        json_object_foreach(*prev_args, k, v) {
+            bool given = false;
+            for (int i = 0; i < op->n_args; i++) given |= strcmp(op->keys[i], k) == 0;
+            if (!given && json_is_string(v) && op->n_args < MAX_ARGS) {
+                op->keys[op->n_args] = k;
+                op->vals[op->n_args++] = json_string_value(v);
+            }
+        }
+        char *h = script_hash(*script);
+        if (h && prev->script_hash && *prev->script_hash && strcmp(h, prev->script_hash) != 0)
+            fprintf(stderr, "weft run: %s changed since run %lld began: calls whose prompts "
+                            "changed are computed again\n", *script, op->resume);
+        free(h);
+        fprintf(stderr, "weft: resuming run %lld (%s, %lld of %lld calls done)\n", op->resume,
+                weft_run_status_name(prev->status), (long long)prev->calls_done,
+                (long long)prev->calls_total);
+        return 0;
+    }
+    char *h = script_hash(*script), *aj = args_json(op);
+    int rc = weft_store_run_begin(rs->st, *script, h, aj ? aj : "{}", &rs->run);
+    free(h);
+    free(aj);
+    if (rc < 0) {
+        fprintf(stderr, "weft run: %s\n", weft_last_error());
+        return -1;
+    }
+    fprintf(stderr, "weft: run %lld (resume with: weft run --resume %lld)\n", (long long)rs->run,
+            (long long)rs->run);
+    return 0;
 }
 
 int cmd_run(int argc, char **argv)
 {
     session_opts op;
-    /* options may come before or after the script: gather them around it */
     int first = parse_opts("run", argc, argv, &op, run_usage);
     if (first == -2) return 0;
     if (first < 0) return 2;
-    if (first >= argc) {
+    const char *script = first < argc ? argv[first] : NULL;
+    if (first + 1 < argc) {
+        fprintf(stderr, "weft run: unexpected argument '%s' (script arguments go in --arg KEY=VALUE)\n",
+                argv[first + 1]);
+        return 2;
+    }
+    if (!script && !op.resume) {
         fprintf(stderr, "weft run: a script is required\n\n");
         run_usage(stderr);
         return 2;
     }
-    const char *script = argv[first];
-    session_opts more;
-    int rest = parse_opts("run", argc - first, argv + first, &more, run_usage);
-    if (rest == -2) return 0;
-    if (rest < 0) return 2;
-    if (rest < argc - first) {
-        fprintf(stderr, "weft run: unexpected argument '%s'\n", argv[first + rest]);
+    if (op.resume && op.no_store) {
+        fprintf(stderr, "weft run: --resume needs the store (drop --no-store)\n");
         return 2;
     }
-    /* merge: later options win */
-    if (more.model_path) op.model_path = more.model_path;
-    if (more.n_threads) op.n_threads = more.n_threads;
-    if (more.n_ctx != 2048) op.n_ctx = more.n_ctx;
-    if (more.n_slots != 32) op.n_slots = more.n_slots;
-    if (more.kv_mb != 512) op.kv_mb = more.kv_mb;
-    op.sequential |= more.sequential;
-    op.stats |= more.stats;
-    op.verbose |= more.verbose;
-    for (int i = 0; i < more.n_args && op.n_args < MAX_ARGS; i++) {
-        op.keys[op.n_args] = more.keys[i];
-        op.vals[op.n_args++] = more.vals[i];
+    run_store rs = {0};
+    weft_store_run prev = {0};
+    json_t *prev_args = NULL;
+    int rc = 1;
+    session s = {0};
+    if (!op.no_store && run_store_open(&op, &script, &rs, &prev, &prev_args) < 0) goto out;
+    if (session_open("run", &op, &s) < 0) {
+        if (rs.st) weft_store_run_finish(rs.st, rs.run, NULL, "could not start (model or engine)");
+        goto out;
     }
-    session s;
-    if (session_open("run", &op, &s) < 0) return 1;
+    if (rs.st) {
+        orch_hooks h = {.lookup = store_lookup, .record = store_record, .user = &rs};
+        orch_set_hooks(s.o, &h);
+    }
     s.t_run = weft_now();
-    const int rc = dsl_run_file(s.d, script);
+    rc = dsl_run_file(s.d, script) == 0 ? 0 : 1;
+    if (rs.st)
+        weft_store_run_finish(rs.st, rs.run, dsl_result(s.d), rc == 0 ? NULL : weft_last_error());
+    if (rc == 0 && dsl_result(s.d)) printf("%s\n", dsl_result(s.d));
     if (op.stats) print_stats(&s);
+out:
     session_close(&s);
-    return rc == 0 ? 0 : 1;
+    weft_store_run_clear(&prev);
+    json_decref(prev_args);
+    weft_store_close(rs.st);
+    return rc;
 }
 
 static void repl_usage(FILE *f)

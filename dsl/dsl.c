@@ -217,10 +217,13 @@ void dsl_destroy(dsl *d)
     if (!d) return;
     orch_set_listener(d->o, NULL);
     if (d->L) lua_close(d->L);
+    weft_free(d->result);
     weft_free(d);
 }
 
 lua_State *dsl_lua(dsl *d) { return d ? d->L : NULL; }
+
+const char *dsl_result(const dsl *d) { return d ? d->result : NULL; }
 
 static int set_arg_l(lua_State *L)
 {
@@ -255,6 +258,9 @@ static void main_done(dsl *d, int task, lua_State *co, int status, int nres)
     if (task != d->main_task) return;
     if (status == LUA_OK) {
         d->main_status = 1;
+        weft_free(d->result);
+        d->result = NULL;
+        if (nres > 0 && lua_type(co, -nres) == LUA_TSTRING) d->result = weft_strdup(lua_tostring(co, -nres));
         lua_pop(co, nres);
         return;
     }

@@ -35,6 +35,7 @@ struct dsl {
     int next_task;
     bool yield_ok;   /* set by get() right before it yields */
     void (*print_watch)(dsl *d, int label, int32_t var); /* REPL */
+    char *result;    /* the script's first return value as text, or NULL */
 };
 
 dsl *dsl_of(lua_State *L);

@@ -620,7 +620,7 @@ static int prepare(orch *o, ocall *c, pending_sub *sub)
     if (o->hooks.lookup) {
         char *val = NULL;
         size_t vl = 0;
-        if (o->hooks.lookup(o->hooks.user, c->key, &val, &vl) == 1 && val) {
+        if (o->hooks.lookup(o->hooks.user, c->key, c->name, &val, &vl) == 1 && val) {
             weft_free(prompt);
             c->from_store = true;
             o->st.n_from_store++;
@@ -855,8 +855,12 @@ static void engine_done(orch *o, ocall *c, const enode *nd)
         call_fail_self(o, c, "out of memory");
         return;
     }
-    if (o->hooks.record) o->hooks.record(o->hooks.user, c->key, c->name, v, len);
     call_complete(o, c, v, len);
+    if (o->hooks.record) {
+        orch_call_info ci;
+        orch_call_info_get(o, c->id, &ci);
+        o->hooks.record(o->hooks.user, c->key, v, len, &ci);
+    }
 }
 
 static void drain_engine(orch *o)

@@ -59,6 +59,10 @@ WEFT_API int dsl_set_arg(dsl *d, const char *key, const char *value);
 WEFT_API int dsl_run_file(dsl *d, const char *path);
 WEFT_API int dsl_run_string(dsl *d, const char *code, const char *chunkname);
 
+/* The string the last script returned (its main chunk's first result),
+ * NULL if it returned none. Borrowed; valid until the next run. */
+WEFT_API const char *dsl_result(const dsl *d);
+
 /* Interactive prompt on stdin/stdout: line editing and history (libedit)
  * on a terminal, plain lines otherwise. Each line runs as its own coroutine;
  * variables it returns are printed as they complete. history_path may be

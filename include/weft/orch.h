@@ -98,12 +98,16 @@ typedef struct orch_listener {
     void *user;
 } orch_listener;
 
+typedef struct orch_call_info orch_call_info;
+
 typedef struct orch_hooks {
-    /* Returns 1 and a weft_malloc'd value (the orch takes it) when a value is
+    /* Called once per LLM call when its key is known, before it is sent.
+     * Returns 1 and a weft_malloc'd value (the orch takes it) when a value is
      * stored under key, 0 when not, negative on error (treated as a miss). */
-    int (*lookup)(void *user, uint64_t key, char **value, size_t *len);
-    /* The call named `name` completed with value under key (borrowed). */
-    void (*record)(void *user, uint64_t key, const char *name, const char *value, size_t len);
+    int (*lookup)(void *user, uint64_t key, const char *name, char **value, size_t *len);
+    /* The call completed with value under key (all borrowed). */
+    void (*record)(void *user, uint64_t key, const char *value, size_t len,
+                   const orch_call_info *info);
     void *user;
 } orch_hooks;
 
@@ -159,7 +163,7 @@ WEFT_API bool orch_idle(const orch *o);
  * cancels what is in the engine. */
 WEFT_API void orch_cancel_all(orch *o, const char *why);
 
-typedef struct orch_call_info {
+struct orch_call_info {
     const char *name;   /* borrowed */
     int32_t out;        /* output variable */
     int32_t priority;   /* current objective priority */
@@ -169,7 +173,7 @@ typedef struct orch_call_info {
     int32_t n_prompt, n_cached, n_generated;
     int64_t done_seq;   /* order of completion (0, 1, ...), -1 if not done */
     double t_submit, t_done; /* weft_now() */
-} orch_call_info;
+};
 
 WEFT_API int32_t orch_n_calls(const orch *o);
 /* The call producing var (-1 for variables made by orch_var_new). */

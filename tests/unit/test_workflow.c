@@ -294,7 +294,7 @@ typedef struct mem_store {
     int n, lookups, hits;
 } mem_store;
 
-static int ms_lookup(void *u, uint64_t key, char **value, size_t *len)
+static int ms_lookup(void *u, uint64_t key, const char *name, char **value, size_t *len)
 {
     mem_store *s = u;
     s->lookups++;
@@ -308,7 +308,8 @@ static int ms_lookup(void *u, uint64_t key, char **value, size_t *len)
     return 0;
 }
 
-static void ms_record(void *u, uint64_t key, const char *name, const char *value, size_t len)
+static void ms_record(void *u, uint64_t key, const char *value, size_t len,
+                      const orch_call_info *info)
 {
     mem_store *s = u;
     if (s->n < 64) {
