@@ -6,6 +6,7 @@
 #include <xxhash.h>
 
 #include "engine/model_internal.h"
+#include "kernels/cpu/amx.h"
 
 const char *weft_default_model_path(char *buf, size_t cap)
 {
@@ -213,6 +214,32 @@ static int load_tensors(weft_model *m)
     return 0;
 }
 
+/* Calls fn on every matrix of the forward pass (output is its own op_matrix
+ * even when tied to tok_embd, which is only read by rows). */
+static void each_matrix(weft_model *m, void (*fn)(op_matrix *))
+{
+    fn(&m->output);
+    for (int l = 0; m->layers && l < m->hp.n_layer; l++) {
+        weft_layer *L = &m->layers[l];
+        op_matrix *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++) fn(ms[i]);
+    }
+}
+
+/* Repacks a matrix for AMX (see kernels/cpu/amx.h) when the CPU has it; a
+ * matrix that cannot be repacked (type, shape, memory) keeps the vpdpbusd
+ * kernels, for every batch size alike. */
+static void pack_amx(op_matrix *w)
+{
+    if (w->data) w->amx = amx_pack(w->type, w->data, w->row_bytes, w->n_in, w->n_out);
+}
+
+static void free_amx(op_matrix *w)
+{
+    amx_free((amx_matrix *)w->amx);
+    w->amx = NULL;
+}
+
 /* Fingerprint: hyper-parameters and every tensor's name, shape, type and bytes. */
 static uint64_t fingerprint(const weft_model *m)
 {
@@ -251,6 +278,7 @@ int weft_model_load(const char *path, weft_model **out)
     if ((rc = tok_load(m->gguf, &m->vocab)) < 0) goto fail;
     m->hp.n_vocab = tok_n_vocab(m->vocab);
     if ((rc = load_tensors(m)) < 0) goto fail;
+    if (amx_available()) each_matrix(m, pack_amx);
     const char *name;
     size_t nlen;
     if (gguf_get_str(m->gguf, "general.name", &name, &nlen) == 0) {
@@ -283,6 +311,7 @@ fail:
 void weft_model_free(weft_model *m)
 {
     if (!m) return;
+    each_matrix(m, free_amx);
     for (int i = 0; i < m->n_owned; i++) weft_free(m->owned[i]);
     weft_free(m->owned);
     weft_free(m->layers);

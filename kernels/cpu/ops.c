@@ -8,6 +8,7 @@
 #include <immintrin.h>
 #endif
 
+#include "kernels/cpu/amx.h"
 #include "weft/common.h"
 
 void op_rmsnorm(const pool_thread *t, float *y, const float *x, const float *w, int n_rows,
@@ -27,8 +28,10 @@ void op_rmsnorm(const pool_thread *t, float *y, const float *x, const float *w, 
 
 size_t op_qslot_size(int64_t n_in, int n_tok)
 {
-    /* f32 is the widest activation type; round up to keep slots 64-byte aligned. */
-    return (((size_t)n_in * sizeof(float) * (size_t)n_tok) + 63) & ~(size_t)63;
+    /* f32 is the widest activation type; the AMX layout of a quantized row
+     * follows it. Rounded up to keep slots 64-byte aligned. */
+    const size_t f32 = (((size_t)n_in * sizeof(float) * (size_t)n_tok) + 63) & ~(size_t)63;
+    return f32 + ((amx_act_size(n_in, n_tok) + 63) & ~(size_t)63);
 }
 
 /* Rows per tile: a tile of weight rows stays in L1 while every token's
@@ -57,6 +60,17 @@ static void matmul_tiles(float *y, const op_matrix *w, const float *bias, const 
     }
 }
 
+/* The AMX activation buffer of a slot: after its f32-sized part. */
+static void *amx_part(void *slot, int64_t n_in, int n_tok)
+{
+    return (char *)slot + ((((size_t)n_in * sizeof(float) * (size_t)n_tok) + 63) & ~(size_t)63);
+}
+
+static bool use_amx(const op_matrix *w)
+{
+    return w->amx && amx_available();
+}
+
 void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_matrix *const *ws,
                      const float *const *biases, const float *x, int n_tok, void *qbuf)
 {
@@ -64,36 +78,50 @@ void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_mat
     const int64_t n_in = ws[0]->n_in;
     const size_t slot = op_qslot_size(n_in, n_tok);
     weft_type vts[3];
-    const void *acts[3];
+    bool amx[3] = {false, false, false};
     int n_slots = 0;
+    int slot_of[3];
     for (int i = 0; i < k; i++) {
         const weft_type vt = quant_vec_dot_type(ws[i]->type);
         WEFT_ASSERT(ws[i]->n_in == n_in);
         int s = 0;
         while (s < n_slots && vts[s] != vt) s++;
-        if (s == n_slots) {
-            vts[n_slots++] = vt;
-            if (vt == WEFT_TYPE_F32) continue; /* used in place */
-            const size_t qrow = quant_row_size(vt, n_in);
-            char *dst = (char *)qbuf + (size_t)s * slot;
-            long lo, hi;
-            pool_range(t, n_tok, &lo, &hi);
-            for (long r = lo; r < hi; r++)
-                quant_quantize_row(vt, x + (size_t)r * n_in, dst + (size_t)r * qrow, n_in);
+        if (s == n_slots) vts[n_slots++] = vt;
+        slot_of[i] = s;
+        amx[s] |= use_amx(ws[i]);
+    }
+    for (int s = 0; s < n_slots; s++) {
+        if (vts[s] == WEFT_TYPE_F32) continue; /* used in place */
+        const size_t qrow = quant_row_size(vts[s], n_in);
+        char *dst = (char *)qbuf + (size_t)s * slot;
+        long lo, hi;
+        pool_range(t, n_tok, &lo, &hi);
+        for (long r = lo; r < hi; r++) {
+            quant_quantize_row(vts[s], x + (size_t)r * n_in, dst + (size_t)r * qrow, n_in);
+            if (amx[s])
+                amx_act_fill(amx_part(dst, n_in, n_tok), n_in, n_tok, (int)r, vts[s],
+                             dst + (size_t)r * qrow);
         }
     }
-    for (int s = 0; s < n_slots; s++)
-        acts[s] = vts[s] == WEFT_TYPE_F32 ? (const void *)x : (char *)qbuf + (size_t)s * slot;
     pool_barrier(t);
     for (int i = 0; i < k; i++) {
-        const weft_type vt = quant_vec_dot_type(ws[i]->type);
-        int s = 0;
-        while (vts[s] != vt) s++;
+        const int s = slot_of[i];
+        void *act = vts[s] == WEFT_TYPE_F32 ? (void *)x : (char *)qbuf + (size_t)s * slot;
         const long n_tiles = (long)((ws[i]->n_out + MM_TILE_ROWS - 1) / MM_TILE_ROWS);
         long tlo, thi;
         pool_range(t, n_tiles, &tlo, &thi);
-        matmul_tiles(ys[i], ws[i], biases ? biases[i] : NULL, acts[s], quant_row_size(vt, n_in),
-                     n_tok, tlo, thi);
+        if (!use_amx(ws[i])) {
+            matmul_tiles(ys[i], ws[i], biases ? biases[i] : NULL, act,
+                         quant_row_size(vts[s], n_in), n_tok, tlo, thi);
+            continue;
+        }
+        const int64_t n_out = ws[i]->n_out;
+        amx_matmul(ws[i]->amx, amx_part(act, n_in, n_tok), n_tok, ys[i], (size_t)n_out, tlo, thi);
+        const float *bias = biases ? biases[i] : NULL;
+        if (bias)
+            for (int tk = 0; tk < n_tok; tk++)
+                for (int64_t r = tlo * MM_TILE_ROWS; r < thi * MM_TILE_ROWS && r < n_out; r++)
+                    ys[i][(size_t)tk * n_out + r] += bias[r];
     }
 }
 

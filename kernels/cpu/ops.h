@@ -21,6 +21,7 @@ typedef struct op_matrix {
     int64_t n_in;
     int64_t n_out;
     size_t row_bytes;
+    const struct amx_matrix *amx; /* the same rows repacked for AMX, or NULL */
 } op_matrix;
 
 /* y[r] = x[r] / rms(x[r]) * w, for r < n_rows (no barrier). */

@@ -1,8 +1,9 @@
 /*
  * The real model against llama.cpp (fixtures recorded by
  * scripts/record_reference.py with llama-cpp-python on the same GGUF file):
- *  - last-position logits of 20 prompts: identical top-1, and the largest
- *    absolute difference over the top-64 and 256 probe ids within a bound;
+ *  - last-position logits of 20 prompts: the largest absolute difference
+ *    over the top-64 and 256 probe ids within a bound, and the same top-1
+ *    unless both engines see a near-tie there (below);
  *  - 64-token greedy continuations of 20 prompts: identical, or diverging
  *    only at a near-tie.
  *
@@ -13,7 +14,8 @@
  * quantize activations to 8 bits; a one-ulp difference in a sum (SIMD lane
  * order, exp approximations) flips the rounding of some quantized activations,
  * and 30 layers amplify that. weft may differ from llama.cpp by at most
- * NOISE_FACTOR times the largest self-difference. A greedy divergence is a
+ * NOISE_FACTOR times the largest self-difference. A different top-1, or a
+ * greedy divergence, is a
  * near-tie when, at that step, both llama.cpp's top-2 margin and weft's margin
  * between its token and llama.cpp's are inside that same bound.
  */
@@ -56,7 +58,7 @@ TEST(last_position_logits_match_llama_cpp)
     json_t *prompts = json_object_get(fx, "prompts"), *probe = json_object_get(fx, "probe_ids");
     ASSERT(json_array_size(prompts) >= 20);
     double worst = 0;
-    int n_top1 = 0;
+    int n_top1 = 0, n_ties = 0;
     for (size_t p = 0; p < json_array_size(prompts); p++) {
         json_t *pr = json_array_get(prompts, p);
         int32_t n;
@@ -82,12 +84,28 @@ TEST(last_position_logits_match_llama_cpp)
         fprintf(stderr, "  %-28s %4d tokens  top-1 %6d/%6d  max|diff| %.4f\n",
                 json_string_value(json_object_get(pr, "name")), n, top1, ref_top1, md);
         worst = fmax(worst, md);
+        if (top1 != ref_top1) {
+            /* a different argmax is only acceptable at a near-tie: llama.cpp
+             * itself ranks weft's pick within the noise bound of its own */
+            double ref_gap = -1;
+            for (size_t i = 0; i < json_array_size(top); i++) {
+                json_t *e = json_array_get(top, i);
+                if ((int)json_integer_value(json_array_get(e, 0)) == top1)
+                    ref_gap = json_number_value(json_array_get(json_array_get(top, 0), 1)) -
+                              json_number_value(json_array_get(e, 1));
+            }
+            const double own_gap = lg[top1] - lg[ref_top1];
+            fprintf(stderr, "  %-28s near-tie: llama.cpp ranks %d %.4f below %d; weft ranks %d %.4f below\n", "",
+                    top1, ref_gap, ref_top1, ref_top1, own_gap);
+            ASSERT(ref_gap >= 0 && ref_gap < logit_tol && own_gap < logit_tol);
+            n_ties++;
+        }
         weft_ctx_destroy(c);
         free(toks);
-        ASSERT_EQ_INT(top1, ref_top1);
     }
-    fprintf(stderr, "  logits: %d/%zu identical top-1, worst max|diff| %.4f (bound %.3f)\n", n_top1,
-            json_array_size(prompts), worst, logit_tol);
+    fprintf(stderr, "  logits: %d/%zu identical top-1 (%d near-ties), worst max|diff| %.4f (bound %.3f)\n",
+            n_top1, json_array_size(prompts), n_ties, worst, logit_tol);
+    ASSERT(n_top1 + n_ties == (int)json_array_size(prompts));
     ASSERT(worst <= logit_tol);
     json_decref(fx);
 }

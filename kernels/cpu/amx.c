@@ -1,0 +1,379 @@
+/* Q4_0 / Q4_1 / Q8_0 matrix products on AMX tiles; see amx.h. */
+#include "kernels/cpu/amx.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/quant_internal.h"
+#include "kernels/quant.h"
+
+#define AMX_ROWS 16 /* weight rows per tile, activation rows per group */
+#define AMX_K 32    /* values per block */
+
+/* One tile of 16 weight rows x one block, as TDPBUSD's B operand reads it:
+ * q[r][4n + j] = value 4r + j of row n. */
+typedef struct {
+    int8_t q[AMX_K / 4][4 * AMX_ROWS];
+    float dw[AMX_ROWS]; /* row scales */
+    float mw[AMX_ROWS]; /* row minimums (Q4_1), else 0 */
+    int32_t cs[AMX_ROWS]; /* 128 x the block's value sum: activations come in + 128 */
+} amx_block;
+_Static_assert(sizeof(amx_block) % 64 == 0, "amx_block keeps 64-byte alignment");
+
+struct amx_matrix {
+    int type, act_type;
+    int64_t n_in, n_out, nb;
+    long nt;
+    amx_block *blocks; /* [nt][nb], 64-byte aligned inside `raw` */
+    void *raw;
+};
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+static bool amx_ok;
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+
+static void amx_probe(void)
+{
+    const char *env = getenv("WEFT_NO_AMX");
+    if (env && *env && strcmp(env, "0") != 0) return;
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return; /* OSXSAVE */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
+    if (!(d & (1u << 24)) || !(d & (1u << 25))) return; /* AMX-TILE, AMX-INT8 */
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    const uint64_t xcr0 = ((uint64_t)hi << 32) | lo;
+    if ((xcr0 & (3u << 17)) != (3u << 17)) return; /* XTILECFG, XTILEDATA */
+    /* Linux hands out the 8 KB tile state only on request (per process). */
+    if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0) return;
+    amx_ok = true;
+}
+
+bool amx_available(void)
+{
+    pthread_once(&amx_once, amx_probe);
+    return amx_ok && quant_simd() == QUANT_SIMD_AVX512_VNNI;
+}
+#else
+bool amx_available(void) { return false; }
+#endif
+
+/* The 32 integer values of block b of a row, its scale and minimum. */
+static void block_values(int type, const void *row, int64_t b, int8_t v[AMX_K], float *d, float *m)
+{
+    *m = 0.0f;
+    if (type == WEFT_TYPE_Q8_0) {
+        const block_q8_0 *x = (const block_q8_0 *)row + b;
+        memcpy(v, x->qs, AMX_K);
+        *d = quant_f16_to_f32(x->d);
+    } else if (type == WEFT_TYPE_Q4_1) {
+        const block_q4_1 *x = (const block_q4_1 *)row + b;
+        for (int j = 0; j < AMX_K / 2; j++) {
+            v[j] = (int8_t)(x->qs[j] & 0x0F);
+            v[j + AMX_K / 2] = (int8_t)(x->qs[j] >> 4);
+        }
+        *d = quant_f16_to_f32(x->d);
+        *m = quant_f16_to_f32(x->m);
+    } else { /* Q4_0 */
+        const block_q4_0 *x = (const block_q4_0 *)row + b;
+        for (int j = 0; j < AMX_K / 2; j++) {
+            v[j] = (int8_t)((x->qs[j] & 0x0F) - 8);
+            v[j + AMX_K / 2] = (int8_t)((x->qs[j] >> 4) - 8);
+        }
+        *d = quant_f16_to_f32(x->d);
+    }
+}
+
+amx_matrix *amx_pack(int type, const void *data, size_t row_bytes, int64_t n_in, int64_t n_out)
+{
+    if (type != WEFT_TYPE_Q4_0 && type != WEFT_TYPE_Q4_1 && type != WEFT_TYPE_Q8_0) return NULL;
+    if (n_out <= 0 || n_in <= 0 || n_out % AMX_ROWS || n_in % AMX_K || !amx_available()) return NULL;
+    amx_matrix *m = weft_calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->type = type;
+    m->act_type = quant_vec_dot_type((weft_type)type);
+    m->n_in = n_in;
+    m->n_out = n_out;
+    m->nb = n_in / AMX_K;
+    m->nt = (long)(n_out / AMX_ROWS);
+    const size_t bytes = (size_t)m->nt * (size_t)m->nb * sizeof(amx_block);
+    m->raw = weft_malloc(bytes + 63);
+    if (!m->raw) {
+        weft_free(m);
+        return NULL;
+    }
+    m->blocks = (amx_block *)(((uintptr_t)m->raw + 63) & ~(uintptr_t)63);
+    for (long t = 0; t < m->nt; t++)
+        for (int64_t b = 0; b < m->nb; b++) {
+            amx_block *ab = &m->blocks[t * m->nb + b];
+            for (int n = 0; n < AMX_ROWS; n++) {
+                int8_t v[AMX_K];
+                const char *row = (const char *)data + (size_t)(t * AMX_ROWS + n) * row_bytes;
+                block_values(type, row, b, v, &ab->dw[n], &ab->mw[n]);
+                int32_t sum = 0;
+                for (int k = 0; k < AMX_K; k++) {
+                    ab->q[k / 4][4 * n + k % 4] = v[k];
+                    sum += v[k];
+                }
+                ab->cs[n] = 128 * sum;
+            }
+        }
+    return m;
+}
+
+void amx_free(amx_matrix *m)
+{
+    if (!m) return;
+    weft_free(m->raw);
+    weft_free(m);
+}
+
+size_t amx_bytes(const amx_matrix *m)
+{
+    return m ? (size_t)m->nt * (size_t)m->nb * sizeof(amx_block) : 0;
+}
+
+int amx_act_type(const amx_matrix *m) { return m->act_type; }
+long amx_n_tiles(const amx_matrix *m) { return m->nt; }
+
+/* Activation buffer: u8[n_tok][n_in] (values + 128), then da[n_tok][nb] and
+ * sa[n_tok][nb] (f32 scales and, for Q8_1, d * sum). */
+static size_t al64(size_t x) { return (x + 63) & ~(size_t)63; }
+
+size_t amx_act_size(int64_t n_in, int n_tok)
+{
+    const size_t nb = (size_t)(n_in / AMX_K);
+    return al64((size_t)n_in * (size_t)n_tok) + 2 * al64(nb * (size_t)n_tok * sizeof(float));
+}
+
+typedef struct {
+    uint8_t *u;
+    float *da, *sa;
+} act_view;
+
+static act_view act_at(const void *buf, int64_t n_in, int n_tok)
+{
+    const size_t nb = (size_t)(n_in / AMX_K);
+    act_view v;
+    v.u = (uint8_t *)buf;
+    v.da = (float *)(v.u + al64((size_t)n_in * (size_t)n_tok));
+    v.sa = (float *)((char *)v.da + al64(nb * (size_t)n_tok * sizeof(float)));
+    return v;
+}
+
+void amx_act_fill(void *buf, int64_t n_in, int n_tok, int tok, int act_type, const void *q)
+{
+    const act_view v = act_at(buf, n_in, n_tok);
+    const int64_t nb = n_in / AMX_K;
+    uint8_t *u = v.u + (size_t)tok * (size_t)n_in;
+    float *da = v.da + (size_t)tok * (size_t)nb, *sa = v.sa + (size_t)tok * (size_t)nb;
+    for (int64_t b = 0; b < nb; b++) {
+        const int8_t *qs;
+        if (act_type == WEFT_TYPE_Q8_1) {
+            const block_q8_1 *x = (const block_q8_1 *)q + b;
+            qs = x->qs;
+            da[b] = quant_f16_to_f32(x->d);
+            sa[b] = quant_f16_to_f32(x->s);
+        } else {
+            const block_q8_0 *x = (const block_q8_0 *)q + b;
+            qs = x->qs;
+            da[b] = quant_f16_to_f32(x->d);
+            sa[b] = 0.0f;
+        }
+        for (int k = 0; k < AMX_K; k++) u[b * AMX_K + k] = (uint8_t)(qs[k] ^ 0x80);
+    }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+
+#define TGTAMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")))
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+/* tmm0/3: C (rows x 16 int32), tmm1/4: A (rows x 32 u8), tmm2/5: B (8 x 64 s8). */
+TGTAMX static void config_rows(int rows)
+{
+    amx_config c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int i = 0; i < 2; i++) {
+        c.rows[3 * i + 0] = (uint8_t)rows;
+        c.colsb[3 * i + 0] = 64;
+        c.rows[3 * i + 1] = (uint8_t)rows;
+        c.colsb[3 * i + 1] = AMX_K;
+        c.rows[3 * i + 2] = AMX_K / 4;
+        c.colsb[3 * i + 2] = 64;
+    }
+    /* inline asm with the struct as a memory operand: gcc 12 drops the
+     * stores to `c` before __builtin_ia32_ldtilecfg as dead */
+    __asm__ volatile("ldtilecfg %0" : : "m"(c));
+}
+
+/* The float part of one block, the same for every path:
+ * acc = fma(float(isum - cs), dw * da, acc), then for Q4_1
+ * acc = fma(mw, sa, acc); isum is the exact block sum of (a + 128) * w. */
+TGTAMX static inline __attribute__((always_inline)) __m512
+epilogue(__m512 acc, __m512i isum, const amx_block *blk, float da, float sa, bool q41)
+{
+    const __m512i x = _mm512_sub_epi32(isum, _mm512_load_si512(blk->cs));
+    const __m512 s = _mm512_mul_ps(_mm512_load_ps(blk->dw), _mm512_set1_ps(da));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), s, acc);
+    if (q41) acc = _mm512_fmadd_ps(_mm512_load_ps(blk->mw), _mm512_set1_ps(sa), acc);
+    return acc;
+}
+
+#define EPILOGUE(M, C, b)                                                                          \
+    _Pragma("GCC unroll 16") for (int m = 0; m < (M); m++) acc[m] =                               \
+        epilogue(acc[m], _mm512_load_si512((C)[m]), &blk[b], da[(size_t)m * nb + (b)],            \
+                 sa[(size_t)m * nb + (b)], q41)
+
+/* M activation rows (u, da, sa point at the first) x weight tile t.
+ * Software-pipelined: the tiles of blocks b, b+1 are multiplied and stored
+ * while the float part reads the sums of b-2, b-1, stored a round earlier
+ * (a load right after the TILESTORED that feeds it would stall). */
+TGTAMX static inline __attribute__((always_inline)) void
+group(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const float *sa,
+      const int M, float *y, size_t ldy)
+{
+    const int64_t nb = mat->nb;
+    const bool q41 = mat->type == WEFT_TYPE_Q4_1;
+    const amx_block *blk = &mat->blocks[t * nb];
+    int32_t c[4][AMX_ROWS][AMX_ROWS] __attribute__((aligned(64)));
+    __m512 acc[AMX_ROWS];
+    _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) acc[m] = _mm512_setzero_ps();
+    const size_t lda = (size_t)mat->n_in;
+    int64_t b = 0;
+    int cur = 0; /* c[2 * cur], c[2 * cur + 1]: this round's sums */
+    for (; b + 1 < nb; b += 2, cur ^= 1) {
+        /* the weights stream from memory once per 16 activations: ask for
+         * the round after next ahead of time */
+        if (b + 5 < nb)
+            for (size_t off = 0; off < 2 * sizeof(amx_block); off += 64)
+                _mm_prefetch((const char *)&blk[b + 4] + off, _MM_HINT_T0);
+        _tile_zero(0);
+        _tile_zero(3);
+        _tile_loadd(1, u + b * AMX_K, lda);
+        _tile_loadd(2, blk[b].q, 64);
+        _tile_loadd(4, u + (b + 1) * AMX_K, lda);
+        _tile_loadd(5, blk[b + 1].q, 64);
+        _tile_dpbusd(0, 1, 2);
+        _tile_dpbusd(3, 4, 5);
+        _tile_stored(0, c[2 * cur], 64);
+        _tile_stored(3, c[2 * cur + 1], 64);
+        if (b >= 2) {
+            EPILOGUE(M, c[2 * (cur ^ 1)], b - 2);
+            EPILOGUE(M, c[2 * (cur ^ 1) + 1], b - 1);
+        }
+    }
+    if (b >= 2) { /* the last full round */
+        EPILOGUE(M, c[2 * (cur ^ 1)], b - 2);
+        EPILOGUE(M, c[2 * (cur ^ 1) + 1], b - 1);
+    }
+    if (b < nb) {
+        _tile_zero(0);
+        _tile_loadd(1, u + b * AMX_K, lda);
+        _tile_loadd(2, blk[b].q, 64);
+        _tile_dpbusd(0, 1, 2);
+        _tile_stored(0, c[0], 64);
+        EPILOGUE(M, c[0], b);
+    }
+    _Pragma("GCC unroll 16") for (int m = 0; m < M; m++)
+        _mm512_storeu_ps(y + (size_t)m * ldy + (size_t)t * AMX_ROWS, acc[m]);
+}
+
+TGTAMX static void group16(const amx_matrix *mat, long t, const uint8_t *u, const float *da,
+                           const float *sa, float *y, size_t ldy)
+{
+    group(mat, t, u, da, sa, AMX_ROWS, y, ldy);
+}
+
+TGTAMX static void group_n(const amx_matrix *mat, long t, const uint8_t *u, const float *da,
+                           const float *sa, int M, float *y, size_t ldy)
+{
+    group(mat, t, u, da, sa, M, y, ldy);
+}
+
+/* Few activation rows: the block sums with vpdpbusd straight from the tile
+ * layout (lane n of row r holds weight row n's values 4r..4r+3, so one
+ * broadcast dword of the activation multiplies all 16 rows at once) — the
+ * same exact integers as TDPBUSD, then the same float part. */
+#define SMALL_M 4
+TGTAMX static void small(const amx_matrix *mat, long t, const uint8_t *u, const float *da,
+                         const float *sa, int M, float *y, size_t ldy)
+{
+    const int64_t nb = mat->nb;
+    const bool q41 = mat->type == WEFT_TYPE_Q4_1;
+    const amx_block *blk = &mat->blocks[t * nb];
+    const size_t lda = (size_t)mat->n_in;
+    __m512 acc[SMALL_M];
+    for (int m = 0; m < M; m++) acc[m] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        if (b + 3 < nb)
+            for (size_t off = 0; off < sizeof(amx_block); off += 64)
+                _mm_prefetch((const char *)&blk[b + 3] + off, _MM_HINT_T0);
+        __m512i q[AMX_K / 4];
+        for (int r = 0; r < AMX_K / 4; r++) q[r] = _mm512_load_si512(blk[b].q[r]);
+        for (int m = 0; m < M; m++) {
+            const uint8_t *ub = u + (size_t)m * lda + (size_t)b * AMX_K;
+            __m512i isum = _mm512_setzero_si512();
+            for (int r = 0; r < AMX_K / 4; r++) {
+                int32_t w4;
+                memcpy(&w4, ub + 4 * r, 4);
+                isum = _mm512_dpbusd_epi32(isum, _mm512_set1_epi32(w4), q[r]);
+            }
+            acc[m] = epilogue(acc[m], isum, &blk[b], da[(size_t)m * nb + b], sa[(size_t)m * nb + b], q41);
+        }
+    }
+    for (int m = 0; m < M; m++) _mm512_storeu_ps(y + (size_t)m * ldy + (size_t)t * AMX_ROWS, acc[m]);
+}
+
+TGTAMX void amx_matmul(const amx_matrix *m, const void *act, int n_tok, float *y, size_t ldy,
+                       long tlo, long thi)
+{
+    if (tlo >= thi || n_tok <= 0) return;
+    const act_view v = act_at(act, m->n_in, n_tok);
+    const size_t nb = (size_t)m->nb;
+    if (n_tok <= SMALL_M) {
+        for (long t = tlo; t < thi; t++) small(m, t, v.u, v.da, v.sa, n_tok, y, ldy);
+        return;
+    }
+    const int full = n_tok / AMX_ROWS, rest = n_tok % AMX_ROWS;
+    if (full) {
+        config_rows(AMX_ROWS);
+        for (long t = tlo; t < thi; t++)
+            for (int g = 0; g < full; g++) {
+                const size_t a0 = (size_t)g * AMX_ROWS;
+                group16(m, t, v.u + a0 * (size_t)m->n_in, v.da + a0 * nb, v.sa + a0 * nb,
+                        y + a0 * ldy, ldy);
+            }
+    }
+    if (rest) {
+        config_rows(rest);
+        const size_t a0 = (size_t)full * AMX_ROWS;
+        for (long t = tlo; t < thi; t++)
+            group_n(m, t, v.u + a0 * (size_t)m->n_in, v.da + a0 * nb, v.sa + a0 * nb, rest,
+                    y + a0 * ldy, ldy);
+    }
+    _tile_release();
+}
+#else
+void amx_matmul(const amx_matrix *m, const void *act, int n_tok, float *y, size_t ldy, long tlo,
+                long thi)
+{
+    (void)m, (void)act, (void)n_tok, (void)y, (void)ldy, (void)tlo, (void)thi;
+    WEFT_ASSERT(!"amx_matmul without AMX");
+}
+#endif

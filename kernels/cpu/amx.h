@@ -1,0 +1,71 @@
+/*
+ * kernels/cpu/amx.h — matrix products of Q4_0 / Q4_1 / Q8_0 weights on Intel
+ * AMX (the int8 tile unit of Sapphire Rapids and later).
+ *
+ * One TDPBUSD multiplies 16 activation rows by 16 weight rows over one
+ * 32-value block, giving the exact int32 block sums; the float part then
+ * runs once per block and output (not once per 8-lane partial sum, as the
+ * vpdpbusd kernels in quant.c do to stay bitwise equal to llama.cpp):
+ *
+ *     y[a][w] = sum over blocks b, in order, of
+ *               fma(float(isum), dw[w,b] * da[a,b], y)   then, for Q4_1,
+ *               fma(mw[w,b], sa[a,b], y)
+ *
+ * where isum is the exact integer dot of the block. Every output runs the
+ * same operations whatever the number of activation rows in the call, so a
+ * token's result does not depend on what it was batched with (a request's
+ * greedy output is the same alone or under load). The numbers differ from
+ * the vpdpbusd kernels in the last bits (a different, shorter float
+ * summation), within the bounds the model tests hold weft to.
+ *
+ * Weights are repacked once at load into the tile layout (amx_pack): per 16
+ * rows and block, the 32 values as int8 in the VNNI order TDPBUSD reads,
+ * the row scales as f32 and 128 x the row's block sum (activations enter
+ * biased by +128, as unsigned bytes). About 1.4 bytes per weight.
+ */
+#ifndef WEFT_KERNELS_CPU_AMX_H
+#define WEFT_KERNELS_CPU_AMX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "weft/common.h"
+
+typedef struct amx_matrix amx_matrix;
+
+/* True when the CPU has AMX-TILE and AMX-INT8, the OS grants the tile state
+ * to this process (arch_prctl), AVX512-VNNI kernels are in use
+ * (quant_simd()) and WEFT_NO_AMX is unset or "0". Checked once (the
+ * quant_simd part every call). */
+bool amx_available(void);
+
+/* Repacks a (n_out x n_in) matrix of Q4_0, Q4_1 or Q8_0 rows (row_bytes
+ * apart). Returns NULL when the type or shape does not fit (n_out not a
+ * multiple of 16, n_in not a multiple of 32), when AMX is not available or
+ * on out of memory — the caller then uses the other kernels. Owned by the
+ * caller: amx_free. */
+amx_matrix *amx_pack(int type, const void *data, size_t row_bytes, int64_t n_in, int64_t n_out);
+void amx_free(amx_matrix *m);
+size_t amx_bytes(const amx_matrix *m);
+
+/* The activation type the matrix's rows are multiplied with (Q8_0 or Q8_1). */
+int amx_act_type(const amx_matrix *m);
+
+/* Bytes of the activation buffer for n_tok rows of n_in values. */
+size_t amx_act_size(int64_t n_in, int n_tok);
+
+/* Fills row `tok` of the activation buffer from one quantized row q (of
+ * amx_act_type, n_in values). Rows are independent: threads may fill
+ * different rows at once. */
+void amx_act_fill(void *buf, int64_t n_in, int n_tok, int tok, int act_type, const void *q);
+
+/* y[a * ldy + r] = (row r of m) . (activation a), for a < n_tok and r in
+ * [16 * tlo, 16 * thi): weight tiles tlo..thi-1 of m, every activation. */
+void amx_matmul(const amx_matrix *m, const void *act, int n_tok, float *y, size_t ldy, long tlo,
+                long thi);
+
+/* Number of 16-row tiles of m. */
+long amx_n_tiles(const amx_matrix *m);
+
+#endif

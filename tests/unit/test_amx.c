@@ -1,0 +1,139 @@
+/* AMX matrix products (kernels/cpu/amx.h): exact block sums against a double
+ * reference, a token's result independent of the batch it is in (bitwise),
+ * and agreement with the vpdpbusd kernels. Skipped where the CPU has no AMX. */
+#include "kernels/cpu/amx.h"
+#include "kernels/quant.h"
+#include "test.h"
+#include "test_rand.h"
+
+typedef struct {
+    weft_type t, vt;
+    int64_t n_in, n_out;
+    size_t rb, arb;
+    unsigned char *w;  /* quantized weights */
+    unsigned char *aq; /* quantized activations, max_tok rows */
+    amx_matrix *m;
+} fixture;
+
+static const int max_tok = 40;
+
+static int setup(fixture *f, weft_type t, int64_t n_in, int64_t n_out)
+{
+    f->t = t;
+    f->vt = quant_vec_dot_type(t);
+    f->n_in = n_in;
+    f->n_out = n_out;
+    f->rb = quant_row_size(t, n_in);
+    f->arb = quant_row_size(f->vt, n_in);
+    f->w = malloc(f->rb * (size_t)n_out);
+    f->aq = malloc(f->arb * (size_t)max_tok);
+    float *wf = rand_vec(n_in * n_out, 1.0f), *x = rand_vec(n_in * max_tok, 2.0f);
+    for (int64_t o = 0; o < n_out; o++) quant_quantize_row(t, wf + o * n_in, f->w + o * f->rb, n_in);
+    for (int k = 0; k < max_tok; k++) quant_quantize_row(f->vt, x + k * n_in, f->aq + k * f->arb, n_in);
+    free(wf);
+    free(x);
+    f->m = amx_pack(t, f->w, f->rb, n_in, n_out);
+    return f->m ? 0 : -1;
+}
+
+static void teardown(fixture *f)
+{
+    amx_free(f->m);
+    free(f->w);
+    free(f->aq);
+}
+
+/* y[n_tok][n_out] for activation rows first..first+n_tok-1. */
+static float *run(const fixture *f, int first, int n_tok)
+{
+    void *buf = malloc(amx_act_size(f->n_in, n_tok));
+    float *y = malloc(sizeof(float) * (size_t)n_tok * (size_t)f->n_out);
+    for (int k = 0; k < n_tok; k++)
+        amx_act_fill(buf, f->n_in, n_tok, k, amx_act_type(f->m), f->aq + (size_t)(first + k) * f->arb);
+    /* two "threads": the tiles split in two ranges */
+    const long nt = amx_n_tiles(f->m);
+    amx_matmul(f->m, buf, n_tok, y, (size_t)f->n_out, 0, nt / 2);
+    amx_matmul(f->m, buf, n_tok, y, (size_t)f->n_out, nt / 2, nt);
+    free(buf);
+    return y;
+}
+
+/* The dot of weight row o and activation row k from the dequantized values,
+ * in double. */
+static double ref_dot(const fixture *f, int64_t o, int k)
+{
+    float *w = malloc(sizeof(float) * (size_t)f->n_in), *a = malloc(sizeof(float) * (size_t)f->n_in);
+    quant_dequantize_row(f->t, f->w + (size_t)o * f->rb, w, f->n_in);
+    /* Q8_1 rows dequantize like Q8_0 apart from the sum field: do it by hand */
+    const unsigned char *ar = f->aq + (size_t)k * f->arb;
+    const size_t bsz = f->vt == WEFT_TYPE_Q8_1 ? 36 : 34, qoff = f->vt == WEFT_TYPE_Q8_1 ? 4 : 2;
+    for (int64_t b = 0; b < f->n_in / 32; b++) {
+        uint16_t d;
+        memcpy(&d, ar + b * bsz, 2);
+        for (int j = 0; j < 32; j++) a[b * 32 + j] = quant_f16_to_f32(d) * (int8_t)ar[b * bsz + qoff + j];
+    }
+    double s = 0;
+    for (int64_t i = 0; i < f->n_in; i++) s += (double)w[i] * a[i];
+    free(w);
+    free(a);
+    return s;
+}
+
+static void check_type(weft_type t)
+{
+    fixture f;
+    /* nb = 5: two pipelined rounds and a tail block */
+    if (setup(&f, t, 160, 48) < 0) TEST_FAIL_("amx_pack refused %s", quant_type_name(t));
+    const int sizes[] = {1, 2, 3, 4, 5, 16, 17, 33, 40};
+    float *solo = malloc(sizeof(float) * (size_t)max_tok * (size_t)f.n_out);
+    for (int k = 0; k < max_tok; k++) {
+        float *y = run(&f, k, 1);
+        memcpy(solo + (size_t)k * f.n_out, y, sizeof(float) * (size_t)f.n_out);
+        free(y);
+    }
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        const int n = sizes[si];
+        float *y = run(&f, 0, n);
+        for (int k = 0; k < n; k++)
+            for (int64_t o = 0; o < f.n_out; o++)
+                if (memcmp(&y[(size_t)k * f.n_out + o], &solo[(size_t)k * f.n_out + o], sizeof(float)))
+                    TEST_FAIL_("%s batch of %d: token %d row %lld = %.9g, alone %.9g", quant_type_name(t), n,
+                               k, (long long)o, y[(size_t)k * f.n_out + o], solo[(size_t)k * f.n_out + o]);
+        free(y);
+    }
+    for (int k = 0; k < max_tok; k++)
+        for (int64_t o = 0; o < f.n_out; o++) {
+            const double r = ref_dot(&f, o, k);
+            /* Q4_1's minimum term uses s = d * sum(q) rounded to fp16 */
+            const double tol = 1e-4 * (1 + fabs(r)) + (t == WEFT_TYPE_Q4_1 ? 0.05 : 0);
+            const float v = solo[(size_t)k * f.n_out + o];
+            if (fabs(v - r) > tol) TEST_FAIL_("%s token %d row %lld: %.6f vs %.6f", quant_type_name(t), k, (long long)o, v, r);
+            const float dv = quant_vec_dot(t, f.n_in, f.w + (size_t)o * f.rb, f.aq + (size_t)k * f.arb);
+            if (fabsf(v - dv) > 1e-4f * (1 + fabsf(dv)))
+                TEST_FAIL_("%s token %d row %lld: amx %.7f, vpdpbusd %.7f", quant_type_name(t), k, (long long)o, v, dv);
+        }
+    free(solo);
+    teardown(&f);
+}
+
+TEST(q4_0) { check_type(WEFT_TYPE_Q4_0); }
+TEST(q4_1) { check_type(WEFT_TYPE_Q4_1); }
+TEST(q8_0) { check_type(WEFT_TYPE_Q8_0); }
+
+TEST(pack_refuses_what_it_cannot_run)
+{
+    unsigned char w[34 * 8 * 17] = {0};
+    ASSERT(amx_pack(WEFT_TYPE_Q8_0, w, 34 * 8, 256, 17) == NULL); /* rows not a multiple of 16 */
+    ASSERT(amx_pack(WEFT_TYPE_Q4_K, w, 144, 256, 16) == NULL);    /* K-quant */
+    ASSERT(amx_pack(WEFT_TYPE_F32, w, 64, 16, 16) == NULL);
+}
+
+int main(void)
+{
+    if (!amx_available()) TEST_SKIP("no AMX on this CPU (or WEFT_NO_AMX set)");
+    RUN(q4_0);
+    RUN(q4_1);
+    RUN(q8_0);
+    RUN(pack_refuses_what_it_cannot_run);
+    TEST_DONE();
+}
