@@ -18,11 +18,13 @@
 
 typedef struct repl {
     dsl *d;
-    bool tty, eof;
+    bool tty, eof, continued;
     char *chunk; /* incomplete input so far (multi-line) */
 } repl;
 
 static repl *g_repl; /* libedit's line callback has no user pointer */
+
+static void on_line(char *line);
 
 /* Before printing on a terminal: clear the line being edited. */
 static void out_begin(void)
@@ -87,23 +89,29 @@ static void task_done(dsl *d, int task, lua_State *co, int status, int nres)
 
 /* Compiles chunk (as an expression first); on success starts it. Returns 1
  * when the chunk is incomplete (more lines wanted). Protected. */
+static bool incomplete(lua_State *L)
+{
+    size_t ml;
+    const char *msg = lua_tolstring(L, -1, &ml);
+    return msg && ml >= 5 && strcmp(msg + ml - 5, "<eof>") == 0;
+}
+
 static int exec_l(lua_State *L)
 {
     dsl *d = lua_touserdata(L, 1);
     size_t len;
     const char *chunk = lua_tolstring(L, 2, &len);
-    lua_pushfstring(L, "return %s;", chunk);
+    lua_pushfstring(L, "return %s", chunk);
     if (luaL_loadbufferx(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=stdin", "t") != LUA_OK) {
+        const bool expr_open = incomplete(L); /* "1 +" */
         lua_pop(L, 2);
         if (luaL_loadbufferx(L, chunk, len, "=stdin", "t") != LUA_OK) {
-            size_t ml;
-            const char *msg = lua_tolstring(L, -1, &ml);
-            if (ml >= 5 && strcmp(msg + ml - 5, "<eof>") == 0) {
+            if (expr_open || incomplete(L)) {
                 lua_pushboolean(L, 1);
                 return 1;
             }
             out_begin();
-            printf("syntax error: %s\n", msg);
+            printf("syntax error: %s\n", lua_tostring(L, -1));
             out_end();
             lua_pushboolean(L, 0);
             return 1;
@@ -141,7 +149,12 @@ static void exec_line(repl *r, const char *line)
         r->chunk = NULL;
     }
     orch_flush(d->o);
-    if (r->tty) rl_set_prompt(r->chunk ? ">> " : "weft> ");
+    if (r->tty && (r->chunk != NULL) != r->continued) {
+        r->continued = r->chunk != NULL;
+        /* rl_set_prompt does not reach libedit's callback mode: install anew */
+        rl_callback_handler_remove();
+        rl_callback_handler_install(r->continued ? ">> " : "weft> ", on_line);
+    }
 }
 
 static void on_line(char *line)
@@ -156,8 +169,31 @@ static void on_line(char *line)
     free(line);
 }
 
+/* libedit's callback mode drops Ctrl-D on an empty line (el_gets returns
+ * nothing), so the loop reads each first byte itself: Ctrl-D on an empty
+ * line is the end; any other byte goes to libedit through rl_getc_function,
+ * which reads further bytes (escape sequences) from stdin as usual. */
+static int pushed = -1;
+
+static int repl_getc(FILE *f)
+{
+    if (pushed >= 0) {
+        const int c = pushed;
+        pushed = -1;
+        return c;
+    }
+    unsigned char c;
+    return read(fileno(f), &c, 1) == 1 ? c : EOF;
+}
+
 static void on_stdin(evutil_socket_t fd, short what, void *arg)
 {
+    unsigned char c;
+    if (read(0, &c, 1) != 1 || (c == 4 && rl_end == 0 && !g_repl->chunk)) {
+        g_repl->eof = true;
+        return;
+    }
+    pushed = c;
     rl_callback_read_char();
 }
 
@@ -169,6 +205,7 @@ int dsl_repl(dsl *d, const char *history_path)
     d->on_task_done = task_done;
     d->print_watch = print_var;
     if (r.tty) {
+        rl_getc_function = repl_getc; /* before libedit initializes: it reads it then */
         using_history();
         if (history_path) read_history(history_path);
         printf("weft repl — Lua 5.4 with the weft module; values print as they complete. "

@@ -33,7 +33,7 @@ local first = weft.fn{
 }
 local step = weft.fn{
   name = "chain.step",
-  messages = {{role = "user", content = "Summary so far: {{summary}}\n\nNext part of the article:\n{{piece}}\n\nRewrite the summary in two sentences to cover both."}},
+  messages = {{role = "user", content = "Summary so far: {{so_far}}\n\nNext part of the article:\n{{piece}}\n\nRewrite the summary in two sentences to cover both."}},
   outputs = {summary = {max_tokens = max_tokens}},
 }
 
@@ -42,7 +42,7 @@ for i = 0, n - 1 do
   local ps = pieces(i)
   local s = first{piece = ps[1]}
   for k = 2, #ps do
-    s = step{summary = s, piece = ps[k]}
+    s = step{so_far = s, piece = ps[k]}
   end
   finals[#finals + 1] = s
 end
