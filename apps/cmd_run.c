@@ -38,7 +38,7 @@ typedef struct session {
 static const char common_help[] =
     "  -m, --model PATH     GGUF model (default: $WEFT_MODEL, else the default model)\n"
     "  -t, --threads N      compute threads (default: all cores)\n"
-    "      --ctx N          context per call in tokens (default 2048)\n"
+    "      --ctx N          context per call in tokens (default 4096)\n"
     "      --slots N        calls the engine runs at once (default 32)\n"
     "      --kv-mb N        KV cache size in MiB (default 512)\n"
     "      --sequential     issue calls one at a time, each awaited before the next\n"
@@ -119,7 +119,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, session_opts *op,
         {"db", required_argument, 0, 'D'},    {"resume", required_argument, 0, 'R'},
         {"no-store", no_argument, 0, 'N'},    {0, 0, 0, 0}};
     memset(op, 0, sizeof *op);
-    op->n_ctx = 2048;
+    op->n_ctx = 4096;
     op->n_slots = 32;
     op->kv_mb = 512;
     char *end;

@@ -524,6 +524,18 @@ static int scratch_gc(lua_State *L)
     return 0;
 }
 
+/* Scratch memory on the Lua stack, freed by __gc even when an error unwinds. */
+static call_scratch *push_scratch(lua_State *L)
+{
+    call_scratch *s = lua_newuserdatauv(L, sizeof *s, 0);
+    memset(s, 0, sizeof *s);
+    lua_newtable(L);
+    lua_pushcfunction(L, scratch_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    return s;
+}
+
 static int fn_call(lua_State *L)
 {
     const fn *f = luaL_checkudata(L, 1, DSL_FN_MT);
@@ -531,13 +543,7 @@ static int fn_call(lua_State *L)
     lua_settop(L, 2);
     check_args(L, f, 2);
     dsl *d = dsl_of(L);
-    /* scratch memory freed by __gc even when an error unwinds */
-    call_scratch *s = lua_newuserdatauv(L, sizeof *s, 0);
-    memset(s, 0, sizeof *s);
-    lua_newtable(L);
-    lua_pushcfunction(L, scratch_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
+    call_scratch *s = push_scratch(L);
     s->out_vars = malloc((size_t)f->n_outs * sizeof *s->out_vars);
     if (f->chat) {
         s->msegs = calloc((size_t)f->n_msgs + 1, sizeof *s->msegs);
@@ -595,13 +601,7 @@ static int l_join(lua_State *L)
     const char *sep = luaL_optlstring(L, 2, "", &sl);
     const lua_Integer n = luaL_len(L, 1);
     if (n > 1000000) return luaL_error(L, "weft.join: too many pieces");
-    /* the segments must not leak on error: hold it in a userdatum with __gc */
-    call_scratch *s = lua_newuserdatauv(L, sizeof *s, 0);
-    memset(s, 0, sizeof *s);
-    lua_newtable(L);
-    lua_pushcfunction(L, scratch_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
+    call_scratch *s = push_scratch(L);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, 1, i); /* anchored in the table */
         const lvar *v = test_var(L, -1);
