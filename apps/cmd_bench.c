@@ -27,6 +27,8 @@ static void usage(FILE *f)
             "      --shared-prefix P    every prompt starts with the same P tokens (a system\n"
             "                           prompt), then its own 32-token question\n"
             "      --no-prefix-cache    turn off KV sharing between requests\n"
+            "      --prefill-cap K      prompt tokens per step while requests decode\n"
+            "                           (default: the engine's; 0 = no cap)\n"
             "  -t, --threads N          compute threads (default: all cores)\n"
             "      --data DIR           data directory (default ../shared/data)\n"
             "      --json               one JSON line instead of the table\n"
@@ -126,11 +128,11 @@ int cmd_bench(int argc, char **argv)
         {"shared-prefix", required_argument, 0, 'P'}, {"no-prefix-cache", no_argument, 0, 'X'},
         {"threads", required_argument, 0, 't'},    {"data", required_argument, 0, 'D'},
         {"json", no_argument, 0, 'j'},             {"help", no_argument, 0, 'h'},
-        {"dump", required_argument, 0, 'O'},
+        {"dump", required_argument, 0, 'O'},       {"prefill-cap", required_argument, 0, 'K'},
         {0, 0, 0, 0}};
     const char *model_path = NULL, *data = getenv("WEFT_DATA_DIR"), *dump_path = NULL;
     int conc = 16, n_req = 0, max_tokens = 64, pmin = 32, pmax = 512, shared = 0, prefix = 1,
-        threads = 0, json = 0, c;
+        threads = 0, json = 0, c, cap = -1;
     if (!data) data = "../shared/data";
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:c:r:n:t:h", opts, NULL)) != -1) {
@@ -147,6 +149,7 @@ int cmd_bench(int argc, char **argv)
         case 'D': data = optarg; break;
         case 'j': json = 1; break;
         case 'O': dump_path = optarg; break;
+        case 'K': cap = atoi(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -178,6 +181,7 @@ int cmd_bench(int argc, char **argv)
     ep.ctx.n_ctx = longest + max_tokens + 16;
     ep.ctx.n_threads = threads;
     ep.prefix_cache = prefix;
+    if (cap >= 0) ep.prefill_cap = cap;
     weft_engine *e = NULL;
     if (weft_engine_create(m, &ep, &e) != 0) {
         fprintf(stderr, "weft bench: %s\n", weft_last_error());

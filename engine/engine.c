@@ -22,6 +22,8 @@
 #include "cache/prefix.h"
 #include "engine/ctx_internal.h"
 
+#define WEFT_ENGINE_MAX_N 128
+
 typedef struct req {
     uint64_t id;
     weft_event_cb cb;
@@ -42,6 +44,8 @@ typedef struct req {
     char *text;         /* generated text, for stop strings */
     size_t text_len, text_cap, emitted;
     tok_utf8_stream us;
+    int32_t index;      /* which completion of its request */
+    struct req *sibs;   /* completions 1..n-1, waiting for this one's prompt */
     struct req *next;
 } req;
 
@@ -61,6 +65,8 @@ struct weft_engine {
     req *incoming;      /* under mu */
     uint64_t *cancels;  /* ids, under mu */
     int n_cancels, cap_cancels;
+    struct reprio { uint64_t id; int32_t priority; } *reprios; /* under mu */
+    int n_reprios, cap_reprios;
     int32_t n_pending;  /* incoming + waiting + running, under mu */
     bool stop;
     uint64_t next_id;
@@ -82,6 +88,7 @@ weft_engine_params weft_engine_default_params(void)
     p.ctx.n_batch = 256;
     p.prefix_cache = true;
     p.max_waiting = 0;
+    p.prefill_cap = 64;
     return p;
 }
 
@@ -100,7 +107,7 @@ static void emit_final(weft_engine *e, req *r, int status, const char *finish)
 {
     char tail[16];
     size_t tl = status == 0 ? tok_utf8_flush(&r->us, tail) : 0;
-    weft_event ev = {.id = r->id, .token = -1, .text = tail, .text_len = tl, .done = true,
+    weft_event ev = {.id = r->id, .index = r->index, .token = -1, .text = tail, .text_len = tl, .done = true,
                      .status = status, .finish = finish, .n_prompt = r->n_prompt,
                      .n_cached = r->n_cached, .n_generated = r->n_generated,
                      .t_first = r->t_first > 0 ? r->t_first - r->t_submit : 0};
@@ -109,6 +116,21 @@ static void emit_final(weft_engine *e, req *r, int status, const char *finish)
     e->st.n_finished++;
     e->n_pending--;
     pthread_mutex_unlock(&e->mu);
+}
+
+/* Final event for r and the completions still waiting for its prompt; frees
+ * them all. */
+static void req_finish(weft_engine *e, req *r, int status, const char *finish)
+{
+    for (req *sb = r->sibs; sb;) {
+        req *next = sb->next;
+        emit_final(e, sb, status, finish);
+        req_free(sb);
+        sb = next;
+    }
+    r->sibs = NULL;
+    emit_final(e, r, status, finish);
+    req_free(r);
 }
 
 /* Drops a running request's sequence, keeping its full blocks in the index. */
@@ -138,30 +160,29 @@ static void waiting_insert(weft_engine *e, req *r)
 
 /* ---- submit / cancel (any thread) ---------------------------------------- */
 
-int weft_engine_submit(weft_engine *e, const weft_request *rq, weft_event_cb cb, void *user,
-                       uint64_t *id)
+/* Frees a request that was never queued, with its completions. */
+static void req_free_all(req *r)
 {
-    const weft_hparams *hp = weft_model_hparams(e->m);
-    const int32_t n_ctx = weft_ctx_params_of(e->ctx)->n_ctx;
-    if (!rq || rq->n_tokens <= 0 || !rq->tokens) return weft_error(WEFT_EINVAL, "empty prompt");
-    if (rq->max_tokens < 1) return weft_error(WEFT_EINVAL, "max_tokens must be >= 1 (got %d)", rq->max_tokens);
-    for (int32_t i = 0; i < rq->n_tokens; i++)
-        if (rq->tokens[i] < 0 || rq->tokens[i] >= hp->n_vocab)
-            return weft_error(WEFT_EINVAL, "prompt token %d (position %d) out of range", rq->tokens[i], i);
-    if ((int64_t)rq->n_tokens + rq->max_tokens > n_ctx)
-        return weft_error(WEFT_ERANGE, "prompt (%d tokens) + max_tokens (%d) exceeds the context size %d",
-                          rq->n_tokens, rq->max_tokens, n_ctx);
-    const int64_t need_blocks = ((int64_t)rq->n_tokens + rq->max_tokens + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS;
-    if (need_blocks > kv_pool_n_blocks(weft_ctx_kv(e->ctx)))
-        return weft_error(WEFT_ERANGE, "the request needs %lld KV blocks, the pool has %d",
-                          (long long)need_blocks, kv_pool_n_blocks(weft_ctx_kv(e->ctx)));
-    if (rq->n_stop < 0 || rq->n_stop > 64) return weft_error(WEFT_EINVAL, "at most 64 stop strings");
+    for (req *sb = r->sibs; sb;) {
+        req *next = sb->next;
+        req_free(sb);
+        sb = next;
+    }
+    req_free(r);
+}
+
+/* A request record for completion `index` of rq (sampling seed + index). */
+static int req_new(const weft_request *rq, int32_t n_vocab, int32_t index, req **out)
+{
+    *out = NULL;
     req *r = weft_calloc(1, sizeof *r);
     if (!r) return weft_error(WEFT_ENOMEM, "out of memory");
     r->cap = rq->n_tokens + rq->max_tokens;
     r->tokens = weft_malloc((size_t)r->cap * sizeof *r->tokens);
     r->stop = rq->n_stop ? weft_calloc((size_t)rq->n_stop, sizeof *r->stop) : NULL;
-    int rc = weft_sampler_create(&rq->sampling, hp->n_vocab, &r->smp);
+    weft_sampling sp = rq->sampling;
+    sp.seed += (uint64_t)index;
+    int rc = weft_sampler_create(&sp, n_vocab, &r->smp);
     if (rc < 0 || !r->tokens || (rq->n_stop && !r->stop)) {
         req_free(r);
         return rc < 0 ? rc : weft_error(WEFT_ENOMEM, "out of memory");
@@ -180,24 +201,68 @@ int weft_engine_submit(weft_engine *e, const weft_request *rq, weft_event_cb cb,
     r->max_tokens = rq->max_tokens;
     r->priority = rq->priority;
     r->ignore_eos = rq->ignore_eos;
+    r->index = index;
+    r->seq = -1;
+    *out = r;
+    return 0;
+}
+
+int weft_engine_submit(weft_engine *e, const weft_request *rq, weft_event_cb cb, void *user,
+                       uint64_t *id)
+{
+    const weft_hparams *hp = weft_model_hparams(e->m);
+    const int32_t n_ctx = weft_ctx_params_of(e->ctx)->n_ctx;
+    if (!rq || rq->n_tokens <= 0 || !rq->tokens) return weft_error(WEFT_EINVAL, "empty prompt");
+    if (rq->max_tokens < 1) return weft_error(WEFT_EINVAL, "max_tokens must be >= 1 (got %d)", rq->max_tokens);
+    const int32_t n = rq->n > 1 ? rq->n : 1;
+    if (rq->n < 0 || n > WEFT_ENGINE_MAX_N)
+        return weft_error(WEFT_EINVAL, "n must be between 1 and %d (got %d)", WEFT_ENGINE_MAX_N, rq->n);
+    for (int32_t i = 0; i < rq->n_tokens; i++)
+        if (rq->tokens[i] < 0 || rq->tokens[i] >= hp->n_vocab)
+            return weft_error(WEFT_EINVAL, "prompt token %d (position %d) out of range", rq->tokens[i], i);
+    if ((int64_t)rq->n_tokens + rq->max_tokens > n_ctx)
+        return weft_error(WEFT_ERANGE, "prompt (%d tokens) + max_tokens (%d) exceeds the context size %d",
+                          rq->n_tokens, rq->max_tokens, n_ctx);
+    const int64_t need_blocks = ((int64_t)rq->n_tokens + rq->max_tokens + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS;
+    if (need_blocks > kv_pool_n_blocks(weft_ctx_kv(e->ctx)))
+        return weft_error(WEFT_ERANGE, "the request needs %lld KV blocks, the pool has %d",
+                          (long long)need_blocks, kv_pool_n_blocks(weft_ctx_kv(e->ctx)));
+    if (rq->n_stop < 0 || rq->n_stop > 64) return weft_error(WEFT_EINVAL, "at most 64 stop strings");
+    req *r;
+    int rc = req_new(rq, hp->n_vocab, 0, &r);
+    if (rc < 0) return rc;
+    for (int32_t i = n - 1; i >= 1; i--) {
+        req *sb;
+        if ((rc = req_new(rq, hp->n_vocab, i, &sb)) < 0) {
+            req_free_all(r);
+            return rc;
+        }
+        sb->next = r->sibs;
+        r->sibs = sb;
+    }
+    r->t_submit = weft_now();
+    for (req *sb = r->sibs; sb; sb = sb->next) {
+        sb->cb = cb;
+        sb->user = user;
+        sb->t_submit = r->t_submit;
+    }
     r->cb = cb;
     r->user = user;
-    r->seq = -1;
-    r->t_submit = weft_now();
     pthread_mutex_lock(&e->mu);
-    if (e->stop || (e->p.max_waiting > 0 && e->n_pending >= e->p.max_waiting + e->n_slots)) {
+    if (e->stop || (e->p.max_waiting > 0 && e->n_pending + n > e->p.max_waiting + e->n_slots)) {
         const bool stopping = e->stop;
         pthread_mutex_unlock(&e->mu);
-        req_free(r);
+        req_free_all(r);
         return stopping ? weft_error(WEFT_ECANCELED, "the engine is shutting down")
                         : weft_error(WEFT_EBUSY, "the request queue is full");
     }
     r->id = ++e->next_id;
+    for (req *sb = r->sibs; sb; sb = sb->next) sb->id = r->id;
     /* keep arrival order in the incoming list */
     req **pp = &e->incoming;
     while (*pp) pp = &(*pp)->next;
     *pp = r;
-    e->n_pending++;
+    e->n_pending += n;
     e->st.n_requests++;
     if (id) *id = r->id;
     pthread_cond_signal(&e->wake);
@@ -228,27 +293,86 @@ int weft_engine_cancel(weft_engine *e, uint64_t id)
     return 0;
 }
 
+int weft_engine_set_priority(weft_engine *e, uint64_t id, int32_t priority)
+{
+    pthread_mutex_lock(&e->mu);
+    if (id == 0 || id > e->next_id) {
+        pthread_mutex_unlock(&e->mu);
+        return weft_error(WEFT_ENOTFOUND, "no request %llu", (unsigned long long)id);
+    }
+    for (req *r = e->incoming; r; r = r->next) /* not yet seen by the engine */
+        if (r->id == id) {
+            r->priority = priority;
+            for (req *sb = r->sibs; sb; sb = sb->next) sb->priority = priority;
+        }
+    if (e->n_reprios == e->cap_reprios) {
+        int cap = e->cap_reprios ? 2 * e->cap_reprios : 16;
+        struct reprio *nr = weft_realloc(e->reprios, (size_t)cap * sizeof *nr);
+        if (!nr) {
+            pthread_mutex_unlock(&e->mu);
+            return weft_error(WEFT_ENOMEM, "out of memory");
+        }
+        e->reprios = nr;
+        e->cap_reprios = cap;
+    }
+    e->reprios[e->n_reprios++] = (struct reprio){id, priority};
+    pthread_cond_signal(&e->wake);
+    pthread_mutex_unlock(&e->mu);
+    return 0;
+}
+
 /* ---- the step loop (engine thread) ---------------------------------------- */
 
 static void apply_cancels(weft_engine *e, const uint64_t *ids, int n)
 {
     for (int i = 0; i < n; i++) {
-        for (req **pp = &e->waiting; *pp; pp = &(*pp)->next)
-            if ((*pp)->id == ids[i]) {
-                req *r = *pp;
-                *pp = r->next;
-                e->n_waiting--;
-                emit_final(e, r, WEFT_ECANCELED, "cancelled");
-                req_free(r);
-                break;
+        for (req **pp = &e->waiting; *pp;) {
+            req *r = *pp;
+            if (r->id != ids[i]) {
+                pp = &r->next;
+                continue;
             }
+            *pp = r->next;
+            e->n_waiting--;
+            req_finish(e, r, WEFT_ECANCELED, "cancelled");
+        }
         for (int32_t s = 0; s < e->n_slots; s++) {
             req *r = e->running[s];
             if (r && r->id == ids[i]) {
                 release_seq(e, r, true);
-                emit_final(e, r, WEFT_ECANCELED, "cancelled");
-                req_free(r);
+                req_finish(e, r, WEFT_ECANCELED, "cancelled");
             }
+        }
+    }
+}
+
+static void apply_reprios(weft_engine *e, const struct reprio *rp, int n)
+{
+    for (int i = 0; i < n; i++) {
+        for (int32_t s = 0; s < e->n_slots; s++) {
+            req *r = e->running[s];
+            if (r && r->id == rp[i].id) r->priority = rp[i].priority;
+            for (req *sb = r ? r->sibs : NULL; sb; sb = sb->next)
+                if (sb->id == rp[i].id) sb->priority = rp[i].priority;
+        }
+        req *moved = NULL;
+        for (req **pp = &e->waiting; *pp;) {
+            req *r = *pp;
+            if (r->id != rp[i].id) {
+                pp = &r->next;
+                continue;
+            }
+            *pp = r->next;
+            e->n_waiting--;
+            r->next = moved;
+            moved = r;
+        }
+        while (moved) {
+            req *r = moved;
+            moved = r->next;
+            r->priority = rp[i].priority;
+            for (req *sb = r->sibs; sb; sb = sb->next) sb->priority = rp[i].priority;
+            waiting_insert(e, r);
         }
     }
 }
@@ -345,7 +469,7 @@ static bool preempt_one(weft_engine *e)
 /* Fills the batch; returns its size. */
 static int32_t build_batch(weft_engine *e, int32_t *n_rows)
 {
-    const int32_t budget = weft_ctx_params_of(e->ctx)->n_batch;
+    int32_t budget = weft_ctx_params_of(e->ctx)->n_batch;
     int32_t n = 0, rows = 0;
     /* decode tokens first: they hold the latency of running requests */
     for (int pass = 0; pass < 2; pass++) {
@@ -367,6 +491,8 @@ static int32_t build_batch(weft_engine *e, int32_t *n_rows)
                     (r->priority == best->priority && r->id < best->id))
                     best = r;
             }
+            if (pass == 1 && n > 0 && e->p.prefill_cap > 0 && n + e->p.prefill_cap < budget)
+                budget = n + e->p.prefill_cap; /* decode tokens are in: cap the prefill */
             if (!best || n >= budget) break;
             int32_t take = best->n_tokens - best->n_done;
             if (take > budget - n) take = budget - n;
@@ -397,7 +523,7 @@ static bool emit_token(weft_engine *e, req *r, int32_t tok, float lp)
     size_t from = r->emitted;
     bool stopped = false;
     if (r->n_stop == 0) {
-        weft_event ev = {.id = r->id, .token = tok, .text = out, .text_len = ol, .logprob = lp};
+        weft_event ev = {.id = r->id, .index = r->index, .token = tok, .text = out, .text_len = ol, .logprob = lp};
         if (r->cb) r->cb(&ev, r->user);
         return false;
     }
@@ -420,11 +546,61 @@ static bool emit_token(weft_engine *e, req *r, int32_t tok, float lp)
         stopped = true;
     }
     if (safe < from) safe = from;
-    weft_event ev = {.id = r->id, .token = tok, .text = r->text + from, .text_len = safe - from,
+    weft_event ev = {.id = r->id, .index = r->index, .token = tok, .text = r->text + from, .text_len = safe - from,
                      .logprob = lp};
     r->emitted = safe;
     if (r->cb) r->cb(&ev, r->user);
     return stopped;
+}
+
+/* Samples r's next token from its logits row, emits it, finishes r when it
+ * is done. */
+static void advance(weft_engine *e, req *r, const float *lg)
+{
+    float lp;
+    const int32_t tok = weft_sampler_sample(r->smp, lg, &lp);
+    if (r->t_first == 0) r->t_first = weft_now();
+    r->tokens[r->n_tokens++] = tok;
+    r->n_generated++;
+    e->lst.n_generated++;
+    const bool eog = !r->ignore_eos && tok_is_eog(weft_model_vocab(e->m), tok);
+    bool stopped = eog;
+    if (!eog) stopped = emit_token(e, r, tok, lp);
+    const char *finish = stopped ? "stop" : r->n_generated >= r->max_tokens ? "length" : NULL;
+    if (finish) {
+        /* the last token's KV was never computed */
+        release_seq(e, r, true);
+        emit_final(e, r, 0, finish);
+        req_free(r);
+    }
+}
+
+/* r's prompt is computed (lg: its last position's logits): its other
+ * completions fork its sequence — sharing every KV block, the partial last
+ * one copied on its first write — and sample their first token from the
+ * same logits. A completion that finds no free sequence slot waits as an
+ * ordinary request (the prefix index then serves its prompt's full blocks). */
+static void fork_completions(weft_engine *e, req *r, const float *lg)
+{
+    req *sb = r->sibs;
+    r->sibs = NULL;
+    while (sb) {
+        req *next = sb->next;
+        sb->next = NULL;
+        int32_t slot = 0;
+        while (slot < e->n_slots && e->running[slot]) slot++;
+        if (slot < e->n_slots && weft_seq_fork(e->ctx, r->seq, slot, r->n_prompt) == 0) {
+            sb->seq = slot;
+            sb->n_done = sb->n_cached = r->n_prompt;
+            e->running[slot] = sb;
+            e->lst.n_prompt_tokens += sb->n_prompt;
+            e->lst.n_cached_tokens += sb->n_prompt;
+            advance(e, sb, lg);
+        } else {
+            waiting_insert(e, sb);
+        }
+        sb = next;
+    }
 }
 
 static void step(weft_engine *e)
@@ -453,8 +629,7 @@ static void step(weft_engine *e)
             for (int32_t k = 0; k < n && !in; k++) in = e->b_seq[k] == s;
             if (!in) continue;
             release_seq(e, r, false);
-            emit_final(e, r, rc, "error");
-            req_free(r);
+            req_finish(e, r, rc, "error");
         }
         return;
     }
@@ -473,22 +648,8 @@ static void step(weft_engine *e)
             int32_t nb = weft_seq_blocks(e->ctx, r->seq, &blocks);
             prefix_insert(e->prefix, r->tokens, r->n_prompt, blocks, nb);
         }
-        float lp;
-        const int32_t tok = weft_sampler_sample(r->smp, lg, &lp);
-        if (r->t_first == 0) r->t_first = weft_now();
-        r->tokens[r->n_tokens++] = tok;
-        r->n_generated++;
-        e->lst.n_generated++;
-        const bool eog = !r->ignore_eos && tok_is_eog(weft_model_vocab(e->m), tok);
-        bool stopped = eog;
-        if (!eog) stopped = emit_token(e, r, tok, lp);
-        const char *finish = stopped ? "stop" : r->n_generated >= r->max_tokens ? "length" : NULL;
-        if (finish) {
-            /* the last token's KV was never computed */
-            release_seq(e, r, true);
-            emit_final(e, r, 0, finish);
-            req_free(r);
-        }
+        if (r->sibs) fork_completions(e, r, lg);
+        advance(e, r, lg);
     }
 }
 
@@ -522,7 +683,7 @@ static void *engine_main(void *arg)
         pthread_mutex_lock(&e->mu);
         bool busy = e->n_waiting > 0;
         for (int32_t s = 0; s < e->n_slots && !busy; s++) busy = e->running[s] != NULL;
-        while (!e->stop && !e->incoming && e->n_cancels == 0 && !busy)
+        while (!e->stop && !e->incoming && e->n_cancels == 0 && e->n_reprios == 0 && !busy)
             pthread_cond_wait(&e->wake, &e->mu);
         req *in = e->incoming;
         e->incoming = NULL;
@@ -533,6 +694,13 @@ static void *engine_main(void *arg)
             memmove(e->cancels, e->cancels + nc, (size_t)(e->n_cancels - nc) * sizeof *e->cancels);
             e->n_cancels -= nc;
         }
+        struct reprio reprios[64];
+        int nr = e->n_reprios < 64 ? e->n_reprios : 64;
+        if (nr > 0) {
+            memcpy(reprios, e->reprios, (size_t)nr * sizeof *reprios);
+            memmove(e->reprios, e->reprios + nr, (size_t)(e->n_reprios - nr) * sizeof *e->reprios);
+            e->n_reprios -= nr;
+        }
         const bool stopping = e->stop;
         pthread_mutex_unlock(&e->mu);
         while (in) {
@@ -541,20 +709,19 @@ static void *engine_main(void *arg)
             in = next;
         }
         apply_cancels(e, cancels, nc);
+        apply_reprios(e, reprios, nr);
         if (stopping) {
             while (e->waiting) {
                 req *r = e->waiting;
                 e->waiting = r->next;
                 e->n_waiting--;
-                emit_final(e, r, WEFT_ECANCELED, "cancelled");
-                req_free(r);
+                req_finish(e, r, WEFT_ECANCELED, "cancelled");
             }
             for (int32_t s = 0; s < e->n_slots; s++)
                 if (e->running[s]) {
                     req *r = e->running[s];
                     release_seq(e, r, false);
-                    emit_final(e, r, WEFT_ECANCELED, "cancelled");
-                    req_free(r);
+                    req_finish(e, r, WEFT_ECANCELED, "cancelled");
                 }
             return NULL;
         }
@@ -632,8 +799,7 @@ void weft_engine_destroy(weft_engine *e)
     pthread_join(e->thread, NULL);
     for (req *r = e->incoming; r;) { /* submitted after the last drain */
         req *next = r->next;
-        emit_final(e, r, WEFT_ECANCELED, "cancelled");
-        req_free(r);
+        req_finish(e, r, WEFT_ECANCELED, "cancelled");
         r = next;
     }
     /* the index's blocks go back before the pool does */
@@ -644,6 +810,7 @@ void weft_engine_destroy(weft_engine *e)
     pthread_cond_destroy(&e->wake);
     pthread_cond_destroy(&e->idle);
     weft_free(e->cancels);
+    weft_free(e->reprios);
     weft_free(e->running);
     weft_free(e->b_tok);
     weft_free(e->b_pos);

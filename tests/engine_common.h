@@ -42,13 +42,16 @@ static void collect_cb(const weft_event *ev, void *user)
     pthread_mutex_unlock(&collect_mu);
 }
 
+/* Threads of the solo runs (tiny models run faster on one). */
+static int solo_threads = 2;
+
 /* Greedy continuation of toks[0..n) on a fresh context, one sequence. */
 static int solo_greedy(const weft_model *m, const int32_t *toks, int32_t n, int32_t max_tokens,
                        bool stop_at_eog, int32_t *out)
 {
     weft_ctx_params cp = weft_ctx_default_params();
     cp.n_ctx = n + max_tokens + 1;
-    cp.n_threads = 2;
+    cp.n_threads = solo_threads;
     weft_ctx *c = NULL;
     if (weft_ctx_create(m, &cp, &c) != 0) return -1;
     int32_t *pos = malloc(((size_t)n + 1) * sizeof *pos), *seq = calloc((size_t)n + 1, sizeof *seq);

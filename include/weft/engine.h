@@ -33,6 +33,10 @@ typedef struct weft_engine_params {
                              kv_mem = KV pool bytes (0: n_seq_max x n_ctx) */
     bool prefix_cache;    /* share full KV blocks across equal prompt prefixes */
     int32_t max_waiting;  /* submit fails with WEFT_EBUSY past this (0 = no limit) */
+    int32_t prefill_cap;  /* prompt tokens per step while some request is
+                             decoding (a long prefill chunk delays every
+                             decode token in its step); 0: n_batch.
+                             Default 64. */
 } weft_engine_params;
 
 WEFT_API weft_engine_params weft_engine_default_params(void);
@@ -46,10 +50,17 @@ typedef struct weft_request {
     int n_stop;
     int32_t priority;      /* higher is admitted first and preempted last */
     bool ignore_eos;       /* do not stop at end-of-generation tokens */
+    int32_t n;             /* completions of this prompt (0 or 1: one). The
+                              prompt is computed once; when it is done the
+                              sequence is forked n ways (copy-on-write KV)
+                              and completion i samples with seed + i. All
+                              share one id; events carry the index and each
+                              index gets its own final event. */
 } weft_request;
 
 typedef struct weft_event {
     uint64_t id;          /* the request */
+    int32_t index;        /* which of its n completions (0 when n <= 1) */
     int32_t token;        /* generated token id, or -1 in the final event */
     const char *text;     /* its text: complete UTF-8 only, may be empty; not NUL-terminated */
     size_t text_len;
@@ -77,10 +88,17 @@ WEFT_API void weft_engine_destroy(weft_engine *e);
  * blocks than the whole pool), WEFT_EBUSY (queue full). */
 WEFT_API int weft_engine_submit(weft_engine *e, const weft_request *r, weft_event_cb cb,
                                 void *user, uint64_t *id);
-/* Cancels a queued or running request: its KV is freed at the next step and
- * it gets a final event with WEFT_ECANCELED. WEFT_ENOTFOUND if it already
- * finished. */
+/* Cancels a queued or running request (every one of its n completions): its
+ * KV is freed at the next step and it gets a final event with
+ * WEFT_ECANCELED. WEFT_ENOTFOUND if the id was never issued; an id that
+ * already finished is ignored. */
 WEFT_API int weft_engine_cancel(weft_engine *e, uint64_t id);
+
+/* Changes the priority of a queued or running request (all its
+ * completions), e.g. when a client starts waiting on its result. Applied at
+ * the next step; an id that already finished is ignored. WEFT_ENOTFOUND if
+ * the id was never issued. */
+WEFT_API int weft_engine_set_priority(weft_engine *e, uint64_t id, int32_t priority);
 
 typedef struct weft_engine_stats {
     int64_t n_requests;       /* submitted */

@@ -1,10 +1,15 @@
 /* The serving engine on a tiny model: batched outputs equal solo runs,
+ * n completions forked from one prefill, priorities raised while waiting,
  * prefix sharing (counters), priorities, 2,000 random requests with random
  * cancellations on a pool small enough to preempt and evict (no leaked
  * blocks), and bad requests rejected alone. */
+#include <unistd.h>
+
 #include "engine_common.h"
 #include "test.h"
 #include "tiny_model.h"
+
+#define WEFT_ENGINE_MAX_N_TEST 128 /* engine.c: WEFT_ENGINE_MAX_N */
 
 static weft_model *model;
 
@@ -96,6 +101,23 @@ TEST(shared_prefix_is_computed_once)
     weft_engine_destroy(e);
 }
 
+static void collect_by_index(const weft_event *ev, void *user)
+{
+    collect_cb(ev, (collected *)user + ev->index);
+}
+
+static weft_request sampled_req(const int32_t *t, int32_t n, int32_t max_tokens, uint64_t seed)
+{
+    weft_request r = greedy_req(t, n, max_tokens);
+    r.sampling = weft_sampling_default();
+    r.sampling.temperature = 50.0f; /* varied tokens from the tiny model */
+    r.sampling.top_k = 0;
+    r.sampling.top_p = 1.0f;
+    r.sampling.min_p = 0.0f;
+    r.sampling.seed = seed;
+    return r;
+}
+
 TEST(stop_strings_end_the_output_before_them)
 {
     int32_t t[20];
@@ -107,13 +129,7 @@ TEST(stop_strings_end_the_output_before_them)
     memset(&stopped, 0, sizeof stopped);
     /* seeded sampling: varied text (greedy on random weights repeats one
      * byte), the same in both runs up to the stop */
-    weft_request r = greedy_req(t, 20, 24);
-    r.sampling = weft_sampling_default();
-    r.sampling.temperature = 50.0f; /* the tied tiny model has logits spread over ~130 */
-    r.sampling.top_k = 0;
-    r.sampling.top_p = 1.0f;
-    r.sampling.min_p = 0.0f;
-    r.sampling.seed = 3;
+    weft_request r = sampled_req(t, 20, 24, 3);
     ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, &free_run, NULL), 0);
     weft_engine_wait_idle(e);
     free_run.text[free_run.text_len] = 0;
@@ -141,6 +157,90 @@ TEST(stop_strings_end_the_output_before_them)
     ASSERT_STR_EQ(stopped.finish, "stop");
     ASSERT_EQ_INT(stopped.text_len, at);
     ASSERT(memcmp(stopped.text, free_run.text, at) == 0);
+    weft_engine_destroy(e);
+}
+
+TEST(n_completions_fork_one_prefill)
+{
+    int32_t t[40];
+    random_prompt(t, 40, NULL, 0); /* 2 full blocks and a partial one */
+    weft_engine *e = engine(8, 128, 64, true);
+    ASSERT(e != NULL);
+    static collected many[4], one[4], cancelled[3];
+    memset(many, 0, sizeof many);
+    memset(one, 0, sizeof one);
+    memset(cancelled, 0, sizeof cancelled);
+    weft_request r = sampled_req(t, 40, 12, 7);
+    r.n = 4;
+    ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_by_index, many, NULL), 0);
+    weft_engine_wait_idle(e);
+    weft_engine_stats st = weft_engine_get_stats(e);
+    /* the prompt once, then 11 decode steps per completion (each first
+     * token comes from the shared prompt logits) */
+    ASSERT_EQ_INT(st.n_computed_tokens, 40 + 4 * 11);
+    ASSERT_EQ_INT(st.n_cached_tokens, 3 * 40);
+    ASSERT_EQ_INT(st.n_finished, 4);
+    for (int i = 0; i < 4; i++) {
+        ASSERT(many[i].done);
+        ASSERT_EQ_INT(many[i].n, 12);
+        ASSERT_EQ_INT(many[i].n_cached, i == 0 ? 0 : 40);
+        /* completion i is the n = 1 request with seed + i */
+        weft_request r1 = sampled_req(t, 40, 12, 7 + (uint64_t)i);
+        ASSERT_EQ_INT(weft_engine_submit(e, &r1, collect_cb, &one[i], NULL), 0);
+        weft_engine_wait_idle(e);
+        ASSERT_EQ_INT(one[i].n, 12);
+        ASSERT(memcmp(many[i].toks, one[i].toks, sizeof one[i].toks[0] * 12) == 0);
+    }
+    ASSERT(memcmp(many[0].toks, many[1].toks, sizeof many[0].toks[0] * 12) != 0);
+    /* cancelling the id ends every completion */
+    r.n = 3;
+    r.max_tokens = 60;
+    uint64_t id;
+    ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_by_index, cancelled, &id), 0);
+    ASSERT_EQ_INT(weft_engine_cancel(e, id), 0);
+    weft_engine_wait_idle(e);
+    for (int i = 0; i < 3; i++) {
+        ASSERT(cancelled[i].done);
+        ASSERT_EQ_INT(cancelled[i].status, WEFT_ECANCELED);
+    }
+    st = weft_engine_get_stats(e);
+    ASSERT_EQ_INT(st.blocks_free + st.blocks_cached, st.blocks_total);
+    r.n = WEFT_ENGINE_MAX_N_TEST + 1;
+    ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_by_index, cancelled, NULL), WEFT_EINVAL);
+    weft_engine_destroy(e);
+}
+
+static uint64_t finish_order[8];
+static int n_finish_order;
+
+static void order_cb(const weft_event *ev, void *user)
+{
+    (void)user;
+    pthread_mutex_lock(&collect_mu);
+    if (ev->done && n_finish_order < 8) finish_order[n_finish_order++] = ev->id;
+    pthread_mutex_unlock(&collect_mu);
+}
+
+TEST(priority_can_be_raised_while_waiting)
+{
+    int32_t t[20];
+    random_prompt(t, 20, NULL, 0);
+    weft_engine *e = engine(1, 128, 32, true); /* one request at a time */
+    ASSERT(e != NULL);
+    n_finish_order = 0;
+    uint64_t a, b, c;
+    weft_request r = greedy_req(t, 20, 30);
+    ASSERT_EQ_INT(weft_engine_submit(e, &r, order_cb, NULL, &a), 0);
+    while (weft_engine_get_stats(e).n_generated == 0) usleep(1000); /* a runs */
+    ASSERT_EQ_INT(weft_engine_submit(e, &r, order_cb, NULL, &b), 0);
+    ASSERT_EQ_INT(weft_engine_submit(e, &r, order_cb, NULL, &c), 0);
+    ASSERT_EQ_INT(weft_engine_set_priority(e, c, 5), 0);
+    ASSERT_EQ_INT(weft_engine_set_priority(e, 999, 5), WEFT_ENOTFOUND);
+    weft_engine_wait_idle(e);
+    ASSERT_EQ_INT(n_finish_order, 3);
+    ASSERT_EQ_INT(finish_order[0], a);
+    ASSERT_EQ_INT(finish_order[1], c);
+    ASSERT_EQ_INT(finish_order[2], b);
     weft_engine_destroy(e);
 }
 
@@ -209,13 +309,14 @@ TEST(random_requests_and_cancellations_leak_nothing)
     weft_engine_wait_idle(e);
     weft_engine_stats st = weft_engine_get_stats(e);
     int completed = 0, cancelled = 0, checked = 0;
+    solo_threads = 1;
     for (int i = 0; i < N; i++) {
         ASSERT(got[i].done);
         ASSERT_EQ_INT(got[i].events_after_done, 0);
         if (got[i].status == 0) {
             completed++;
             ASSERT_EQ_INT(got[i].n, maxt[i]);
-            if (i % 40 == 0) { /* a sample of completed outputs against solo runs */
+            { /* every completed output against its solo run */
                 int32_t solo[8];
                 ASSERT_EQ_INT(solo_greedy(model, prompts[i], lens[i], maxt[i], false, solo), maxt[i]);
                 ASSERT(memcmp(got[i].toks, solo, (size_t)maxt[i] * sizeof *solo) == 0);
@@ -253,6 +354,8 @@ int main(void)
     RUN(batched_outputs_equal_solo_runs);
     RUN(shared_prefix_is_computed_once);
     RUN(stop_strings_end_the_output_before_them);
+    RUN(n_completions_fork_one_prefill);
+    RUN(priority_can_be_raised_while_waiting);
     RUN(bad_requests_fail_alone);
     RUN(random_requests_and_cancellations_leak_nothing);
     weft_model_free(model);
