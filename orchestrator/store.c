@@ -536,7 +536,7 @@ int weft_store_run_resume(weft_store *s, int64_t run_id, weft_store_run *info)
     if (info) memset(info, 0, sizeof *info);
     if ((rc = check_writable(s))) return rc;
     if ((rc = exec(s, "BEGIN IMMEDIATE", "resuming a run"))) return rc;
-    weft_store_run tmp, *r = info ? info : &tmp;
+    weft_store_run tmp = {0}, *r = info ? info : &tmp;
     if ((rc = weft_store_run_get(s, run_id, r))) goto fail;
     /* read_run turned a dead process's run into INTERRUPTED: RUNNING here
      * means another live process is executing it. */
