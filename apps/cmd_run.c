@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "weft/dsl.h"
+#include "weft/sandbox.h"
 #include "weft/store.h"
 
 #define MAX_ARGS 64
@@ -19,7 +20,9 @@
 typedef struct session_opts {
     const char *model_path;
     long n_threads, n_ctx, n_slots, kv_mb;
-    bool sequential, stats, verbose, no_store;
+    bool sequential, stats, verbose, no_store, sandbox;
+    long mem_limit_mb;
+    long long instr_limit;
     const char *db_path;
     long long resume; /* run id, 0 = a new run */
     const char *keys[MAX_ARGS], *vals[MAX_ARGS];
@@ -77,9 +80,12 @@ static int session_open(const char *cmd, const session_opts *op, session *s)
     ep.prefix_cache = true;
     orch_params p = orch_default_params();
     p.sequential = op->sequential;
+    weft_sandbox_params sb = weft_sandbox_default_params();
+    if (op->mem_limit_mb) sb.mem_limit = (size_t)op->mem_limit_mb << 20;
+    if (op->instr_limit) sb.instr_limit = (uint64_t)op->instr_limit;
     if (evthread_use_pthreads() < 0 || !(s->base = event_base_new()) ||
         weft_engine_create(s->m, &ep, &s->e) < 0 || orch_create(s->e, s->m, s->base, &p, &s->o) < 0 ||
-        dsl_create(s->o, s->m, s->base, &s->d) < 0) {
+        dsl_create(s->o, s->m, s->base, op->sandbox ? &sb : NULL, &s->d) < 0) {
         fprintf(stderr, "weft %s: %s\n", cmd, s->base ? weft_last_error() : "cannot create an event loop");
         session_close(s);
         return -1;
@@ -117,7 +123,9 @@ static int parse_opts(const char *cmd, int argc, char **argv, session_opts *op,
         {"stats", no_argument, 0, 's'},       {"arg", required_argument, 0, 'a'},
         {"verbose", no_argument, 0, 'v'},     {"help", no_argument, 0, 'h'},
         {"db", required_argument, 0, 'D'},    {"resume", required_argument, 0, 'R'},
-        {"no-store", no_argument, 0, 'N'},    {0, 0, 0, 0}};
+        {"no-store", no_argument, 0, 'N'},    {"sandbox", no_argument, 0, 'X'},
+        {"mem-limit-mb", required_argument, 0, 'L'}, {"instr-limit", required_argument, 0, 'I'},
+        {0, 0, 0, 0}};
     memset(op, 0, sizeof *op);
     op->n_ctx = 4096;
     op->n_slots = 32;
@@ -137,6 +145,9 @@ static int parse_opts(const char *cmd, int argc, char **argv, session_opts *op,
         case 'v': op->verbose = true; break;
         case 'D': op->db_path = optarg; break;
         case 'N': op->no_store = true; break;
+        case 'X': op->sandbox = true; break;
+        case 'L': op->mem_limit_mb = strtol(optarg, &end, 10); if (*end || op->mem_limit_mb < 1) goto bad; break;
+        case 'I': op->instr_limit = strtoll(optarg, &end, 10); if (*end || op->instr_limit < 1) goto bad; break;
         case 'R': op->resume = strtoll(optarg, &end, 10); if (*end || op->resume < 1) goto bad; break;
         case 'a': {
             const char *eq = strchr(optarg, '=');
@@ -182,7 +193,12 @@ static void run_usage(FILE *f)
             "      --resume RUN_ID  resume a run (its script, unless SCRIPT is given)\n"
             "      --db PATH        store database (default: $WEFT_DB, else\n"
             "                       ~/.local/share/weft/weft.db)\n"
-            "      --no-store       record nothing (benchmarks, throwaway runs)\n%s",
+            "      --no-store       record nothing (benchmarks, throwaway runs)\n"
+            "      --sandbox        run an untrusted script: no io, os (but time), package,\n"
+            "                       require, debug, bytecode or string.dump; a memory cap and\n"
+            "                       an instruction budget, past which the run fails clearly\n"
+            "      --mem-limit-mb N with --sandbox: memory cap (default 64)\n"
+            "      --instr-limit N  with --sandbox: Lua instructions (default 1e9)\n%s",
             common_help);
 }
 

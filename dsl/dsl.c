@@ -10,13 +10,15 @@
 #include <string.h>
 
 #include "dsl/dsl_internal.h"
+#include "weft/sandbox.h"
 
-/* The one place a run's lua_State is made: the sandbox's factory goes here. */
-static lua_State *dsl_new_state(void)
+/* The one place a run's lua_State is made: the sandbox's factory, restricted
+ * or not. NULL params: the whole standard library, no caps. */
+static lua_State *dsl_new_state(const weft_sandbox_params *sb)
 {
-    lua_State *L = luaL_newstate();
-    if (L) luaL_openlibs(L);
-    return L;
+    weft_sandbox_params open = {.sandboxed = false, .mem_limit = 0, .instr_limit = 0};
+    lua_State *L = NULL;
+    return weft_sandbox_create(sb ? sb : &open, &L) == 0 ? L : NULL;
 }
 
 dsl *dsl_of(lua_State *L)
@@ -39,8 +41,10 @@ static void task_finish(dsl *d, lua_State *co, int status, int nres)
     const int task = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
     if (status != LUA_OK) {
-        const char *msg = lua_tostring(co, -1);
-        luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
+        /* memory cap and instruction budget errors get their own words */
+        weft_sandbox_error(co, status);
+        luaL_traceback(L, co, weft_last_error(), 0);
+        lua_pushstring(co, weft_last_error()); /* for on_task_done */
     }
     if (d->on_task_done) d->on_task_done(d, task, co, status, nres);
     if (status != LUA_OK) lua_pop(L, 1);
@@ -186,7 +190,8 @@ static int setup_l(lua_State *L)
     return 0;
 }
 
-int dsl_create(orch *o, const weft_model *m, struct event_base *base, dsl **out)
+int dsl_create(orch *o, const weft_model *m, struct event_base *base,
+               const weft_sandbox_params *sb, dsl **out)
 {
     if (!o || !m || !base || !out) return weft_error(WEFT_EINVAL, "dsl_create: bad argument");
     dsl *d = weft_calloc(1, sizeof *d);
@@ -194,10 +199,10 @@ int dsl_create(orch *o, const weft_model *m, struct event_base *base, dsl **out)
     d->o = o;
     d->m = m;
     d->base = base;
-    d->L = dsl_new_state();
+    d->L = dsl_new_state(sb);
     if (!d->L) {
         weft_free(d);
-        return weft_error(WEFT_ENOMEM, "dsl: cannot create a Lua state");
+        return weft_error(WEFT_ENOMEM, "dsl: cannot create a Lua state: %s", weft_last_error());
     }
     lua_pushcfunction(d->L, setup_l);
     lua_pushlightuserdata(d->L, d);
@@ -216,7 +221,7 @@ void dsl_destroy(dsl *d)
 {
     if (!d) return;
     orch_set_listener(d->o, NULL);
-    if (d->L) lua_close(d->L);
+    weft_sandbox_destroy(d->L);
     weft_free(d->result);
     weft_free(d);
 }

@@ -763,8 +763,8 @@ int orch_await(orch *o, int32_t var)
         ocall *c = o->calls[v->producer];
         if (c->priority >= o->p.latency_priority) continue;
         c->priority = o->p.latency_priority;
-        /* TODO(engine): a submitted call keeps its engine priority until
-         * weft_engine_set_priority lands on main */
+        if (c->state == CALL_SUBMITTED) /* already queued or running: raise it there */
+            weft_engine_set_priority(o->e, c->req_id, c->priority);
         for (int i = 0; i < c->n_inputs; i++) {
             if (grow((void **)&stack, &cap, n + 1, sizeof *stack) < 0) break;
             stack[n++] = c->inputs[i];

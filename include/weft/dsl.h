@@ -43,8 +43,13 @@ extern "C" {
 typedef struct dsl dsl;
 struct lua_State;
 
-/* o, m and base are borrowed (o must be on base). */
-WEFT_API int dsl_create(orch *o, const weft_model *m, struct event_base *base, dsl **out);
+struct weft_sandbox_params;
+
+/* o, m and base are borrowed (o must be on base). sb: the Lua state's
+ * sandbox (weft/sandbox.h: restricted library, memory cap, instruction
+ * budget); NULL for the whole standard library and no caps. */
+WEFT_API int dsl_create(orch *o, const weft_model *m, struct event_base *base,
+                        const struct weft_sandbox_params *sb, dsl **out);
 WEFT_API void dsl_destroy(dsl *d);
 WEFT_API struct lua_State *dsl_lua(dsl *d);
 

@@ -56,7 +56,7 @@ static int run(bool sequential, result *r)
     int rc = -1;
     const char *data = getenv("WEFT_DATA_DIR");
     if (weft_engine_create(model, &p, &e) == 0 && base && orch_create(e, model, base, &op, &o) == 0 &&
-        dsl_create(o, model, base, &d) == 0 && dsl_set_arg(d, "data", data ? data : "../shared/data") == 0 &&
+        dsl_create(o, model, base, NULL, &d) == 0 && dsl_set_arg(d, "data", data ? data : "../shared/data") == 0 &&
         dsl_run_string(d, script, "=mapreduce") == 0) {
         lua_State *L = dsl_lua(d);
         lua_getglobal(L, "out");

@@ -35,7 +35,7 @@ static int rig_open(rig *r, int32_t n_seq, bool sequential)
     orch_params op = orch_default_params();
     op.sequential = sequential;
     if (weft_engine_create(model, &p, &r->e) != 0 || !(r->base = event_base_new()) ||
-        orch_create(r->e, model, r->base, &op, &r->o) != 0 || dsl_create(r->o, model, r->base, &r->d) != 0) {
+        orch_create(r->e, model, r->base, &op, &r->o) != 0 || dsl_create(r->o, model, r->base, NULL, &r->d) != 0) {
         fprintf(stderr, "rig: %s\n", weft_last_error());
         return -1;
     }
@@ -222,6 +222,30 @@ TEST(awaited_work_runs_before_throughput_work)
     /* c2 becomes ready only when c1 is done: at most the call admitted in
      * between runs before it; without the objective it would be last (7) */
     ASSERT(c2.done_seq <= 2);
+    rig_close(&r);
+}
+
+TEST(awaiting_raises_calls_already_in_the_engine)
+{
+    rig r;
+    ASSERT_EQ_INT(rig_open(&r, 1, false), 0);
+    int32_t vars[7];
+    for (int i = 0; i < 7; i++) {
+        char text[32];
+        snprintf(text, sizeof text, "call %d:", i);
+        const orch_seg seg = {.text = text, .len = strlen(text), .var = -1};
+        const orch_call_spec cs = {.name = "c", .segs = &seg, .n_segs = 1,
+                                   .sampling = weft_sampling_greedy(), .max_tokens = 6, .ignore_eos = true};
+        ASSERT_EQ_INT(orch_call(r.o, &cs, &vars[i]), 0);
+    }
+    orch_flush(r.o); /* all seven in the engine at throughput priority */
+    ASSERT_EQ_INT(info_of_var(&r, vars[6]).priority, ORCH_PRIO_THROUGHPUT);
+    ASSERT_EQ_INT(orch_await(r.o, vars[6]), 0);
+    ASSERT_EQ_INT(info_of_var(&r, vars[6]).priority, ORCH_PRIO_LATENCY);
+    while (!orch_idle(r.o)) event_base_loop(r.base, EVLOOP_ONCE);
+    /* one slot: the call running when it was raised may finish first, then
+     * the raised one; in submission order it would be last (6) */
+    ASSERT(info_of_var(&r, vars[6]).done_seq <= 1);
     rig_close(&r);
 }
 
@@ -416,6 +440,7 @@ int main(void)
     RUN(a_failed_call_fails_its_dependents_and_spares_the_rest);
     RUN(calls_sharing_a_head_compute_it_once);
     RUN(awaited_work_runs_before_throughput_work);
+    RUN(awaiting_raises_calls_already_in_the_engine);
     RUN(sequential_mode_gives_the_same_values_one_call_at_a_time);
     RUN(stored_values_replace_calls_without_the_engine);
     RUN(bad_lua_arguments_are_errors_not_crashes);
