@@ -19,7 +19,7 @@
 
 typedef struct session_opts {
     const char *model_path;
-    long n_threads, n_ctx, n_slots, kv_mb;
+    long n_threads, n_ctx, n_slots, kv_mb, prefill_cap;
     bool sequential, stats, verbose, no_store, sandbox;
     long mem_limit_mb;
     long long instr_limit;
@@ -44,6 +44,8 @@ static const char common_help[] =
     "      --ctx N          context per call in tokens (default 4096)\n"
     "      --slots N        calls the engine runs at once (default 32)\n"
     "      --kv-mb N        KV cache size in MiB (default 512)\n"
+    "      --prefill-cap K  prompt tokens per engine step while calls decode (default 0:\n"
+    "                       whole 512-token chunks, for throughput)\n"
     "      --sequential     issue calls one at a time, each awaited before the next\n"
     "                       (what a request-level client does; for comparison)\n"
     "      --stats          print a JSON line of run statistics to stderr at the end\n"
@@ -78,6 +80,9 @@ static int session_open(const char *cmd, const session_opts *op, session *s)
     ep.ctx.n_seq_max = (int32_t)op->n_slots;
     ep.ctx.kv_mem = (size_t)op->kv_mb << 20;
     ep.prefix_cache = true;
+    /* a workflow is mostly throughput work: whole prefill chunks even while
+     * other calls decode (the engine's default, 64, favours interactive TPOT) */
+    ep.prefill_cap = (int32_t)op->prefill_cap;
     orch_params p = orch_default_params();
     p.sequential = op->sequential;
     weft_sandbox_params sb = weft_sandbox_default_params();
@@ -125,6 +130,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, session_opts *op,
         {"db", required_argument, 0, 'D'},    {"resume", required_argument, 0, 'R'},
         {"no-store", no_argument, 0, 'N'},    {"sandbox", no_argument, 0, 'X'},
         {"mem-limit-mb", required_argument, 0, 'L'}, {"instr-limit", required_argument, 0, 'I'},
+        {"prefill-cap", required_argument, 0, 'P'},
         {0, 0, 0, 0}};
     memset(op, 0, sizeof *op);
     op->n_ctx = 4096;
@@ -146,6 +152,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, session_opts *op,
         case 'D': op->db_path = optarg; break;
         case 'N': op->no_store = true; break;
         case 'X': op->sandbox = true; break;
+        case 'P': op->prefill_cap = strtol(optarg, &end, 10); if (*end || op->prefill_cap < 0) goto bad; break;
         case 'L': op->mem_limit_mb = strtol(optarg, &end, 10); if (*end || op->mem_limit_mb < 1) goto bad; break;
         case 'I': op->instr_limit = strtoll(optarg, &end, 10); if (*end || op->instr_limit < 1) goto bad; break;
         case 'R': op->resume = strtoll(optarg, &end, 10); if (*end || op->resume < 1) goto bad; break;
