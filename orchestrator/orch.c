@@ -104,6 +104,7 @@ struct orch {
     int32_t n_calls, cap_calls;
     int32_t *ready; /* calls in CALL_READY */
     int32_t n_ready, cap_ready;
+    bool ready_sorted; /* by id */
     onote *out;
     int32_t n_out, cap_out;
     int32_t n_engine; /* submitted, not yet done (loop thread's view) */
@@ -217,6 +218,7 @@ static void ready_push(orch *o, ocall *c)
     }
     c->state = CALL_READY;
     o->ready[o->n_ready++] = c->id;
+    o->ready_sorted = false;
 }
 
 static void call_fail(orch *o, ocall *c, const char *root);
@@ -695,7 +697,8 @@ static int32_t take_ready(orch *o, pending_sub **subs, int32_t *cap, int32_t lim
     int32_t n = 0;
     while (o->n_ready > 0 && n < limit) {
         /* lowest id first: creation order is a topological order */
-        qsort(o->ready, (size_t)o->n_ready, sizeof *o->ready, cmp_id);
+        if (!o->ready_sorted) qsort(o->ready, (size_t)o->n_ready, sizeof *o->ready, cmp_id);
+        o->ready_sorted = true;
         ocall *c = o->calls[o->ready[0]];
         memmove(o->ready, o->ready + 1, (size_t)(o->n_ready - 1) * sizeof *o->ready);
         o->n_ready--;
