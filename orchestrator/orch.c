@@ -747,7 +747,7 @@ void orch_flush(orch *o)
                 break;
             }
     }
-    qsort(subs, (size_t)n, sizeof *subs, cmp_sub);
+    if (n > 1) qsort(subs, (size_t)n, sizeof *subs, cmp_sub);
     for (int32_t i = 0; i < n; i++) submit(o, &subs[i]);
     weft_free(subs);
 }
