@@ -228,6 +228,16 @@ static int store_lookup(void *user, uint64_t key, const char *name, char **value
     return weft_store_call_lookup(rs->st, rs->run, k, value, len, NULL) == 0 ? 1 : 0;
 }
 
+static void store_edge(void *user, uint64_t src, uint64_t dst)
+{
+    run_store *rs = user;
+    char s[17], d[17];
+    key_hex(src, s);
+    key_hex(dst, d);
+    if (weft_store_edge_add(rs->st, rs->run, s, d) < 0)
+        fprintf(stderr, "weft run: store: %s\n", weft_last_error());
+}
+
 static void store_record(void *user, uint64_t key, const char *value, size_t len,
                          const orch_call_info *ci)
 {
@@ -354,7 +364,8 @@ int cmd_run(int argc, char **argv)
         goto out;
     }
     if (rs.st) {
-        orch_hooks h = {.lookup = store_lookup, .record = store_record, .user = &rs};
+        orch_hooks h = {.lookup = store_lookup, .record = store_record, .edge = store_edge,
+                        .user = &rs};
         orch_set_hooks(s.o, &h);
     }
     s.t_run = weft_now();

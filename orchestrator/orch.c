@@ -586,6 +586,31 @@ static int32_t ordinal(orch *o, uint64_t h)
     return o->ord_counts[j]++;
 }
 
+/* Reports to hooks.edge every LLM call whose output reaches c through its
+ * inputs (looking through joins). */
+static void report_edges(orch *o, const ocall *c)
+{
+    int32_t *stack = NULL, n = 0, cap = 0;
+    for (int i = 0; i < c->n_inputs; i++) {
+        if (grow((void **)&stack, &cap, n + 1, sizeof *stack) < 0) break;
+        stack[n++] = c->inputs[i];
+    }
+    while (n > 0) {
+        const int32_t p = o->vars[stack[--n]]->producer;
+        if (p < 0) continue;
+        const ocall *src = o->calls[p];
+        if (src->kind == KIND_LLM) {
+            if (src->key) o->hooks.edge(o->hooks.user, src->key, c->key);
+            continue;
+        }
+        for (int i = 0; i < src->n_inputs; i++) {
+            if (grow((void **)&stack, &cap, n + 1, sizeof *stack) < 0) break;
+            stack[n++] = src->inputs[i];
+        }
+    }
+    weft_free(stack);
+}
+
 /* ---- submission ---- */
 
 static void on_engine_event(const weft_event *ev, void *user);
@@ -619,6 +644,7 @@ static int prepare(orch *o, ocall *c, pending_sub *sub)
     const uint64_t pair[2] = {h, (uint64_t)ord};
     c->key = XXH3_64bits(pair, sizeof pair);
     if (!c->key) c->key = 1; /* 0 means "not rendered" */
+    if (o->hooks.edge) report_edges(o, c);
     if (o->hooks.lookup) {
         char *val = NULL;
         size_t vl = 0;

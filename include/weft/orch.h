@@ -108,6 +108,9 @@ typedef struct orch_hooks {
     /* The call completed with value under key (all borrowed). */
     void (*record)(void *user, uint64_t key, const char *value, size_t len,
                    const orch_call_info *info);
+    /* Optional, before lookup: the output of the LLM call keyed src feeds the
+     * call keyed dst (through joins too) — the run's graph. */
+    void (*edge)(void *user, uint64_t src, uint64_t dst);
     void *user;
 } orch_hooks;
 

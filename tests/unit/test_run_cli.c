@@ -4,6 +4,7 @@
  * resumes with --resume recomputing nothing completed and ending with the
  * same output as an uninterrupted run. */
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 
 #include "test.h"
@@ -192,6 +193,22 @@ static int64_t calls_done(int64_t id)
 
 /* Starts weft run in a child with stdout on a pipe; kills it with SIGKILL
  * once it has printed "step <at>". Returns the steps it printed. */
+/* Edges of the run's graph in the database. */
+static int count_edges(int64_t id)
+{
+    sqlite3 *h = NULL;
+    sqlite3_stmt *st = NULL;
+    int n = -1;
+    if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(h, "SELECT count(*) FROM edges WHERE run_id = ?1", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, id);
+        if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int(st, 0);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return n;
+}
+
 static int run_and_kill(int at)
 {
     int fds[2];
@@ -229,6 +246,25 @@ static long stat_field(const char *name)
     snprintf(key, sizeof key, "\"%s\": ", name);
     const char *p = strstr(out, key);
     return p ? strtol(p + strlen(key), NULL, 10) : -1;
+}
+
+TEST(a_run_stores_its_graph)
+{
+    char args[2048], path[600];
+    snprintf(path, sizeof path, "%s.graph.lua", script);
+    ASSERT_EQ_INT(write_file(path,
+                             "local f = weft.fn{template = 'x {{x}}:{{y}}', outputs = {y = {max_tokens = 3}}}\n"
+                             "local a = f{x = 'the'}\n"
+                             "local b, c = f{x = a}, f{x = a}\n"
+                             "return f{x = weft.join({b, c}, ' ')}:get()\n"),
+                  0);
+    snprintf(args, sizeof args, "run %s -m %s --ctx 256 -t 2", path, model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    const int64_t id = only_run_id();
+    ASSERT(id > 0);
+    ASSERT_EQ_INT(calls_done(id), 4);
+    ASSERT_EQ_INT(count_edges(id), 4); /* a->b, a->c, and b, c -> d through the join */
+    unlink(path);
 }
 
 TEST(a_killed_run_resumes_without_recomputing_what_completed)
@@ -283,6 +319,7 @@ int main(void)
     RUN(a_script_prints_model_output_and_its_result);
     RUN(repl_runs_lines_and_prints_results_as_they_complete);
     RUN(sandboxed_scripts_cannot_escape_or_exhaust_the_host);
+    RUN(a_run_stores_its_graph);
     RUN(a_killed_run_resumes_without_recomputing_what_completed);
     unlink(model_path);
     unlink(script);
