@@ -627,6 +627,22 @@ static int l_join(lua_State *L)
 
 static int var_get_k(lua_State *L, int status, lua_KContext ctx);
 
+/* Pops the value on top and appends it to registry[table][id], a list
+ * made on first use. */
+static void list_append(lua_State *L, const char *table, int32_t id)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, table); /* v, t */
+    if (lua_rawgeti(L, -1, id) != LUA_TTABLE) { /* v, t, list */
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -3, id);
+    }
+    lua_rotate(L, -3, -1); /* t, list, v */
+    lua_rawseti(L, -2, luaL_len(L, -2) + 1);
+    lua_pop(L, 2);
+}
+
 static int var_wait(lua_State *L, int32_t id)
 {
     dsl *d = dsl_of(L);
@@ -634,16 +650,8 @@ static int var_wait(lua_State *L, int32_t id)
         return luaL_error(L, "v:get() cannot wait here (inside a weft.stream callback or a "
                              "metamethod); wait in the script's own code");
     orch_await(d->o, id);
-    lua_getfield(L, LUA_REGISTRYINDEX, DSL_WAITERS);
-    if (lua_rawgeti(L, -1, id) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, -3, id);
-    }
     lua_pushthread(L);
-    lua_rawseti(L, -2, luaL_len(L, -2) + 1);
-    lua_pop(L, 2);
+    list_append(L, DSL_WAITERS, id);
     d->yield_ok = true;
     return lua_yieldk(L, 0, (lua_KContext)id, var_get_k);
 }
@@ -722,15 +730,8 @@ static int l_stream(lua_State *L)
     }
     if (orch_var_state_of(d->o, id) != ORCH_VAR_PENDING) return 0;
     orch_await(d->o, id); /* someone is watching it: latency */
-    lua_getfield(L, LUA_REGISTRYINDEX, DSL_STREAMS);
-    if (lua_rawgeti(L, -1, id) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, -3, id);
-    }
     lua_pushvalue(L, 2);
-    lua_rawseti(L, -2, luaL_len(L, -2) + 1);
+    list_append(L, DSL_STREAMS, id);
     return 0;
 }
 

@@ -57,4 +57,5 @@ if not quiet then
   end
   print()
 end
-print("Overview: " .. overview:get())
+-- returned: weft run prints it, and the store keeps it as the run's output
+return "Overview: " .. overview:get()
