@@ -201,7 +201,9 @@ TEST(awaited_work_runs_before_throughput_work)
     rig r;
     ASSERT_EQ_INT(rig_open(&r, 1, false), 0); /* one call at a time: order is the objective */
     const char *script =
-        "local bg = weft.fn{template = 'background {{i}}:{{o}}', outputs = {o = {max_tokens = 6, ignore_eos = true}}, name = 'bg'}\n"
+        /* background calls long enough that the loop thread submits c2
+         * before a second one could run */
+        "local bg = weft.fn{template = 'background {{i}}:{{o}}', outputs = {o = {max_tokens = 48, ignore_eos = true}}, name = 'bg'}\n"
         "local f = weft.fn{template = 'first {{x}}:{{o}}', outputs = {o = {max_tokens = 3, ignore_eos = true}}, name = 'first'}\n"
         "local g = weft.fn{template = 'then {{x}}:{{o}}', outputs = {o = {max_tokens = 3, ignore_eos = true}}, name = 'then'}\n"
         "local bgs = {}\n"
@@ -235,7 +237,7 @@ TEST(awaiting_raises_calls_already_in_the_engine)
         snprintf(text, sizeof text, "call %d:", i);
         const orch_seg seg = {.text = text, .len = strlen(text), .var = -1};
         const orch_call_spec cs = {.name = "c", .segs = &seg, .n_segs = 1,
-                                   .sampling = weft_sampling_greedy(), .max_tokens = 6, .ignore_eos = true};
+                                   .sampling = weft_sampling_greedy(), .max_tokens = 48, .ignore_eos = true};
         ASSERT_EQ_INT(orch_call(r.o, &cs, &vars[i]), 0);
     }
     orch_flush(r.o); /* all seven in the engine at throughput priority */
