@@ -245,12 +245,12 @@ static int cmp_out(const void *a, const void *b)
 /* Builds a raw (template) fn: each output's position, inputs in order. */
 static void fn_build_raw(lua_State *L, fn *f)
 {
+    /* an output is generated at its first placeholder; later ones repeat it */
     for (int k = 0; k < f->n_outs; k++) {
         int count;
         f->outs[k].where = part_of(&f->raw, f->outs[k].name, &count);
-        if (count != 1)
-            luaL_error(L, "weft.fn: output '%s' must appear exactly once in the template (%d times)",
-                       f->outs[k].name, count);
+        if (count == 0)
+            luaL_error(L, "weft.fn: output '%s' does not appear in the template", f->outs[k].name);
     }
     qsort(f->outs, (size_t)f->n_outs, sizeof *f->outs, cmp_out);
     const int last = f->outs[f->n_outs - 1].where;
@@ -285,30 +285,33 @@ static void fn_build_chat(lua_State *L, fn *f, int idx)
         if (err) luaL_error(L, "weft.fn: %s", err);
         lua_pop(L, 3);
     }
+    /* an output is generated as the first assistant message that is exactly
+     * its placeholder; its other placeholders (later) repeat its value */
     for (int k = 0; k < f->n_outs; k++) f->outs[k].where = -1;
+    for (int m = 0; m < f->n_msgs; m++) {
+        const tmpl *t = &f->msgs[m];
+        const int k = t->n == 1 && t->parts[0].name && strcmp(f->roles[m], "assistant") == 0
+                          ? out_index(f, t->parts[0].name)
+                          : -1;
+        if (k >= 0 && f->outs[k].where < 0) f->outs[k].where = m;
+    }
+    for (int k = 0; k < f->n_outs; k++) {
+        if (f->outs[k].where >= 0) continue;
+        if (f->n_outs != 1)
+            luaL_error(L, "weft.fn: with several outputs, each needs an assistant message "
+                          "'{{%s}}' where it is generated", f->outs[k].name);
+        f->outs[k].where = f->n_msgs; /* the reply to every message */
+    }
     for (int m = 0; m < f->n_msgs; m++) {
         const tmpl *t = &f->msgs[m];
         for (int i = 0; i < t->n; i++) {
             if (!t->parts[i].name) continue;
             const int k = out_index(f, t->parts[i].name);
-            if (k < 0) {
-                add_input_name(L, f, t->parts[i].name);
-                continue;
-            }
-            if (t->n != 1 || strcmp(f->roles[m], "assistant") != 0)
-                luaL_error(L, "weft.fn: output '%s' must be the whole content of an assistant "
-                              "message", t->parts[i].name);
-            if (f->outs[k].where >= 0)
-                luaL_error(L, "weft.fn: output '%s' appears twice", t->parts[i].name);
-            f->outs[k].where = m;
+            if (k < 0) add_input_name(L, f, t->parts[i].name);
+            else if (f->outs[k].where > m)
+                luaL_error(L, "weft.fn: output '%s' is used before the message that generates it",
+                           t->parts[i].name);
         }
-    }
-    for (int k = 0; k < f->n_outs; k++) {
-        if (f->outs[k].where >= 0) continue;
-        if (f->n_outs != 1)
-            luaL_error(L, "weft.fn: with several outputs, each must be an assistant message "
-                          "'{{%s}}'", f->outs[k].name);
-        f->outs[k].where = f->n_msgs; /* the reply to every message */
     }
     qsort(f->outs, (size_t)f->n_outs, sizeof *f->outs, cmp_out);
 }

@@ -13,13 +13,16 @@
  *   t = weft.gather({v1, v2})                       -- their values
  *   v:get()  v:ready()  v:error()  v:id()  weft.stream(v, fn)  weft.stats()
  *
- * A template's placeholders are its inputs and outputs; an output's prompt
- * is the template text up to its placeholder (earlier outputs included, as
- * generated), so a function with several outputs is a chain of calls. In a
- * chat function an output is either the whole content of an assistant
- * message (its prompt: the messages before it) or, for a single output, the
- * reply to all the messages. Sampling defaults to greedy (temperature 0),
- * max_tokens to 128.
+ * A template's placeholders are its inputs and outputs; an output is
+ * generated at its first placeholder, its prompt being the template text up
+ * to there (earlier outputs included, as generated), so a function with
+ * several outputs is a chain of calls; later placeholders of an output
+ * repeat its value. In a chat function an output is generated as the first
+ * assistant message whose whole content is its placeholder (its prompt: the
+ * messages before it, rendered with the model's template), or — for a single
+ * output without one — as the reply to all the messages; later messages may
+ * refer to it. Sampling defaults to greedy (temperature 0), max_tokens to
+ * 128.
  *
  * v:get() returns the value when ready; otherwise it marks v awaited (its
  * upstream calls get latency priority) and suspends the calling coroutine

@@ -110,6 +110,43 @@ TEST(map_reduce_shares_the_head_and_equals_sequential)
     free(s.out);
 }
 
+/* A chat function with two outputs: the second turn refers to the first's answer. */
+TEST(chat_outputs_chain_turns)
+{
+    weft_engine_params p = weft_engine_default_params();
+    p.ctx.n_seq_max = 2;
+    p.ctx.n_ctx = 512;
+    p.ctx.n_threads = 2;
+    p.ctx.kv_mem = 16u << 20;
+    weft_engine *e = NULL;
+    struct event_base *base = event_base_new();
+    orch *o = NULL;
+    dsl *d = NULL;
+    ASSERT(weft_engine_create(model, &p, &e) == 0 && base && orch_create(e, model, base, NULL, &o) == 0 &&
+           dsl_create(o, model, base, NULL, &d) == 0);
+    ASSERT_EQ_INT(dsl_run_string(d,
+                                 "local f = weft.fn{messages = {\n"
+                                 "  {role = 'user', content = 'Name one fruit. Answer with one word.'},\n"
+                                 "  {role = 'assistant', content = '{{fruit}}'},\n"
+                                 "  {role = 'user', content = 'What color is a {{fruit}}? One word.'},\n"
+                                 "  {role = 'assistant', content = '{{color}}'}},\n"
+                                 "  outputs = {fruit = {max_tokens = 6}, color = {max_tokens = 6}}}\n"
+                                 "local fruit, color = f{}\n"
+                                 "assert(#fruit:get() > 0 and #color:get() > 0)\n"
+                                 "print('  fruit: ' .. fruit:get() .. ', color: ' .. color:get())\n",
+                                 "=chat"),
+                  0);
+    orch_call_info a, b;
+    orch_call_info_get(o, 0, &a);
+    orch_call_info_get(o, 1, &b);
+    ASSERT(b.n_prompt > a.n_prompt + a.n_generated); /* the second turn holds the first */
+    ASSERT(b.done_seq > a.done_seq);
+    dsl_destroy(d);
+    orch_destroy(o);
+    event_base_free(base);
+    weft_engine_destroy(e);
+}
+
 int main(void)
 {
     int code = 0;
@@ -119,6 +156,7 @@ int main(void)
     model = model_or_skip(&code);
     if (!model) return code;
     RUN(map_reduce_shares_the_head_and_equals_sequential);
+    RUN(chat_outputs_chain_turns);
     weft_model_free(model);
     TEST_DONE();
 }
