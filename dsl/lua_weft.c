@@ -31,6 +31,7 @@ typedef struct fout {
     char **stop;
     int n_stop;
     bool ignore_eos;
+    int32_t n; /* completions (1, or a list of n variables) */
     int where; /* raw: index of its part; chat: index of its assistant message */
 } fout;
 
@@ -159,7 +160,7 @@ static void add_input_name(lua_State *L, fn *f, const char *name)
 
 static const char *const out_keys[] = {"max_tokens", "stop", "temperature", "top_k", "top_p",
                                        "min_p", "repeat_penalty", "repeat_last_n", "seed",
-                                       "ignore_eos", NULL};
+                                       "ignore_eos", "n", NULL};
 
 /* Reads outputs[name] (a table of sampling options, or true) at index idx. */
 static void read_out(lua_State *L, int idx, fout *o)
@@ -167,6 +168,7 @@ static void read_out(lua_State *L, int idx, fout *o)
     o->sp = weft_sampling_default();
     o->sp.temperature = 0.0f; /* greedy unless asked: reproducible, resumable */
     o->max_tokens = 128;
+    o->n = 1;
     if (lua_isboolean(L, idx)) return;
     if (!lua_istable(L, idx))
         luaL_error(L, "weft.fn: outputs.%s must be a table of options", o->name);
@@ -198,6 +200,11 @@ static void read_out(lua_State *L, int idx, fout *o)
     NUM("repeat_penalty", o->sp.repeat_penalty, float);
     NUM("repeat_last_n", o->sp.repeat_last_n, int32_t);
     NUM("seed", o->sp.seed, uint64_t);
+    lua_Number forks = 1;
+    NUM("n", forks, lua_Number);
+    if (forks < 1 || forks > ORCH_MAX_N || forks != (int32_t)forks)
+        luaL_error(L, "weft.fn: outputs.%s.n must be an integer in 1..%d", o->name, ORCH_MAX_N);
+    o->n = (int32_t)forks;
 #undef NUM
     if (lua_getfield(L, idx, "ignore_eos") != LUA_TNIL) o->ignore_eos = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -316,6 +323,15 @@ static void fn_build_chat(lua_State *L, fn *f, int idx)
     qsort(f->outs, (size_t)f->n_outs, sizeof *f->outs, cmp_out);
 }
 
+/* Later outputs' prompts hold earlier outputs: only the last can fork. */
+static void check_forks(lua_State *L, const fn *f)
+{
+    for (int k = 0; k + 1 < f->n_outs; k++)
+        if (f->outs[k].n > 1)
+            luaL_error(L, "weft.fn: output '%s' has n > 1, so it must be the function's last output",
+                       f->outs[k].name);
+}
+
 static int fn_gc(lua_State *L)
 {
     fn *f = luaL_checkudata(L, 1, DSL_FN_MT);
@@ -365,6 +381,7 @@ static int l_fn(lua_State *L)
     } else {
         fn_build_chat(L, f, mi);
     }
+    check_forks(L, f);
     /* identity for call keys: the template text or the messages */
     luaL_Buffer b;
     luaL_buffinit(L, &b);
@@ -562,7 +579,7 @@ static int fn_call(lua_State *L)
                  strcmp(f->name, o->name) ? o->name : "");
         orch_call_spec spec = {.name = name, .fn_id = f->fn_id, .sampling = o->sp,
                                .max_tokens = o->max_tokens, .stop = (const char *const *)o->stop,
-                               .n_stop = o->n_stop, .ignore_eos = o->ignore_eos};
+                               .n_stop = o->n_stop, .ignore_eos = o->ignore_eos, .n = o->n};
         if (f->chat) {
             for (int m = 0; m < o->where; m++) {
                 s->msegs[m].n = 0;
@@ -581,7 +598,17 @@ static int fn_call(lua_State *L)
         if (orch_call(d->o, &spec, &s->out_vars[k]) < 0)
             return luaL_error(L, "%s: %s", f->name, weft_last_error());
     }
-    for (int k = 0; k < f->n_outs; k++) dsl_push_var(L, s->out_vars[k]);
+    for (int k = 0; k < f->n_outs; k++) {
+        if (f->outs[k].n <= 1) {
+            dsl_push_var(L, s->out_vars[k]);
+            continue;
+        }
+        lua_createtable(L, f->outs[k].n, 0); /* n completions: a list */
+        for (int32_t i = 0; i < f->outs[k].n; i++) {
+            dsl_push_var(L, s->out_vars[k] + i);
+            lua_rawseti(L, -2, i + 1);
+        }
+    }
     return f->n_outs;
 }
 

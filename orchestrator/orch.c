@@ -42,12 +42,21 @@ typedef struct cmsg {
 typedef struct enode {
     struct enode *next;
     struct ocall *c;
+    int32_t index; /* which completion */
     bool done;
     int status;
     int32_t n_prompt, n_cached, n_generated;
     size_t len;
-    char text[]; /* len bytes */
+    char *text; /* len bytes, allocated with the node */
 } enode;
+
+/* One completion of a call: its text so far, its final event. */
+typedef struct ostream {
+    char *text;
+    size_t len, cap;
+    bool lost; /* an event copy failed: this completion fails */
+    enode final; /* the done event needs no allocation */
+} ostream;
 
 typedef struct ocall {
     orch *o;
@@ -65,13 +74,12 @@ typedef struct ocall {
     int32_t *inputs; /* distinct referenced variables */
     int n_inputs, n_missing;
     uint64_t req_id, key;
-    char *text; /* generated so far */
-    size_t text_len, text_cap;
-    bool text_lost; /* an event copy failed: the call fails */
+    int32_t n_out, n_left; /* completions (output variables out .. out + n_out - 1), unfinished */
+    ostream *streams;      /* n_out of them */
+    bool any_failed;
     int32_t n_prompt, n_cached, n_generated;
     int64_t done_seq;
     double t_submit, t_done;
-    enode final; /* the done event needs no allocation */
 } ocall;
 
 typedef struct ovar {
@@ -275,8 +283,8 @@ static void call_fail(orch *o, ocall *c, const char *root)
     }
     call_finish_common(o, c, CALL_FAILED);
     if (c->kind == KIND_LLM) o->st.n_failed++;
-    char *m = fmt("'%s' (#%d) not run: %s", c->name, c->id, root);
-    var_fail(o, c->out, m, root);
+    for (int32_t i = 0; i < c->n_out; i++)
+        var_fail(o, c->out + i, fmt("'%s' (#%d) not run: %s", c->name, c->id, root), root);
 }
 
 /* c itself failed (render, submit or engine error). */
@@ -290,8 +298,11 @@ static void call_fail_self(orch *o, ocall *c, const char *fmt_, ...)
     if (c->state == CALL_DONE || c->state == CALL_FAILED) return;
     call_finish_common(o, c, CALL_FAILED);
     if (c->kind == KIND_LLM) o->st.n_failed++;
-    char *root = fmt("call '%s' (#%d) failed: %s", c->name, c->id, why);
-    var_fail(o, c->out, root, root ? root : why);
+    for (int32_t i = 0; i < c->n_out; i++) {
+        if (o->vars[c->out + i]->state != ORCH_VAR_PENDING) continue; /* finished earlier */
+        char *root = fmt("call '%s' (#%d) failed: %s", c->name, c->id, why);
+        var_fail(o, c->out + i, root, root ? root : why);
+    }
 }
 
 static void segs_free(seg *s, int n)
@@ -313,7 +324,8 @@ static void call_free(ocall *c)
     weft_free(c->inputs);
     weft_free(c->name);
     weft_free(c->fn_id);
-    weft_free(c->text);
+    for (int32_t i = 0; c->streams && i < c->n_out; i++) weft_free(c->streams[i].text);
+    weft_free(c->streams);
     weft_free(c);
 }
 
@@ -367,7 +379,14 @@ static int call_link(orch *o, ocall *c, int32_t *var)
     if (grow((void **)&o->calls, &o->cap_calls, o->n_calls + 1, sizeof *o->calls) < 0)
         return WEFT_ENOMEM;
     c->id = o->n_calls;
-    int rc = var_add(o, c->id, &c->out);
+    if (c->n_out < 1) c->n_out = 1;
+    c->n_left = c->n_out;
+    int rc = 0;
+    for (int32_t i = 0; i < c->n_out && rc == 0; i++) { /* consecutive ids */
+        int32_t v;
+        rc = var_add(o, c->id, &v);
+        if (i == 0) c->out = v;
+    }
     if (rc < 0) return rc;
     for (int i = 0; i < c->n_inputs; i++)
         if ((rc = var_add_user(o, c->inputs[i], c->id)) < 0) return rc;
@@ -415,6 +434,7 @@ int orch_call(orch *o, const orch_call_spec *s, int32_t *var)
 {
     if (!o || !s || !var) return weft_error(WEFT_EINVAL, "orch_call: bad argument");
     if (s->max_tokens < 1) return weft_error(WEFT_EINVAL, "max_tokens must be at least 1");
+    if (s->n < 0 || s->n > ORCH_MAX_N) return weft_error(WEFT_EINVAL, "n must be in 1..%d", ORCH_MAX_N);
     if (s->n_segs <= 0 && s->n_msgs <= 0) return weft_error(WEFT_EINVAL, "a call needs a prompt");
     ocall *c = weft_calloc(1, sizeof *c);
     if (!c) return weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
@@ -424,11 +444,13 @@ int orch_call(orch *o, const orch_call_spec *s, int32_t *var)
     c->done_seq = -1;
     c->sampling = s->sampling;
     c->max_tokens = s->max_tokens;
+    c->n_out = s->n > 1 ? s->n : 1;
+    c->streams = weft_calloc((size_t)c->n_out, sizeof *c->streams);
     c->ignore_eos = s->ignore_eos;
     c->name = weft_strdup(s->name ? s->name : "call");
     c->fn_id = weft_strdup(s->fn_id ? s->fn_id : "");
     int rc = 0;
-    if (!c->name || !c->fn_id) rc = weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
+    if (!c->name || !c->fn_id || !c->streams) rc = weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
     if (!rc && s->n_msgs > 0) {
         c->msgs = weft_calloc((size_t)s->n_msgs, sizeof *c->msgs);
         if (!c->msgs) rc = weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
@@ -470,9 +492,11 @@ int orch_join(orch *o, const char *name, const orch_seg *segs, int n_segs, int32
     c->o = o;
     c->kind = KIND_JOIN;
     c->done_seq = -1;
+    c->n_out = 1;
+    c->streams = weft_calloc(1, sizeof *c->streams);
     c->name = weft_strdup(name ? name : "join");
     c->fn_id = weft_strdup("");
-    int rc = (!c->name || !c->fn_id) ? weft_error(WEFT_ENOMEM, "orchestrator: out of memory") : 0;
+    int rc = (!c->name || !c->fn_id || !c->streams) ? weft_error(WEFT_ENOMEM, "orchestrator: out of memory") : 0;
     if (!rc) rc = copy_segs(o, segs, n_segs, &c->segs);
     if (!rc) c->n_segs = n_segs;
     if (!rc) rc = collect_inputs(c, c->segs, c->n_segs);
@@ -628,6 +652,36 @@ static void call_complete(orch *o, ocall *c, char *value, size_t len)
     var_complete(o, c->out, value, len);
 }
 
+/* Key of completion i: the call's key for the first, derived for the others. */
+static uint64_t index_key(const ocall *c, int32_t i)
+{
+    return i == 0 ? c->key : XXH3_64bits_withSeed(&c->key, sizeof c->key, (uint64_t)i);
+}
+
+/* Asks the store for every completion; all found: the call is done. */
+static bool from_store(orch *o, ocall *c)
+{
+    char **vals = weft_calloc((size_t)c->n_out, sizeof *vals);
+    size_t *lens = weft_calloc((size_t)c->n_out, sizeof *lens);
+    int32_t hits = 0;
+    for (int32_t i = 0; vals && lens && i < c->n_out && hits == i; i++)
+        if (o->hooks.lookup(o->hooks.user, index_key(c, i), c->name, &vals[i], &lens[i]) == 1 && vals[i])
+            hits++;
+    const bool all = vals && lens && hits == c->n_out;
+    if (all) {
+        c->from_store = true;
+        o->st.n_from_store++;
+        c->n_left = 0;
+        call_finish_common(o, c, CALL_DONE);
+        for (int32_t i = 0; i < c->n_out; i++) var_complete(o, c->out + i, vals[i], lens[i]);
+    } else {
+        for (int32_t i = 0; vals && i < c->n_out; i++) weft_free(vals[i]);
+    }
+    weft_free(vals);
+    weft_free(lens);
+    return all;
+}
+
 /* Renders an LLM call, asks the store, tokenizes. Returns 1 when the call is
  * to be submitted (*sub filled), 0 when it is finished already. */
 static int prepare(orch *o, ocall *c, pending_sub *sub)
@@ -645,16 +699,9 @@ static int prepare(orch *o, ocall *c, pending_sub *sub)
     c->key = XXH3_64bits(pair, sizeof pair);
     if (!c->key) c->key = 1; /* 0 means "not rendered" */
     if (o->hooks.edge) report_edges(o, c);
-    if (o->hooks.lookup) {
-        char *val = NULL;
-        size_t vl = 0;
-        if (o->hooks.lookup(o->hooks.user, c->key, c->name, &val, &vl) == 1 && val) {
-            weft_free(prompt);
-            c->from_store = true;
-            o->st.n_from_store++;
-            call_complete(o, c, val, vl);
-            return 0;
-        }
+    if (o->hooks.lookup && from_store(o, c)) {
+        weft_free(prompt);
+        return 0;
     }
     int32_t *ids = NULL, n = 0;
     const bool chat = c->n_msgs > 0;
@@ -680,9 +727,10 @@ static void submit(orch *o, pending_sub *s)
     ocall *c = s->c;
     weft_request r = {.tokens = s->tokens, .n_tokens = s->n_tokens, .sampling = c->sampling,
                       .max_tokens = c->max_tokens, .stop = (const char *const *)c->stop,
-                      .n_stop = c->n_stop, .priority = c->priority, .ignore_eos = c->ignore_eos};
+                      .n_stop = c->n_stop, .priority = c->priority, .ignore_eos = c->ignore_eos,
+                      .n = c->n_out};
     pthread_mutex_lock(&o->mu);
-    o->n_inflight++;
+    o->n_inflight += c->n_out; /* each completion has its final event */
     pthread_mutex_unlock(&o->mu);
     c->state = CALL_SUBMITTED;
     c->t_submit = weft_now();
@@ -692,7 +740,7 @@ static void submit(orch *o, pending_sub *s)
     s->tokens = NULL;
     if (rc < 0) {
         pthread_mutex_lock(&o->mu);
-        o->n_inflight--;
+        o->n_inflight -= c->n_out;
         pthread_mutex_unlock(&o->mu);
         c->state = CALL_READY; /* so that call_fail_self finishes it */
         call_fail_self(o, c, "%s: %s", weft_strerror(rc), weft_last_error());
@@ -810,21 +858,25 @@ static void on_engine_event(const weft_event *ev, void *user)
 {
     ocall *c = user;
     orch *o = c->o;
+    const int32_t index = ev->index >= 0 && ev->index < c->n_out ? ev->index : 0;
     enode *nd;
     if (ev->done) {
-        nd = &c->final;
+        nd = &c->streams[index].final;
         nd->len = 0;
+        nd->text = NULL;
     } else {
         nd = malloc(sizeof *nd + ev->text_len);
         if (!nd) {
-            c->text_lost = true; /* read on the loop thread after the final event */
+            c->streams[index].lost = true; /* read on the loop thread after the final event */
             return;
         }
         nd->len = ev->text_len;
+        nd->text = (char *)(nd + 1);
         if (ev->text_len) memcpy(nd->text, ev->text, ev->text_len);
     }
     nd->next = NULL;
     nd->c = c;
+    nd->index = index;
     nd->done = ev->done;
     nd->status = ev->status;
     nd->n_prompt = ev->n_prompt;
@@ -842,53 +894,63 @@ static void on_engine_event(const weft_event *ev, void *user)
     event_active(o->ev, EV_READ, 0);
 }
 
-static void append_text(ocall *c, const char *t, size_t n)
+static void append_text(ostream *s, const char *t, size_t n)
 {
-    if (c->text_len + n + 1 > c->text_cap) {
-        size_t cap = 2 * (c->text_len + n + 1) + 64;
-        char *nt = weft_realloc(c->text, cap);
+    if (s->len + n + 1 > s->cap) {
+        size_t cap = 2 * (s->len + n + 1) + 64;
+        char *nt = weft_realloc(s->text, cap);
         if (!nt) {
-            c->text_lost = true;
+            s->lost = true;
             return;
         }
-        c->text = nt;
-        c->text_cap = cap;
+        s->text = nt;
+        s->cap = cap;
     }
-    memcpy(c->text + c->text_len, t, n);
-    c->text_len += n;
-    c->text[c->text_len] = 0;
+    memcpy(s->text + s->len, t, n);
+    s->len += n;
+    s->text[s->len] = 0;
+}
+
+/* Completion i of c failed: its variable fails, the others go on. */
+static void index_fail(orch *o, ocall *c, int32_t i, const char *why)
+{
+    c->any_failed = true;
+    char *root = c->n_out > 1 ? fmt("call '%s' (#%d) failed (completion %d): %s", c->name, c->id, i, why)
+                              : fmt("call '%s' (#%d) failed: %s", c->name, c->id, why);
+    var_fail(o, c->out + i, root, root ? root : why);
 }
 
 static void engine_done(orch *o, ocall *c, const enode *nd)
 {
-    o->n_engine--;
-    c->n_cached = nd->n_cached;
-    c->n_generated = nd->n_generated;
-    o->st.n_prompt_tokens += nd->n_prompt;
-    o->st.n_cached_tokens += nd->n_cached;
+    const bool last = --c->n_left == 0;
+    if (last) o->n_engine--;
+    if (nd->index == 0) { /* the prompt is counted once */
+        c->n_cached = nd->n_cached;
+        o->st.n_prompt_tokens += nd->n_prompt;
+        o->st.n_cached_tokens += nd->n_cached;
+    }
+    c->n_generated += nd->n_generated;
     o->st.n_generated += nd->n_generated;
     if (c->state != CALL_SUBMITTED) return; /* failed meanwhile (cancel_all) */
-    if (nd->status != 0) {
-        call_fail_self(o, c, "%s", weft_strerror(nd->status));
-        return;
+    ostream *s = &c->streams[nd->index];
+    char *v = NULL;
+    if (nd->status != 0) index_fail(o, c, nd->index, weft_strerror(nd->status));
+    else if (s->lost) index_fail(o, c, nd->index, "out of memory while collecting its text");
+    else if (!(v = s->text ? s->text : dup_len("", 0))) index_fail(o, c, nd->index, "out of memory");
+    const size_t len = s->len;
+    if (!v) weft_free(s->text); /* else the variable owns it */
+    s->text = NULL;
+    s->len = s->cap = 0;
+    if (last) {
+        call_finish_common(o, c, c->any_failed ? CALL_FAILED : CALL_DONE);
+        if (c->any_failed) o->st.n_failed++;
     }
-    if (c->text_lost) {
-        call_fail_self(o, c, "out of memory while collecting its text");
-        return;
-    }
-    char *v = c->text ? c->text : dup_len("", 0);
-    const size_t len = c->text_len;
-    c->text = NULL;
-    c->text_len = c->text_cap = 0;
-    if (!v) {
-        call_fail_self(o, c, "out of memory");
-        return;
-    }
-    call_complete(o, c, v, len);
+    if (!v) return;
+    var_complete(o, c->out + nd->index, v, len);
     if (o->hooks.record) {
         orch_call_info ci;
         orch_call_info_get(o, c->id, &ci);
-        o->hooks.record(o->hooks.user, c->key, v, len, &ci);
+        o->hooks.record(o->hooks.user, index_key(c, nd->index), v, len, &ci);
     }
 }
 
@@ -905,8 +967,8 @@ static void drain_engine(orch *o)
             engine_done(o, c, nd);
         } else {
             if (nd->len && c->state == CALL_SUBMITTED) {
-                append_text(c, nd->text, nd->len);
-                note(o, c->out, false, nd->text, nd->len);
+                append_text(&c->streams[nd->index], nd->text, nd->len);
+                note(o, c->out + nd->index, false, nd->text, nd->len);
             }
             free(nd);
         }
@@ -1063,7 +1125,7 @@ int orch_call_info_get(const orch *o, int32_t call, orch_call_info *info)
     if (!o || !info || call < 0 || call >= o->n_calls)
         return weft_error(WEFT_EINVAL, "unknown call %d", call);
     const ocall *c = o->calls[call];
-    *info = (orch_call_info){.name = c->name, .out = c->out, .priority = c->priority,
+    *info = (orch_call_info){.name = c->name, .out = c->out, .n_out = c->n_out, .priority = c->priority,
                              .is_llm = c->kind == KIND_LLM, .from_store = c->from_store,
                              .key = c->key, .n_prompt = c->n_prompt, .n_cached = c->n_cached,
                              .n_generated = c->n_generated, .done_seq = c->done_seq,

@@ -22,7 +22,9 @@
  * messages before it, rendered with the model's template), or — for a single
  * output without one — as the reply to all the messages; later messages may
  * refer to it. Sampling defaults to greedy (temperature 0), max_tokens to
- * 128.
+ * 128. An output with n = K (the last output only) is K completions of one
+ * prompt, computed once and forked (completion i samples with seed + i): the
+ * call returns a list of K variables for it.
  *
  * v:get() returns the value when ready; otherwise it marks v awaited (its
  * upstream calls get latency priority) and suspends the calling coroutine

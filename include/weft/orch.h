@@ -88,7 +88,12 @@ typedef struct orch_call_spec {
     const char *const *stop;
     int n_stop;
     bool ignore_eos;
+    int32_t n; /* completions of the one prompt (0 or 1: one; at most ORCH_MAX_N):
+                  the prompt is computed once and forked; completion i samples
+                  with seed + i; its output is variable *var + i */
 } orch_call_spec;
+
+#define ORCH_MAX_N 64
 
 typedef struct orch_listener {
     /* A piece of the text of var as it is generated (borrowed, not NUL-terminated). */
@@ -135,8 +140,9 @@ WEFT_API void orch_set_hooks(orch *o, const orch_hooks *h);
 
 /* A variable that is ready at once with value[0..len) (copied). */
 WEFT_API int orch_var_new(orch *o, const char *value, size_t len, int32_t *var);
-/* An LLM call; *var gets its output variable. WEFT_EINVAL for a reference to
- * an unknown variable, no segments, max_tokens < 1. */
+/* An LLM call; *var gets its output variable (with n > 1, the first of n
+ * consecutive ones). WEFT_EINVAL for a reference to an unknown variable, no
+ * segments, max_tokens < 1, n out of range. */
 WEFT_API int orch_call(orch *o, const orch_call_spec *s, int32_t *var);
 /* A variable whose value is the concatenation of segs (no model involved);
  * it fails if any referenced variable fails. */
@@ -168,7 +174,8 @@ WEFT_API void orch_cancel_all(orch *o, const char *why);
 
 struct orch_call_info {
     const char *name;   /* borrowed */
-    int32_t out;        /* output variable */
+    int32_t out;        /* output variable (the first of n_out, consecutive) */
+    int32_t n_out;
     int32_t priority;   /* current objective priority */
     bool is_llm;        /* false for joins */
     bool from_store;    /* value came from hooks.lookup */

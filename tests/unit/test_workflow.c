@@ -381,6 +381,53 @@ TEST(stored_values_replace_calls_without_the_engine)
     for (int i = 0; i < ms.n; i++) free(ms.vals[i]);
 }
 
+TEST(forked_completions_share_one_prefill)
+{
+    mem_store ms = {0};
+    orch_hooks h = {.lookup = ms_lookup, .record = ms_record, .user = &ms};
+    /* high temperature on the tiny model: the four samples differ */
+    const char *script =
+        "local f = weft.fn{template = '" HEAD "pick {{x}}:{{o}}', outputs = {o = {max_tokens = 8, n = 4,\n"
+        "  temperature = 50, top_k = 0, top_p = 1, min_p = 0, seed = 3, ignore_eos = true}}}\n"
+        "local outs = f{x = 'the'}\n"
+        "assert(type(outs) == 'table' and #outs == 4)\n"
+        "local vals = weft.gather(outs)\n"
+        "local seen, distinct = {}, 0\n"
+        "for _, v in ipairs(vals) do if not seen[v] then seen[v] = true distinct = distinct + 1 end end\n"
+        "assert(distinct >= 2, 'samples with different seeds differ')\n"
+        "local g = weft.fn{template = 'then {{y}}:{{z}}', outputs = {z = {max_tokens = 3}}}\n"
+        "out = table.concat(vals, '|') .. '#' .. g{y = outs[2]}:get()\n";
+    char *first = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        rig r;
+        ASSERT_EQ_INT(rig_open(&r, 8, false), 0);
+        orch_set_hooks(r.o, &h);
+        ASSERT_EQ_INT(dsl_run_string(r.d, script, "=forks"), 0);
+        weft_engine_wait_idle(r.e);
+        const weft_engine_stats st = weft_engine_get_stats(r.e);
+        lua_State *L = dsl_lua(r.d);
+        lua_getglobal(L, "out");
+        if (pass == 0) {
+            orch_call_info ci;
+            ASSERT_EQ_INT(orch_call_info_get(r.o, 0, &ci), 0);
+            ASSERT_EQ_INT(ci.n_out, 4);
+            ASSERT_EQ_INT(ci.n_generated, 32);
+            ASSERT_EQ_INT(st.n_requests, 2); /* one request for the four, one for g */
+            /* the prompt went through the forward pass once, not four times */
+            ASSERT(st.n_computed_tokens < 2 * ci.n_prompt + 32 + 3);
+            ASSERT_EQ_INT(ms.n, 5);
+            first = strdup(lua_tostring(L, -1));
+        } else {
+            ASSERT_EQ_INT(st.n_requests, 0); /* all five values from the store */
+            ASSERT_STR_EQ(lua_tostring(L, -1), first);
+        }
+        lua_pop(L, 1);
+        rig_close(&r);
+    }
+    free(first);
+    for (int i = 0; i < ms.n; i++) free(ms.vals[i]);
+}
+
 TEST(bad_lua_arguments_are_errors_not_crashes)
 {
     rig r;
@@ -401,6 +448,8 @@ TEST(bad_lua_arguments_are_errors_not_crashes)
         "fails('unknown option', weft.fn, {template = 'x{{a}}', outputs = {a = {max_token = 3}}})\n"
         "fails('max_tokens', weft.fn, {template = 'x{{a}}', outputs = {a = {max_tokens = 0}}})\n"
         "fails('stop', weft.fn, {template = 'x{{a}}', outputs = {a = {stop = 3}}})\n"
+        "fails('integer in 1', weft.fn, {template = 'x{{a}}', outputs = {a = {n = 0}}})\n"
+        "fails('last output', weft.fn, {template = 'x{{a}} y{{b}}', outputs = {a = {n = 2}, b = {}}})\n"
         "fails('role', weft.fn, {messages = {{role = 'robot', content = 'x'}}, outputs = {a = {}}})\n"
         "local f = weft.fn{template = 'q {{x}} {{y}}:{{a}}', outputs = {a = {max_tokens = 2}}}\n"
         "fails('missing input .y.', f, {x = 'a'})\n"
@@ -446,6 +495,7 @@ int main(void)
     RUN(awaiting_raises_calls_already_in_the_engine);
     RUN(sequential_mode_gives_the_same_values_one_call_at_a_time);
     RUN(stored_values_replace_calls_without_the_engine);
+    RUN(forked_completions_share_one_prefill);
     RUN(bad_lua_arguments_are_errors_not_crashes);
     weft_model_free(model);
     unlink(path);
