@@ -16,9 +16,5 @@
         return cli_not_yet(name, what);                                             \
     }
 
-PENDING(cmd_run, "run", "SCRIPT.lua [--arg k=v]... [--resume RUN_ID] [--sandbox]",
-        "Lua workflows land with issue 6")
-PENDING(cmd_repl, "repl", "[-m MODEL]", "the Lua REPL lands with issue 6")
 PENDING(cmd_index, "index", "COLLECTION FILES...",
         "document collections land with the retrieval work")
-PENDING(cmd_runs, "runs", "", "durable runs land with issue 6")

@@ -4,8 +4,11 @@
  * non-zero exit, never a crash (this runs under ASan in CI too). */
 #include <sys/wait.h>
 
+#include <jansson.h>
+
 #include "test.h"
 #include "tiny_model.h"
+#include "weft/store.h"
 
 static char out[65536];
 static char weft[4096];
@@ -132,6 +135,78 @@ TEST(chat_without_a_template_says_how_to_go_raw)
     ASSERT_OUT_HAS("without --chat");
 }
 
+/* weft runs over a database the test fills through the store API. */
+TEST(runs_lists_runs_and_reports_bad_databases)
+{
+    char dbp[512], args[1024];
+    snprintf(dbp, sizeof dbp, "%s-runs.db", good);
+    unlink(dbp);
+    snprintf(args, sizeof args, "runs --db %s", dbp); /* nothing ran yet */
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("no runs yet");
+    snprintf(args, sizeof args, "runs --db %s --json", dbp);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_STR_EQ(out, "[]\n");
+
+    weft_store *s;
+    int64_t r1, r2;
+    ASSERT_EQ_INT(weft_store_open(dbp, 0, &s), 0);
+    ASSERT_EQ_INT(weft_store_run_begin(s, "examples/chain_summary.lua", "h", "{\"k\":\"v\"}", &r1), 0);
+    weft_store_call_stats st = {.n_generated = 17};
+    ASSERT_EQ_INT(weft_store_call_complete(s, r1, "a", "x", 1, &st), 0);
+    ASSERT_EQ_INT(weft_store_call_add(s, r1, "b", "f", NULL), 0);
+    ASSERT_EQ_INT(weft_store_run_finish(s, r1, "the summary", NULL), 0);
+    ASSERT_EQ_INT(weft_store_run_begin(s, "broken.lua", NULL, NULL, &r2), 0);
+    ASSERT_EQ_INT(weft_store_run_finish(s, r2, NULL, "call b: boom"), 0);
+    weft_store_close(s);
+
+    snprintf(args, sizeof args, "runs --db %s", dbp);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("STATUS");
+    ASSERT_OUT_HAS("examples/chain_summary.lua");
+    ASSERT_OUT_HAS("finished");
+    ASSERT_OUT_HAS("failed");
+    ASSERT_OUT_HAS("1/2");
+    ASSERT(strstr(out, "broken.lua") < strstr(out, "chain_summary")); /* newest first */
+    snprintf(args, sizeof args, "runs --db %s -n 1", dbp);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT(!strstr(out, "chain_summary"));
+
+    snprintf(args, sizeof args, "runs --db %s --json", dbp);
+    ASSERT_EQ_INT(run(args), 0);
+    json_error_t jerr;
+    json_t *j = json_loads(out, 0, &jerr);
+    ASSERT(j && json_is_array(j) && json_array_size(j) == 2);
+    json_t *o = json_array_get(j, 1);
+    ASSERT_EQ_INT(json_integer_value(json_object_get(o, "id")), r1);
+    ASSERT_STR_EQ(json_string_value(json_object_get(o, "status")), "finished");
+    ASSERT_EQ_INT(json_integer_value(json_object_get(o, "calls_done")), 1);
+    ASSERT_EQ_INT(json_integer_value(json_object_get(o, "calls_total")), 2);
+    ASSERT_EQ_INT(json_integer_value(json_object_get(o, "tokens_generated")), 17);
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(o, "args"), "k")), "v");
+    ASSERT(json_is_number(json_object_get(o, "seconds")));
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_array_get(j, 0), "error")),
+                  "call b: boom");
+    json_decref(j);
+
+    snprintf(args, sizeof args, "runs --db %s %lld", dbp, (long long)r1);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("the summary");
+    ASSERT_OUT_HAS("{\"k\":\"v\"}");
+    snprintf(args, sizeof args, "runs --db %s 999", dbp);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("no run 999");
+    ASSERT_EQ_INT(run("runs --help"), 0);
+    ASSERT_OUT_HAS("--json");
+    ASSERT_EQ_INT(run("runs --limit x"), 2);
+    ASSERT_EQ_INT(run("runs abc"), 2);
+    unlink(dbp);
+
+    snprintf(args, sizeof args, "runs --db %s", good); /* a GGUF file, not a database */
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("not a SQLite database");
+}
+
 int main(void)
 {
     const char *bin = getenv("WEFT_BINARY_DIR");
@@ -161,6 +236,7 @@ int main(void)
     RUN(bad_model_files_get_clear_errors);
     RUN(prompt_longer_than_the_context_is_an_error);
     RUN(chat_without_a_template_says_how_to_go_raw);
+    RUN(runs_lists_runs_and_reports_bad_databases);
     unlink(good);
     unlink(trunc_path);
     unlink(badmagic);

@@ -1,0 +1,416 @@
+/* weft run / weft repl — Lua workflows over the orchestrator and the engine:
+ * model, engine (its own thread), a libevent loop on this thread carrying
+ * the orchestrator and the Lua state. */
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+#include "weft/dsl.h"
+#include "weft/sandbox.h"
+#include "weft/store.h"
+
+#define MAX_ARGS 64
+
+typedef struct session_opts {
+    const char *model_path;
+    long n_threads, n_ctx, n_slots, kv_mb, prefill_cap;
+    bool sequential, stats, verbose, no_store, sandbox;
+    long mem_limit_mb;
+    long long instr_limit;
+    const char *db_path;
+    long long resume; /* run id, 0 = a new run */
+    const char *keys[MAX_ARGS], *vals[MAX_ARGS];
+    int n_args;
+} session_opts;
+
+typedef struct session {
+    weft_model *m;
+    weft_engine *e;
+    struct event_base *base;
+    orch *o;
+    dsl *d;
+    double t0, t_run; /* session opened, script started */
+} session;
+
+static const char common_help[] =
+    "  -m, --model PATH     GGUF model (default: $WEFT_MODEL, else the default model)\n"
+    "  -t, --threads N      compute threads (default: all cores)\n"
+    "      --ctx N          context per call in tokens (default 4096)\n"
+    "      --slots N        calls the engine runs at once (default 32)\n"
+    "      --kv-mb N        KV cache size in MiB (default 512)\n"
+    "      --prefill-cap K  prompt tokens per engine step while calls decode (default 0:\n"
+    "                       whole 512-token chunks, for throughput)\n"
+    "      --sequential     issue calls one at a time, each awaited before the next\n"
+    "                       (what a request-level client does; for comparison)\n"
+    "      --stats          print a JSON line of run statistics to stderr at the end\n"
+    "  -v, --verbose        engine and timing details to stderr\n"
+    "  -h, --help           this help\n";
+
+static void session_close(session *s)
+{
+    dsl_destroy(s->d);
+    orch_destroy(s->o);
+    if (s->base) event_base_free(s->base);
+    weft_engine_destroy(s->e);
+    weft_model_free(s->m);
+    memset(s, 0, sizeof *s);
+}
+
+static int session_open(const char *cmd, const session_opts *op, session *s)
+{
+    memset(s, 0, sizeof *s);
+    s->t0 = weft_now();
+    char pathbuf[4096];
+    const char *path = op->model_path ? op->model_path : weft_default_model_path(pathbuf, sizeof pathbuf);
+    if (weft_model_load(path, &s->m) < 0) {
+        fprintf(stderr, "weft %s: %s\n", cmd, weft_last_error());
+        if (!op->model_path && !getenv("WEFT_MODEL"))
+            fprintf(stderr, "(the default model is installed by scripts/setup.sh)\n");
+        return -1;
+    }
+    weft_engine_params ep = weft_engine_default_params();
+    ep.ctx.n_threads = (int32_t)op->n_threads;
+    ep.ctx.n_ctx = (int32_t)op->n_ctx;
+    ep.ctx.n_seq_max = (int32_t)op->n_slots;
+    ep.ctx.kv_mem = (size_t)op->kv_mb << 20;
+    ep.prefix_cache = true;
+    /* a workflow is mostly throughput work: whole prefill chunks even while
+     * other calls decode (the engine's default, 64, favours interactive TPOT) */
+    ep.prefill_cap = (int32_t)op->prefill_cap;
+    orch_params p = orch_default_params();
+    p.sequential = op->sequential;
+    weft_sandbox_params sb = weft_sandbox_default_params();
+    if (op->mem_limit_mb) sb.mem_limit = (size_t)op->mem_limit_mb << 20;
+    if (op->instr_limit) sb.instr_limit = (uint64_t)op->instr_limit;
+    if (evthread_use_pthreads() < 0 || !(s->base = event_base_new()) ||
+        weft_engine_create(s->m, &ep, &s->e) < 0 || orch_create(s->e, s->m, s->base, &p, &s->o) < 0 ||
+        dsl_create(s->o, s->m, s->base, op->sandbox ? &sb : NULL, &s->d) < 0) {
+        fprintf(stderr, "weft %s: %s\n", cmd, s->base ? weft_last_error() : "cannot create an event loop");
+        session_close(s);
+        return -1;
+    }
+    for (int i = 0; i < op->n_args; i++) dsl_set_arg(s->d, op->keys[i], op->vals[i]);
+    if (op->verbose)
+        fprintf(stderr, "weft: %s loaded, engine %ld slots x %ld tokens, %ld MiB KV (%.2f s)\n",
+                weft_model_name(s->m), op->n_slots, op->n_ctx, op->kv_mb, weft_now() - s->t0);
+    return 0;
+}
+
+static void print_stats(const session *s)
+{
+    const weft_engine_stats es = weft_engine_get_stats(s->e);
+    const orch_stats os = orch_get_stats(s->o);
+    fprintf(stderr,
+            "{\"wall_s\": %.3f, \"run_s\": %.3f, \"calls\": %lld, \"submitted\": %lld, \"from_store\": %lld, "
+            "\"failed\": %lld, \"prompt_tokens\": %lld, \"cached_tokens\": %lld, "
+            "\"computed_tokens\": %lld, \"generated_tokens\": %lld, \"engine_steps\": %lld}\n",
+            weft_now() - s->t0, weft_now() - s->t_run, (long long)os.n_calls, (long long)os.n_submitted,
+            (long long)os.n_from_store, (long long)os.n_failed, (long long)es.n_prompt_tokens,
+            (long long)es.n_cached_tokens, (long long)es.n_computed_tokens,
+            (long long)es.n_generated, (long long)es.n_steps);
+}
+
+/* Parses the options both commands share; returns the index of the first
+ * operand, or -1 (usage error, printed) or -2 (--help printed). */
+static int parse_opts(const char *cmd, int argc, char **argv, session_opts *op,
+                      void (*usage)(FILE *))
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"threads", required_argument, 0, 't'},
+        {"ctx", required_argument, 0, 'C'},   {"slots", required_argument, 0, 'S'},
+        {"kv-mb", required_argument, 0, 'K'}, {"sequential", no_argument, 0, 'q'},
+        {"stats", no_argument, 0, 's'},       {"arg", required_argument, 0, 'a'},
+        {"verbose", no_argument, 0, 'v'},     {"help", no_argument, 0, 'h'},
+        {"db", required_argument, 0, 'D'},    {"resume", required_argument, 0, 'R'},
+        {"no-store", no_argument, 0, 'N'},    {"sandbox", no_argument, 0, 'X'},
+        {"mem-limit-mb", required_argument, 0, 'L'}, {"instr-limit", required_argument, 0, 'I'},
+        {"prefill-cap", required_argument, 0, 'P'},
+        {0, 0, 0, 0}};
+    memset(op, 0, sizeof *op);
+    op->n_ctx = 4096;
+    op->n_slots = 32;
+    op->kv_mb = 512;
+    char *end;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:t:vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': op->model_path = optarg; break;
+        case 't': op->n_threads = strtol(optarg, &end, 10); if (*end || op->n_threads < 0) goto bad; break;
+        case 'C': op->n_ctx = strtol(optarg, &end, 10); if (*end || op->n_ctx < 16) goto bad; break;
+        case 'S': op->n_slots = strtol(optarg, &end, 10); if (*end || op->n_slots < 1 || op->n_slots > 1024) goto bad; break;
+        case 'K': op->kv_mb = strtol(optarg, &end, 10); if (*end || op->kv_mb < 1) goto bad; break;
+        case 'q': op->sequential = true; break;
+        case 's': op->stats = true; break;
+        case 'v': op->verbose = true; break;
+        case 'D': op->db_path = optarg; break;
+        case 'N': op->no_store = true; break;
+        case 'X': op->sandbox = true; break;
+        case 'P': op->prefill_cap = strtol(optarg, &end, 10); if (*end || op->prefill_cap < 0) goto bad; break;
+        case 'L': op->mem_limit_mb = strtol(optarg, &end, 10); if (*end || op->mem_limit_mb < 1) goto bad; break;
+        case 'I': op->instr_limit = strtoll(optarg, &end, 10); if (*end || op->instr_limit < 1) goto bad; break;
+        case 'R': op->resume = strtoll(optarg, &end, 10); if (*end || op->resume < 1) goto bad; break;
+        case 'a': {
+            const char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg) {
+                fprintf(stderr, "weft %s: --arg wants KEY=VALUE, got '%s'\n", cmd, optarg);
+                return -1;
+            }
+            if (op->n_args == MAX_ARGS) {
+                fprintf(stderr, "weft %s: at most %d --arg\n", cmd, MAX_ARGS);
+                return -1;
+            }
+            *(char *)eq = 0; /* argv is ours to split */
+            op->keys[op->n_args] = optarg;
+            op->vals[op->n_args++] = eq + 1;
+            break;
+        }
+        case 'h': usage(stdout); return -2;
+        default: usage(stderr); return -1;
+        }
+    }
+    return optind;
+bad:
+    fprintf(stderr, "weft %s: bad option value '%s' (see --help)\n", cmd, optarg);
+    return -1;
+}
+
+static void run_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: weft run SCRIPT.lua [--arg KEY=VALUE]... [options]\n"
+            "       weft run --resume RUN_ID [options]\n\n"
+            "Runs a Lua workflow: the script runs as a coroutine; its LLM calls form a graph\n"
+            "that weft batches, orders by what the script awaits (v:get()) and runs with\n"
+            "shared prompt prefixes computed once. The run ends when the script has ended\n"
+            "and every call it made has completed; a string the script returns is printed.\n"
+            "Exit 0, 1 if the script failed.\n\n"
+            "The run and every completed call are recorded in the store as they complete\n"
+            "('weft runs' lists runs). A run that was interrupted (killed, crashed) or\n"
+            "failed resumes with --resume: the script runs again from the start and every\n"
+            "call completed before is served from the store, not recomputed.\n\n"
+            "      --arg KEY=VALUE  sets arg.KEY in the script (repeatable); on --resume the\n"
+            "                       run's recorded arguments are used unless given again\n"
+            "      --resume RUN_ID  resume a run (its script, unless SCRIPT is given)\n"
+            "      --db PATH        store database (default: $WEFT_DB, else\n"
+            "                       ~/.local/share/weft/weft.db)\n"
+            "      --no-store       record nothing (benchmarks, throwaway runs)\n"
+            "      --sandbox        run an untrusted script: no io, os (but time), package,\n"
+            "                       require, debug, bytecode or string.dump; a memory cap and\n"
+            "                       an instruction budget, past which the run fails clearly\n"
+            "      --mem-limit-mb N with --sandbox: memory cap (default 64)\n"
+            "      --instr-limit N  with --sandbox: Lua instructions (default 1e9)\n%s",
+            common_help);
+}
+
+/* ---- durable runs: the orchestrator's hooks over the store ---- */
+
+typedef struct run_store {
+    weft_store *st;
+    int64_t run;
+} run_store;
+
+static void key_hex(uint64_t key, char out[17]) { snprintf(out, 17, "%016llx", (unsigned long long)key); }
+
+static int store_lookup(void *user, uint64_t key, const char *name, char **value, size_t *len)
+{
+    run_store *rs = user;
+    char k[17];
+    key_hex(key, k);
+    if (weft_store_call_add(rs->st, rs->run, k, name, NULL) < 0)
+        fprintf(stderr, "weft run: store: %s\n", weft_last_error());
+    return weft_store_call_lookup(rs->st, rs->run, k, value, len, NULL) == 0 ? 1 : 0;
+}
+
+static void store_edge(void *user, uint64_t src, uint64_t dst)
+{
+    run_store *rs = user;
+    char s[17], d[17];
+    key_hex(src, s);
+    key_hex(dst, d);
+    if (weft_store_edge_add(rs->st, rs->run, s, d) < 0)
+        fprintf(stderr, "weft run: store: %s\n", weft_last_error());
+}
+
+static void store_record(void *user, uint64_t key, const char *value, size_t len,
+                         const orch_call_info *ci)
+{
+    run_store *rs = user;
+    char k[17];
+    key_hex(key, k);
+    weft_store_call_stats cs = {.n_prompt = ci->n_prompt, .n_cached = ci->n_cached,
+                                .n_generated = ci->n_generated, .seconds = ci->t_done - ci->t_submit};
+    if (weft_store_call_complete(rs->st, rs->run, k, value, len, &cs) < 0)
+        fprintf(stderr, "weft run: store: %s\n", weft_last_error());
+}
+
+static char *args_json(const session_opts *op)
+{
+    json_t *o = json_object();
+    for (int i = 0; o && i < op->n_args; i++) json_object_set_new(o, op->keys[i], json_string(op->vals[i]));
+    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(o);
+    return s;
+}
+
+static char *script_hash(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            char *nb = realloc(buf, cap = cap ? 2 * cap : 65536);
+            if (!nb) break;
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        if (r == 0) break;
+        n += r;
+    }
+    fclose(f);
+    char *hex = malloc(WEFT_STORE_HASH_HEX);
+    if (hex) weft_store_hash_hex(buf ? buf : "", n, hex);
+    free(buf);
+    return hex;
+}
+
+/* Opens the store and begins (or resumes) the run; on resume fills in the
+ * script path and arguments recorded with it. Returns 0, or -1 (printed). */
+static int run_store_open(session_opts *op, const char **script, run_store *rs, weft_store_run *prev,
+                          json_t **prev_args)
+{
+    if (weft_store_open(op->db_path, 0, &rs->st) < 0) {
+        fprintf(stderr, "weft run: %s\n", weft_last_error());
+        return -1;
+    }
+    if (op->resume) {
+        rs->run = op->resume;
+        if (weft_store_run_resume(rs->st, rs->run, prev) < 0) {
+            fprintf(stderr, "weft run: --resume %lld: %s\n", op->resume, weft_last_error());
+            return -1;
+        }
+        if (!*script) *script = prev->script_path;
+        *prev_args = json_loads(prev->args_json ? prev->args_json : "{}", 0, NULL);
+        const char *k;
+        json_t *v;
+        json_object_foreach(*prev_args, k, v) {
+            bool given = false;
+            for (int i = 0; i < op->n_args; i++) given |= strcmp(op->keys[i], k) == 0;
+            if (!given && json_is_string(v) && op->n_args < MAX_ARGS) {
+                op->keys[op->n_args] = k;
+                op->vals[op->n_args++] = json_string_value(v);
+            }
+        }
+        char *h = script_hash(*script);
+        if (h && prev->script_hash && *prev->script_hash && strcmp(h, prev->script_hash) != 0)
+            fprintf(stderr, "weft run: %s changed since run %lld began: calls whose prompts "
+                            "changed are computed again\n", *script, op->resume);
+        free(h);
+        fprintf(stderr, "weft: resuming run %lld (%s, %lld of %lld calls done)\n", op->resume,
+                weft_run_status_name(prev->status), (long long)prev->calls_done,
+                (long long)prev->calls_total);
+        return 0;
+    }
+    char *h = script_hash(*script), *aj = args_json(op);
+    int rc = weft_store_run_begin(rs->st, *script, h, aj ? aj : "{}", &rs->run);
+    free(h);
+    free(aj);
+    if (rc < 0) {
+        fprintf(stderr, "weft run: %s\n", weft_last_error());
+        return -1;
+    }
+    fprintf(stderr, "weft: run %lld (resume with: weft run --resume %lld)\n", (long long)rs->run,
+            (long long)rs->run);
+    return 0;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    session_opts op;
+    int first = parse_opts("run", argc, argv, &op, run_usage);
+    if (first == -2) return 0;
+    if (first < 0) return 2;
+    const char *script = first < argc ? argv[first] : NULL;
+    if (first + 1 < argc) {
+        fprintf(stderr, "weft run: unexpected argument '%s' (script arguments go in --arg KEY=VALUE)\n",
+                argv[first + 1]);
+        return 2;
+    }
+    if (!script && !op.resume) {
+        fprintf(stderr, "weft run: a script is required\n\n");
+        run_usage(stderr);
+        return 2;
+    }
+    if (op.resume && op.no_store) {
+        fprintf(stderr, "weft run: --resume needs the store (drop --no-store)\n");
+        return 2;
+    }
+    run_store rs = {0};
+    weft_store_run prev = {0};
+    json_t *prev_args = NULL;
+    int rc = 1;
+    session s = {0};
+    if (!op.no_store && run_store_open(&op, &script, &rs, &prev, &prev_args) < 0) goto out;
+    if (session_open("run", &op, &s) < 0) {
+        if (rs.st) weft_store_run_finish(rs.st, rs.run, NULL, "could not start (model or engine)");
+        goto out;
+    }
+    if (rs.st) {
+        orch_hooks h = {.lookup = store_lookup, .record = store_record, .edge = store_edge,
+                        .user = &rs};
+        orch_set_hooks(s.o, &h);
+    }
+    s.t_run = weft_now();
+    rc = dsl_run_file(s.d, script) == 0 ? 0 : 1;
+    if (rs.st)
+        weft_store_run_finish(rs.st, rs.run, dsl_result(s.d), rc == 0 ? NULL : weft_last_error());
+    if (rc == 0 && dsl_result(s.d)) printf("%s\n", dsl_result(s.d));
+    if (op.stats) print_stats(&s);
+out:
+    session_close(&s);
+    weft_store_run_clear(&prev);
+    json_decref(prev_args);
+    weft_store_close(rs.st);
+    return rc;
+}
+
+static void repl_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: weft repl [options]\n\n"
+            "Interactive Lua with the weft module. Each line runs as its own coroutine;\n"
+            "variables a line returns print as they complete, tagged with the line's number.\n"
+            "Line editing and history (~/.weft_history) on a terminal.\n\n"
+            "      --arg KEY=VALUE  sets arg.KEY (repeatable)\n%s",
+            common_help);
+}
+
+int cmd_repl(int argc, char **argv)
+{
+    session_opts op;
+    int first = parse_opts("repl", argc, argv, &op, repl_usage);
+    if (first == -2) return 0;
+    if (first < 0) return 2;
+    if (first < argc) {
+        fprintf(stderr, "weft repl: unexpected argument '%s'\n", argv[first]);
+        return 2;
+    }
+    session s;
+    if (session_open("repl", &op, &s) < 0) return 1;
+    char hist[4096];
+    const char *home = getenv("HOME");
+    snprintf(hist, sizeof hist, "%s/.weft_history", home ? home : ".");
+    s.t_run = weft_now();
+    dsl_repl(s.d, home ? hist : NULL);
+    if (op.stats) print_stats(&s);
+    session_close(&s);
+    return 0;
+}

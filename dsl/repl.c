@@ -1,0 +1,240 @@
+/*
+ * weft repl: each line (or multi-line chunk) runs as its own coroutine on
+ * the loop thread, so v:get() suspends only that line. Values a line returns
+ * are printed when they are ready: at once, or — for pending variables —
+ * when they complete, tagged [N] with the line's task number. On a terminal
+ * libedit reads the line in callback mode, driven by a libevent read event
+ * on stdin, so results print while the user types; elsewhere lines are read
+ * one at a time and the loop runs between them.
+ */
+#include <editline/readline.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dsl/dsl_internal.h"
+
+typedef struct repl {
+    dsl *d;
+    bool tty, eof, continued;
+    char *chunk; /* incomplete input so far (multi-line) */
+} repl;
+
+static repl *g_repl; /* libedit's line callback has no user pointer */
+
+static void on_line(char *line);
+
+/* Before printing on a terminal: clear the line being edited. */
+static void out_begin(void)
+{
+    if (g_repl && g_repl->tty) fputs("\r\033[K", stdout);
+}
+
+static void out_end(void)
+{
+    fflush(stdout);
+    if (g_repl && g_repl->tty && !g_repl->eof) rl_forced_update_display();
+}
+
+static void print_var(dsl *d, int label, int32_t var)
+{
+    size_t len;
+    const char *v = orch_var_value(d->o, var, &len);
+    out_begin();
+    if (v) {
+        printf("[%d] ", label);
+        fwrite(v, 1, len, stdout);
+        putchar('\n');
+    } else {
+        printf("[%d] error: %s\n", label, orch_var_error(d->o, var));
+    }
+    out_end();
+}
+
+static void task_done(dsl *d, int task, lua_State *co, int status, int nres)
+{
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(co, -1);
+        out_begin();
+        printf("[%d] error: %s\n", task, msg ? msg : "(error object is not a string)");
+        out_end();
+        return;
+    }
+    for (int i = nres; i >= 1; i--) {
+        const int idx = -i;
+        lua_State *L = d->L;
+        const int32_t *var = luaL_testudata(co, idx, DSL_VAR_MT);
+        if (!var) {
+            const char *s = luaL_tolstring(co, idx, NULL);
+            out_begin();
+            printf("[%d] %s\n", task, s);
+            out_end();
+            lua_pop(co, 1);
+            continue;
+        }
+        if (orch_var_state_of(d->o, *var) != ORCH_VAR_PENDING) {
+            print_var(d, task, *var);
+            continue;
+        }
+        orch_await(d->o, *var); /* the user is looking at it */
+        lua_getfield(L, LUA_REGISTRYINDEX, DSL_WATCH);
+        lua_pushinteger(L, task);
+        lua_rawseti(L, -2, *var);
+        lua_pop(L, 1);
+    }
+    lua_pop(co, nres);
+}
+
+/* Compiles chunk (as an expression first); on success starts it. Returns 1
+ * when the chunk is incomplete (more lines wanted). Protected. */
+static bool incomplete(lua_State *L)
+{
+    size_t ml;
+    const char *msg = lua_tolstring(L, -1, &ml);
+    return msg && ml >= 5 && strcmp(msg + ml - 5, "<eof>") == 0;
+}
+
+static int exec_l(lua_State *L)
+{
+    dsl *d = lua_touserdata(L, 1);
+    size_t len;
+    const char *chunk = lua_tolstring(L, 2, &len);
+    lua_pushfstring(L, "return %s", chunk);
+    if (luaL_loadbufferx(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=stdin", "t") != LUA_OK) {
+        const bool expr_open = incomplete(L); /* "1 +" */
+        lua_pop(L, 2);
+        if (luaL_loadbufferx(L, chunk, len, "=stdin", "t") != LUA_OK) {
+            if (expr_open || incomplete(L)) {
+                lua_pushboolean(L, 1);
+                return 1;
+            }
+            out_begin();
+            printf("syntax error: %s\n", lua_tostring(L, -1));
+            out_end();
+            lua_pushboolean(L, 0);
+            return 1;
+        }
+    }
+    dsl_task_start(d, L);
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
+static void exec_line(repl *r, const char *line)
+{
+    dsl *d = r->d;
+    size_t have = r->chunk ? strlen(r->chunk) : 0;
+    char *chunk = realloc(r->chunk, have + strlen(line) + 2);
+    if (!chunk) return;
+    if (have) chunk[have++] = '\n';
+    strcpy(chunk + have, line);
+    r->chunk = chunk;
+    lua_State *L = d->L;
+    lua_pushcfunction(L, exec_l);
+    lua_pushlightuserdata(L, d);
+    lua_pushstring(L, chunk);
+    int more = 0;
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+        out_begin();
+        printf("error: %s\n", lua_tostring(L, -1));
+        out_end();
+    } else {
+        more = lua_toboolean(L, -1);
+    }
+    lua_pop(L, 1);
+    if (!more) {
+        free(r->chunk);
+        r->chunk = NULL;
+    }
+    orch_flush(d->o);
+    if (r->tty && (r->chunk != NULL) != r->continued) {
+        r->continued = r->chunk != NULL;
+        /* rl_set_prompt does not reach libedit's callback mode: install anew */
+        rl_callback_handler_remove();
+        rl_callback_handler_install(r->continued ? ">> " : "weft> ", on_line);
+    }
+}
+
+static void on_line(char *line)
+{
+    repl *r = g_repl;
+    if (!line) {
+        r->eof = true;
+        return;
+    }
+    if (*line) add_history(line);
+    exec_line(r, line);
+    free(line);
+}
+
+/* libedit's callback mode drops Ctrl-D on an empty line (el_gets returns
+ * nothing), so the loop reads each first byte itself: Ctrl-D on an empty
+ * line is the end; any other byte goes to libedit through rl_getc_function,
+ * which reads further bytes (escape sequences) from stdin as usual. */
+static int pushed = -1;
+
+static int repl_getc(FILE *f)
+{
+    if (pushed >= 0) {
+        const int c = pushed;
+        pushed = -1;
+        return c;
+    }
+    unsigned char c;
+    return read(fileno(f), &c, 1) == 1 ? c : EOF;
+}
+
+static void on_stdin(evutil_socket_t fd, short what, void *arg)
+{
+    unsigned char c;
+    if (read(0, &c, 1) != 1 || (c == 4 && rl_end == 0 && !g_repl->chunk)) {
+        g_repl->eof = true;
+        return;
+    }
+    pushed = c;
+    rl_callback_read_char();
+}
+
+int dsl_repl(dsl *d, const char *history_path)
+{
+    if (!d) return weft_error(WEFT_EINVAL, "dsl_repl: bad argument");
+    repl r = {.d = d, .tty = isatty(0) && isatty(1)};
+    g_repl = &r;
+    d->on_task_done = task_done;
+    d->print_watch = print_var;
+    if (r.tty) {
+        rl_getc_function = repl_getc; /* before libedit initializes: it reads it then */
+        using_history();
+        if (history_path) read_history(history_path);
+        printf("weft repl — Lua 5.4 with the weft module; values print as they complete. "
+               "Ctrl-D quits.\n");
+        rl_callback_handler_install("weft> ", on_line);
+        struct event *ev = event_new(d->base, 0, EV_READ | EV_PERSIST, on_stdin, NULL);
+        if (ev) event_add(ev, NULL);
+        while (ev && !r.eof) dsl_loop_once(d);
+        rl_callback_handler_remove();
+        if (ev) event_free(ev);
+        putchar('\n');
+        if (history_path) write_history(history_path);
+    } else {
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        while ((n = getline(&line, &cap, stdin)) >= 0) {
+            while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+            exec_line(&r, line);
+            event_base_loop(d->base, EVLOOP_NONBLOCK);
+        }
+        free(line);
+        r.eof = true;
+    }
+    /* what is still running finishes and prints */
+    while (!orch_idle(d->o)) dsl_loop_once(d);
+    free(r.chunk);
+    d->on_task_done = NULL;
+    d->print_watch = NULL;
+    g_repl = NULL;
+    return 0;
+}

@@ -1,0 +1,1139 @@
+/*
+ * The orchestrator: variables, calls, readiness, objectives, failure
+ * propagation, and the hand-off between the engine thread and the loop
+ * thread (see weft/orch.h).
+ *
+ * Engine events are copied on the engine thread into `q` (a locked FIFO) and
+ * `ev` is activated. On the loop thread, on_notify drains the queue into the
+ * graph, flushes ready calls, then delivers what happened (text pieces and
+ * completed variables, in order) to the listener. Delivery goes through the
+ * `out` list so that the listener is never entered from inside an orch_*
+ * function: what it does (create calls, await) cannot disturb an iteration
+ * in progress.
+ */
+#include "weft/orch.h"
+
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "weft/tokenizer.h"
+
+enum { CALL_WAITING, CALL_READY, CALL_SUBMITTED, CALL_DONE, CALL_FAILED };
+enum { KIND_LLM, KIND_JOIN };
+
+typedef struct seg {
+    char *text; /* owned, NUL-terminated */
+    size_t len;
+    int32_t var;
+} seg;
+
+typedef struct cmsg {
+    char *role;
+    seg *segs;
+    int n_segs;
+} cmsg;
+
+/* One engine event copied off the engine thread. */
+typedef struct enode {
+    struct enode *next;
+    struct ocall *c;
+    int32_t index; /* which completion */
+    bool done;
+    int status;
+    int32_t n_prompt, n_cached, n_generated;
+    size_t len;
+    char *text; /* len bytes, allocated with the node */
+} enode;
+
+/* One completion of a call: its text so far, its final event. */
+typedef struct ostream {
+    char *text;
+    size_t len, cap;
+    bool lost; /* an event copy failed: this completion fails */
+    enode final; /* the done event needs no allocation */
+} ostream;
+
+typedef struct ocall {
+    orch *o;
+    int32_t id, kind, state, priority, out;
+    char *name, *fn_id;
+    seg *segs;
+    int n_segs;
+    cmsg *msgs;
+    int n_msgs;
+    weft_sampling sampling;
+    int32_t max_tokens;
+    char **stop;
+    int n_stop;
+    bool ignore_eos, from_store;
+    int32_t *inputs; /* distinct referenced variables */
+    int n_inputs, n_missing;
+    uint64_t req_id, key;
+    int32_t n_out, n_left; /* completions (output variables out .. out + n_out - 1), unfinished */
+    ostream *streams;      /* n_out of them */
+    bool any_failed;
+    int32_t n_prompt, n_cached, n_generated;
+    int64_t done_seq;
+    double t_submit, t_done;
+} ocall;
+
+typedef struct ovar {
+    int state;
+    char *value, *error;
+    size_t len;
+    int32_t producer;
+    int32_t *users; /* calls that take this variable as input */
+    int n_users, cap_users;
+} ovar;
+
+/* Something to tell the listener. */
+typedef struct onote {
+    int32_t var;
+    bool done;
+    char *text; /* owned, for text pieces */
+    size_t len;
+} onote;
+
+struct orch {
+    weft_engine *e;
+    const weft_model *m;
+    orch_params p;
+    orch_listener lis;
+    orch_hooks hooks;
+    struct event *ev;
+    ovar **vars;
+    int32_t n_vars, cap_vars;
+    ocall **calls;
+    int32_t n_calls, cap_calls;
+    int32_t *ready; /* calls in CALL_READY */
+    int32_t n_ready, cap_ready;
+    bool ready_sorted; /* by id */
+    onote *out;
+    int32_t n_out, cap_out;
+    int32_t n_engine; /* submitted, not yet done (loop thread's view) */
+    int32_t n_open;   /* calls not done or failed */
+    int64_t done_seq;
+    bool delivering;
+    /* key ordinals: content hash -> count, open addressing */
+    uint64_t *ord_keys;
+    int32_t *ord_counts;
+    int32_t ord_cap, ord_n;
+    orch_stats st;
+    /* shared with the engine thread */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    enode *q_head, *q_tail;
+    int32_t n_inflight; /* submitted, final event not yet queued */
+};
+
+orch_params orch_default_params(void)
+{
+    orch_params p = {.sequential = false, .latency_priority = ORCH_PRIO_LATENCY};
+    return p;
+}
+
+/* ---- small helpers ---- */
+
+static int grow(void **arr, int32_t *cap, int32_t need, size_t elem)
+{
+    if (need <= *cap) return 0;
+    int32_t nc = *cap ? *cap * 2 : 16;
+    while (nc < need) nc *= 2;
+    void *na = weft_realloc(*arr, (size_t)nc * elem);
+    if (!na) return weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
+    *arr = na;
+    *cap = nc;
+    return 0;
+}
+
+static char *dup_len(const char *s, size_t n)
+{
+    char *d = weft_malloc(n + 1);
+    if (!d) return NULL;
+    if (n) memcpy(d, s, n);
+    d[n] = 0;
+    return d;
+}
+
+static char *fmt(const char *f, ...) WEFT_PRINTF(1, 2);
+static char *fmt(const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    char buf[1024];
+    vsnprintf(buf, sizeof buf, f, ap);
+    va_end(ap);
+    return weft_strdup(buf);
+}
+
+static ovar *var_at(const orch *o, int32_t v)
+{
+    return v >= 0 && v < o->n_vars ? o->vars[v] : NULL;
+}
+
+static void note(orch *o, int32_t var, bool done, const char *text, size_t len)
+{
+    if (grow((void **)&o->out, &o->cap_out, o->n_out + 1, sizeof *o->out) < 0) return;
+    onote *n = &o->out[o->n_out];
+    n->var = var;
+    n->done = done;
+    n->text = NULL;
+    n->len = 0;
+    if (!done) {
+        n->text = dup_len(text, len);
+        if (!n->text) return;
+        n->len = len;
+    }
+    o->n_out++;
+    event_active(o->ev, EV_READ, 0);
+}
+
+/* ---- variables ---- */
+
+static int var_add(orch *o, int32_t producer, int32_t *id)
+{
+    if (grow((void **)&o->vars, &o->cap_vars, o->n_vars + 1, sizeof *o->vars) < 0)
+        return WEFT_ENOMEM;
+    ovar *v = weft_calloc(1, sizeof *v);
+    if (!v) return weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
+    v->producer = producer;
+    o->vars[o->n_vars] = v;
+    *id = o->n_vars++;
+    return 0;
+}
+
+static int var_add_user(orch *o, int32_t var, int32_t call)
+{
+    ovar *v = o->vars[var];
+    if (grow((void **)&v->users, &v->cap_users, v->n_users + 1, sizeof *v->users) < 0)
+        return WEFT_ENOMEM;
+    v->users[v->n_users++] = call;
+    return 0;
+}
+
+static void call_fail_self(orch *o, ocall *c, const char *fmt_, ...) WEFT_PRINTF(3, 4);
+
+static void ready_push(orch *o, ocall *c)
+{
+    if (grow((void **)&o->ready, &o->cap_ready, o->n_ready + 1, sizeof *o->ready) < 0) {
+        call_fail_self(o, c, "out of memory");
+        return;
+    }
+    c->state = CALL_READY;
+    o->ready[o->n_ready++] = c->id;
+    o->ready_sorted = false;
+}
+
+static void call_fail(orch *o, ocall *c, const char *root);
+
+/* var gets its value (owned: value was weft_malloc'd with len + 1 bytes). */
+static void var_complete(orch *o, int32_t id, char *value, size_t len)
+{
+    ovar *v = o->vars[id];
+    v->state = ORCH_VAR_READY;
+    v->value = value;
+    v->len = len;
+    note(o, id, true, NULL, 0);
+    for (int i = 0; i < v->n_users; i++) {
+        ocall *u = o->calls[v->users[i]];
+        if (u->state == CALL_WAITING && --u->n_missing == 0) ready_push(o, u);
+    }
+}
+
+/* var fails with msg (owned). Dependents fail, naming the root failure. */
+static void var_fail(orch *o, int32_t id, char *msg, const char *root)
+{
+    ovar *v = o->vars[id];
+    v->state = ORCH_VAR_FAILED;
+    v->error = msg ? msg : weft_strdup("failed (out of memory)");
+    note(o, id, true, NULL, 0);
+    for (int i = 0; i < v->n_users; i++) {
+        ocall *u = o->calls[v->users[i]];
+        if (u->state == CALL_WAITING || u->state == CALL_READY) call_fail(o, u, root);
+    }
+}
+
+/* ---- calls ---- */
+
+static void call_finish_common(orch *o, ocall *c, int state)
+{
+    c->state = state;
+    c->done_seq = o->done_seq++;
+    c->t_done = weft_now();
+    o->n_open--;
+}
+
+/* Fails c because of `root` (the message of the call that failed first; c's
+ * own failure when c is that call). */
+static void call_fail(orch *o, ocall *c, const char *root)
+{
+    if (c->state == CALL_DONE || c->state == CALL_FAILED) return;
+    if (c->state == CALL_READY) {
+        for (int32_t i = 0; i < o->n_ready; i++)
+            if (o->ready[i] == c->id) {
+                memmove(o->ready + i, o->ready + i + 1, (size_t)(o->n_ready - i - 1) * sizeof *o->ready);
+                o->n_ready--;
+                break;
+            }
+    }
+    call_finish_common(o, c, CALL_FAILED);
+    if (c->kind == KIND_LLM) o->st.n_failed++;
+    for (int32_t i = 0; i < c->n_out; i++)
+        var_fail(o, c->out + i, fmt("'%s' (#%d) not run: %s", c->name, c->id, root), root);
+}
+
+/* c itself failed (render, submit or engine error). */
+static void call_fail_self(orch *o, ocall *c, const char *fmt_, ...)
+{
+    char why[768];
+    va_list ap;
+    va_start(ap, fmt_);
+    vsnprintf(why, sizeof why, fmt_, ap);
+    va_end(ap);
+    if (c->state == CALL_DONE || c->state == CALL_FAILED) return;
+    call_finish_common(o, c, CALL_FAILED);
+    if (c->kind == KIND_LLM) o->st.n_failed++;
+    for (int32_t i = 0; i < c->n_out; i++) {
+        if (o->vars[c->out + i]->state != ORCH_VAR_PENDING) continue; /* finished earlier */
+        char *root = fmt("call '%s' (#%d) failed: %s", c->name, c->id, why);
+        var_fail(o, c->out + i, root, root ? root : why);
+    }
+}
+
+static void segs_free(seg *s, int n)
+{
+    for (int i = 0; i < n; i++) weft_free(s[i].text);
+    weft_free(s);
+}
+
+static void call_free(ocall *c)
+{
+    segs_free(c->segs, c->n_segs);
+    for (int i = 0; i < c->n_msgs; i++) {
+        weft_free(c->msgs[i].role);
+        segs_free(c->msgs[i].segs, c->msgs[i].n_segs);
+    }
+    weft_free(c->msgs);
+    for (int i = 0; i < c->n_stop; i++) weft_free(c->stop[i]);
+    weft_free(c->stop);
+    weft_free(c->inputs);
+    weft_free(c->name);
+    weft_free(c->fn_id);
+    for (int32_t i = 0; c->streams && i < c->n_out; i++) weft_free(c->streams[i].text);
+    weft_free(c->streams);
+    weft_free(c);
+}
+
+static int copy_segs(const orch *o, const orch_seg *in, int n, seg **out)
+{
+    *out = NULL;
+    if (n <= 0) return 0;
+    seg *s = weft_calloc((size_t)n, sizeof *s);
+    if (!s) return weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
+    for (int i = 0; i < n; i++) {
+        s[i].var = in[i].var;
+        if (in[i].var >= 0) {
+            if (in[i].var >= o->n_vars) {
+                segs_free(s, n);
+                return weft_error(WEFT_EINVAL, "reference to unknown variable %d", in[i].var);
+            }
+            continue;
+        }
+        s[i].text = dup_len(in[i].text ? in[i].text : "", in[i].text ? in[i].len : 0);
+        s[i].len = in[i].text ? in[i].len : 0;
+        if (!s[i].text) {
+            segs_free(s, n);
+            return weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
+        }
+    }
+    *out = s;
+    return 0;
+}
+
+static int add_input(ocall *c, int32_t var)
+{
+    for (int i = 0; i < c->n_inputs; i++)
+        if (c->inputs[i] == var) return 0;
+    int32_t *ni = weft_realloc(c->inputs, ((size_t)c->n_inputs + 1) * sizeof *ni);
+    if (!ni) return weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
+    c->inputs = ni;
+    c->inputs[c->n_inputs++] = var;
+    return 0;
+}
+
+static int collect_inputs(ocall *c, const seg *s, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (s[i].var >= 0 && add_input(c, s[i].var) < 0) return WEFT_ENOMEM;
+    return 0;
+}
+
+/* Links a fully built call into the graph: its output, its edges, its state. */
+static int call_link(orch *o, ocall *c, int32_t *var)
+{
+    if (grow((void **)&o->calls, &o->cap_calls, o->n_calls + 1, sizeof *o->calls) < 0)
+        return WEFT_ENOMEM;
+    c->id = o->n_calls;
+    if (c->n_out < 1) c->n_out = 1;
+    c->n_left = c->n_out;
+    int rc = 0;
+    for (int32_t i = 0; i < c->n_out && rc == 0; i++) { /* consecutive ids */
+        int32_t v;
+        rc = var_add(o, c->id, &v);
+        if (i == 0) c->out = v;
+    }
+    if (rc < 0) return rc;
+    for (int i = 0; i < c->n_inputs; i++)
+        if ((rc = var_add_user(o, c->inputs[i], c->id)) < 0) return rc;
+    o->calls[o->n_calls++] = c;
+    o->n_open++;
+    if (c->kind == KIND_LLM) o->st.n_calls++;
+    *var = c->out;
+    /* inputs already failed or missing */
+    const char *root = NULL;
+    c->n_missing = 0;
+    for (int i = 0; i < c->n_inputs; i++) {
+        const ovar *v = o->vars[c->inputs[i]];
+        if (v->state == ORCH_VAR_FAILED && !root) root = v->error;
+        if (v->state == ORCH_VAR_PENDING) c->n_missing++;
+    }
+    if (root) {
+        /* the message of an input names the first failure: keep it as the root */
+        char *r = weft_strdup(root);
+        call_fail(o, c, r ? r : "an input failed");
+        weft_free(r);
+    } else if (c->n_missing == 0) {
+        ready_push(o, c);
+    }
+    return 0;
+}
+
+int orch_var_new(orch *o, const char *value, size_t len, int32_t *var)
+{
+    if (!o || !var || (!value && len)) return weft_error(WEFT_EINVAL, "orch_var_new: bad argument");
+    char *v = dup_len(value ? value : "", value ? len : 0);
+    if (!v) return weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
+    int rc = var_add(o, -1, var);
+    if (rc < 0) {
+        weft_free(v);
+        return rc;
+    }
+    ovar *x = o->vars[*var];
+    x->state = ORCH_VAR_READY;
+    x->value = v;
+    x->len = len;
+    return 0;
+}
+
+int orch_call(orch *o, const orch_call_spec *s, int32_t *var)
+{
+    if (!o || !s || !var) return weft_error(WEFT_EINVAL, "orch_call: bad argument");
+    if (s->max_tokens < 1) return weft_error(WEFT_EINVAL, "max_tokens must be at least 1");
+    if (s->n < 0 || s->n > ORCH_MAX_N) return weft_error(WEFT_EINVAL, "n must be in 1..%d", ORCH_MAX_N);
+    if (s->n_segs <= 0 && s->n_msgs <= 0) return weft_error(WEFT_EINVAL, "a call needs a prompt");
+    ocall *c = weft_calloc(1, sizeof *c);
+    if (!c) return weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
+    c->o = o;
+    c->kind = KIND_LLM;
+    c->priority = ORCH_PRIO_THROUGHPUT;
+    c->done_seq = -1;
+    c->sampling = s->sampling;
+    c->max_tokens = s->max_tokens;
+    c->n_out = s->n > 1 ? s->n : 1;
+    c->streams = weft_calloc((size_t)c->n_out, sizeof *c->streams);
+    c->ignore_eos = s->ignore_eos;
+    c->name = weft_strdup(s->name ? s->name : "call");
+    c->fn_id = weft_strdup(s->fn_id ? s->fn_id : "");
+    int rc = 0;
+    if (!c->name || !c->fn_id || !c->streams) rc = weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
+    if (!rc && s->n_msgs > 0) {
+        c->msgs = weft_calloc((size_t)s->n_msgs, sizeof *c->msgs);
+        if (!c->msgs) rc = weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
+        for (int i = 0; !rc && i < s->n_msgs; i++) {
+            c->n_msgs = i + 1;
+            c->msgs[i].role = weft_strdup(s->msgs[i].role ? s->msgs[i].role : "user");
+            rc = c->msgs[i].role ? copy_segs(o, s->msgs[i].segs, s->msgs[i].n_segs, &c->msgs[i].segs)
+                                 : weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
+            if (!rc) c->msgs[i].n_segs = s->msgs[i].n_segs;
+            if (!rc) rc = collect_inputs(c, c->msgs[i].segs, c->msgs[i].n_segs);
+        }
+    } else if (!rc) {
+        rc = copy_segs(o, s->segs, s->n_segs, &c->segs);
+        if (!rc) c->n_segs = s->n_segs;
+        if (!rc) rc = collect_inputs(c, c->segs, c->n_segs);
+    }
+    if (!rc && s->n_stop > 0) {
+        c->stop = weft_calloc((size_t)s->n_stop, sizeof *c->stop);
+        if (!c->stop) rc = weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
+        for (int i = 0; !rc && i < s->n_stop; i++) {
+            c->n_stop = i + 1;
+            c->stop[i] = weft_strdup(s->stop[i] ? s->stop[i] : "");
+            if (!c->stop[i]) rc = weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
+        }
+    }
+    if (!rc) rc = call_link(o, c, var);
+    if (rc < 0) {
+        call_free(c);
+        return rc;
+    }
+    return 0;
+}
+
+int orch_join(orch *o, const char *name, const orch_seg *segs, int n_segs, int32_t *var)
+{
+    if (!o || !var || n_segs < 0 || (n_segs && !segs)) return weft_error(WEFT_EINVAL, "orch_join: bad argument");
+    ocall *c = weft_calloc(1, sizeof *c);
+    if (!c) return weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
+    c->o = o;
+    c->kind = KIND_JOIN;
+    c->done_seq = -1;
+    c->n_out = 1;
+    c->streams = weft_calloc(1, sizeof *c->streams);
+    c->name = weft_strdup(name ? name : "join");
+    c->fn_id = weft_strdup("");
+    int rc = (!c->name || !c->fn_id || !c->streams) ? weft_error(WEFT_ENOMEM, "orchestrator: out of memory") : 0;
+    if (!rc) rc = copy_segs(o, segs, n_segs, &c->segs);
+    if (!rc) c->n_segs = n_segs;
+    if (!rc) rc = collect_inputs(c, c->segs, c->n_segs);
+    if (!rc) rc = call_link(o, c, var);
+    if (rc < 0) {
+        call_free(c);
+        return rc;
+    }
+    return 0;
+}
+
+/* ---- rendering ---- */
+
+/* Concatenates segments whose variables are all ready into a NUL-terminated
+ * weft_malloc'd string. */
+static char *render_segs(const orch *o, const seg *s, int n, size_t *len)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += s[i].var >= 0 ? o->vars[s[i].var]->len : s[i].len;
+    char *r = weft_malloc(total + 1);
+    if (!r) return NULL;
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        const char *t = s[i].var >= 0 ? o->vars[s[i].var]->value : s[i].text;
+        const size_t l = s[i].var >= 0 ? o->vars[s[i].var]->len : s[i].len;
+        if (l) memcpy(r + at, t, l);
+        at += l;
+    }
+    r[at] = 0;
+    *len = at;
+    return r;
+}
+
+/* The prompt text of an LLM call (chat messages through the model's
+ * template). Returns NULL with *why set on failure. */
+static char *render_prompt(orch *o, ocall *c, size_t *len, const char **why)
+{
+    *why = "out of memory";
+    if (c->n_msgs == 0) return render_segs(o, c->segs, c->n_segs, len);
+    char **contents = weft_calloc((size_t)c->n_msgs, sizeof *contents);
+    tok_chat_msg *msgs = weft_calloc((size_t)c->n_msgs, sizeof *msgs);
+    char *out = NULL;
+    bool ok = contents && msgs;
+    for (int i = 0; ok && i < c->n_msgs; i++) {
+        size_t l;
+        contents[i] = render_segs(o, c->msgs[i].segs, c->msgs[i].n_segs, &l);
+        ok = contents[i] != NULL;
+        msgs[i] = (tok_chat_msg){c->msgs[i].role, contents[i]};
+    }
+    if (ok && tok_chat_render(weft_model_vocab(o->m), msgs, c->n_msgs, true, &out) < 0) {
+        *why = weft_last_error();
+        out = NULL;
+    }
+    if (out) *len = strlen(out);
+    for (int i = 0; contents && i < c->n_msgs; i++) weft_free(contents[i]);
+    weft_free(contents);
+    weft_free(msgs);
+    return out;
+}
+
+/* ---- keys (see weft/orch.h) ---- */
+
+static uint64_t content_hash(const ocall *c, const char *prompt, size_t len)
+{
+    XXH3_state_t *st = XXH3_createState();
+    if (!st) return XXH3_64bits(prompt, len);
+    XXH3_64bits_reset(st);
+    XXH3_64bits_update(st, c->fn_id, strlen(c->fn_id) + 1);
+    XXH3_64bits_update(st, prompt, len);
+    const weft_sampling *s = &c->sampling;
+    const double nums[] = {s->temperature, s->top_k, s->top_p, s->min_p, s->repeat_penalty,
+                           s->repeat_last_n, (double)s->seed, c->max_tokens, c->ignore_eos};
+    XXH3_64bits_update(st, nums, sizeof nums);
+    for (int i = 0; i < c->n_stop; i++) XXH3_64bits_update(st, c->stop[i], strlen(c->stop[i]) + 1);
+    const uint64_t h = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
+    return h;
+}
+
+/* How many earlier calls of this run had content hash h (then counts this one). */
+static int32_t ordinal(orch *o, uint64_t h)
+{
+    if (o->ord_n * 2 >= o->ord_cap) {
+        const int32_t nc = o->ord_cap ? o->ord_cap * 2 : 64;
+        uint64_t *nk = weft_calloc((size_t)nc, sizeof *nk);
+        int32_t *ncnt = weft_calloc((size_t)nc, sizeof *ncnt);
+        if (!nk || !ncnt) {
+            weft_free(nk);
+            weft_free(ncnt);
+            return 0;
+        }
+        for (int32_t i = 0; i < o->ord_cap; i++) {
+            if (!o->ord_counts[i]) continue;
+            int32_t j = (int32_t)(o->ord_keys[i] & (uint64_t)(nc - 1));
+            while (ncnt[j]) j = (j + 1) & (nc - 1);
+            nk[j] = o->ord_keys[i];
+            ncnt[j] = o->ord_counts[i];
+        }
+        weft_free(o->ord_keys);
+        weft_free(o->ord_counts);
+        o->ord_keys = nk;
+        o->ord_counts = ncnt;
+        o->ord_cap = nc;
+    }
+    int32_t j = (int32_t)(h & (uint64_t)(o->ord_cap - 1));
+    while (o->ord_counts[j] && o->ord_keys[j] != h) j = (j + 1) & (o->ord_cap - 1);
+    if (!o->ord_counts[j]) {
+        o->ord_keys[j] = h;
+        o->ord_n++;
+    }
+    return o->ord_counts[j]++;
+}
+
+/* Reports to hooks.edge every LLM call whose output reaches c through its
+ * inputs (looking through joins). */
+static void report_edges(orch *o, const ocall *c)
+{
+    int32_t *stack = NULL, n = 0, cap = 0;
+    for (int i = 0; i < c->n_inputs; i++) {
+        if (grow((void **)&stack, &cap, n + 1, sizeof *stack) < 0) break;
+        stack[n++] = c->inputs[i];
+    }
+    while (n > 0) {
+        const int32_t p = o->vars[stack[--n]]->producer;
+        if (p < 0) continue;
+        const ocall *src = o->calls[p];
+        if (src->kind == KIND_LLM) {
+            if (src->key) o->hooks.edge(o->hooks.user, src->key, c->key);
+            continue;
+        }
+        for (int i = 0; i < src->n_inputs; i++) {
+            if (grow((void **)&stack, &cap, n + 1, sizeof *stack) < 0) break;
+            stack[n++] = src->inputs[i];
+        }
+    }
+    weft_free(stack);
+}
+
+/* ---- submission ---- */
+
+static void on_engine_event(const weft_event *ev, void *user);
+
+typedef struct pending_sub {
+    ocall *c;
+    int32_t *tokens;
+    int32_t n_tokens;
+    int32_t group; /* index of the first call with the same first KV block */
+} pending_sub;
+
+static void call_complete(orch *o, ocall *c, char *value, size_t len)
+{
+    call_finish_common(o, c, CALL_DONE);
+    var_complete(o, c->out, value, len);
+}
+
+/* Key of completion i: the call's key for the first, derived for the others. */
+static uint64_t index_key(const ocall *c, int32_t i)
+{
+    return i == 0 ? c->key : XXH3_64bits_withSeed(&c->key, sizeof c->key, (uint64_t)i);
+}
+
+/* Asks the store for every completion; all found: the call is done. */
+static bool from_store(orch *o, ocall *c)
+{
+    char **vals = weft_calloc((size_t)c->n_out, sizeof *vals);
+    size_t *lens = weft_calloc((size_t)c->n_out, sizeof *lens);
+    int32_t hits = 0;
+    for (int32_t i = 0; vals && lens && i < c->n_out && hits == i; i++)
+        if (o->hooks.lookup(o->hooks.user, index_key(c, i), c->name, &vals[i], &lens[i]) == 1 && vals[i])
+            hits++;
+    const bool all = vals && lens && hits == c->n_out;
+    if (all) {
+        c->from_store = true;
+        o->st.n_from_store++;
+        c->n_left = 0;
+        call_finish_common(o, c, CALL_DONE);
+        for (int32_t i = 0; i < c->n_out; i++) var_complete(o, c->out + i, vals[i], lens[i]);
+    } else {
+        for (int32_t i = 0; vals && i < c->n_out; i++) weft_free(vals[i]);
+    }
+    weft_free(vals);
+    weft_free(lens);
+    return all;
+}
+
+/* Renders an LLM call, asks the store, tokenizes. Returns 1 when the call is
+ * to be submitted (*sub filled), 0 when it is finished already. */
+static int prepare(orch *o, ocall *c, pending_sub *sub)
+{
+    size_t len = 0;
+    const char *why;
+    char *prompt = render_prompt(o, c, &len, &why);
+    if (!prompt) {
+        call_fail_self(o, c, "rendering the prompt: %s", why);
+        return 0;
+    }
+    const uint64_t h = content_hash(c, prompt, len);
+    const int32_t ord = ordinal(o, h);
+    const uint64_t pair[2] = {h, (uint64_t)ord};
+    c->key = XXH3_64bits(pair, sizeof pair);
+    if (!c->key) c->key = 1; /* 0 means "not rendered" */
+    if (o->hooks.edge) report_edges(o, c);
+    if (o->hooks.lookup && from_store(o, c)) {
+        weft_free(prompt);
+        return 0;
+    }
+    int32_t *ids = NULL, n = 0;
+    const bool chat = c->n_msgs > 0;
+    int rc = tok_encode(weft_model_vocab(o->m), prompt, len, true, chat, &ids, &n);
+    weft_free(prompt);
+    if (rc < 0) {
+        call_fail_self(o, c, "tokenizing the prompt: %s", weft_last_error());
+        return 0;
+    }
+    if (n <= 0) {
+        weft_free(ids);
+        call_fail_self(o, c, "the prompt is empty");
+        return 0;
+    }
+    sub->c = c;
+    sub->tokens = ids;
+    sub->n_tokens = n;
+    return 1;
+}
+
+static void submit(orch *o, pending_sub *s)
+{
+    ocall *c = s->c;
+    weft_request r = {.tokens = s->tokens, .n_tokens = s->n_tokens, .sampling = c->sampling,
+                      .max_tokens = c->max_tokens, .stop = (const char *const *)c->stop,
+                      .n_stop = c->n_stop, .priority = c->priority, .ignore_eos = c->ignore_eos,
+                      .n = c->n_out};
+    pthread_mutex_lock(&o->mu);
+    o->n_inflight += c->n_out; /* each completion has its final event */
+    pthread_mutex_unlock(&o->mu);
+    c->state = CALL_SUBMITTED;
+    c->t_submit = weft_now();
+    c->n_prompt = s->n_tokens;
+    int rc = weft_engine_submit(o->e, &r, on_engine_event, c, &c->req_id);
+    weft_free(s->tokens);
+    s->tokens = NULL;
+    if (rc < 0) {
+        pthread_mutex_lock(&o->mu);
+        o->n_inflight -= c->n_out;
+        pthread_mutex_unlock(&o->mu);
+        c->state = CALL_READY; /* so that call_fail_self finishes it */
+        call_fail_self(o, c, "%s: %s", weft_strerror(rc), weft_last_error());
+        return;
+    }
+    o->n_engine++;
+    o->st.n_submitted++;
+}
+
+static int cmp_sub(const void *a, const void *b)
+{
+    const pending_sub *x = a, *y = b;
+    if (x->c->priority != y->c->priority) return x->c->priority > y->c->priority ? -1 : 1;
+    if (x->group != y->group) return x->group < y->group ? -1 : 1;
+    return (x->c->id > y->c->id) - (x->c->id < y->c->id);
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Takes the ready list; finishes joins (which may make more calls ready)
+ * and prepares LLM calls. Returns how many are in subs. */
+static int32_t take_ready(orch *o, pending_sub **subs, int32_t *cap, int32_t limit)
+{
+    int32_t n = 0;
+    while (o->n_ready > 0 && n < limit) {
+        /* lowest id first: creation order is a topological order */
+        if (!o->ready_sorted) qsort(o->ready, (size_t)o->n_ready, sizeof *o->ready, cmp_id);
+        o->ready_sorted = true;
+        ocall *c = o->calls[o->ready[0]];
+        memmove(o->ready, o->ready + 1, (size_t)(o->n_ready - 1) * sizeof *o->ready);
+        o->n_ready--;
+        if (c->state != CALL_READY) continue;
+        if (c->kind == KIND_JOIN) {
+            size_t len;
+            char *v = render_segs(o, c->segs, c->n_segs, &len);
+            if (v) call_complete(o, c, v, len);
+            else call_fail_self(o, c, "out of memory");
+            continue;
+        }
+        if (grow((void **)subs, cap, n + 1, sizeof **subs) < 0) {
+            call_fail_self(o, c, "out of memory");
+            continue;
+        }
+        if (prepare(o, c, &(*subs)[n]) == 1) n++;
+    }
+    return n;
+}
+
+void orch_flush(orch *o)
+{
+    if (!o) return;
+    pending_sub *subs = NULL;
+    int32_t cap = 0;
+    if (o->p.sequential) {
+        /* one engine call at a time; joins and stored values do not count */
+        while (o->n_engine == 0 && o->n_ready > 0) {
+            int32_t n = take_ready(o, &subs, &cap, 1);
+            if (n == 1) submit(o, &subs[0]);
+        }
+        weft_free(subs);
+        return;
+    }
+    int32_t n = take_ready(o, &subs, &cap, INT32_MAX);
+    /* group calls whose first KV block is equal: the engine computes the
+     * shared head once when they are submitted together */
+    enum { BLOCK = 16 };
+    for (int32_t i = 0; i < n; i++) {
+        subs[i].group = i;
+        if (subs[i].n_tokens <= BLOCK) continue;
+        for (int32_t j = 0; j < i; j++)
+            if (subs[j].n_tokens > BLOCK &&
+                memcmp(subs[j].tokens, subs[i].tokens, BLOCK * sizeof(int32_t)) == 0) {
+                subs[i].group = subs[j].group;
+                break;
+            }
+    }
+    if (n > 1) qsort(subs, (size_t)n, sizeof *subs, cmp_sub);
+    for (int32_t i = 0; i < n; i++) submit(o, &subs[i]);
+    weft_free(subs);
+}
+
+/* ---- objectives ---- */
+
+int orch_await(orch *o, int32_t var)
+{
+    if (!o || !var_at(o, var)) return weft_error(WEFT_EINVAL, "orch_await: unknown variable %d", var);
+    int32_t *stack = NULL, n = 0, cap = 0;
+    if (grow((void **)&stack, &cap, 1, sizeof *stack) < 0) return WEFT_ENOMEM;
+    stack[n++] = var;
+    while (n > 0) {
+        const ovar *v = o->vars[stack[--n]];
+        if (v->state != ORCH_VAR_PENDING || v->producer < 0) continue;
+        ocall *c = o->calls[v->producer];
+        if (c->priority >= o->p.latency_priority) continue;
+        c->priority = o->p.latency_priority;
+        if (c->state == CALL_SUBMITTED) /* already queued or running: raise it there */
+            weft_engine_set_priority(o->e, c->req_id, c->priority);
+        for (int i = 0; i < c->n_inputs; i++) {
+            if (grow((void **)&stack, &cap, n + 1, sizeof *stack) < 0) break;
+            stack[n++] = c->inputs[i];
+        }
+    }
+    weft_free(stack);
+    return 0;
+}
+
+/* ---- engine events ---- */
+
+/* Engine thread: copy, queue, wake the loop. */
+static void on_engine_event(const weft_event *ev, void *user)
+{
+    ocall *c = user;
+    orch *o = c->o;
+    const int32_t index = ev->index >= 0 && ev->index < c->n_out ? ev->index : 0;
+    enode *nd;
+    if (ev->done) {
+        nd = &c->streams[index].final;
+        nd->len = 0;
+        nd->text = NULL;
+    } else {
+        nd = malloc(sizeof *nd + ev->text_len);
+        if (!nd) {
+            c->streams[index].lost = true; /* read on the loop thread after the final event */
+            return;
+        }
+        nd->len = ev->text_len;
+        nd->text = (char *)(nd + 1);
+        if (ev->text_len) memcpy(nd->text, ev->text, ev->text_len);
+    }
+    nd->next = NULL;
+    nd->c = c;
+    nd->index = index;
+    nd->done = ev->done;
+    nd->status = ev->status;
+    nd->n_prompt = ev->n_prompt;
+    nd->n_cached = ev->n_cached;
+    nd->n_generated = ev->n_generated;
+    pthread_mutex_lock(&o->mu);
+    if (o->q_tail) o->q_tail->next = nd;
+    else o->q_head = nd;
+    o->q_tail = nd;
+    if (ev->done) {
+        o->n_inflight--;
+        pthread_cond_broadcast(&o->cv);
+    }
+    pthread_mutex_unlock(&o->mu);
+    event_active(o->ev, EV_READ, 0);
+}
+
+static void append_text(ostream *s, const char *t, size_t n)
+{
+    if (s->len + n + 1 > s->cap) {
+        size_t cap = 2 * (s->len + n + 1) + 64;
+        char *nt = weft_realloc(s->text, cap);
+        if (!nt) {
+            s->lost = true;
+            return;
+        }
+        s->text = nt;
+        s->cap = cap;
+    }
+    memcpy(s->text + s->len, t, n);
+    s->len += n;
+    s->text[s->len] = 0;
+}
+
+/* Completion i of c failed: its variable fails, the others go on. */
+static void index_fail(orch *o, ocall *c, int32_t i, const char *why)
+{
+    c->any_failed = true;
+    char *root = c->n_out > 1 ? fmt("call '%s' (#%d) failed (completion %d): %s", c->name, c->id, i, why)
+                              : fmt("call '%s' (#%d) failed: %s", c->name, c->id, why);
+    var_fail(o, c->out + i, root, root ? root : why);
+}
+
+static void engine_done(orch *o, ocall *c, const enode *nd)
+{
+    const bool last = --c->n_left == 0;
+    if (last) o->n_engine--;
+    if (nd->index == 0) { /* the prompt is counted once */
+        c->n_cached = nd->n_cached;
+        o->st.n_prompt_tokens += nd->n_prompt;
+        o->st.n_cached_tokens += nd->n_cached;
+    }
+    c->n_generated += nd->n_generated;
+    o->st.n_generated += nd->n_generated;
+    if (c->state != CALL_SUBMITTED) return; /* failed meanwhile (cancel_all) */
+    ostream *s = &c->streams[nd->index];
+    char *v = NULL;
+    if (nd->status != 0) index_fail(o, c, nd->index, weft_strerror(nd->status));
+    else if (s->lost) index_fail(o, c, nd->index, "out of memory while collecting its text");
+    else if (!(v = s->text ? s->text : dup_len("", 0))) index_fail(o, c, nd->index, "out of memory");
+    const size_t len = s->len;
+    if (!v) weft_free(s->text); /* else the variable owns it */
+    s->text = NULL;
+    s->len = s->cap = 0;
+    if (last) {
+        call_finish_common(o, c, c->any_failed ? CALL_FAILED : CALL_DONE);
+        if (c->any_failed) o->st.n_failed++;
+    }
+    if (!v) return;
+    var_complete(o, c->out + nd->index, v, len);
+    if (o->hooks.record) {
+        orch_call_info ci;
+        orch_call_info_get(o, c->id, &ci);
+        o->hooks.record(o->hooks.user, index_key(c, nd->index), v, len, &ci);
+    }
+}
+
+static void drain_engine(orch *o)
+{
+    pthread_mutex_lock(&o->mu);
+    enode *nd = o->q_head;
+    o->q_head = o->q_tail = NULL;
+    pthread_mutex_unlock(&o->mu);
+    while (nd) {
+        enode *next = nd->next;
+        ocall *c = nd->c;
+        if (nd->done) {
+            engine_done(o, c, nd);
+        } else {
+            if (nd->len && c->state == CALL_SUBMITTED) {
+                append_text(&c->streams[nd->index], nd->text, nd->len);
+                note(o, c->out + nd->index, false, nd->text, nd->len);
+            }
+            free(nd);
+        }
+        nd = next;
+    }
+}
+
+static void deliver(orch *o)
+{
+    if (o->delivering) return;
+    o->delivering = true;
+    /* the listener may add notes (through flush): index loop, re-read n_out */
+    for (int32_t i = 0; i < o->n_out; i++) {
+        onote n = o->out[i];
+        o->out[i].text = NULL;
+        if (n.done) {
+            if (o->lis.on_done) o->lis.on_done(o->lis.user, n.var);
+        } else if (o->lis.on_text) {
+            o->lis.on_text(o->lis.user, n.var, n.text, n.len);
+        }
+        weft_free(n.text);
+        if (i == o->n_out - 1) orch_flush(o); /* what the listener made ready */
+    }
+    o->n_out = 0;
+    o->delivering = false;
+}
+
+static void on_notify(evutil_socket_t fd, short what, void *arg)
+{
+    orch *o = arg;
+    drain_engine(o);
+    orch_flush(o);
+    deliver(o);
+}
+
+/* ---- lifecycle and queries ---- */
+
+int orch_create(weft_engine *e, const weft_model *m, struct event_base *base,
+                const orch_params *p, orch **out)
+{
+    if (!e || !m || !base || !out) return weft_error(WEFT_EINVAL, "orch_create: bad argument");
+    orch *o = weft_calloc(1, sizeof *o);
+    if (!o) return weft_error(WEFT_ENOMEM, "orchestrator: out of memory");
+    o->e = e;
+    o->m = m;
+    o->p = p ? *p : orch_default_params();
+    if (o->p.latency_priority <= ORCH_PRIO_THROUGHPUT) o->p.latency_priority = ORCH_PRIO_LATENCY;
+    pthread_mutex_init(&o->mu, NULL);
+    pthread_cond_init(&o->cv, NULL);
+    /* a timeout keeps the event pending, so the loop blocks instead of
+     * returning "no events"; event_active wakes it */
+    struct timeval hour = {3600, 0};
+    o->ev = event_new(base, -1, EV_PERSIST, on_notify, o);
+    if (!o->ev || event_add(o->ev, &hour) < 0) {
+        orch_destroy(o);
+        return weft_error(WEFT_ENOMEM, "orchestrator: cannot create its event");
+    }
+    *out = o;
+    return 0;
+}
+
+void orch_cancel_all(orch *o, const char *why)
+{
+    if (!o) return;
+    for (int32_t i = 0; i < o->n_calls; i++) {
+        ocall *c = o->calls[i];
+        if (c->state == CALL_SUBMITTED) weft_engine_cancel(o->e, c->req_id);
+        if (c->state != CALL_DONE && c->state != CALL_FAILED) call_fail_self(o, c, "%s", why);
+    }
+    o->n_ready = 0;
+}
+
+void orch_destroy(orch *o)
+{
+    if (!o) return;
+    for (int32_t i = 0; i < o->n_calls; i++)
+        if (o->calls[i]->state == CALL_SUBMITTED) weft_engine_cancel(o->e, o->calls[i]->req_id);
+    pthread_mutex_lock(&o->mu);
+    while (o->n_inflight > 0) pthread_cond_wait(&o->cv, &o->mu);
+    enode *nd = o->q_head;
+    o->q_head = o->q_tail = NULL;
+    pthread_mutex_unlock(&o->mu);
+    while (nd) {
+        enode *next = nd->next;
+        if (!nd->done) free(nd);
+        nd = next;
+    }
+    if (o->ev) event_free(o->ev);
+    for (int32_t i = 0; i < o->n_calls; i++) call_free(o->calls[i]);
+    for (int32_t i = 0; i < o->n_vars; i++) {
+        weft_free(o->vars[i]->value);
+        weft_free(o->vars[i]->error);
+        weft_free(o->vars[i]->users);
+        weft_free(o->vars[i]);
+    }
+    for (int32_t i = 0; i < o->n_out; i++) weft_free(o->out[i].text);
+    weft_free(o->out);
+    weft_free(o->calls);
+    weft_free(o->vars);
+    weft_free(o->ready);
+    weft_free(o->ord_keys);
+    weft_free(o->ord_counts);
+    pthread_mutex_destroy(&o->mu);
+    pthread_cond_destroy(&o->cv);
+    weft_free(o);
+}
+
+void orch_set_listener(orch *o, const orch_listener *l)
+{
+    if (o) o->lis = l ? *l : (orch_listener){0};
+}
+
+void orch_set_hooks(orch *o, const orch_hooks *h)
+{
+    if (o) o->hooks = h ? *h : (orch_hooks){0};
+}
+
+int32_t orch_n_vars(const orch *o) { return o ? o->n_vars : 0; }
+int32_t orch_n_calls(const orch *o) { return o ? o->n_calls : 0; }
+
+orch_var_state orch_var_state_of(const orch *o, int32_t var)
+{
+    const ovar *v = o ? var_at(o, var) : NULL;
+    return v ? (orch_var_state)v->state : ORCH_VAR_FAILED;
+}
+
+const char *orch_var_value(const orch *o, int32_t var, size_t *len)
+{
+    const ovar *v = o ? var_at(o, var) : NULL;
+    if (!v || v->state != ORCH_VAR_READY) return NULL;
+    if (len) *len = v->len;
+    return v->value;
+}
+
+const char *orch_var_error(const orch *o, int32_t var)
+{
+    const ovar *v = o ? var_at(o, var) : NULL;
+    return v && v->state == ORCH_VAR_FAILED ? v->error : NULL;
+}
+
+int32_t orch_var_producer(const orch *o, int32_t var)
+{
+    const ovar *v = o ? var_at(o, var) : NULL;
+    return v ? v->producer : -1;
+}
+
+bool orch_idle(const orch *o)
+{
+    return !o || (o->n_open == 0 && o->n_out == 0);
+}
+
+int orch_call_info_get(const orch *o, int32_t call, orch_call_info *info)
+{
+    if (!o || !info || call < 0 || call >= o->n_calls)
+        return weft_error(WEFT_EINVAL, "unknown call %d", call);
+    const ocall *c = o->calls[call];
+    *info = (orch_call_info){.name = c->name, .out = c->out, .n_out = c->n_out, .priority = c->priority,
+                             .is_llm = c->kind == KIND_LLM, .from_store = c->from_store,
+                             .key = c->key, .n_prompt = c->n_prompt, .n_cached = c->n_cached,
+                             .n_generated = c->n_generated, .done_seq = c->done_seq,
+                             .t_submit = c->t_submit, .t_done = c->t_done};
+    return 0;
+}
+
+orch_stats orch_get_stats(const orch *o)
+{
+    return o ? o->st : (orch_stats){0};
+}

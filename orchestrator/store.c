@@ -1,0 +1,733 @@
+/* Durable runs on SQLite (see weft/store.h for the schema and the guarantees).
+ *
+ * Every write is a single statement in autocommit mode, so it is its own
+ * transaction; the two read-then-write operations (opening, resume) take
+ * BEGIN IMMEDIATE so that two processes cannot interleave them. Statements
+ * are prepared once per connection and cached. */
+#include "weft/store.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define STORE_APP_ID 0x77656674 /* "weft" */
+#define RUNS_SCHEMA_VERSION 1
+#define BUSY_TIMEOUT_MS 5000
+#define MAX_KEY 1024
+
+enum {
+    ST_RUN_BEGIN,
+    ST_RUN_FINISH,
+    ST_RUN_GET,
+    ST_RUN_RESUME,
+    ST_RUNS_LIST,
+    ST_CALL_ADD,
+    ST_CALL_STATUS,
+    ST_CALL_COMPLETE,
+    ST_CALL_LOOKUP,
+    ST_EDGE_ADD,
+    ST_COUNT
+};
+
+/* Columns 0..13 of a run row, shared by get and list; get adds output. */
+#define RUN_COLUMNS                                                                 \
+    "r.id, r.status, r.script_path, r.script_hash, r.args_json, r.error, "         \
+    "r.started_at, r.finished_at, r.pid, r.resumes, count(c.key), "                 \
+    "coalesce(sum(c.status = 'done'), 0), coalesce(sum(c.status = 'failed'), 0), " \
+    "coalesce(sum(CASE WHEN c.status = 'done' THEN c.n_generated END), 0)"
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_RUN_BEGIN] = "INSERT INTO runs(script_path, script_hash, args_json, status, "
+                     "started_at, pid) VALUES(?1, ?2, ?3, 'running', ?4, ?5)",
+    [ST_RUN_FINISH] = "UPDATE runs SET status = ?2, finished_at = ?3, output = ?4, "
+                      "error = ?5 WHERE id = ?1",
+    [ST_RUN_GET] = "SELECT " RUN_COLUMNS ", r.output FROM runs r LEFT JOIN calls c "
+                   "ON c.run_id = r.id WHERE r.id = ?1 GROUP BY r.id",
+    [ST_RUN_RESUME] = "UPDATE runs SET status = 'running', finished_at = NULL, "
+                      "output = NULL, error = NULL, pid = ?2, resumes = resumes + 1 "
+                      "WHERE id = ?1",
+    [ST_RUNS_LIST] = "SELECT " RUN_COLUMNS " FROM (SELECT * FROM runs ORDER BY id DESC "
+                     "LIMIT ?1) r LEFT JOIN calls c ON c.run_id = r.id GROUP BY r.id "
+                     "ORDER BY r.id DESC",
+    [ST_CALL_ADD] = "INSERT INTO calls(run_id, key, fn, summary, status, added_at) "
+                    "VALUES(?1, ?2, ?3, ?4, 'pending', ?5) "
+                    "ON CONFLICT(run_id, key) DO NOTHING",
+    [ST_CALL_STATUS] = "INSERT INTO calls(run_id, key, status, error, added_at) "
+                       "VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(run_id, key) DO UPDATE "
+                       "SET status = excluded.status, error = excluded.error "
+                       "WHERE calls.status <> 'done'",
+    [ST_CALL_COMPLETE] =
+        "INSERT INTO calls(run_id, key, status, output, n_prompt, n_cached, n_generated, "
+        "seconds, added_at, completed_at) VALUES(?1, ?2, 'done', ?3, ?4, ?5, ?6, ?7, ?8, ?8) "
+        "ON CONFLICT(run_id, key) DO UPDATE SET status = 'done', output = excluded.output, "
+        "n_prompt = excluded.n_prompt, n_cached = excluded.n_cached, "
+        "n_generated = excluded.n_generated, seconds = excluded.seconds, "
+        "completed_at = excluded.completed_at, error = NULL",
+    [ST_CALL_LOOKUP] = "SELECT output, n_prompt, n_cached, n_generated, seconds FROM calls "
+                       "WHERE run_id = ?1 AND key = ?2 AND status = 'done'",
+    [ST_EDGE_ADD] = "INSERT OR IGNORE INTO edges(run_id, src, dst) VALUES(?1, ?2, ?3)",
+};
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS weft_schema("
+    "  component TEXT PRIMARY KEY, version INTEGER NOT NULL);"
+    "CREATE TABLE runs("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  script_path TEXT NOT NULL,"
+    "  script_hash TEXT NOT NULL DEFAULT '',"
+    "  args_json TEXT NOT NULL DEFAULT '{}',"
+    "  status TEXT NOT NULL CHECK(status IN ('running', 'finished', 'failed')),"
+    "  started_at REAL NOT NULL,"
+    "  finished_at REAL,"
+    "  pid INTEGER,"
+    "  resumes INTEGER NOT NULL DEFAULT 0,"
+    "  output TEXT,"
+    "  error TEXT);"
+    "CREATE TABLE calls("
+    "  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    "  key TEXT NOT NULL,"
+    "  fn TEXT,"
+    "  summary TEXT,"
+    "  status TEXT NOT NULL CHECK(status IN ('pending', 'running', 'done', 'failed')),"
+    "  output BLOB,"
+    "  n_prompt INTEGER, n_cached INTEGER, n_generated INTEGER,"
+    "  seconds REAL,"
+    "  added_at REAL,"
+    "  completed_at REAL,"
+    "  error TEXT,"
+    "  UNIQUE(run_id, key));"
+    "CREATE TABLE edges("
+    "  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    "  src TEXT NOT NULL, dst TEXT NOT NULL,"
+    "  PRIMARY KEY(run_id, src, dst)) WITHOUT ROWID;"
+    "INSERT INTO weft_schema(component, version) VALUES('runs', 1);";
+
+struct weft_store {
+    sqlite3 *db;
+    char *path;
+    bool readonly;
+    sqlite3_stmt *st[ST_COUNT];
+};
+
+/* ---- errors -------------------------------------------------------------- */
+
+/* Maps a SQLite result to a WEFT_E* code and records "path: what: sqlite's
+ * message". */
+static int db_error(weft_store *s, int rc, const char *what)
+{
+    const char *msg = s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc);
+    int code;
+    switch (rc & 0xff) {
+    case SQLITE_NOTADB:
+        return weft_error(WEFT_EFORMAT, "%s: not a SQLite database (%s)", s->path, msg);
+    case SQLITE_CORRUPT:
+        return weft_error(WEFT_EFORMAT, "%s: database is corrupt (%s)", s->path, msg);
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: code = WEFT_EBUSY; break;
+    case SQLITE_NOMEM: code = WEFT_ENOMEM; break;
+    case SQLITE_CONSTRAINT: code = WEFT_EINVAL; break;
+    case SQLITE_TOOBIG: code = WEFT_ERANGE; break;
+    default: code = WEFT_EIO; break;
+    }
+    return weft_error(code, "%s: %s: %s", s->path, what, msg);
+}
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- paths --------------------------------------------------------------- */
+
+int weft_store_default_path(char *buf, size_t n)
+{
+    const char *env = getenv("WEFT_DB");
+    int len;
+    if (env && *env) {
+        len = snprintf(buf, n, "%s", env);
+    } else if ((env = getenv("XDG_DATA_HOME")) && *env == '/') {
+        len = snprintf(buf, n, "%s/weft/weft.db", env);
+    } else {
+        const char *home = getenv("HOME");
+        if (!home || !*home) {
+            struct passwd *pw = getpwuid(getuid());
+            home = pw ? pw->pw_dir : NULL;
+        }
+        if (!home || !*home)
+            return weft_error(WEFT_ENOTFOUND, "no home directory for the database; set WEFT_DB");
+        len = snprintf(buf, n, "%s/.local/share/weft/weft.db", home);
+    }
+    if (len < 0 || (size_t)len >= n)
+        return weft_error(WEFT_ERANGE, "database path is too long");
+    return 0;
+}
+
+/* mkdir -p of the directory part of `path`. */
+static int make_parent_dirs(const char *path)
+{
+    char *dir = weft_strdup(path);
+    if (!dir) return weft_error(WEFT_ENOMEM, "out of memory");
+    char *slash = strrchr(dir, '/');
+    int rc = 0;
+    if (slash && slash != dir) {
+        *slash = 0;
+        for (char *p = dir + 1;; p++) {
+            if (*p != '/' && *p != 0) continue;
+            char c = *p;
+            *p = 0;
+            if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+                rc = weft_error(WEFT_EIO, "cannot create directory %s: %s", dir,
+                                strerror(errno));
+                break;
+            }
+            *p = c;
+            if (!c) break;
+        }
+    }
+    weft_free(dir);
+    return rc;
+}
+
+void weft_store_hash_hex(const void *data, size_t len, char out[WEFT_STORE_HASH_HEX])
+{
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits(data, len));
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hex[c.digest[i] >> 4];
+        out[2 * i + 1] = hex[c.digest[i] & 15];
+    }
+    out[32] = 0;
+}
+
+/* ---- open / close -------------------------------------------------------- */
+
+static int exec(weft_store *s, const char *sql, const char *what)
+{
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : db_error(s, rc, what);
+}
+
+/* Runs a query returning one integer (or `dflt` when it returns no row). */
+static int query_int(weft_store *s, const char *sql, int64_t dflt, int64_t *out)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) return db_error(s, rc, "reading the schema");
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *out = sqlite3_column_int64(st, 0);
+        rc = SQLITE_DONE;
+    } else {
+        *out = dflt;
+    }
+    int err = rc == SQLITE_DONE ? 0 : db_error(s, rc, "reading the schema");
+    sqlite3_finalize(st);
+    return err;
+}
+
+/* Checks that the file is weft's (or empty) and creates the runs tables when
+ * they are missing. Inside BEGIN IMMEDIATE unless read-only. */
+static int check_schema(weft_store *s)
+{
+    int64_t app_id, n_objects, has_schema, version;
+    int rc;
+    if ((rc = query_int(s, "PRAGMA application_id", 0, &app_id)) ||
+        (rc = query_int(s, "SELECT count(*) FROM sqlite_master", 0, &n_objects)) ||
+        (rc = query_int(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
+                           "name = 'weft_schema'", 0, &has_schema)))
+        return rc;
+    if (app_id != 0 && app_id != STORE_APP_ID)
+        return weft_error(WEFT_EFORMAT,
+                          "%s: not a weft database (application_id 0x%08llx); use "
+                          "another path (--db or WEFT_DB)",
+                          s->path, (unsigned long long)app_id);
+    if (n_objects > 0 && !has_schema)
+        return weft_error(WEFT_EFORMAT,
+                          "%s: not a weft database (it holds other tables and no "
+                          "weft_schema); use another path (--db or WEFT_DB)",
+                          s->path);
+    version = 0;
+    if (has_schema &&
+        (rc = query_int(s, "SELECT version FROM weft_schema WHERE component = 'runs'", 0,
+                        &version)))
+        return rc;
+    if (version > RUNS_SCHEMA_VERSION)
+        return weft_error(WEFT_EUNSUPPORTED,
+                          "%s: runs schema version %lld is newer than this weft "
+                          "knows (%d); upgrade weft",
+                          s->path, (long long)version, RUNS_SCHEMA_VERSION);
+    if (version == RUNS_SCHEMA_VERSION) return 0;
+    if (s->readonly)
+        return weft_error(WEFT_ENOTFOUND, "%s: no runs recorded", s->path);
+    char pragma[64];
+    snprintf(pragma, sizeof pragma, "PRAGMA application_id = %d", STORE_APP_ID);
+    if ((rc = exec(s, pragma, "marking the file")) ||
+        (rc = exec(s, schema_sql, "creating the schema")))
+        return rc;
+    return 0;
+}
+
+int weft_store_open(const char *path, int flags, weft_store **out)
+{
+    *out = NULL;
+    char def[4096];
+    int rc;
+    if (!path) {
+        if ((rc = weft_store_default_path(def, sizeof def))) return rc;
+        path = def;
+    }
+    if (!*path) return weft_error(WEFT_EINVAL, "empty database path");
+    weft_store *s = weft_calloc(1, sizeof *s);
+    if (!s || !(s->path = weft_strdup(path))) {
+        weft_free(s);
+        return weft_error(WEFT_ENOMEM, "out of memory");
+    }
+    s->readonly = (flags & WEFT_STORE_READONLY) != 0;
+    struct stat sb;
+    if (s->readonly && stat(path, &sb) != 0) {
+        rc = weft_error(WEFT_ENOTFOUND, "%s: no such database", path);
+        goto fail;
+    }
+    if (!s->readonly && (rc = make_parent_dirs(path))) goto fail;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        rc = weft_error(WEFT_EIO, "%s: not a regular file", path);
+        goto fail;
+    }
+
+    int oflags = (s->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+                 SQLITE_OPEN_NOMUTEX;
+    int src = sqlite3_open_v2(path, &s->db, oflags, NULL);
+    if (src != SQLITE_OK) {
+        rc = weft_error(src == SQLITE_NOMEM ? WEFT_ENOMEM : WEFT_EIO, "%s: cannot open: %s",
+                        path, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(src));
+        goto fail;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+
+    /* The first statements read the header: a foreign or corrupt file fails
+     * here, as SQLITE_NOTADB / SQLITE_CORRUPT -> WEFT_EFORMAT. */
+    const char *sync = getenv("WEFT_DB_SYNC");
+    bool full = sync && strcmp(sync, "full") == 0;
+    if ((rc = exec(s, "PRAGMA foreign_keys = ON", "configuring"))) goto fail;
+    if (!s->readonly) {
+        if ((rc = exec(s, "PRAGMA journal_mode = WAL", "switching to WAL")) ||
+            (rc = exec(s, full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+                       "configuring")))
+            goto fail;
+        if ((rc = exec(s, "BEGIN IMMEDIATE", "locking the schema"))) goto fail;
+        rc = check_schema(s);
+        if (rc) {
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+            goto fail;
+        }
+        if ((rc = exec(s, "COMMIT", "creating the schema"))) goto fail;
+    } else if ((rc = check_schema(s))) {
+        goto fail;
+    }
+    *out = s;
+    return 0;
+fail:
+    weft_store_close(s);
+    return rc;
+}
+
+void weft_store_close(weft_store *s)
+{
+    if (!s) return;
+    for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(s->st[i]);
+    /* sqlite3_close_v2 runs the WAL checkpoint when this is the last
+     * connection; a failure there leaves the WAL in place, which is fine. */
+    if (s->db) sqlite3_close_v2(s->db);
+    weft_free(s->path);
+    weft_free(s);
+}
+
+const char *weft_store_path(const weft_store *s) { return s->path; }
+
+/* The cached statement `id` (prepared on first use; statements are left reset
+ * with their bindings cleared). */
+static int stmt(weft_store *s, int id, sqlite3_stmt **out)
+{
+    if (!s->st[id]) {
+        int rc = sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+                                    &s->st[id], NULL);
+        if (rc != SQLITE_OK) return db_error(s, rc, "preparing a statement");
+    }
+    *out = s->st[id];
+    return 0;
+}
+
+static void stmt_done(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/* Steps a write statement to completion. */
+static int step_write(weft_store *s, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    int err = 0;
+    if (rc != SQLITE_DONE) {
+        if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+            err = weft_error(WEFT_ENOTFOUND, "%s: %s: no such run", s->path, what);
+        else
+            err = db_error(s, rc, what);
+    }
+    stmt_done(st);
+    return err;
+}
+
+static int check_key(const char *key)
+{
+    if (!key || !*key) return weft_error(WEFT_EINVAL, "call key is empty");
+    if (strlen(key) > MAX_KEY)
+        return weft_error(WEFT_EINVAL, "call key is longer than %d bytes", MAX_KEY);
+    return 0;
+}
+
+static int check_writable(weft_store *s)
+{
+    if (s->readonly) return weft_error(WEFT_EINVAL, "%s: opened read-only", s->path);
+    return 0;
+}
+
+/* ---- runs ---------------------------------------------------------------- */
+
+const char *weft_run_status_name(weft_run_status st)
+{
+    switch (st) {
+    case WEFT_RUN_RUNNING: return "running";
+    case WEFT_RUN_FINISHED: return "finished";
+    case WEFT_RUN_FAILED: return "failed";
+    case WEFT_RUN_INTERRUPTED: return "interrupted";
+    }
+    return "unknown";
+}
+
+const char *weft_call_status_name(weft_call_status st)
+{
+    switch (st) {
+    case WEFT_CALL_PENDING: return "pending";
+    case WEFT_CALL_RUNNING: return "running";
+    case WEFT_CALL_DONE: return "done";
+    case WEFT_CALL_FAILED: return "failed";
+    }
+    return "unknown";
+}
+
+int weft_store_run_begin(weft_store *s, const char *script_path, const char *script_hash,
+                         const char *args_json, int64_t *run_id)
+{
+    int rc;
+    if ((rc = check_writable(s))) return rc;
+    if (!script_path || !*script_path) return weft_error(WEFT_EINVAL, "run: no script path");
+    if (args_json) {
+        json_error_t jerr;
+        json_t *j = json_loads(args_json, 0, &jerr);
+        if (!j)
+            return weft_error(WEFT_EINVAL, "run arguments are not a JSON object or array: %s",
+                              jerr.text);
+        json_decref(j);
+    }
+    sqlite3_stmt *st;
+    if ((rc = stmt(s, ST_RUN_BEGIN, &st))) return rc;
+    sqlite3_bind_text(st, 1, script_path, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, script_hash ? script_hash : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, args_json ? args_json : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 4, wall_now());
+    sqlite3_bind_int64(st, 5, (int64_t)getpid());
+    if ((rc = step_write(s, st, "starting a run"))) return rc;
+    *run_id = sqlite3_last_insert_rowid(s->db);
+    return 0;
+}
+
+static char *col_dup(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t ? weft_strdup((const char *)t) : NULL;
+}
+
+static bool pid_gone(int64_t pid)
+{
+    if (pid <= 0 || pid == (int64_t)getpid()) return false;
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+/* Reads the RUN_COLUMNS of the current row (and output at column 14 if
+ * `with_output`) into *r. */
+static int read_run(sqlite3_stmt *st, weft_store_run *r, bool with_output)
+{
+    memset(r, 0, sizeof *r);
+    r->id = sqlite3_column_int64(st, 0);
+    const char *status = (const char *)sqlite3_column_text(st, 1);
+    r->status = !status                         ? WEFT_RUN_FAILED
+                : strcmp(status, "running") == 0  ? WEFT_RUN_RUNNING
+                : strcmp(status, "finished") == 0 ? WEFT_RUN_FINISHED
+                                                  : WEFT_RUN_FAILED;
+    r->script_path = col_dup(st, 2);
+    r->script_hash = col_dup(st, 3);
+    r->args_json = col_dup(st, 4);
+    r->error = col_dup(st, 5);
+    r->started_at = sqlite3_column_double(st, 6);
+    r->finished_at = sqlite3_column_double(st, 7);
+    r->pid = sqlite3_column_int64(st, 8);
+    r->resumes = sqlite3_column_int(st, 9);
+    r->calls_total = sqlite3_column_int64(st, 10);
+    r->calls_done = sqlite3_column_int64(st, 11);
+    r->calls_failed = sqlite3_column_int64(st, 12);
+    r->tokens_generated = sqlite3_column_int64(st, 13);
+    if (with_output) r->output = col_dup(st, 14);
+    if (r->status == WEFT_RUN_RUNNING && pid_gone(r->pid)) r->status = WEFT_RUN_INTERRUPTED;
+    if (!r->script_path || !r->script_hash || !r->args_json ||
+        (sqlite3_column_type(st, 5) != SQLITE_NULL && !r->error) ||
+        (with_output && sqlite3_column_type(st, 14) != SQLITE_NULL && !r->output)) {
+        weft_store_run_clear(r);
+        return weft_error(WEFT_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+void weft_store_run_clear(weft_store_run *r)
+{
+    if (!r) return;
+    weft_free(r->script_path);
+    weft_free(r->script_hash);
+    weft_free(r->args_json);
+    weft_free(r->output);
+    weft_free(r->error);
+    memset(r, 0, sizeof *r);
+}
+
+int weft_store_run_get(weft_store *s, int64_t run_id, weft_store_run *out)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *st;
+    int rc, err;
+    if ((rc = stmt(s, ST_RUN_GET, &st))) return rc;
+    sqlite3_bind_int64(st, 1, run_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        err = read_run(st, out, true);
+    else if (rc == SQLITE_DONE)
+        err = weft_error(WEFT_ENOTFOUND, "no run %lld in %s", (long long)run_id, s->path);
+    else
+        err = db_error(s, rc, "reading a run");
+    stmt_done(st);
+    return err;
+}
+
+int weft_store_run_resume(weft_store *s, int64_t run_id, weft_store_run *info)
+{
+    int rc;
+    if (info) memset(info, 0, sizeof *info);
+    if ((rc = check_writable(s))) return rc;
+    if ((rc = exec(s, "BEGIN IMMEDIATE", "resuming a run"))) return rc;
+    weft_store_run tmp = {0}, *r = info ? info : &tmp;
+    if ((rc = weft_store_run_get(s, run_id, r))) goto fail;
+    /* read_run turned a dead process's run into INTERRUPTED: RUNNING here
+     * means another live process is executing it. */
+    if (r->status == WEFT_RUN_RUNNING && r->pid != (int64_t)getpid()) {
+        rc = weft_error(WEFT_EBUSY, "run %lld is still running (pid %lld)",
+                        (long long)run_id, (long long)r->pid);
+        if (!info) weft_store_run_clear(&tmp);
+        goto fail;
+    }
+    if (!info) weft_store_run_clear(&tmp);
+    sqlite3_stmt *st;
+    if ((rc = stmt(s, ST_RUN_RESUME, &st))) goto fail;
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_int64(st, 2, (int64_t)getpid());
+    if ((rc = step_write(s, st, "resuming a run"))) goto fail;
+    if ((rc = exec(s, "COMMIT", "resuming a run"))) goto fail;
+    return 0;
+fail:
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    if (info) weft_store_run_clear(info);
+    return rc;
+}
+
+int weft_store_run_finish(weft_store *s, int64_t run_id, const char *output,
+                          const char *error)
+{
+    int rc;
+    if ((rc = check_writable(s))) return rc;
+    sqlite3_stmt *st;
+    if ((rc = stmt(s, ST_RUN_FINISH, &st))) return rc;
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_text(st, 2, error ? "failed" : "finished", -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 3, wall_now());
+    if (output) sqlite3_bind_text(st, 4, output, -1, SQLITE_STATIC);
+    if (error) sqlite3_bind_text(st, 5, error, -1, SQLITE_STATIC);
+    if ((rc = step_write(s, st, "finishing a run"))) return rc;
+    if (sqlite3_changes(s->db) == 0)
+        return weft_error(WEFT_ENOTFOUND, "no run %lld in %s", (long long)run_id, s->path);
+    return 0;
+}
+
+void weft_store_runs_free(weft_store_run *runs, size_t n)
+{
+    if (!runs) return;
+    for (size_t i = 0; i < n; i++) weft_store_run_clear(&runs[i]);
+    weft_free(runs);
+}
+
+int weft_store_runs_list(weft_store *s, int limit, weft_store_run **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *st;
+    int rc, err = 0;
+    if ((rc = stmt(s, ST_RUNS_LIST, &st))) return rc;
+    sqlite3_bind_int64(st, 1, limit > 0 ? limit : -1);
+    weft_store_run *v = NULL;
+    size_t len = 0, cap = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (len == cap) {
+            size_t ncap = cap ? 2 * cap : 16;
+            weft_store_run *nv = weft_realloc(v, ncap * sizeof *v);
+            if (!nv) {
+                err = weft_error(WEFT_ENOMEM, "out of memory");
+                break;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        if ((err = read_run(st, &v[len], false))) break;
+        len++;
+    }
+    if (!err && rc != SQLITE_DONE) err = db_error(s, rc, "listing runs");
+    stmt_done(st);
+    if (err) {
+        weft_store_runs_free(v, len);
+        return err;
+    }
+    *out = v;
+    *n = len;
+    return 0;
+}
+
+/* ---- calls --------------------------------------------------------------- */
+
+int weft_store_call_add(weft_store *s, int64_t run_id, const char *key, const char *fn,
+                        const char *summary)
+{
+    int rc;
+    if ((rc = check_writable(s)) || (rc = check_key(key))) return rc;
+    sqlite3_stmt *st;
+    if ((rc = stmt(s, ST_CALL_ADD, &st))) return rc;
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    if (fn) sqlite3_bind_text(st, 3, fn, -1, SQLITE_STATIC);
+    if (summary) sqlite3_bind_text(st, 4, summary, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 5, wall_now());
+    return step_write(s, st, "adding a call");
+}
+
+int weft_store_edge_add(weft_store *s, int64_t run_id, const char *src, const char *dst)
+{
+    int rc;
+    if ((rc = check_writable(s)) || (rc = check_key(src)) || (rc = check_key(dst))) return rc;
+    sqlite3_stmt *st;
+    if ((rc = stmt(s, ST_EDGE_ADD, &st))) return rc;
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_text(st, 2, src, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, dst, -1, SQLITE_STATIC);
+    return step_write(s, st, "adding an edge");
+}
+
+int weft_store_call_set_status(weft_store *s, int64_t run_id, const char *key,
+                               weft_call_status status, const char *error)
+{
+    int rc;
+    if ((rc = check_writable(s)) || (rc = check_key(key))) return rc;
+    if (status != WEFT_CALL_PENDING && status != WEFT_CALL_RUNNING && status != WEFT_CALL_FAILED)
+        return weft_error(WEFT_EINVAL, "call status %d: use weft_store_call_complete for done",
+                          (int)status);
+    sqlite3_stmt *st;
+    if ((rc = stmt(s, ST_CALL_STATUS, &st))) return rc;
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, weft_call_status_name(status), -1, SQLITE_STATIC);
+    if (error) sqlite3_bind_text(st, 4, error, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 5, wall_now());
+    return step_write(s, st, "setting a call's status");
+}
+
+int weft_store_call_complete(weft_store *s, int64_t run_id, const char *key,
+                             const char *output, size_t output_len,
+                             const weft_store_call_stats *stats)
+{
+    int rc;
+    if ((rc = check_writable(s)) || (rc = check_key(key))) return rc;
+    if (!output && output_len) return weft_error(WEFT_EINVAL, "call output is NULL");
+    if (output_len > INT32_MAX)
+        return weft_error(WEFT_ERANGE, "call output of %zu bytes is too large", output_len);
+    sqlite3_stmt *st;
+    if ((rc = stmt(s, ST_CALL_COMPLETE, &st))) return rc;
+    weft_store_call_stats zero = {0};
+    if (!stats) stats = &zero;
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 3, output ? output : "", (int)output_len, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, stats->n_prompt);
+    sqlite3_bind_int(st, 5, stats->n_cached);
+    sqlite3_bind_int(st, 6, stats->n_generated);
+    sqlite3_bind_double(st, 7, stats->seconds);
+    sqlite3_bind_double(st, 8, wall_now());
+    return step_write(s, st, "recording a call's value");
+}
+
+int weft_store_call_lookup(weft_store *s, int64_t run_id, const char *key, char **output,
+                           size_t *output_len, weft_store_call_stats *stats)
+{
+    *output = NULL;
+    *output_len = 0;
+    int rc;
+    if ((rc = check_key(key))) return rc;
+    sqlite3_stmt *st;
+    if ((rc = stmt(s, ST_CALL_LOOKUP, &st))) return rc;
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    int err = 0;
+    if (rc == SQLITE_ROW) {
+        const void *b = sqlite3_column_blob(st, 0);
+        size_t len = (size_t)sqlite3_column_bytes(st, 0);
+        char *copy = weft_malloc(len + 1);
+        if (!copy) {
+            err = weft_error(WEFT_ENOMEM, "out of memory");
+        } else {
+            if (len) memcpy(copy, b, len);
+            copy[len] = 0;
+            *output = copy;
+            *output_len = len;
+            if (stats) {
+                stats->n_prompt = sqlite3_column_int(st, 1);
+                stats->n_cached = sqlite3_column_int(st, 2);
+                stats->n_generated = sqlite3_column_int(st, 3);
+                stats->seconds = sqlite3_column_double(st, 4);
+            }
+        }
+    } else if (rc == SQLITE_DONE) {
+        err = weft_error(WEFT_ENOTFOUND, "run %lld has no completed value for call %s",
+                         (long long)run_id, key);
+    } else {
+        err = db_error(s, rc, "looking up a call");
+    }
+    stmt_done(st);
+    return err;
+}

@@ -1,0 +1,333 @@
+/* weft run and weft repl as a user meets them, on a tiny model: help and
+ * usage errors, a script's output, a failing script's exit code, the REPL
+ * on piped input, and a durable run killed with SIGKILL mid-run that
+ * resumes with --resume recomputing nothing completed and ending with the
+ * same output as an uninterrupted run. */
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+
+#include "test.h"
+#include "tiny_model.h"
+#include "weft/store.h"
+
+static char weft[4096], model_path[256], db[512], script[512], out[1 << 16];
+
+static int run(const char *args)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "WEFT_DB=%s %s %s 2>&1", db, weft, args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+    return WEXITSTATUS(st);
+}
+
+#define ASSERT_OUT_HAS(s)                                                                   \
+    do {                                                                                    \
+        if (!strstr(out, (s))) TEST_FAIL_("output lacks \"%s\":\n%s", (s), out);            \
+    } while (0)
+
+static int write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fputs(text, f);
+    return fclose(f);
+}
+
+/* A chain of 12 calls, each prompt built from the previous output; prints
+ * "step k" as each completes and returns all outputs joined. */
+static const char chain_lua[] =
+    "local f = weft.fn{template = 'step {{k}} {{prev}}:{{out}}',\n"
+    "                  outputs = {out = {max_tokens = tonumber(arg.tokens or 24), ignore_eos = true}}}\n"
+    "local prev, all = 'the', {}\n"
+    "for k = 1, 12 do\n"
+    "  local t = f{k = k, prev = prev}:get()\n"
+    "  all[#all + 1] = t\n"
+    "  prev = t:gsub('[^%w ]', ''):sub(1, 12)\n"
+    "  io.stdout:write('step ', k, '\\n') io.stdout:flush()\n"
+    "end\n"
+    "return 'final:' .. table.concat(all, '|')\n";
+
+TEST(help_usage_and_script_errors)
+{
+    ASSERT_EQ_INT(run("run --help"), 0);
+    ASSERT_OUT_HAS("--resume");
+    ASSERT_OUT_HAS("--arg KEY=VALUE");
+    ASSERT_EQ_INT(run("repl --help"), 0);
+    ASSERT_EQ_INT(run("run"), 2);
+    ASSERT_OUT_HAS("script is required");
+    ASSERT_EQ_INT(run("run a.lua b.lua"), 2);
+    ASSERT_EQ_INT(run("run x.lua --arg novalue"), 2);
+    ASSERT_EQ_INT(run("run --resume 0"), 2);
+    char args[2048], bad[600];
+    snprintf(bad, sizeof bad, "%s.bad.lua", script);
+    ASSERT_EQ_INT(write_file(bad, "local x = weft.var('a')\nerror('on purpose: ' .. x:get())\n"), 0);
+    snprintf(args, sizeof args, "run %s -m %s --no-store", bad, model_path);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("on purpose: a");
+    ASSERT_OUT_HAS("stack traceback");
+    snprintf(args, sizeof args, "run /nonexistent/s.lua -m %s --no-store", model_path);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("/nonexistent/s.lua");
+    unlink(bad);
+}
+
+TEST(a_script_prints_model_output_and_its_result)
+{
+    char args[2048];
+    snprintf(args, sizeof args, "run %s -m %s --ctx 256 -t 2 --arg tokens=4 --no-store --stats", script,
+             model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("step 12");
+    ASSERT_OUT_HAS("final:");
+    ASSERT_OUT_HAS("\"calls\": 12");
+}
+
+TEST(repl_runs_lines_and_prints_results_as_they_complete)
+{
+    char args[2048], input[600];
+    snprintf(input, sizeof input, "%s.repl.txt", script);
+    /* results are tagged with the task number of their line ([1] is f = ...) */
+    ASSERT_EQ_INT(write_file(input,
+                             "f = weft.fn{template = 'q {{x}}:{{y}}', outputs = {y = {max_tokens = 3}}}\n"
+                             "1 + 2\n"
+                             "v = f{x = 'the'}\n"
+                             "v\n"
+                             "weft.join({'a', 'b'}, '-')\n"
+                             "for i = 1,\n"
+                             "  2 do print('multi', i) end\n"
+                             "error('oops')\n"
+                             "this is not lua\n"
+                             "#weft.var('abc'):get()\n"),
+                  0);
+    snprintf(args, sizeof args, "repl -m %s --ctx 256 -t 2 < %s", model_path, input);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("[2] 3\n");
+    ASSERT_OUT_HAS("[4] "); /* the variable, printed when complete */
+    ASSERT_OUT_HAS("[5] a-b\n");
+    ASSERT_OUT_HAS("multi\t1\nmulti\t2\n");
+    ASSERT_OUT_HAS("[7] error: stdin:1: oops");
+    ASSERT_OUT_HAS("syntax error: stdin:1: syntax error near 'is'");
+    ASSERT_OUT_HAS("[8] 3\n");
+    ASSERT(strstr(out, "[3]") == NULL); /* a statement returns nothing to print */
+    unlink(input);
+}
+
+static const char escapes_lua[] =
+    "local refused = 0\n"
+    "local function try(name, f)\n"
+    "  local ok = pcall(f)\n"
+    "  if ok then print('ESCAPED ' .. name) else refused = refused + 1 end\n"
+    "end\n"
+    "try('io.open', function() return io.open('/etc/passwd') end)\n"
+    "try('os.execute', function() return os.execute('true') end)\n"
+    "try('os.remove', function() return os.remove('/tmp/x') end)\n"
+    "try('require', function() return require('os') end)\n"
+    "try('package', function() return package.loadlib('libc.so.6', 'system') end)\n"
+    "try('string.dump', function() return string.dump(print) end)\n"
+    "try('bytecode', function() return assert(load('\\27Lua\\84\\0\\25\\147', 'b', 'b')) end)\n"
+    "try('bytecode as text', function() return assert(load('\\27LuaT\\0')) end)\n"
+    "try('debug', function() return debug.getinfo(1) end)\n"
+    "try('loadfile', function() return loadfile('/etc/passwd') end)\n"
+    "try('dofile', function() return dofile('/etc/passwd') end)\n"
+    "try('memory bomb', function() return string.rep('x', 1 << 30) end)\n"
+    "print('refused ' .. refused)\n"
+    "return weft.var('weft still works'):get()\n";
+
+TEST(sandboxed_scripts_cannot_escape_or_exhaust_the_host)
+{
+    char args[2048], path[600];
+    snprintf(path, sizeof path, "%s.escape.lua", script);
+    ASSERT_EQ_INT(write_file(path, escapes_lua), 0);
+    snprintf(args, sizeof args, "run %s -m %s --no-store --sandbox", path, model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT(strstr(out, "ESCAPED") == NULL);
+    ASSERT_OUT_HAS("refused 12\n");
+    ASSERT_OUT_HAS("weft still works");
+    /* without --sandbox the same script reaches io: the flag is what refuses */
+    snprintf(args, sizeof args, "run %s -m %s --no-store", path, model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("ESCAPED io.open");
+    /* an endless loop ends the run with a clear error */
+    ASSERT_EQ_INT(write_file(path, "local n = 0\nwhile true do n = n + 1 end\n"), 0);
+    snprintf(args, sizeof args, "run %s -m %s --no-store --sandbox --instr-limit 1000000", path, model_path);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("instruction budget of 1000000 exceeded");
+    /* so does a memory bomb that is not caught */
+    ASSERT_EQ_INT(write_file(path, "local t = {}\nfor i = 1, 1e9 do t[i] = string.rep('x', 4096) .. i end\n"), 0);
+    snprintf(args, sizeof args, "run %s -m %s --no-store --sandbox --mem-limit-mb 16", path, model_path);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("memory limit");
+    unlink(path);
+}
+
+static int64_t only_run_id(void)
+{
+    weft_store *s = NULL;
+    weft_store_run *runs = NULL;
+    size_t n = 0;
+    int64_t id = -1;
+    if (weft_store_open(db, WEFT_STORE_READONLY, &s) == 0 && weft_store_runs_list(s, 1, &runs, &n) == 0 && n == 1)
+        id = runs[0].id;
+    weft_store_runs_free(runs, n);
+    weft_store_close(s);
+    return id;
+}
+
+static int64_t calls_done(int64_t id)
+{
+    weft_store *s = NULL;
+    weft_store_run r = {0};
+    int64_t done = -1;
+    if (weft_store_open(db, WEFT_STORE_READONLY, &s) == 0 && weft_store_run_get(s, id, &r) == 0)
+        done = r.calls_done;
+    weft_store_run_clear(&r);
+    weft_store_close(s);
+    return done;
+}
+
+/* Starts weft run in a child with stdout on a pipe; kills it with SIGKILL
+ * once it has printed "step <at>". Returns the steps it printed. */
+/* Edges of the run's graph in the database. */
+static int count_edges(int64_t id)
+{
+    sqlite3 *h = NULL;
+    sqlite3_stmt *st = NULL;
+    int n = -1;
+    if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(h, "SELECT count(*) FROM edges WHERE run_id = ?1", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, id);
+        if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int(st, 0);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return n;
+}
+
+static int run_and_kill(int at)
+{
+    int fds[2];
+    if (pipe(fds) != 0) return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        setenv("WEFT_DB", db, 1);
+        execl(weft, weft, "run", script, "-m", model_path, "--ctx", "256", "-t", "2", "--arg",
+              "tokens=40", (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *f = fdopen(fds[0], "r");
+    char line[256];
+    int steps = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "step ", 5) == 0) steps = atoi(line + 5);
+        if (steps >= at) {
+            kill(pid, SIGKILL);
+            break;
+        }
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    if (f) fclose(f);
+    return WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL ? steps : -1;
+}
+
+static long stat_field(const char *name)
+{
+    char key[64];
+    snprintf(key, sizeof key, "\"%s\": ", name);
+    const char *p = strstr(out, key);
+    return p ? strtol(p + strlen(key), NULL, 10) : -1;
+}
+
+TEST(a_run_stores_its_graph)
+{
+    char args[2048], path[600];
+    snprintf(path, sizeof path, "%s.graph.lua", script);
+    ASSERT_EQ_INT(write_file(path,
+                             "local f = weft.fn{template = 'x {{x}}:{{y}}', outputs = {y = {max_tokens = 3}}}\n"
+                             "local a = f{x = 'the'}\n"
+                             "local b, c = f{x = a}, f{x = a}\n"
+                             "return f{x = weft.join({b, c}, ' ')}:get()\n"),
+                  0);
+    snprintf(args, sizeof args, "run %s -m %s --ctx 256 -t 2", path, model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    const int64_t id = only_run_id();
+    ASSERT(id > 0);
+    ASSERT_EQ_INT(calls_done(id), 4);
+    ASSERT_EQ_INT(count_edges(id), 4); /* a->b, a->c, and b, c -> d through the join */
+    unlink(path);
+}
+
+TEST(a_killed_run_resumes_without_recomputing_what_completed)
+{
+    char args[2048], reference[1 << 14];
+    /* the same script uninterrupted, for the expected output */
+    snprintf(args, sizeof args, "run %s -m %s --ctx 256 -t 2 --arg tokens=40 --no-store", script, model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    const char *fin = strstr(out, "final:");
+    ASSERT(fin != NULL);
+    snprintf(reference, sizeof reference, "%s", fin);
+
+    const int steps = run_and_kill(4);
+    ASSERT(steps >= 4);
+    const int64_t id = only_run_id();
+    ASSERT(id > 0);
+    const int64_t done = calls_done(id);
+    fprintf(stderr, "  killed after step %d; %lld calls stored as done\n", steps, (long long)done);
+    ASSERT(done >= 4 && done < 12);
+    ASSERT_EQ_INT(run("runs --json"), 0);
+    ASSERT_OUT_HAS("interrupted");
+
+    snprintf(args, sizeof args, "run --resume %lld -m %s --ctx 256 -t 2 --stats", (long long)id, model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    /* nothing completed is computed again: the engine saw only the rest */
+    ASSERT_EQ_INT(stat_field("from_store"), done);
+    ASSERT_EQ_INT(stat_field("submitted"), 12 - done);
+    fin = strstr(out, "final:");
+    ASSERT(fin != NULL);
+    ASSERT(strncmp(fin, reference, strlen(reference)) == 0);
+    ASSERT_EQ_INT(calls_done(id), 12);
+    /* resuming a finished run serves everything from the store */
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_EQ_INT(stat_field("from_store"), 12);
+    ASSERT_EQ_INT(stat_field("submitted"), 0);
+}
+
+int main(void)
+{
+    const char *bin = getenv("WEFT_BINARY_DIR");
+    snprintf(weft, sizeof weft, "%s/weft", bin ? bin : ".");
+    if (access(weft, X_OK) != 0) {
+        fprintf(stderr, "no weft binary at %s\n", weft);
+        return 1;
+    }
+    tiny_path(model_path, sizeof model_path, "runcli");
+    snprintf(db, sizeof db, "%s.db", model_path);
+    snprintf(script, sizeof script, "%s.chain.lua", model_path);
+    tiny_spec sp = tiny_default();
+    if (tiny_write(&sp, model_path) != 0 || write_file(script, chain_lua) != 0) return 1;
+    RUN(help_usage_and_script_errors);
+    RUN(a_script_prints_model_output_and_its_result);
+    RUN(repl_runs_lines_and_prints_results_as_they_complete);
+    RUN(sandboxed_scripts_cannot_escape_or_exhaust_the_host);
+    RUN(a_run_stores_its_graph);
+    RUN(a_killed_run_resumes_without_recomputing_what_completed);
+    unlink(model_path);
+    unlink(script);
+    char p[600];
+    const char *sfx[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s%s", db, sfx[i]);
+        unlink(p);
+    }
+    TEST_DONE();
+}

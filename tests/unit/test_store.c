@@ -1,0 +1,556 @@
+/* Durable runs: values round-trip and survive close/open and a kill -9 of the
+ * writing process mid-run; a reader sees consistent data while another
+ * process writes; corrupt, foreign and newer databases are clear errors. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test.h"
+#include "weft/store.h"
+
+static char dir[256];
+
+static void db_path(char *buf, size_t n, const char *name)
+{
+    snprintf(buf, n, "%s/%s", dir, name);
+}
+
+static void call_key(char *buf, size_t n, int i) { snprintf(buf, n, "call-%06d", i); }
+
+static void call_value(char *buf, size_t n, int i)
+{
+    snprintf(buf, n, "{\"out\":\"value of call %d\"}", i);
+}
+
+TEST(round_trip)
+{
+    char path[512];
+    db_path(path, sizeof path, "rt/sub/weft.db"); /* parents are created */
+    weft_store *s;
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    ASSERT_STR_EQ(weft_store_path(s), path);
+    int64_t run;
+    ASSERT_EQ_INT(weft_store_run_begin(s, "examples/map.lua", "abc123", "{\"n\":\"3\"}", &run), 0);
+    ASSERT(run > 0);
+
+    ASSERT_EQ_INT(weft_store_call_add(s, run, "k1", "summarize", "prompt-hash-1"), 0);
+    ASSERT_EQ_INT(weft_store_call_add(s, run, "k2", "reduce", NULL), 0);
+    ASSERT_EQ_INT(weft_store_call_add(s, run, "k1", "summarize", "again"), 0); /* idempotent */
+    ASSERT_EQ_INT(weft_store_edge_add(s, run, "k1", "k2"), 0);
+    ASSERT_EQ_INT(weft_store_edge_add(s, run, "k1", "k2"), 0);
+    ASSERT_EQ_INT(weft_store_call_set_status(s, run, "k1", WEFT_CALL_RUNNING, NULL), 0);
+
+    char *out;
+    size_t len;
+    ASSERT_EQ_INT(weft_store_call_lookup(s, run, "k1", &out, &len, NULL), WEFT_ENOTFOUND);
+    ASSERT(out == NULL);
+
+    /* binary-safe: an embedded NUL survives */
+    const char val[] = "{\"a\":\"x\"}\0tail";
+    weft_store_call_stats st = {.n_prompt = 100, .n_cached = 64, .n_generated = 20,
+                                .seconds = 1.5};
+    ASSERT_EQ_INT(weft_store_call_complete(s, run, "k1", val, sizeof val - 1, &st), 0);
+    weft_store_call_stats got = {0};
+    ASSERT_EQ_INT(weft_store_call_lookup(s, run, "k1", &out, &len, &got), 0);
+    ASSERT_EQ_INT(len, sizeof val - 1);
+    ASSERT(memcmp(out, val, len) == 0);
+    ASSERT_EQ_INT(out[len], 0);
+    weft_free(out);
+    ASSERT_EQ_INT(got.n_prompt, 100);
+    ASSERT_EQ_INT(got.n_cached, 64);
+    ASSERT_EQ_INT(got.n_generated, 20);
+    ASSERT_NEAR(got.seconds, 1.5, 1e-9);
+
+    /* a completed call is not downgraded by a late status update */
+    ASSERT_EQ_INT(weft_store_call_set_status(s, run, "k1", WEFT_CALL_FAILED, "late"), 0);
+    ASSERT_EQ_INT(weft_store_call_lookup(s, run, "k1", &out, &len, NULL), 0);
+    weft_free(out);
+    /* complete without add; empty output */
+    ASSERT_EQ_INT(weft_store_call_complete(s, run, "k3", NULL, 0, NULL), 0);
+    ASSERT_EQ_INT(weft_store_call_lookup(s, run, "k3", &out, &len, NULL), 0);
+    ASSERT_EQ_INT(len, 0);
+    ASSERT_STR_EQ(out, "");
+    weft_free(out);
+    ASSERT_EQ_INT(weft_store_call_set_status(s, run, "k2", WEFT_CALL_FAILED, "engine said no"), 0);
+    ASSERT_EQ_INT(weft_store_call_lookup(s, run, "k2", &out, &len, NULL), WEFT_ENOTFOUND);
+
+    weft_store_run r;
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    ASSERT_EQ_INT(r.status, WEFT_RUN_RUNNING);
+    ASSERT_STR_EQ(r.script_path, "examples/map.lua");
+    ASSERT_STR_EQ(r.script_hash, "abc123");
+    ASSERT_STR_EQ(r.args_json, "{\"n\":\"3\"}");
+    ASSERT_EQ_INT(r.calls_total, 3);
+    ASSERT_EQ_INT(r.calls_done, 2);
+    ASSERT_EQ_INT(r.calls_failed, 1);
+    ASSERT_EQ_INT(r.tokens_generated, 20);
+    ASSERT_EQ_INT(r.pid, getpid());
+    ASSERT(r.output == NULL && r.error == NULL);
+    ASSERT(r.started_at > 1.6e9);
+    weft_store_run_clear(&r);
+
+    ASSERT_EQ_INT(weft_store_run_finish(s, run, "final answer", NULL), 0);
+    int64_t run2;
+    ASSERT_EQ_INT(weft_store_run_begin(s, "b.lua", NULL, NULL, &run2), 0);
+    ASSERT(run2 > run);
+    ASSERT_EQ_INT(weft_store_run_finish(s, run2, NULL, "k9: model not found"), 0);
+
+    weft_store_run *runs;
+    size_t n;
+    ASSERT_EQ_INT(weft_store_runs_list(s, 0, &runs, &n), 0);
+    ASSERT_EQ_INT(n, 2);
+    ASSERT_EQ_INT(runs[0].id, run2); /* newest first */
+    ASSERT_EQ_INT(runs[0].status, WEFT_RUN_FAILED);
+    ASSERT_STR_EQ(runs[0].error, "k9: model not found");
+    ASSERT_STR_EQ(runs[0].args_json, "{}");
+    ASSERT_STR_EQ(runs[0].script_hash, "");
+    ASSERT_EQ_INT(runs[0].calls_total, 0);
+    ASSERT_EQ_INT(runs[1].status, WEFT_RUN_FINISHED);
+    ASSERT(runs[1].output == NULL); /* lists leave output out */
+    ASSERT(runs[1].finished_at >= runs[1].started_at);
+    ASSERT_EQ_INT(runs[1].calls_done, 2);
+    weft_store_runs_free(runs, n);
+    ASSERT_EQ_INT(weft_store_runs_list(s, 1, &runs, &n), 0);
+    ASSERT_EQ_INT(n, 1);
+    weft_store_runs_free(runs, n);
+    weft_store_close(s);
+}
+
+TEST(bad_arguments_are_errors)
+{
+    char path[512];
+    db_path(path, sizeof path, "bad.db");
+    weft_store *s;
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    int64_t run;
+    ASSERT_EQ_INT(weft_store_run_begin(s, "a.lua", NULL, "{not json", &run), WEFT_EINVAL);
+    ASSERT(strstr(weft_last_error(), "JSON"));
+    ASSERT_EQ_INT(weft_store_run_begin(s, "a.lua", NULL, "\"a string\"", &run), WEFT_EINVAL);
+    ASSERT_EQ_INT(weft_store_run_begin(s, "", NULL, NULL, &run), WEFT_EINVAL);
+    ASSERT_EQ_INT(weft_store_run_begin(s, "a.lua", NULL, "[1,2]", &run), 0);
+    ASSERT_EQ_INT(weft_store_call_add(s, run, "", NULL, NULL), WEFT_EINVAL);
+    char big[2000];
+    memset(big, 'k', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    ASSERT_EQ_INT(weft_store_call_add(s, run, big, NULL, NULL), WEFT_EINVAL);
+    ASSERT_EQ_INT(weft_store_call_add(s, 9999, "k", NULL, NULL), WEFT_ENOTFOUND);
+    ASSERT(strstr(weft_last_error(), "no such run"));
+    ASSERT_EQ_INT(weft_store_call_complete(s, 9999, "k", "x", 1, NULL), WEFT_ENOTFOUND);
+    ASSERT_EQ_INT(weft_store_call_set_status(s, run, "k", WEFT_CALL_DONE, NULL), WEFT_EINVAL);
+    ASSERT_EQ_INT(weft_store_run_finish(s, 9999, NULL, NULL), WEFT_ENOTFOUND);
+    weft_store_run r;
+    ASSERT_EQ_INT(weft_store_run_get(s, 9999, &r), WEFT_ENOTFOUND);
+    ASSERT_EQ_INT(weft_store_run_resume(s, 9999, &r), WEFT_ENOTFOUND);
+    ASSERT(r.script_path == NULL);
+    weft_store_close(s);
+
+    /* read-only: no file is not created; writes are refused */
+    char missing[512];
+    db_path(missing, sizeof missing, "missing/none.db");
+    ASSERT_EQ_INT(weft_store_open(missing, WEFT_STORE_READONLY, &s), WEFT_ENOTFOUND);
+    struct stat sb;
+    ASSERT(stat(missing, &sb) != 0);
+    ASSERT_EQ_INT(weft_store_open(path, WEFT_STORE_READONLY, &s), 0);
+    ASSERT_EQ_INT(weft_store_run_begin(s, "a.lua", NULL, NULL, &run), WEFT_EINVAL);
+    weft_store_run *runs;
+    size_t n;
+    ASSERT_EQ_INT(weft_store_runs_list(s, 0, &runs, &n), 0);
+    ASSERT_EQ_INT(n, 1);
+    weft_store_runs_free(runs, n);
+    weft_store_close(s);
+    ASSERT_EQ_INT(weft_store_open(dir, 0, &s), WEFT_EIO); /* a directory */
+}
+
+TEST(default_path_follows_the_environment)
+{
+    char buf[512], *old_db = getenv("WEFT_DB") ? strdup(getenv("WEFT_DB")) : NULL;
+    setenv("WEFT_DB", "/x/y.db", 1);
+    ASSERT_EQ_INT(weft_store_default_path(buf, sizeof buf), 0);
+    ASSERT_STR_EQ(buf, "/x/y.db");
+    unsetenv("WEFT_DB");
+    setenv("XDG_DATA_HOME", "/data", 1);
+    ASSERT_EQ_INT(weft_store_default_path(buf, sizeof buf), 0);
+    ASSERT_STR_EQ(buf, "/data/weft/weft.db");
+    unsetenv("XDG_DATA_HOME");
+    setenv("HOME", "/home/u", 1);
+    ASSERT_EQ_INT(weft_store_default_path(buf, sizeof buf), 0);
+    ASSERT_STR_EQ(buf, "/home/u/.local/share/weft/weft.db");
+    ASSERT_EQ_INT(weft_store_default_path(buf, 8), WEFT_ERANGE);
+    if (old_db) {
+        setenv("WEFT_DB", old_db, 1);
+        free(old_db);
+    }
+    /* WEFT_DB is what open(NULL) uses */
+    char path[512];
+    db_path(path, sizeof path, "env/weft.db");
+    setenv("WEFT_DB", path, 1);
+    weft_store *s;
+    ASSERT_EQ_INT(weft_store_open(NULL, 0, &s), 0);
+    ASSERT_STR_EQ(weft_store_path(s), path);
+    weft_store_close(s);
+    unsetenv("WEFT_DB");
+    char h1[WEFT_STORE_HASH_HEX], h2[WEFT_STORE_HASH_HEX];
+    weft_store_hash_hex("abc", 3, h1);
+    weft_store_hash_hex("abd", 3, h2);
+    ASSERT_EQ_INT(strlen(h1), 32);
+    ASSERT(strcmp(h1, h2) != 0);
+}
+
+TEST(values_persist_across_close_and_open)
+{
+    char path[512];
+    db_path(path, sizeof path, "persist.db");
+    weft_store *s;
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    int64_t run;
+    ASSERT_EQ_INT(weft_store_run_begin(s, "p.lua", "h", NULL, &run), 0);
+    char key[64], val[128];
+    for (int i = 0; i < 20; i++) {
+        call_key(key, sizeof key, i);
+        call_value(val, sizeof val, i);
+        ASSERT_EQ_INT(weft_store_call_add(s, run, key, "f", NULL), 0);
+        if (i % 2 == 0) ASSERT_EQ_INT(weft_store_call_complete(s, run, key, val, strlen(val), NULL), 0);
+    }
+    weft_store_close(s);
+
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    for (int i = 0; i < 20; i++) {
+        char *out;
+        size_t len;
+        call_key(key, sizeof key, i);
+        call_value(val, sizeof val, i);
+        int rc = weft_store_call_lookup(s, run, key, &out, &len, NULL);
+        if (i % 2 == 0) {
+            ASSERT_EQ_INT(rc, 0);
+            ASSERT_STR_EQ(out, val);
+            weft_free(out);
+        } else {
+            ASSERT_EQ_INT(rc, WEFT_ENOTFOUND);
+        }
+    }
+    weft_store_run r;
+    ASSERT_EQ_INT(weft_store_run_resume(s, run, &r), 0); /* same process: allowed */
+    ASSERT_STR_EQ(r.script_path, "p.lua");
+    ASSERT_EQ_INT(r.calls_total, 20);
+    ASSERT_EQ_INT(r.calls_done, 10);
+    weft_store_run_clear(&r);
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    ASSERT_EQ_INT(r.resumes, 1);
+    weft_store_run_clear(&r);
+    weft_store_close(s);
+}
+
+/* The child records values one committed call at a time and reports each
+ * index on a pipe after weft_store_call_complete returns; the parent kills it
+ * with SIGKILL mid-run. Every reported value must be in the file. A second
+ * child kills itself between two writes. */
+static int crash_child(const char *path, int wfd, int self_kill_at)
+{
+    weft_store *s;
+    int64_t run;
+    if (weft_store_open(path, 0, &s) || weft_store_run_begin(s, "crash.lua", "h", NULL, &run))
+        return 1;
+    if (write(wfd, &run, sizeof run) != sizeof run) return 1;
+    char key[64], val[128];
+    for (int i = 0;; i++) {
+        call_key(key, sizeof key, i);
+        call_value(val, sizeof val, i);
+        if (weft_store_call_add(s, run, key, "f", NULL)) return 1;
+        if (i == self_kill_at) raise(SIGKILL); /* added, never completed */
+        if (weft_store_call_complete(s, run, key, val, strlen(val), NULL)) return 1;
+        if (write(wfd, &i, sizeof i) != sizeof i) return 1;
+    }
+}
+
+static int read_full(int fd, void *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+TEST(committed_values_survive_kill_9)
+{
+    for (int variant = 0; variant < 2; variant++) {
+        char path[512];
+        db_path(path, sizeof path, variant ? "crash-self.db" : "crash.db");
+        int fds[2];
+        ASSERT_EQ_INT(pipe(fds), 0);
+        pid_t pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+            close(fds[0]);
+            _exit(crash_child(path, fds[1], variant ? 37 : -1));
+        }
+        close(fds[1]);
+        int64_t run;
+        ASSERT_EQ_INT(read_full(fds[0], &run, sizeof run), 0);
+        int last = -1, i;
+        if (variant == 0) {
+            while (last < 150 && read_full(fds[0], &i, sizeof i) == 0) last = i;
+            kill(pid, SIGKILL); /* while it writes the next ones */
+        }
+        while (read_full(fds[0], &i, sizeof i) == 0) last = i; /* acks sent before death */
+        close(fds[0]);
+        int wst;
+        ASSERT_EQ_INT(waitpid(pid, &wst, 0), pid);
+        ASSERT(WIFSIGNALED(wst) && WTERMSIG(wst) == SIGKILL);
+        if (variant == 0) ASSERT(last >= 150);
+        if (variant == 1) ASSERT_EQ_INT(last, 36);
+
+        weft_store *s;
+        ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+        char key[64], val[128];
+        for (int k = 0; k <= last; k++) {
+            char *out;
+            size_t len;
+            call_key(key, sizeof key, k);
+            call_value(val, sizeof val, k);
+            int rc = weft_store_call_lookup(s, run, key, &out, &len, NULL);
+            if (rc) TEST_FAIL_("value %d (of %d acknowledged) lost: %s", k, last, weft_last_error());
+            ASSERT_STR_EQ(out, val);
+            weft_free(out);
+        }
+        weft_store_run r;
+        ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+        ASSERT_EQ_INT(r.status, WEFT_RUN_INTERRUPTED); /* its process is gone */
+        ASSERT(r.calls_done >= last + 1);
+        ASSERT(r.calls_total >= r.calls_done);
+        if (variant == 1) ASSERT_EQ_INT(r.calls_total, r.calls_done + 1);
+        weft_store_run_clear(&r);
+        ASSERT_EQ_INT(weft_store_run_resume(s, run, NULL), 0);
+        call_key(key, sizeof key, last + 1000);
+        ASSERT_EQ_INT(weft_store_call_complete(s, run, key, "x", 1, NULL), 0);
+        ASSERT_EQ_INT(weft_store_run_finish(s, run, "done", NULL), 0);
+        ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+        ASSERT_EQ_INT(r.status, WEFT_RUN_FINISHED);
+        ASSERT_STR_EQ(r.output, "done");
+        ASSERT_EQ_INT(r.resumes, 1);
+        weft_store_run_clear(&r);
+        weft_store_close(s);
+    }
+}
+
+TEST(resume_of_a_live_run_is_busy)
+{
+    char path[512];
+    db_path(path, sizeof path, "live.db");
+    int up[2], down[2];
+    ASSERT_EQ_INT(pipe(up), 0);
+    ASSERT_EQ_INT(pipe(down), 0);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        weft_store *s;
+        int64_t run;
+        if (weft_store_open(path, 0, &s) || weft_store_run_begin(s, "live.lua", NULL, NULL, &run))
+            _exit(1);
+        if (write(up[1], &run, sizeof run) != sizeof run) _exit(1);
+        char c;
+        if (read(down[0], &c, 1) != 1) _exit(1); /* wait for the parent */
+        weft_store_close(s);
+        _exit(0);
+    }
+    int64_t run;
+    ASSERT_EQ_INT(read_full(up[0], &run, sizeof run), 0);
+    weft_store *s;
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    ASSERT_EQ_INT(weft_store_run_resume(s, run, NULL), WEFT_EBUSY);
+    ASSERT(strstr(weft_last_error(), "still running"));
+    ASSERT_EQ_INT(write(down[1], "x", 1), 1);
+    int wst;
+    ASSERT_EQ_INT(waitpid(pid, &wst, 0), pid);
+    ASSERT(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+    ASSERT_EQ_INT(weft_store_run_resume(s, run, NULL), 0);
+    weft_store_close(s);
+    close(up[0]);
+    close(up[1]);
+    close(down[0]);
+    close(down[1]);
+}
+
+TEST(a_reader_sees_consistent_data_while_another_process_writes)
+{
+    char path[512];
+    db_path(path, sizeof path, "concurrent.db");
+    weft_store *s;
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0); /* schema exists before the race */
+    const int N = 300;
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        weft_store *w;
+        int64_t run;
+        if (weft_store_open(path, 0, &w) || weft_store_run_begin(w, "w.lua", NULL, NULL, &run))
+            _exit(1);
+        char key[64], val[128];
+        for (int i = 0; i < N; i++) {
+            call_key(key, sizeof key, i);
+            call_value(val, sizeof val, i);
+            if (weft_store_call_add(w, run, key, "f", NULL) ||
+                weft_store_call_complete(w, run, key, val, strlen(val), NULL))
+                _exit(2);
+        }
+        if (weft_store_run_finish(w, run, "ok", NULL)) _exit(3);
+        weft_store_close(w);
+        _exit(0);
+    }
+    int64_t seen = 0;
+    int reads = 0, finished = 0, exited = 0, wst = 0;
+    for (;;) {
+        weft_store_run *runs;
+        size_t n;
+        int rc = weft_store_runs_list(s, 0, &runs, &n);
+        if (rc) TEST_FAIL_("list while writing: %s", weft_last_error());
+        reads++;
+        if (n == 1) {
+            /* never goes backwards, never counts a call done that it has not added */
+            ASSERT(runs[0].calls_done >= seen);
+            ASSERT(runs[0].calls_done <= runs[0].calls_total);
+            seen = runs[0].calls_done;
+            finished = runs[0].status == WEFT_RUN_FINISHED;
+            if (seen > 0) {
+                char key[64], val[128], *out;
+                size_t len;
+                call_key(key, sizeof key, (int)seen - 1);
+                call_value(val, sizeof val, (int)seen - 1);
+                ASSERT_EQ_INT(weft_store_call_lookup(s, runs[0].id, key, &out, &len, NULL), 0);
+                ASSERT_STR_EQ(out, val);
+                weft_free(out);
+            }
+        }
+        weft_store_runs_free(runs, n);
+        if (finished) break;
+        /* one more read after the writer exits: it may have finished since */
+        if (exited) TEST_FAIL_("writer exited before finishing the run");
+        if (waitpid(pid, &wst, WNOHANG) == pid) exited = 1;
+    }
+    if (!exited) ASSERT_EQ_INT(waitpid(pid, &wst, 0), pid);
+    ASSERT(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+    ASSERT_EQ_INT(seen, N);
+    ASSERT(reads > 1);
+    weft_store_close(s);
+}
+
+static int write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(data, 1, n, f);
+    return fclose(f) == 0 && w == n ? 0 : -1;
+}
+
+TEST(corrupt_and_foreign_files_are_clear_errors)
+{
+    char path[512];
+    weft_store *s;
+    /* not a database at all */
+    db_path(path, sizeof path, "garbage.db");
+    char junk[8192];
+    for (size_t i = 0; i < sizeof junk; i++) junk[i] = (char)(i * 7 + 3);
+    ASSERT_EQ_INT(write_file(path, junk, sizeof junk), 0);
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), WEFT_EFORMAT);
+    ASSERT(strstr(weft_last_error(), path));
+    ASSERT(strstr(weft_last_error(), "not a SQLite database"));
+    ASSERT_EQ_INT(weft_store_open(path, WEFT_STORE_READONLY, &s), WEFT_EFORMAT);
+
+    /* a text file */
+    db_path(path, sizeof path, "text.db");
+    const char text[] = "SQLite format 3? no, just a note\n";
+    ASSERT_EQ_INT(write_file(path, text, sizeof text - 1), 0);
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), WEFT_EFORMAT);
+
+    /* some other program's SQLite database */
+    db_path(path, sizeof path, "foreign.db");
+    sqlite3 *db;
+    ASSERT_EQ_INT(sqlite3_open(path, &db), SQLITE_OK);
+    ASSERT_EQ_INT(sqlite3_exec(db, "CREATE TABLE contacts(name, phone)", NULL, NULL, NULL), 0);
+    sqlite3_close(db);
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), WEFT_EFORMAT);
+    ASSERT(strstr(weft_last_error(), "not a weft database"));
+    ASSERT_EQ_INT(sqlite3_open(path, &db), SQLITE_OK); /* and it was left alone */
+    sqlite3_stmt *st;
+    ASSERT_EQ_INT(sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &st, NULL), 0);
+    ASSERT_EQ_INT(sqlite3_step(st), SQLITE_ROW);
+    ASSERT_EQ_INT(sqlite3_column_int(st, 0), 1);
+    sqlite3_finalize(st);
+    ASSERT_EQ_INT(sqlite3_exec(db, "PRAGMA application_id = 1234", NULL, NULL, NULL), 0);
+    sqlite3_close(db);
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), WEFT_EFORMAT);
+    ASSERT(strstr(weft_last_error(), "application_id"));
+
+    /* a newer weft's schema */
+    db_path(path, sizeof path, "newer.db");
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    weft_store_close(s);
+    ASSERT_EQ_INT(sqlite3_open(path, &db), SQLITE_OK);
+    ASSERT_EQ_INT(sqlite3_exec(db, "UPDATE weft_schema SET version = 99", NULL, NULL, NULL), 0);
+    sqlite3_close(db);
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), WEFT_EUNSUPPORTED);
+    ASSERT(strstr(weft_last_error(), "newer"));
+
+    /* a weft database damaged inside: pages after the first overwritten */
+    db_path(path, sizeof path, "damaged.db");
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    int64_t run;
+    ASSERT_EQ_INT(weft_store_run_begin(s, "d.lua", NULL, NULL, &run), 0);
+    char key[64];
+    for (int i = 0; i < 200; i++) {
+        call_key(key, sizeof key, i);
+        ASSERT_EQ_INT(weft_store_call_complete(s, run, key, junk, 500, NULL), 0);
+    }
+    weft_store_close(s); /* checkpoints the WAL into the file */
+    struct stat sb;
+    ASSERT_EQ_INT(stat(path, &sb), 0);
+    ASSERT(sb.st_size > 8 * 4096);
+    int fd = open(path, O_WRONLY);
+    ASSERT(fd >= 0);
+    for (off_t off = 4096; off < sb.st_size; off += 4096)
+        ASSERT_EQ_INT(pwrite(fd, junk, 4096, off), 4096);
+    close(fd);
+    int rc = weft_store_open(path, 0, &s);
+    if (rc == 0) { /* the header page may still read fine: then the first query fails */
+        weft_store_run *runs;
+        size_t n;
+        rc = weft_store_runs_list(s, 0, &runs, &n);
+        weft_store_close(s);
+    }
+    ASSERT_EQ_INT(rc, WEFT_EFORMAT);
+    ASSERT(strstr(weft_last_error(), path));
+
+    /* and a good database next to them still works */
+    db_path(path, sizeof path, "fine.db");
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    ASSERT_EQ_INT(weft_store_run_begin(s, "ok.lua", NULL, NULL, &run), 0);
+    weft_store_close(s);
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/weft-test-store-XXXXXX");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    RUN(round_trip);
+    RUN(bad_arguments_are_errors);
+    RUN(default_path_follows_the_environment);
+    RUN(values_persist_across_close_and_open);
+    RUN(committed_values_survive_kill_9);
+    RUN(resume_of_a_live_run_is_busy);
+    RUN(a_reader_sees_consistent_data_while_another_process_writes);
+    RUN(corrupt_and_foreign_files_are_clear_errors);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (test_failed_count == 0 && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    TEST_DONE();
+}
