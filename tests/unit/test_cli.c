@@ -70,6 +70,8 @@ TEST(help_and_usage)
     ASSERT_OUT_HAS("bad option value");
     ASSERT_EQ_INT(run("serve --port 0 -m /nonexistent/model.gguf"), 1); /* fails before listening */
     ASSERT_EQ_INT(run("run"), 2);
+    ASSERT_OUT_HAS("a script is required");
+    ASSERT_EQ_INT(run("index"), 2);
     ASSERT_OUT_HAS("not available yet");
     ASSERT_EQ_INT(run("generate -m x.gguf"), 2); /* no prompt */
     ASSERT_OUT_HAS("prompt is required");
