@@ -118,10 +118,8 @@ static void attention(const pool_thread *t, weft_ctx *c, const fwd_job *j, int l
             const int nr = n_kv - p < KV_BLOCK_TOKENS ? n_kv - p : KV_BLOCK_TOKENS;
             vec_dot_f16_rows(hd, q16, kv_k(c, s, layer, p) + kvh * hd, stride, nr, sc + p);
         }
-        for (int32_t p = 0; p < n_kv; p++) sc[p] *= scale;
-        vec_softmax(sc, n_kv);
         /* the weights meet V in f16, as in llama.cpp */
-        for (int32_t p = 0; p < n_kv; p++) sc[p] = quant_f16_to_f32(quant_f32_to_f16(sc[p]));
+        vec_softmax_f16w(sc, n_kv, scale);
         float *out = c->att + (size_t)tk * n_head * hd + (size_t)h * hd;
         memset(out, 0, (size_t)hd * sizeof *out);
         for (int32_t p = 0; p < n_kv; p += KV_BLOCK_TOKENS) {

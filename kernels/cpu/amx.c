@@ -246,10 +246,9 @@ epilogue(__m512 acc, __m512i isum, const amx_block *blk, float da, float sa, boo
  * (a load right after the TILESTORED that feeds it would stall). */
 TGTAMX static inline __attribute__((always_inline)) void
 group(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const float *sa,
-      const int M, float *y, size_t ldy)
+      const int M, const bool q41, const bool pf, float *y, size_t ldy)
 {
     const int64_t nb = mat->nb;
-    const bool q41 = mat->type == WEFT_TYPE_Q4_1;
     const amx_block *blk = &mat->blocks[t * nb];
     int32_t c[4][AMX_ROWS][AMX_ROWS] __attribute__((aligned(64)));
     __m512 acc[AMX_ROWS];
@@ -258,9 +257,9 @@ group(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const fl
     int64_t b = 0;
     int cur = 0; /* c[2 * cur], c[2 * cur + 1]: this round's sums */
     for (; b + 1 < nb; b += 2, cur ^= 1) {
-        /* the weights stream from memory once per 16 activations: ask for
-         * the round after next ahead of time */
-        if (b + 5 < nb)
+        /* the first group streams the tile's weights from memory: ask for
+         * the round after next ahead of time (later groups find them in cache) */
+        if (pf && b + 5 < nb)
             for (size_t off = 0; off < 2 * sizeof(amx_block); off += 64)
                 _mm_prefetch((const char *)&blk[b + 4] + off, _MM_HINT_T0);
         _tile_zero(0);
@@ -294,16 +293,21 @@ group(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const fl
         _mm512_storeu_ps(y + (size_t)m * ldy + (size_t)t * AMX_ROWS, acc[m]);
 }
 
+/* Specialised for full groups and the Q4_1 minimum term (both known at
+ * compile time keep the 16 accumulators in registers). */
 TGTAMX static void group16(const amx_matrix *mat, long t, const uint8_t *u, const float *da,
-                           const float *sa, float *y, size_t ldy)
+                           const float *sa, bool pf, float *y, size_t ldy)
 {
-    group(mat, t, u, da, sa, AMX_ROWS, y, ldy);
+    if (mat->type == WEFT_TYPE_Q4_1)
+        group(mat, t, u, da, sa, AMX_ROWS, true, pf, y, ldy);
+    else
+        group(mat, t, u, da, sa, AMX_ROWS, false, pf, y, ldy);
 }
 
 TGTAMX static void group_n(const amx_matrix *mat, long t, const uint8_t *u, const float *da,
-                           const float *sa, int M, float *y, size_t ldy)
+                           const float *sa, int M, bool pf, float *y, size_t ldy)
 {
-    group(mat, t, u, da, sa, M, y, ldy);
+    group(mat, t, u, da, sa, M, mat->type == WEFT_TYPE_Q4_1, pf, y, ldy);
 }
 
 /* Few activation rows: the block sums with vpdpbusd straight from the tile
@@ -356,7 +360,7 @@ TGTAMX void amx_matmul(const amx_matrix *m, const void *act, int n_tok, float *y
         for (long t = tlo; t < thi; t++)
             for (int g = 0; g < full; g++) {
                 const size_t a0 = (size_t)g * AMX_ROWS;
-                group16(m, t, v.u + a0 * (size_t)m->n_in, v.da + a0 * nb, v.sa + a0 * nb,
+                group16(m, t, v.u + a0 * (size_t)m->n_in, v.da + a0 * nb, v.sa + a0 * nb, g == 0,
                         y + a0 * ldy, ldy);
             }
     }
@@ -364,7 +368,7 @@ TGTAMX void amx_matmul(const amx_matrix *m, const void *act, int n_tok, float *y
         config_rows(rest);
         const size_t a0 = (size_t)full * AMX_ROWS;
         for (long t = tlo; t < thi; t++)
-            group_n(m, t, v.u + a0 * (size_t)m->n_in, v.da + a0 * nb, v.sa + a0 * nb, rest,
+            group_n(m, t, v.u + a0 * (size_t)m->n_in, v.da + a0 * nb, v.sa + a0 * nb, rest, !full,
                     y + a0 * ldy, ldy);
     }
     _tile_release();

@@ -228,30 +228,119 @@ __attribute__((target("avx2,fma,f16c"))) static void f32_to_f16_avx2(uint16_t *y
 
 /* A block of cached positions at a time: one call per KV block instead of
  * one per position (attention makes ~10^5 of them per token at 600 positions). */
+/* 8 row sums of a[0..7] as one vector: lane i = sum of a[i]'s lanes. */
+__attribute__((target("avx2,fma,f16c"))) static inline __m256 hsum8x8(const __m256 *a)
+{
+    const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+    const __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/* scores[i] = q . row i for a head size HD known at compile time (so q and
+ * the 8 accumulators live in registers). 8 rows at a time, each row's 8
+ * lanes summed together with the others' (no per-row horizontal sum). */
+__attribute__((target("avx2,fma,f16c"))) static inline __attribute__((always_inline)) void
+dot_rows_hd(const int HD, const uint16_t *q, const uint16_t *base, size_t stride, int n,
+            float *scores)
+{
+    __m256 qf[HD / 8];
+#pragma GCC unroll 16
+    for (int d = 0; d < HD; d += 8) qf[d / 8] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(q + d)));
+    for (int i = 0; i < n; i += 8) {
+        const int m = n - i < 8 ? n - i : 8;
+        __m256 acc[8];
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
+        if (m == 8) {
+#pragma GCC unroll 16
+            for (int d = 0; d < HD; d += 8)
+#pragma GCC unroll 8
+                for (int k = 0; k < 8; k++)
+                    acc[k] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(
+                                                 (const __m128i *)(base + (size_t)(i + k) * stride + d))),
+                                             qf[d / 8], acc[k]);
+            _mm256_storeu_ps(scores + i, hsum8x8(acc));
+        } else { /* the last rows; the others sum to zero */
+            for (int k = 0; k < m; k++)
+#pragma GCC unroll 16
+                for (int d = 0; d < HD; d += 8)
+                    acc[k] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(
+                                                 (const __m128i *)(base + (size_t)(i + k) * stride + d))),
+                                             qf[d / 8], acc[k]);
+            float tmp[8];
+            _mm256_storeu_ps(tmp, hsum8x8(acc));
+            for (int k = 0; k < m; k++) scores[i + k] = tmp[k];
+        }
+    }
+}
+
 __attribute__((target("avx2,fma,f16c"))) static void dot_rows_avx2(int64_t hd, const uint16_t *q,
                                                                      const uint16_t *base,
                                                                      size_t stride, int n,
                                                                      float *scores)
 {
-    if (hd % 16) {
+    switch (hd) {
+    case 64: dot_rows_hd(64, q, base, stride, n, scores); return;
+    case 128: dot_rows_hd(128, q, base, stride, n, scores); return;
+    default:
         for (int i = 0; i < n; i++) scores[i] = dot_f16_avx2(hd, base + i * stride, q);
-        return;
     }
-    for (int i = 0; i < n; i++) {
-        const uint16_t *r = base + i * stride;
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-        for (int64_t d = 0; d < hd; d += 16) {
-            acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r + d))),
-                                   _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(q + d))), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r + d + 8))),
-                                   _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(q + d + 8))), acc1);
-        }
-        acc0 = _mm256_add_ps(acc0, acc1);
-        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1));
-        s4 = _mm_hadd_ps(s4, s4);
-        s4 = _mm_hadd_ps(s4, s4);
-        scores[i] = _mm_cvtss_f32(s4);
+}
+
+/* e^x for 8 floats (Cephes' expf: 2^n * p(r), r = x - n ln 2), |rel err| < 2e-7;
+ * x below -87.3 gives 0. */
+__attribute__((target("avx2,fma,f16c"))) static inline __m256 exp256(__m256 x)
+{
+    const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365478515625f);
+    const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+/* x = softmax(x * scale), each weight then rounded to f16 and back. */
+__attribute__((target("avx2,fma,f16c"))) static void softmax_f16w_avx2(float *x, int64_t n, float scale)
+{
+    const __m256 vs = _mm256_set1_ps(scale);
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
+    float max = -INFINITY, lanes[8];
+    _mm256_storeu_ps(lanes, vmax);
+    for (int k = 0; k < 8; k++) max = fmaxf(max, lanes[k]);
+    for (int64_t k = i; k < n; k++) max = fmaxf(max, x[k]);
+    max *= scale; /* scale > 0: the max of x * scale */
+    const __m256 vm = _mm256_set1_ps(max);
+    __m256 vsum = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256 ex = exp256(_mm256_fmsub_ps(_mm256_loadu_ps(x + i), vs, vm));
+        _mm256_storeu_ps(x + i, ex);
+        vsum = _mm256_add_ps(vsum, ex);
     }
+    _mm256_storeu_ps(lanes, vsum);
+    double sum = 0.0;
+    for (int k = 0; k < 8; k++) sum += lanes[k];
+    for (int64_t k = i; k < n; k++) {
+        x[k] = expf(x[k] * scale - max);
+        sum += x[k];
+    }
+    const __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv),
+                                                                _MM_FROUND_TO_NEAREST_INT)));
+    for (int64_t k = i; k < n; k++) x[k] = quant_f16_to_f32(quant_f32_to_f16(x[k] * (float)(1.0 / sum)));
 }
 
 __attribute__((target("avx2,fma,f16c"))) static void mad_rows_avx2(int64_t hd, float *out,
@@ -336,6 +425,19 @@ void vec_mad_f16(int64_t n, float *y, const uint16_t *v, float a)
     }
 #endif
     for (int64_t i = 0; i < n; i++) y[i] += a * quant_f16_to_f32(v[i]);
+}
+
+void vec_softmax_f16w(float *x, int64_t n, float scale)
+{
+#if defined(__x86_64__)
+    if (quant_has_avx2()) {
+        softmax_f16w_avx2(x, n, scale);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) x[i] *= scale;
+    vec_softmax(x, n);
+    for (int64_t i = 0; i < n; i++) x[i] = quant_f16_to_f32(quant_f32_to_f16(x[i]));
 }
 
 void vec_softmax(float *x, int64_t n)

@@ -76,5 +76,9 @@ void vec_mad_f16_rows(int64_t hd, float *out, const uint16_t *base, size_t strid
                       const float *w);
 /* In-place softmax of x[0..n) times... returns nothing; x[i] = exp(x[i]-max)/sum. */
 void vec_softmax(float *x, int64_t n);
+/* x = softmax(x * scale) (scale > 0), each weight then rounded to f16 (the
+ * precision attention weights meet the f16 V cache in). Vectorised with a
+ * polynomial exp where AVX2 is present. */
+void vec_softmax_f16w(float *x, int64_t n, float scale);
 
 #endif
