@@ -41,8 +41,9 @@ struct weft_ctx {
     float *hb;     /* (n_batch, ffn_dim) gate, then silu(gate) * up */
     float *hb2;    /* (n_batch, ffn_dim) up */
     void *qbuf;    /* quantized activations */
-    float *scores; /* (n_threads, n_ctx) attention scores */
-    uint16_t *q16; /* (n_threads, head_dim) query in f16 */
+    float *scores; /* (n_threads, group, n_ctx) attention scores of the query
+                      heads sharing a KV head */
+    uint16_t *q16; /* (n_threads, group, head_dim) those queries in f16 */
     float *logits; /* (logits_cap, n_vocab) */
     int32_t logits_cap;
     int32_t n_logits;
@@ -98,33 +99,43 @@ static void kv_store(const pool_thread *t, weft_ctx *c, const fwd_job *j, int la
 
 /* Causal attention of every (token, head) over its sequence's cached
  * positions 0..pos. Mirrors llama.cpp's non-flash path: q and the softmax
- * weights are rounded to f16 before they meet the f16 cache. */
+ * weights are rounded to f16 before they meet the f16 cache. The query heads
+ * that share a KV head (grouped-query attention) go through each block of
+ * cached rows together, so the rows are read from memory once, not once per
+ * query head: with many long sequences in a batch this read is what bounds
+ * the step. */
 static void attention(const pool_thread *t, weft_ctx *c, const fwd_job *j, int layer)
 {
     const weft_hparams *hp = &c->m->hp;
-    const int hd = hp->head_dim, n_head = hp->n_head, group = hp->n_head / hp->n_head_kv;
+    const int hd = hp->head_dim, n_head = hp->n_head, n_kv_head = hp->n_head_kv;
+    const int group = n_head / n_kv_head;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *sc = c->scores + (size_t)t->ith * c->p.n_ctx;
-    uint16_t *q16 = c->q16 + (size_t)t->ith * hd;
+    float *sc = c->scores + (size_t)t->ith * group * c->p.n_ctx;
+    uint16_t *q16 = c->q16 + (size_t)t->ith * group * hd;
+    const size_t stride = c->kv_row / sizeof(uint16_t);
     /* Interleaved, not in ranges: later tokens attend over more positions. */
-    for (long i = t->ith; i < (long)j->n * n_head; i += t->nth) {
-        const int tk = (int)(i / n_head), h = (int)(i % n_head), kvh = h / group;
+    for (long i = t->ith; i < (long)j->n * n_kv_head; i += t->nth) {
+        const int tk = (int)(i / n_kv_head), kvh = (int)(i % n_kv_head), h0 = kvh * group;
         const kv_seq *s = &c->seqs[j->seq[tk]];
         const int32_t n_kv = j->pos[tk] + 1;
-        vec_f32_to_f16(q16, c->q + (size_t)tk * n_head * hd + (size_t)h * hd, hd);
+        for (int g = 0; g < group; g++)
+            vec_f32_to_f16(q16 + (size_t)g * hd, c->q + (size_t)tk * n_head * hd + (size_t)(h0 + g) * hd, hd);
         /* positions come a block at a time: its K (and V) rows are contiguous */
-        const size_t stride = c->kv_row / sizeof(uint16_t);
         for (int32_t p = 0; p < n_kv; p += KV_BLOCK_TOKENS) {
             const int nr = n_kv - p < KV_BLOCK_TOKENS ? n_kv - p : KV_BLOCK_TOKENS;
-            vec_dot_f16_rows(hd, q16, kv_k(c, s, layer, p) + kvh * hd, stride, nr, sc + p);
+            const uint16_t *krows = kv_k(c, s, layer, p) + kvh * hd;
+            for (int g = 0; g < group; g++)
+                vec_dot_f16_rows(hd, q16 + (size_t)g * hd, krows, stride, nr, sc + (size_t)g * n_kv + p);
         }
         /* the weights meet V in f16, as in llama.cpp */
-        vec_softmax_f16w(sc, n_kv, scale);
-        float *out = c->att + (size_t)tk * n_head * hd + (size_t)h * hd;
-        memset(out, 0, (size_t)hd * sizeof *out);
+        for (int g = 0; g < group; g++) vec_softmax_f16w(sc + (size_t)g * n_kv, n_kv, scale);
+        float *out = c->att + (size_t)tk * n_head * hd + (size_t)h0 * hd;
+        memset(out, 0, (size_t)group * hd * sizeof *out);
         for (int32_t p = 0; p < n_kv; p += KV_BLOCK_TOKENS) {
             const int nr = n_kv - p < KV_BLOCK_TOKENS ? n_kv - p : KV_BLOCK_TOKENS;
-            vec_mad_f16_rows(hd, out, kv_v(c, s, layer, p) + kvh * hd, stride, nr, sc + p);
+            const uint16_t *vrows = kv_v(c, s, layer, p) + kvh * hd;
+            for (int g = 0; g < group; g++)
+                vec_mad_f16_rows(hd, out + (size_t)g * hd, vrows, stride, nr, sc + (size_t)g * n_kv + p);
         }
     }
 }
@@ -254,8 +265,9 @@ int weft_ctx_create(const weft_model *m, const weft_ctx_params *params, weft_ctx
     c->hb2 = weft_malloc(nb * hp->ffn_dim * sizeof(float));
     /* Three slots of quantized activations (see op_matmul_multi). */
     c->qbuf = weft_malloc(3 * op_qslot_size(widest, (int)nb));
-    c->scores = weft_malloc((size_t)c->p.n_threads * c->p.n_ctx * sizeof(float));
-    c->q16 = weft_malloc((size_t)c->p.n_threads * hp->head_dim * sizeof(uint16_t));
+    const size_t group = (size_t)(hp->n_head / hp->n_head_kv);
+    c->scores = weft_malloc((size_t)c->p.n_threads * group * c->p.n_ctx * sizeof(float));
+    c->q16 = weft_malloc((size_t)c->p.n_threads * group * hp->head_dim * sizeof(uint16_t));
     c->logits = weft_malloc(nb * hp->n_vocab * sizeof(float));
     c->logits_cap = (int32_t)nb;
     if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->qbuf ||
