@@ -310,11 +310,13 @@ TGTAMX static void group_n(const amx_matrix *mat, long t, const uint8_t *u, cons
     group(mat, t, u, da, sa, M, mat->type == WEFT_TYPE_Q4_1, pf, y, ldy);
 }
 
-/* Few activation rows: the block sums with vpdpbusd straight from the tile
+/* One activation row (a single sequence decoding; the tiles' latency made
+ * that ~3x slower, while from 2 rows on they are as fast as this or faster):
+ * the block sums with vpdpbusd straight from the tile
  * layout (lane n of row r holds weight row n's values 4r..4r+3, so one
  * broadcast dword of the activation multiplies all 16 rows at once) — the
  * same exact integers as TDPBUSD, then the same float part. */
-#define SMALL_M 4
+#define SMALL_M 1
 TGTAMX static void small(const amx_matrix *mat, long t, const uint8_t *u, const float *da,
                          const float *sa, int M, float *y, size_t ldy)
 {
