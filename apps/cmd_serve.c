@@ -54,6 +54,8 @@ static void usage(FILE *f)
             "      --ctx N              context per request, prompt + output (default 2048)\n"
             "      --parallel N         requests decoded together (default 32)\n"
             "      --batch N            tokens per forward pass (default 256)\n"
+            "      --prefill-cap N      prompt tokens per pass while requests decode (default 64;\n"
+            "                           0 = up to --batch: more throughput, slower tokens)\n"
             "      --kv-mem MB          KV cache size (default: parallel x ctx)\n"
             "      --max-queue N        requests waiting beyond --parallel before 429 (default 256)\n"
             "      --max-body BYTES     request body limit, 413 beyond (default 1048576)\n"
@@ -760,7 +762,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 typedef struct serve_opts {
     const char *model_path, *model_name, *host, *api_key;
-    long port, ctx, parallel, batch, kv_mb, max_queue, threads;
+    long port, ctx, parallel, batch, kv_mb, max_queue, threads, prefill_cap;
     long max_body, timeout;
     double drain_s;
     bool prefix, verbose;
@@ -778,10 +780,12 @@ static int parse_opts(int argc, char **argv, serve_opts *o)
         {"max-body", required_argument, 0, 'B'},   {"no-prefix-cache", no_argument, 0, 'X'},
         {"drain-timeout", required_argument, 0, 'D'}, {"timeout", required_argument, 0, 'T'},
         {"threads", required_argument, 0, 't'},    {"verbose", no_argument, 0, 'v'},
+        {"prefill-cap", required_argument, 0, 'c'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
     *o = (serve_opts){.host = "127.0.0.1", .api_key = getenv("WEFT_API_KEY"), .port = 8080,
                       .ctx = 2048, .parallel = 32, .batch = 256, .max_queue = 256,
-                      .max_body = 1 << 20, .timeout = 600, .drain_s = 30, .prefix = true};
+                      .max_body = 1 << 20, .timeout = 600, .drain_s = 30, .prefix = true,
+                      .prefill_cap = -1};
     if (o->api_key && !*o->api_key) o->api_key = NULL;
     int c;
     char *end;
@@ -800,6 +804,7 @@ static int parse_opts(int argc, char **argv, serve_opts *o)
         case 'C': num = &o->ctx, lo = 16, hi = 1 << 20; break;
         case 'P': num = &o->parallel, lo = 1, hi = 1024; break;
         case 'b': num = &o->batch, lo = 1, hi = 1 << 16; break;
+        case 'c': num = &o->prefill_cap, lo = 0, hi = 1 << 16; break;
         case 'K': num = &o->kv_mb, lo = 0, hi = 1 << 22; break;
         case 'Q': num = &o->max_queue, lo = 0, hi = 1 << 20; break;
         case 'B': num = &o->max_body, lo = 1024, hi = 1L << 30; break;
@@ -851,6 +856,7 @@ static int load_engine(srv *s, const serve_opts *o)
     ep.ctx.n_threads = (int32_t)o->threads;
     ep.ctx.kv_mem = (size_t)o->kv_mb << 20;
     ep.prefix_cache = o->prefix;
+    if (o->prefill_cap >= 0) ep.prefill_cap = (int32_t)o->prefill_cap;
     ep.max_waiting = (int32_t)(o->max_queue > 0 ? o->max_queue : 0);
     if (weft_engine_create(s->model, &ep, &s->eng) < 0) {
         fprintf(stderr, "weft serve: %s\n", weft_last_error());

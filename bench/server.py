@@ -85,7 +85,7 @@ def wait_ready(port, proc, timeout=300):
 def start_weft(binary, args):
     port = free_port()
     cmd = [binary, "serve", "--port", str(port), "-t", str(args.threads), "--parallel", str(max(args.conc)),
-           "--ctx", str(args.ctx), "--max-queue", "1024"]
+           "--ctx", str(args.ctx), "--max-queue", "1024"] + args.weft_args.split()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_ready(port, proc)
     return proc, port
@@ -203,6 +203,7 @@ def main():
         "bin", "llama-server"))
     ap.add_argument("--data", default=os.environ.get("WEFT_DATA_DIR", os.path.join(root, "..", "shared", "data")))
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--weft-args", default="", help="extra options for weft serve, e.g. '--prefill-cap 0'")
     args = ap.parse_args()
     args.conc = [int(x) for x in args.concurrency.split(",")]
     for path, what in ((args.weft, "build/weft (build first)"),
