@@ -8,30 +8,13 @@
 
 #include "test.h"
 #include "tiny_model.h"
+#include "cli_common.h" /* after tiny_model.h: its parameters named out */
 #include "weft/store.h"
 
-static char out[65536];
 static char weft[4096];
 
-/* Runs `weft ARGS` with stderr folded into out; returns the exit code (or
- * 128 + signal). */
-static int run(const char *args)
-{
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", weft, args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
-    return WEXITSTATUS(st);
-}
-
-#define ASSERT_OUT_HAS(s)                                                                   \
-    do {                                                                                    \
-        if (!strstr(out, (s))) TEST_FAIL_("output lacks \"%s\":\n%s", (s), out);            \
-    } while (0)
+/* Runs `weft ARGS`; see run_weft. */
+static int run(const char *args) { return run_weft("", weft, args); }
 
 static char good[256], trunc_path[256], badmagic[256], arch[256], iq2[256];
 

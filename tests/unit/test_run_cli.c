@@ -9,27 +9,18 @@
 
 #include "test.h"
 #include "tiny_model.h"
+#include "cli_common.h" /* after tiny_model.h: its parameters named out */
 #include "weft/store.h"
 
-static char weft[4096], model_path[256], db[512], script[512], out[1 << 16];
+static char weft[4096], model_path[256], db[512], script[512];
 
+/* Runs `weft ARGS` with this test's runs database; see run_weft. */
 static int run(const char *args)
 {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "WEFT_DB=%s %s %s 2>&1", db, weft, args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
-    return WEXITSTATUS(st);
+    char env[600];
+    snprintf(env, sizeof env, "WEFT_DB=%s", db);
+    return run_weft(env, weft, args);
 }
-
-#define ASSERT_OUT_HAS(s)                                                                   \
-    do {                                                                                    \
-        if (!strstr(out, (s))) TEST_FAIL_("output lacks \"%s\":\n%s", (s), out);            \
-    } while (0)
 
 static int write_file(const char *path, const char *text)
 {
