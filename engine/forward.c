@@ -44,6 +44,10 @@ struct weft_ctx {
     float *scores; /* (n_threads, group, n_ctx) attention scores of the query
                       heads sharing a KV head */
     uint16_t *q16; /* (n_threads, group, head_dim) those queries in f16 */
+    char *attn;    /* (n_threads, attn_bytes): op_attention's scratch, or NULL
+                      (no AVX-512: attention() instead) */
+    void *attn_raw;
+    size_t attn_bytes;
     float *logits; /* (logits_cap, n_vocab) */
     int32_t logits_cap;
     int32_t n_logits;
@@ -140,6 +144,87 @@ static void attention(const pool_thread *t, weft_ctx *c, const fwd_job *j, int l
     }
 }
 
+/* Tokens of one sequence at consecutive positions that share the scratch
+ * of one op_attention call (a prefill chunk's queries read each cached
+ * block once, together). */
+#define ATTN_TILE 4
+
+/* The per-thread scratch of attention_tiled, carved from c->attn. */
+typedef struct {
+    float *qf, *sc, *kf, **outs;
+    const uint16_t **kb, **vb;
+    int32_t *n_kv;
+} attn_scratch;
+
+static size_t attn_scratch_layout(const weft_ctx *c, char *base, attn_scratch *a)
+{
+    const weft_hparams *hp = &c->m->hp;
+    const size_t nq = (size_t)ATTN_TILE * (size_t)(hp->n_head / hp->n_head_kv);
+    const size_t ld = ((size_t)c->p.n_ctx + 15) & ~(size_t)15, hd = (size_t)hp->head_dim;
+    size_t off = 0;
+#define CARVE(field, type, count)                                                                  \
+    do {                                                                                           \
+        off = (off + 63) & ~(size_t)63;                                                            \
+        if (a) a->field = (type)(void *)(base + off);                                              \
+        off += (count) * sizeof(*a->field);                                                        \
+    } while (0)
+    CARVE(kf, float *, 16 * hd);
+    CARVE(qf, float *, nq * hd);
+    CARVE(sc, float *, nq * ld);
+    CARVE(outs, float **, nq);
+    CARVE(kb, const uint16_t **, (size_t)c->max_blocks);
+    CARVE(vb, const uint16_t **, (size_t)c->max_blocks);
+    CARVE(n_kv, int32_t *, nq);
+#undef CARVE
+    return (off + 63) & ~(size_t)63;
+}
+
+/* attention() with op_attention: work items are (tile of up to ATTN_TILE
+ * tokens of one sequence at consecutive positions, KV head); the query
+ * heads of the group and the tile's tokens go through the cached blocks
+ * together. Each token's result is the same whatever tile it is in. */
+static void attention_tiled(const pool_thread *t, weft_ctx *c, const fwd_job *j, int layer)
+{
+    const weft_hparams *hp = &c->m->hp;
+    const int hd = hp->head_dim, n_head = hp->n_head, n_kv_head = hp->n_head_kv;
+    const int group = n_head / n_kv_head;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const size_t stride = c->kv_row / sizeof(uint16_t);
+    attn_scratch a;
+    attn_scratch_layout(c, c->attn + (size_t)t->ith * c->attn_bytes, &a);
+    const size_t ld = ((size_t)c->p.n_ctx + 15) & ~(size_t)15;
+    /* tiles: the same scan on every thread, items dealt round-robin */
+    long item = 0;
+    for (int32_t tk0 = 0; tk0 < j->n;) {
+        int32_t nt = 1;
+        while (nt < ATTN_TILE && tk0 + nt < j->n && j->seq[tk0 + nt] == j->seq[tk0] &&
+               j->pos[tk0 + nt] == j->pos[tk0] + nt)
+            nt++;
+        const kv_seq *s = &c->seqs[j->seq[tk0]];
+        const int32_t n_max = j->pos[tk0 + nt - 1] + 1;
+        for (int kvh = 0; kvh < n_kv_head; kvh++, item++) {
+            if (item % t->nth != t->ith) continue;
+            int nq = 0;
+            for (int32_t k = 0; k < nt; k++)
+                for (int g = 0; g < group; g++, nq++) {
+                    const int h = kvh * group + g;
+                    const float *q = c->q + (size_t)(tk0 + k) * n_head * hd + (size_t)h * hd;
+                    uint16_t tmp[256];
+                    vec_f32_to_f16(tmp, q, hd); /* q meets the f16 cache in f16, as in llama.cpp */
+                    for (int d = 0; d < hd; d++) a.qf[(size_t)nq * hd + d] = quant_f16_to_f32(tmp[d]);
+                    a.n_kv[nq] = j->pos[tk0 + k] + 1;
+                    a.outs[nq] = c->att + (size_t)(tk0 + k) * n_head * hd + (size_t)h * hd;
+                }
+            for (int32_t p = 0; p < n_max; p += KV_BLOCK_TOKENS) {
+                a.kb[p / KV_BLOCK_TOKENS] = kv_k(c, s, layer, p) + kvh * hd;
+                a.vb[p / KV_BLOCK_TOKENS] = kv_v(c, s, layer, p) + kvh * hd;
+            }
+            op_attention(hd, nq, a.qf, a.kb, a.vb, stride, a.n_kv, scale, a.sc, ld, a.outs, a.kf);
+        }
+        tk0 += nt;
+    }
+}
+
 static void embed(const pool_thread *t, weft_ctx *c, const fwd_job *j)
 {
     const weft_model *m = c->m;
@@ -180,7 +265,10 @@ static void forward(void *arg, const pool_thread *t)
         pool_barrier(t);
         kv_store(t, c, j, l);
         pool_barrier(t);
-        attention(t, c, j, l);
+        if (c->attn && op_attention_available(c->m->hp.head_dim)) /* the SIMD level can change */
+            attention_tiled(t, c, j, l);
+        else
+            attention(t, c, j, l);
         pool_barrier(t);
         op_matmul(t, c->xb, &L->wo, NULL, c->att, n, c->qbuf);
         pool_barrier(t);
@@ -270,6 +358,12 @@ int weft_ctx_create(const weft_model *m, const weft_ctx_params *params, weft_ctx
     c->q16 = weft_malloc((size_t)c->p.n_threads * group * hp->head_dim * sizeof(uint16_t));
     c->logits = weft_malloc(nb * hp->n_vocab * sizeof(float));
     c->logits_cap = (int32_t)nb;
+    if (KV_BLOCK_TOKENS == 16 && hp->head_dim <= 256 && op_attention_available(hp->head_dim)) {
+        c->attn_bytes = attn_scratch_layout(c, NULL, NULL);
+        c->attn_raw = weft_malloc((size_t)c->p.n_threads * c->attn_bytes + 63);
+        if (!c->attn_raw) goto nomem;
+        c->attn = (char *)(((uintptr_t)c->attn_raw + 63) & ~(uintptr_t)63);
+    }
     if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->qbuf ||
         !c->scores || !c->q16 || !c->logits)
         goto nomem;
@@ -299,6 +393,7 @@ void weft_ctx_destroy(weft_ctx *c)
     weft_free(c->k);
     weft_free(c->v);
     weft_free(c->att);
+    weft_free(c->attn_raw);
     weft_free(c->hb);
     weft_free(c->hb2);
     weft_free(c->qbuf);

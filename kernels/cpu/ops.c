@@ -371,6 +371,138 @@ __attribute__((target("avx2,fma,f16c"))) static void mad_rows_avx2(int64_t hd, f
 }
 #endif
 
+#if defined(__x86_64__)
+#define TGT512A __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512dq")))
+
+/* Lane i = sum of the 16 lanes of a[i]: a fixed tree, the same for any use. */
+TGT512A static inline __m512 hsum16x16(const __m512 *a)
+{
+    __m512 x[8], y[4];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
+        x[j] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * j], a[2 * j + 1]),
+                             _mm512_unpackhi_ps(a[2 * j], a[2 * j + 1]));
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        const __m512d l = _mm512_castps_pd(x[2 * j]), h = _mm512_castps_pd(x[2 * j + 1]);
+        y[j] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(l, h)),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(l, h)));
+    }
+    const __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(y[0], y[1], 0x44), _mm512_shuffle_f32x4(y[0], y[1], 0xee));
+    const __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(y[2], y[3], 0x44), _mm512_shuffle_f32x4(y[2], y[3], 0xee));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, 0x88), _mm512_shuffle_f32x4(w0, w1, 0xdd));
+}
+
+/* The tiled attention of op_attention for head size HD (64 or 128). */
+TGT512A static inline __attribute__((always_inline)) void
+attn_zmm(const int HD, int nq, const float *qf, const uint16_t *const *kb, const uint16_t *const *vb,
+         size_t stride, const int32_t *n_kv, float scale, float *sc, size_t ldsc, float *const *outs,
+         float *kf)
+{
+    int32_t n_max = 0;
+    for (int i = 0; i < nq; i++) n_max = n_kv[i] > n_max ? n_kv[i] : n_max;
+    /* scores: each block's K rows converted once, then every query against them */
+    for (int32_t p = 0; p < n_max; p += 16) {
+        const int nr = n_max - p < 16 ? n_max - p : 16;
+        const uint16_t *k = kb[p / 16];
+        if (p + 16 < n_max) /* the cache rows are scattered: ask for the next block early */
+            for (int r = 0; r < 16; r++)
+                for (int d = 0; d < HD; d += 32) _mm_prefetch((const char *)(kb[p / 16 + 1] + (size_t)r * stride + d), _MM_HINT_T0);
+        for (int r = 0; r < 16; r++)
+#pragma GCC unroll 8
+            for (int d = 0; d < HD; d += 16)
+                _mm512_store_ps(kf + r * HD + d, r < nr ? _mm512_cvtph_ps(_mm256_loadu_si256(
+                                                              (const __m256i *)(k + (size_t)r * stride + d)))
+                                                        : _mm512_setzero_ps());
+        for (int i = 0; i < nq; i++) {
+            if (p >= n_kv[i]) continue;
+            __m512 qv[HD / 16], acc[16];
+#pragma GCC unroll 8
+            for (int d = 0; d < HD; d += 16) qv[d / 16] = _mm512_loadu_ps(qf + (size_t)i * HD + d);
+#pragma GCC unroll 16
+            for (int r = 0; r < 16; r++) {
+                acc[r] = _mm512_mul_ps(_mm512_load_ps(kf + r * HD), qv[0]);
+#pragma GCC unroll 8
+                for (int d = 16; d < HD; d += 16)
+                    acc[r] = _mm512_fmadd_ps(_mm512_load_ps(kf + r * HD + d), qv[d / 16], acc[r]);
+            }
+            _mm512_storeu_ps(sc + (size_t)i * ldsc + p, hsum16x16(acc));
+        }
+    }
+    /* weights (f16-rounded, as they meet the f16 cache); zero past each
+     * query's own positions, up to the last block's end */
+    for (int i = 0; i < nq; i++) {
+        float *si = sc + (size_t)i * ldsc;
+        vec_softmax_f16w(si, n_kv[i], scale);
+        for (int32_t p = n_kv[i]; p < ((n_max + 15) & ~15); p++) si[p] = 0.0f;
+    }
+    /* outputs: each V row converted once, then six queries at a time */
+    for (int i0 = 0; i0 < nq; i0 += 6) {
+        const int m = nq - i0 < 6 ? nq - i0 : 6;
+        int32_t n_set = 0;
+        for (int i = 0; i < m; i++) n_set = n_kv[i0 + i] > n_set ? n_kv[i0 + i] : n_set;
+        __m512 acc[6][HD / 16];
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; i++)
+#pragma GCC unroll 8
+            for (int d = 0; d < HD / 16; d++) acc[i][d] = _mm512_setzero_ps();
+        for (int32_t p = 0; p < n_set; p++) {
+            const uint16_t *v = vb[p / 16] + (size_t)(p % 16) * stride;
+            if (p + 16 < n_set)
+                for (int d = 0; d < HD; d += 32)
+                    _mm_prefetch((const char *)(vb[p / 16 + 1] + (size_t)(p % 16) * stride + d), _MM_HINT_T0);
+            __m512 vr[HD / 16];
+#pragma GCC unroll 8
+            for (int d = 0; d < HD; d += 16) vr[d / 16] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + d)));
+#pragma GCC unroll 6
+            for (int i = 0; i < 6; i++) {
+                if (i >= m) break;
+                const __m512 w = _mm512_set1_ps(sc[(size_t)(i0 + i) * ldsc + p]);
+#pragma GCC unroll 8
+                for (int d = 0; d < HD / 16; d++) acc[i][d] = _mm512_fmadd_ps(vr[d], w, acc[i][d]);
+            }
+        }
+        for (int i = 0; i < m; i++)
+#pragma GCC unroll 8
+            for (int d = 0; d < HD / 16; d++) _mm512_storeu_ps(outs[i0 + i] + d * 16, acc[i][d]);
+    }
+}
+
+TGT512A static void attn_avx512(int hd, int nq, const float *qf, const uint16_t *const *kb,
+                                const uint16_t *const *vb, size_t stride, const int32_t *n_kv,
+                                float scale, float *sc, size_t ldsc, float *const *outs, float *kf)
+{
+    if (hd == 64)
+        attn_zmm(64, nq, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs, kf);
+    else
+        attn_zmm(128, nq, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs, kf);
+}
+#endif
+
+bool op_attention_available(int hd)
+{
+#if defined(__x86_64__)
+    return (hd == 64 || hd == 128) && quant_simd() == QUANT_SIMD_AVX512_VNNI;
+#else
+    (void)hd;
+    return false;
+#endif
+}
+
+void op_attention(int hd, int nq, const float *qf, const uint16_t *const *kb,
+                  const uint16_t *const *vb, size_t stride, const int32_t *n_kv, float scale,
+                  float *sc, size_t ldsc, float *const *outs, float *kf)
+{
+#if defined(__x86_64__)
+    WEFT_ASSERT(op_attention_available(hd));
+    attn_avx512(hd, nq, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs, kf);
+#else
+    (void)hd, (void)nq, (void)qf, (void)kb, (void)vb, (void)stride, (void)n_kv, (void)scale;
+    (void)sc, (void)ldsc, (void)outs, (void)kf;
+    WEFT_ASSERT(!"op_attention without AVX-512");
+#endif
+}
+
 void vec_dot_f16_rows(int64_t hd, const uint16_t *q, const uint16_t *base, size_t stride, int n,
                       float *scores)
 {
