@@ -526,7 +526,8 @@ static int job_submit(job *j, oai_error *e)
         }
         weft_request rq = {.tokens = r->prompts[p], .n_tokens = r->n_prompt[p], .sampling = r->sampling,
                            .max_tokens = max_tokens, .stop = (const char *const *)r->stop,
-                           .n_stop = r->n_stop, .ignore_eos = r->ignore_eos, .n = r->n};
+                           .n_stop = r->n_stop, .ignore_eos = r->ignore_eos, .n = r->n,
+                           .logprobs = r->logprobs};
         rq.sampling.seed = seed;
         choice *first = &j->ch[p * r->n];
         for (int k = 0; k < r->n; k++) {

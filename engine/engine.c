@@ -32,7 +32,7 @@ typedef struct req {
     int32_t n_prompt, n_tokens, cap;
     int32_t max_tokens, n_generated;
     int32_t priority;
-    bool ignore_eos;
+    bool ignore_eos, logprobs;
     char **stop;
     int n_stop;
     weft_sampler *smp;
@@ -214,6 +214,7 @@ static int req_new(const weft_request *rq, int32_t n_vocab, int32_t index, req *
     r->max_tokens = rq->max_tokens;
     r->priority = rq->priority;
     r->ignore_eos = rq->ignore_eos;
+    r->logprobs = rq->logprobs;
     r->index = index;
     r->seq = -1;
     *out = r;
@@ -570,8 +571,8 @@ static bool emit_token(weft_engine *e, req *r, int32_t tok, float lp)
  * is done. */
 static void advance(weft_engine *e, req *r, const float *lg)
 {
-    float lp;
-    const int32_t tok = weft_sampler_sample(r->smp, lg, &lp);
+    float lp = 0.0f;
+    const int32_t tok = weft_sampler_sample(r->smp, lg, r->logprobs ? &lp : NULL);
     if (r->t_first == 0) r->t_first = weft_now();
     r->tokens[r->n_tokens++] = tok;
     r->n_generated++;

@@ -50,6 +50,8 @@ typedef struct weft_request {
     int n_stop;
     int32_t priority;      /* higher is admitted first and preempted last */
     bool ignore_eos;       /* do not stop at end-of-generation tokens */
+    bool logprobs;         /* fill weft_event.logprob (a log-softmax over the
+                              vocabulary per token; off, it is 0) */
     int32_t n;             /* completions of this prompt (0 or 1: one). The
                               prompt is computed once; when it is done the
                               sequence is forked n ways (copy-on-write KV)
@@ -64,7 +66,8 @@ typedef struct weft_event {
     int32_t token;        /* generated token id, or -1 in the final event */
     const char *text;     /* its text: complete UTF-8 only, may be empty; not NUL-terminated */
     size_t text_len;
-    float logprob;        /* of `token` under the model (raw logits) */
+    float logprob;        /* of `token` under the model (raw logits), when the
+                             request asked for logprobs; else 0 */
     bool done;            /* the last event of this request */
     int status;           /* in the final event: 0, WEFT_ECANCELED, or the error */
     const char *finish;   /* in the final event: "stop", "length", "cancelled", "error" */
