@@ -22,7 +22,6 @@
 #include "cache/prefix.h"
 #include "engine/ctx_internal.h"
 
-#define WEFT_ENGINE_MAX_N 128
 
 typedef struct req {
     uint64_t id;

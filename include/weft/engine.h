@@ -41,6 +41,9 @@ typedef struct weft_engine_params {
 
 WEFT_API weft_engine_params weft_engine_default_params(void);
 
+/* Largest weft_request.n. */
+#define WEFT_ENGINE_MAX_N 128
+
 typedef struct weft_request {
     const int32_t *tokens; /* prompt token ids (copied) */
     int32_t n_tokens;

@@ -137,11 +137,6 @@ void amx_free(amx_matrix *m)
     weft_free(m);
 }
 
-size_t amx_bytes(const amx_matrix *m)
-{
-    return m ? (size_t)m->nt * (size_t)m->nb * sizeof(amx_block) : 0;
-}
-
 int amx_act_type(const amx_matrix *m) { return m->act_type; }
 long amx_n_tiles(const amx_matrix *m) { return m->nt; }
 

@@ -47,7 +47,6 @@ bool amx_available(void);
  * caller: amx_free. */
 amx_matrix *amx_pack(int type, const void *data, size_t row_bytes, int64_t n_in, int64_t n_out);
 void amx_free(amx_matrix *m);
-size_t amx_bytes(const amx_matrix *m);
 
 /* The activation type the matrix's rows are multiplied with (Q8_0 or Q8_1). */
 int amx_act_type(const amx_matrix *m);

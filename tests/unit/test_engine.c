@@ -9,7 +9,6 @@
 #include "test.h"
 #include "tiny_model.h"
 
-#define WEFT_ENGINE_MAX_N_TEST 128 /* engine.c: WEFT_ENGINE_MAX_N */
 
 static weft_model *model;
 
@@ -234,7 +233,7 @@ TEST(n_completions_fork_one_prefill)
     }
     st = weft_engine_get_stats(e);
     ASSERT_EQ_INT(st.blocks_free + st.blocks_cached, st.blocks_total);
-    r.n = WEFT_ENGINE_MAX_N_TEST + 1;
+    r.n = WEFT_ENGINE_MAX_N + 1;
     ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_by_index, cancelled, NULL), WEFT_EINVAL);
     weft_engine_destroy(e);
 }
