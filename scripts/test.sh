@@ -6,7 +6,8 @@
 #      (the HTTP server under load, on the real model)
 #   3. CUDA compile check (WEFT_CUDA=ON, nvcc) when the toolkit is present
 #   4. the GGUF libFuzzer target for a bounded time (clang)
-# Prints "N passed, N failed" over the stages at the end; exit 0 only if all pass.
+# Prints "N passed, N failed" over the stages, then over the ctest tests
+# executed, at the end; exit 0 only if all pass.
 # Options: --quick skips stages 2-4.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +21,11 @@ export WEFT_REQUIRE_MODEL=1
 jobs=$(nproc)
 passed=0
 failed=0
+t_passed=0
+t_failed=0
+t_skipped=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 stage() { # name, command...
     local name=$1
     shift
@@ -33,6 +39,21 @@ stage() { # name, command...
         echo "=== $name: FAILED ($((SECONDS - t0)) s)"
     fi
 }
+ctest_counted() { # ctest args...: runs ctest, adds its counts to the totals
+    ctest "$@" 2>&1 | tee "$log"
+    local rc=${PIPESTATUS[0]}
+    local total bad skip
+    total=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' "$log" | tail -1)
+    bad=$(sed -n 's/.* \([0-9]*\) tests failed out of.*/\1/p' "$log" | tail -1)
+    skip=$(grep -cE '^[[:space:]]*[0-9]+ - .*\(Skipped\)' "$log")
+    total=${total:-0}
+    bad=${bad:-0}
+    t_passed=$((t_passed + total - bad - skip))
+    t_failed=$((t_failed + bad))
+    t_skipped=$((t_skipped + skip))
+    [ "$total" -gt 0 ] || { echo "ctest ran no test"; return 1; }
+    return "$rc"
+}
 build() { # dir, cmake args...
     local dir=$1
     shift
@@ -41,18 +62,17 @@ build() { # dir, cmake args...
 }
 
 stage "release build" build build -DCMAKE_BUILD_TYPE=Release -DWEFT_CUDA=OFF
-stage "ctest (unit, model, slow)" ctest --test-dir build --output-on-failure -j"$jobs"
+stage "ctest (unit, model, slow)" ctest_counted --test-dir build --output-on-failure -j"$jobs"
 
 if [ "$quick" = 0 ]; then
     stage "asan+ubsan build" build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWEFT_SANITIZE=ON -DWEFT_CUDA=OFF
-    stage "ctest under asan+ubsan (unit)" env ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-        ctest --test-dir build-asan -L unit --output-on-failure -j"$jobs"
-    stage "ctest under asan+ubsan (asan: weft serve under load)" env ASAN_OPTIONS=detect_leaks=1 \
-        UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build-asan -L asan --output-on-failure
+    export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+    stage "ctest under asan+ubsan (unit)" ctest_counted --test-dir build-asan -L unit --output-on-failure -j"$jobs"
+    stage "ctest under asan+ubsan (asan: weft serve under load)" ctest_counted --test-dir build-asan -L asan --output-on-failure
     if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null; then
         command -v nvcc >/dev/null || export CUDACXX=/usr/local/cuda/bin/nvcc
         stage "cuda compile check" build build-cuda -DCMAKE_BUILD_TYPE=Release -DWEFT_CUDA=ON
-        stage "ctest gpu label (skips without a GPU)" ctest --test-dir build-cuda -L gpu --output-on-failure
+        stage "ctest gpu label (skips without a GPU)" ctest_counted --test-dir build-cuda -L gpu --output-on-failure
     else
         echo "=== cuda compile check: no nvcc on this machine, not run"
     fi
@@ -64,4 +84,5 @@ fi
 
 echo
 echo "stages: $passed passed, $failed failed"
+echo "tests: $t_passed passed, $t_failed failed, $t_skipped skipped"
 [ "$failed" = 0 ]
