@@ -209,9 +209,8 @@ static void attention_tiled(const pool_thread *t, weft_ctx *c, const fwd_job *j,
                 for (int g = 0; g < group; g++, nq++) {
                     const int h = kvh * group + g;
                     const float *q = c->q + (size_t)(tk0 + k) * n_head * hd + (size_t)h * hd;
-                    uint16_t tmp[256];
-                    vec_f32_to_f16(tmp, q, hd); /* q meets the f16 cache in f16, as in llama.cpp */
-                    for (int d = 0; d < hd; d++) a.qf[(size_t)nq * hd + d] = quant_f16_to_f32(tmp[d]);
+                    /* q meets the f16 cache in f16, as in llama.cpp */
+                    vec_round_f16(a.qf + (size_t)nq * hd, q, hd);
                     a.n_kv[nq] = j->pos[tk0 + k] + 1;
                     a.outs[nq] = c->att + (size_t)(tk0 + k) * n_head * hd + (size_t)h * hd;
                 }

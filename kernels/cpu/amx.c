@@ -184,7 +184,12 @@ void amx_act_fill(void *buf, int64_t n_in, int n_tok, int tok, int act_type, con
             da[b] = quant_f16_to_f32(x->d);
             sa[b] = 0.0f;
         }
-        for (int k = 0; k < AMX_K; k++) u[b * AMX_K + k] = (uint8_t)(qs[k] ^ 0x80);
+        for (int k = 0; k < AMX_K; k += 8) { /* + 128: flip the sign bits, 8 at a time */
+            uint64_t w8;
+            memcpy(&w8, qs + k, 8);
+            w8 ^= 0x8080808080808080ull;
+            memcpy(u + b * AMX_K + k, &w8, 8);
+        }
     }
 }
 

@@ -65,6 +65,9 @@ void op_add(const pool_thread *t, float *x, const float *y, int64_t n);
 /* Helpers for attention (single-thread, vectorised when AVX2 is present). */
 /* Converts n floats to f16. */
 void vec_f32_to_f16(uint16_t *y, const float *x, int64_t n);
+
+/* y[i] = x[i] rounded to f16 (nearest even) and back to f32; y may be x. */
+void vec_round_f16(float *y, const float *x, int64_t n);
 /* Dot of two f16 vectors, accumulated in f32. */
 float vec_dot_f16(int64_t n, const uint16_t *a, const uint16_t *b);
 /* y[i] += a * v[i] for f16 v. */
