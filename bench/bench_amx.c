@@ -8,6 +8,9 @@
  * 16 x 16 x 32 block product — the unit the kernel works in. The weights of
  * one matrix stay in L2 after the first round, so this is the kernel's own
  * speed; the forward pass adds memory traffic on top.
+ * Then a sweep like one forward step: 30 layers of the seven matrices
+ * (about 150 MB, more than the caches hold), each multiplied by M rows in
+ * turn, so the weights come from memory as in the engine.
  * Prints "AMX not available" and exits 0 on a CPU without it.
  */
 #include <stdio.h>
@@ -94,5 +97,64 @@ int main(int argc, char **argv)
         free(w);
         free(f);
     }
+    /* the sweep */
+    enum { LAYERS = 30 };
+    static const int64_t mshape[7][2] = {{576, 576}, {576, 192}, {576, 192}, {576, 576},
+                                         {576, 1536}, {576, 1536}, {1536, 576}};
+    amx_matrix *mats[LAYERS][7];
+    double macs_step = 0;
+    for (int l = 0; l < LAYERS; l++)
+        for (int k = 0; k < 7; k++) {
+            const int64_t n_in = mshape[k][0], n_out = mshape[k][1];
+            const size_t rb = quant_row_size(WEFT_TYPE_Q4_1, n_in);
+            char *w = malloc(rb * (size_t)n_out);
+            float *f = malloc((size_t)n_in * 4);
+            for (int64_t r = 0; r < n_out; r++) {
+                for (int64_t i = 0; i < n_in; i++) f[i] = frand(&seed);
+                quant_quantize_row(WEFT_TYPE_Q4_1, f, w + (size_t)r * rb, n_in);
+            }
+            mats[l][k] = amx_pack(WEFT_TYPE_Q4_1, w, rb, n_in, n_out);
+            macs_step += (double)n_in * (double)n_out;
+            free(w);
+            free(f);
+        }
+    printf("\nsweep: %d layers x 7 matrices (weights from memory)\n%5s %10s %10s\n", LAYERS, "rows",
+           "ms/step", "GMAC/s");
+    static const int sweep_m[] = {1, 16, 32, 64, 512};
+    for (size_t mi = 0; mi < sizeof sweep_m / sizeof sweep_m[0]; mi++) {
+        const int M = sweep_m[mi];
+        void *act[2];
+        float *y = malloc((size_t)M * 1536 * 4);
+        for (int k = 0; k < 2; k++) {
+            const int64_t n_in = k ? 1536 : 576;
+            act[k] = aligned_alloc(64, (amx_act_size(n_in, M) + 63) & ~(size_t)63);
+            const int at = amx_act_type(mats[0][k ? 6 : 0]);
+            float *f = malloc((size_t)n_in * 4);
+            char *q = malloc(quant_row_size((weft_type)at, n_in));
+            for (int a = 0; a < M; a++) {
+                for (int64_t i = 0; i < n_in; i++) f[i] = frand(&seed);
+                quant_quantize_row((weft_type)at, f, q, n_in);
+                amx_act_fill(act[k], n_in, M, a, at, q);
+            }
+            free(q);
+            free(f);
+        }
+        double best = 1e9;
+        for (int round = 0; round < 3; round++) {
+            const double t0 = now();
+            for (int l = 0; l < LAYERS; l++)
+                for (int k = 0; k < 7; k++)
+                    amx_matmul(mats[l][k], act[k == 6], M, y, (size_t)mshape[k][1], 0,
+                               amx_n_tiles(mats[l][k]));
+            const double t = now() - t0;
+            if (t < best) best = t;
+        }
+        printf("%5d %10.3f %10.1f\n", M, best * 1e3, macs_step * M / best * 1e-9);
+        free(act[0]);
+        free(act[1]);
+        free(y);
+    }
+    for (int l = 0; l < LAYERS; l++)
+        for (int k = 0; k < 7; k++) amx_free(mats[l][k]);
     return 0;
 }

@@ -471,6 +471,126 @@ TGT512A static inline __m512 hsum16x16(const __m512 *a)
     return _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, 0x88), _mm512_shuffle_f32x4(w0, w1, 0xdd));
 }
 
+/* In-register transpose of a 16 x 16 block of floats (row r of the result =
+ * column r of the input). */
+TGT512A static inline __attribute__((always_inline)) void transpose16x16(__m512 *r)
+{
+    __m512 t[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]),
+                      c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    /* r[4i + j] now holds, per 128-bit lane L, element j of rows 4i..4i+3
+     * of lane L's 4 columns; gather the lanes */
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        const __m512 a = r[j], b = r[4 + j], c = r[8 + j], d = r[12 + j];
+        const __m512 ab_lo = _mm512_shuffle_f32x4(a, b, 0x44), ab_hi = _mm512_shuffle_f32x4(a, b, 0xee);
+        const __m512 cd_lo = _mm512_shuffle_f32x4(c, d, 0x44), cd_hi = _mm512_shuffle_f32x4(c, d, 0xee);
+        t[j] = _mm512_shuffle_f32x4(ab_lo, cd_lo, 0x88);
+        t[4 + j] = _mm512_shuffle_f32x4(ab_lo, cd_lo, 0xdd);
+        t[8 + j] = _mm512_shuffle_f32x4(ab_hi, cd_hi, 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(ab_hi, cd_hi, 0xdd);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+/* exp256 on 16 lanes (the same operations per lane). */
+TGT512A static inline __m512 exp512(__m512 x)
+{
+    const __m512 hi = _mm512_set1_ps(88.3762626647949f), lo = _mm512_set1_ps(-87.3365478515625f);
+    const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_max_ps(_mm512_min_ps(x, hi), lo);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), x);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_maskz_mul_ps((__mmask16)~under, p, _mm512_castsi512_ps(e));
+}
+
+/* x[0..n) = softmax(x * scale), each weight rounded to f16 and back; x is
+ * zero-padded up to n rounded to 16 (it has that room). */
+TGT512A static void softmax_f16w_avx512(float *x, int64_t n, float scale)
+{
+    const int64_t n16 = (n + 15) & ~(int64_t)15;
+    for (int64_t i = n; i < n16; i++) x[i] = -INFINITY;
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < n16; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(x + i));
+    const float max = _mm512_reduce_max_ps(vmax) * scale; /* scale > 0 */
+    const __m512 vs = _mm512_set1_ps(scale), vm = _mm512_set1_ps(max);
+    __m512 vsum = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n16; i += 16) {
+        const __m512 ex = exp512(_mm512_fmsub_ps(_mm512_loadu_ps(x + i), vs, vm));
+        _mm512_storeu_ps(x + i, ex);
+        vsum = _mm512_add_ps(vsum, ex);
+    }
+    float lanes[16];
+    _mm512_storeu_ps(lanes, vsum);
+    double sum = 0.0;
+    for (int k = 0; k < 16; k++) sum += lanes[k];
+    const __m512 inv = _mm512_set1_ps((float)(1.0 / sum));
+    for (int64_t i = 0; i < n16; i += 16)
+        _mm512_storeu_ps(x + i, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_mul_ps(_mm512_loadu_ps(x + i), inv),
+                                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+}
+
+/* outs[i0 + i] = sum over p of sc[i0 + i][p] * V[p], for M queries (known
+ * at compile time, so the accumulators stay in registers): each V row is
+ * converted once for the M of them. Per query the same operations in the
+ * same order whatever M is. */
+TGT512A static inline __attribute__((always_inline)) void
+pv_pass(const int HD, const int M, int i0, const uint16_t *const *vb, size_t stride,
+        const int32_t *n_kv, const float *sc, size_t ldsc, float *const *outs)
+{
+    int32_t n_set = 0;
+    for (int i = 0; i < M; i++) n_set = n_kv[i0 + i] > n_set ? n_kv[i0 + i] : n_set;
+    /* fixed sizes (M <= 6, HD <= 128): a variable-length array would live in
+     * memory; with every index constant after unrolling these are registers */
+    __m512 acc[6][8];
+#pragma GCC unroll 6
+    for (int i = 0; i < M; i++)
+#pragma GCC unroll 8
+        for (int d = 0; d < HD / 16; d++) acc[i][d] = _mm512_setzero_ps();
+    for (int32_t p = 0; p < n_set; p++) {
+        const uint16_t *v = vb[p / 16] + (size_t)(p % 16) * stride;
+        if (p + 16 < n_set)
+            for (int d = 0; d < HD; d += 32)
+                _mm_prefetch((const char *)(vb[p / 16 + 1] + (size_t)(p % 16) * stride + d), _MM_HINT_T0);
+        __m512 vr[8];
+#pragma GCC unroll 8
+        for (int d = 0; d < HD; d += 16) vr[d / 16] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + d)));
+#pragma GCC unroll 6
+        for (int i = 0; i < M; i++) {
+            const __m512 w = _mm512_set1_ps(sc[(size_t)(i0 + i) * ldsc + p]);
+#pragma GCC unroll 8
+            for (int d = 0; d < HD / 16; d++) acc[i][d] = _mm512_fmadd_ps(vr[d], w, acc[i][d]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < M; i++)
+#pragma GCC unroll 8
+        for (int d = 0; d < HD / 16; d++) _mm512_storeu_ps(outs[i0 + i] + d * 16, acc[i][d]);
+}
+
 /* The tiled attention of op_attention for head size HD (64 or 128). */
 TGT512A static inline __attribute__((always_inline)) void
 attn_zmm(const int HD, int nq, const float *qf, const uint16_t *const *kb, const uint16_t *const *vb,
@@ -479,70 +599,77 @@ attn_zmm(const int HD, int nq, const float *qf, const uint16_t *const *kb, const
 {
     int32_t n_max = 0;
     for (int i = 0; i < nq; i++) n_max = n_kv[i] > n_max ? n_kv[i] : n_max;
-    /* scores: each block's K rows converted once, then every query against them */
+    /* scores: each block's K rows converted and transposed once (kf[d][r]:
+     * dimension d of the block's 16 rows), then four queries at a time, each
+     * score a sum over d in two interleaved partial sums (even, odd d) —
+     * the same operations for a query whatever it is grouped with */
     for (int32_t p = 0; p < n_max; p += 16) {
         const int nr = n_max - p < 16 ? n_max - p : 16;
         const uint16_t *k = kb[p / 16];
         if (p + 16 < n_max) /* the cache rows are scattered: ask for the next block early */
             for (int r = 0; r < 16; r++)
                 for (int d = 0; d < HD; d += 32) _mm_prefetch((const char *)(kb[p / 16 + 1] + (size_t)r * stride + d), _MM_HINT_T0);
-        for (int r = 0; r < 16; r++)
 #pragma GCC unroll 8
-            for (int d = 0; d < HD; d += 16)
-                _mm512_store_ps(kf + r * HD + d, r < nr ? _mm512_cvtph_ps(_mm256_loadu_si256(
-                                                              (const __m256i *)(k + (size_t)r * stride + d)))
-                                                        : _mm512_setzero_ps());
-        for (int i = 0; i < nq; i++) {
-            if (p >= n_kv[i]) continue;
-            __m512 qv[HD / 16], acc[16];
-#pragma GCC unroll 8
-            for (int d = 0; d < HD; d += 16) qv[d / 16] = _mm512_loadu_ps(qf + (size_t)i * HD + d);
+        for (int d = 0; d < HD; d += 16) {
+            __m512 rows[16];
 #pragma GCC unroll 16
-            for (int r = 0; r < 16; r++) {
-                acc[r] = _mm512_mul_ps(_mm512_load_ps(kf + r * HD), qv[0]);
-#pragma GCC unroll 8
-                for (int d = 16; d < HD; d += 16)
-                    acc[r] = _mm512_fmadd_ps(_mm512_load_ps(kf + r * HD + d), qv[d / 16], acc[r]);
+            for (int r = 0; r < 16; r++)
+                rows[r] = r < nr ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k + (size_t)r * stride + d)))
+                                 : _mm512_setzero_ps();
+            transpose16x16(rows);
+#pragma GCC unroll 16
+            for (int j = 0; j < 16; j++) _mm512_store_ps(kf + (size_t)(d + j) * 16, rows[j]);
+        }
+        int i = 0;
+        for (; i + 4 <= nq; i += 4) {
+            const float *q0 = qf + (size_t)i * HD;
+            __m512 a[4][2];
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) a[u][0] = a[u][1] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+            for (int d = 0; d < HD; d += 2) {
+                const __m512 k0 = _mm512_load_ps(kf + (size_t)d * 16), k1 = _mm512_load_ps(kf + (size_t)(d + 1) * 16);
+#pragma GCC unroll 4
+                for (int u = 0; u < 4; u++) {
+                    a[u][0] = _mm512_fmadd_ps(k0, _mm512_set1_ps(q0[(size_t)u * HD + d]), a[u][0]);
+                    a[u][1] = _mm512_fmadd_ps(k1, _mm512_set1_ps(q0[(size_t)u * HD + d + 1]), a[u][1]);
+                }
             }
-            _mm512_storeu_ps(sc + (size_t)i * ldsc + p, hsum16x16(acc));
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++)
+                if (p < n_kv[i + u]) _mm512_storeu_ps(sc + (size_t)(i + u) * ldsc + p, _mm512_add_ps(a[u][0], a[u][1]));
+        }
+        for (; i < nq; i++) {
+            if (p >= n_kv[i]) continue;
+            const float *q0 = qf + (size_t)i * HD;
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+            for (int d = 0; d < HD; d += 2) {
+                a0 = _mm512_fmadd_ps(_mm512_load_ps(kf + (size_t)d * 16), _mm512_set1_ps(q0[d]), a0);
+                a1 = _mm512_fmadd_ps(_mm512_load_ps(kf + (size_t)(d + 1) * 16), _mm512_set1_ps(q0[d + 1]), a1);
+            }
+            _mm512_storeu_ps(sc + (size_t)i * ldsc + p, _mm512_add_ps(a0, a1));
         }
     }
     /* weights (f16-rounded, as they meet the f16 cache); zero past each
      * query's own positions, up to the last block's end */
     for (int i = 0; i < nq; i++) {
         float *si = sc + (size_t)i * ldsc;
-        vec_softmax_f16w(si, n_kv[i], scale);
-        for (int32_t p = n_kv[i]; p < ((n_max + 15) & ~15); p++) si[p] = 0.0f;
+        softmax_f16w_avx512(si, n_kv[i], scale); /* zeroes past n_kv[i] to the block's end */
+        for (int32_t p = (n_kv[i] + 15) & ~15; p < ((n_max + 15) & ~15); p++) si[p] = 0.0f;
     }
-    /* outputs: each V row converted once, then six queries at a time */
-    for (int i0 = 0; i0 < nq; i0 += 6) {
-        const int m = nq - i0 < 6 ? nq - i0 : 6;
-        int32_t n_set = 0;
-        for (int i = 0; i < m; i++) n_set = n_kv[i0 + i] > n_set ? n_kv[i0 + i] : n_set;
-        __m512 acc[6][HD / 16];
-#pragma GCC unroll 6
-        for (int i = 0; i < 6; i++)
-#pragma GCC unroll 8
-            for (int d = 0; d < HD / 16; d++) acc[i][d] = _mm512_setzero_ps();
-        for (int32_t p = 0; p < n_set; p++) {
-            const uint16_t *v = vb[p / 16] + (size_t)(p % 16) * stride;
-            if (p + 16 < n_set)
-                for (int d = 0; d < HD; d += 32)
-                    _mm_prefetch((const char *)(vb[p / 16 + 1] + (size_t)(p % 16) * stride + d), _MM_HINT_T0);
-            __m512 vr[HD / 16];
-#pragma GCC unroll 8
-            for (int d = 0; d < HD; d += 16) vr[d / 16] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + d)));
-#pragma GCC unroll 6
-            for (int i = 0; i < 6; i++) {
-                if (i >= m) break;
-                const __m512 w = _mm512_set1_ps(sc[(size_t)(i0 + i) * ldsc + p]);
-#pragma GCC unroll 8
-                for (int d = 0; d < HD / 16; d++) acc[i][d] = _mm512_fmadd_ps(vr[d], w, acc[i][d]);
-            }
-        }
-        for (int i = 0; i < m; i++)
-#pragma GCC unroll 8
-            for (int d = 0; d < HD / 16; d++) _mm512_storeu_ps(outs[i0 + i] + d * 16, acc[i][d]);
+    /* outputs: each V row converted once per pass of up to PV_Q queries */
+    const int per = HD == 64 ? 6 : 3; /* accumulators that fit the 32 registers */
+    int i0 = 0;
+    for (; i0 + per <= nq; i0 += per)
+        if (HD == 64) pv_pass(64, 6, i0, vb, stride, n_kv, sc, ldsc, outs);
+        else pv_pass(128, 3, i0, vb, stride, n_kv, sc, ldsc, outs);
+    switch (nq - i0) {
+    case 0: break;
+    case 1: pv_pass(HD, 1, i0, vb, stride, n_kv, sc, ldsc, outs); break;
+    case 2: pv_pass(HD, 2, i0, vb, stride, n_kv, sc, ldsc, outs); break;
+    case 3: pv_pass(HD, 3, i0, vb, stride, n_kv, sc, ldsc, outs); break;
+    case 4: pv_pass(HD, 4, i0, vb, stride, n_kv, sc, ldsc, outs); break;
+    default: pv_pass(HD, 5, i0, vb, stride, n_kv, sc, ldsc, outs); break;
     }
 }
 
