@@ -50,7 +50,7 @@ int main(int argc, char **argv)
         int64_t n_in, n_out;
     } shapes[] = {{"attn q/o 576x576", 576, 576}, {"ffn gate/up 576->1536", 576, 1536},
                   {"ffn down 1536->576", 1536, 576}};
-    static const int ms[] = {1, 2, 16, 64, 256};
+    static const int ms[] = {1, 2, 4, 8, 16, 64, 256};
     unsigned seed = 1;
     printf("%-24s %5s %10s %10s %12s\n", "shape", "rows", "ms/call", "GMAC/s", "cycles/block");
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
@@ -120,7 +120,7 @@ int main(int argc, char **argv)
         }
     printf("\nsweep: %d layers x 7 matrices (weights from memory)\n%5s %10s %10s\n", LAYERS, "rows",
            "ms/step", "GMAC/s");
-    static const int sweep_m[] = {1, 16, 32, 64, 512};
+    static const int sweep_m[] = {1, 2, 4, 8, 16, 32, 64, 512};
     for (size_t mi = 0; mi < sizeof sweep_m / sizeof sweep_m[0]; mi++) {
         const int M = sweep_m[mi];
         void *act[2];

@@ -77,26 +77,44 @@ weft_ctx_params weft_ctx_default_params(void)
     return p;
 }
 
-static inline uint16_t *kv_k(const weft_ctx *c, const kv_seq *s, int layer, int32_t pos)
+/* A block holds, per layer, K then V of its KV_BLOCK_TOKENS positions (f16).
+ * K is stored transposed: element c (of kv_dim) of row r at kt[c * 16 + r],
+ * so a head's dimension d over the block's 16 positions is one contiguous
+ * vector — what the score loop multiplies, with no transposition at read.
+ * V is stored by rows (row r at r * kv_row bytes), as the weighted sum reads
+ * it. */
+static inline unsigned char *kv_block_layer(const weft_ctx *c, const kv_seq *s, int layer, int32_t pos)
 {
-    unsigned char *b = kv_block_data(c->kv, s->blocks[pos / KV_BLOCK_TOKENS]);
-    return (uint16_t *)(b + layer * c->kv_layer + (size_t)(pos % KV_BLOCK_TOKENS) * c->kv_row);
+    return (unsigned char *)kv_block_data(c->kv, s->blocks[pos / KV_BLOCK_TOKENS]) + layer * c->kv_layer;
 }
 
+/* K of the block that holds pos, transposed (kt[c * 16 + r]). */
+static inline uint16_t *kv_kt(const weft_ctx *c, const kv_seq *s, int layer, int32_t pos)
+{
+    return (uint16_t *)kv_block_layer(c, s, layer, pos);
+}
+
+/* V row of position pos. */
 static inline uint16_t *kv_v(const weft_ctx *c, const kv_seq *s, int layer, int32_t pos)
 {
-    return (uint16_t *)((unsigned char *)kv_k(c, s, layer, pos) + KV_BLOCK_TOKENS * c->kv_row);
+    return (uint16_t *)(kv_block_layer(c, s, layer, pos) + KV_BLOCK_TOKENS * c->kv_row +
+                        (size_t)(pos % KV_BLOCK_TOKENS) * c->kv_row);
 }
 
 /* Writes this chunk's K and V rows into the cache (f16). */
 static void kv_store(const pool_thread *t, weft_ctx *c, const fwd_job *j, int layer)
 {
     const int kv_dim = c->m->hp.n_head_kv * c->m->hp.head_dim;
+    uint16_t tmp[4096];
+    WEFT_ASSERT(kv_dim <= 4096);
     long lo, hi;
     pool_range(t, j->n, &lo, &hi);
     for (long i = lo; i < hi; i++) {
         const kv_seq *s = &c->seqs[j->seq[i]];
-        vec_f32_to_f16(kv_k(c, s, layer, j->pos[i]), c->k + i * kv_dim, kv_dim);
+        const int32_t r = j->pos[i] % KV_BLOCK_TOKENS;
+        uint16_t *kt = kv_kt(c, s, layer, j->pos[i]) + r;
+        vec_f32_to_f16(tmp, c->k + i * kv_dim, kv_dim);
+        for (int e = 0; e < kv_dim; e++) kt[(size_t)e * KV_BLOCK_TOKENS] = tmp[e];
         vec_f32_to_f16(kv_v(c, s, layer, j->pos[i]), c->v + i * kv_dim, kv_dim);
     }
 }
@@ -127,9 +145,9 @@ static void attention(const pool_thread *t, weft_ctx *c, const fwd_job *j, int l
         /* positions come a block at a time: its K (and V) rows are contiguous */
         for (int32_t p = 0; p < n_kv; p += KV_BLOCK_TOKENS) {
             const int nr = n_kv - p < KV_BLOCK_TOKENS ? n_kv - p : KV_BLOCK_TOKENS;
-            const uint16_t *krows = kv_k(c, s, layer, p) + kvh * hd;
+            const uint16_t *kt = kv_kt(c, s, layer, p) + (size_t)kvh * hd * KV_BLOCK_TOKENS;
             for (int g = 0; g < group; g++)
-                vec_dot_f16_rows(hd, q16 + (size_t)g * hd, krows, stride, nr, sc + (size_t)g * n_kv + p);
+                vec_dot_f16_cols(hd, q16 + (size_t)g * hd, kt, nr, sc + (size_t)g * n_kv + p);
         }
         /* the weights meet V in f16, as in llama.cpp */
         for (int g = 0; g < group; g++) vec_softmax_f16w(sc + (size_t)g * n_kv, n_kv, scale);
@@ -151,7 +169,7 @@ static void attention(const pool_thread *t, weft_ctx *c, const fwd_job *j, int l
 
 /* The per-thread scratch of attention_tiled, carved from c->attn. */
 typedef struct {
-    float *qf, *sc, *kf, **outs;
+    float *qf, *sc, **outs;
     const uint16_t **kb, **vb;
     int32_t *n_kv;
 } attn_scratch;
@@ -168,7 +186,6 @@ static size_t attn_scratch_layout(const weft_ctx *c, char *base, attn_scratch *a
         if (a) a->field = (type)(void *)(base + off);                                              \
         off += (count) * sizeof(*a->field);                                                        \
     } while (0)
-    CARVE(kf, float *, 16 * hd);
     CARVE(qf, float *, nq * hd);
     CARVE(sc, float *, nq * ld);
     CARVE(outs, float **, nq);
@@ -215,10 +232,10 @@ static void attention_tiled(const pool_thread *t, weft_ctx *c, const fwd_job *j,
                     a.outs[nq] = c->att + (size_t)(tk0 + k) * n_head * hd + (size_t)h * hd;
                 }
             for (int32_t p = 0; p < n_max; p += KV_BLOCK_TOKENS) {
-                a.kb[p / KV_BLOCK_TOKENS] = kv_k(c, s, layer, p) + kvh * hd;
+                a.kb[p / KV_BLOCK_TOKENS] = kv_kt(c, s, layer, p) + (size_t)kvh * hd * KV_BLOCK_TOKENS;
                 a.vb[p / KV_BLOCK_TOKENS] = kv_v(c, s, layer, p) + kvh * hd;
             }
-            op_attention(hd, nq, a.qf, a.kb, a.vb, stride, a.n_kv, scale, a.sc, ld, a.outs, a.kf);
+            op_attention(hd, nq, a.qf, a.kb, a.vb, stride, a.n_kv, scale, a.sc, ld, a.outs);
         }
         tk0 += nt;
     }

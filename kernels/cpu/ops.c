@@ -304,66 +304,24 @@ __attribute__((target("avx2,fma,f16c"))) static void f32_to_f16_avx2(uint16_t *y
     for (; i < n; i++) y[i] = quant_f32_to_f16(x[i]);
 }
 
-/* A block of cached positions at a time: one call per KV block instead of
- * one per position (attention makes ~10^5 of them per token at 600 positions). */
-/* 8 row sums of a[0..7] as one vector: lane i = sum of a[i]'s lanes. */
-__attribute__((target("avx2,fma,f16c"))) static inline __m256 hsum8x8(const __m256 *a)
-{
-    const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
-    const __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
-    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
-    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
-}
-
-/* scores[i] = q . row i for a head size HD known at compile time (so q and
- * the 8 accumulators live in registers). 8 rows at a time, each row's 8
- * lanes summed together with the others' (no per-row horizontal sum). */
-__attribute__((target("avx2,fma,f16c"))) static inline __attribute__((always_inline)) void
-dot_rows_hd(const int HD, const uint16_t *q, const uint16_t *base, size_t stride, int n,
-            float *scores)
-{
-    __m256 qf[HD / 8];
-#pragma GCC unroll 16
-    for (int d = 0; d < HD; d += 8) qf[d / 8] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(q + d)));
-    for (int i = 0; i < n; i += 8) {
-        const int m = n - i < 8 ? n - i : 8;
-        __m256 acc[8];
-#pragma GCC unroll 8
-        for (int k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
-        if (m == 8) {
-#pragma GCC unroll 16
-            for (int d = 0; d < HD; d += 8)
-#pragma GCC unroll 8
-                for (int k = 0; k < 8; k++)
-                    acc[k] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(
-                                                 (const __m128i *)(base + (size_t)(i + k) * stride + d))),
-                                             qf[d / 8], acc[k]);
-            _mm256_storeu_ps(scores + i, hsum8x8(acc));
-        } else { /* the last rows; the others sum to zero */
-            for (int k = 0; k < m; k++)
-#pragma GCC unroll 16
-                for (int d = 0; d < HD; d += 8)
-                    acc[k] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(
-                                                 (const __m128i *)(base + (size_t)(i + k) * stride + d))),
-                                             qf[d / 8], acc[k]);
-            float tmp[8];
-            _mm256_storeu_ps(tmp, hsum8x8(acc));
-            for (int k = 0; k < m; k++) scores[i + k] = tmp[k];
-        }
-    }
-}
-
-__attribute__((target("avx2,fma,f16c"))) static void dot_rows_avx2(int64_t hd, const uint16_t *q,
-                                                                     const uint16_t *base,
-                                                                     size_t stride, int n,
+/* scores[r] = q . K row r for the 16 positions of a transposed block
+ * (kt[d * 16 + r]): per dimension one broadcast of q[d] times two vectors
+ * of 8 positions, summed over d in two interleaved partial sums. */
+__attribute__((target("avx2,fma,f16c"))) static void dot_cols_avx2(int64_t hd, const uint16_t *q,
+                                                                     const uint16_t *kt, int n,
                                                                      float *scores)
 {
-    switch (hd) {
-    case 64: dot_rows_hd(64, q, base, stride, n, scores); return;
-    case 128: dot_rows_hd(128, q, base, stride, n, scores); return;
-    default:
-        for (int i = 0; i < n; i++) scores[i] = dot_f16_avx2(hd, base + i * stride, q);
+    __m256 a[2][2] = {{_mm256_setzero_ps(), _mm256_setzero_ps()}, {_mm256_setzero_ps(), _mm256_setzero_ps()}};
+    for (int64_t d = 0; d < hd; d++) {
+        const __m256 qd = _mm256_set1_ps(quant_f16_to_f32(q[d]));
+        const uint16_t *row = kt + (size_t)d * 16;
+        a[0][d & 1] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)row)), qd, a[0][d & 1]);
+        a[1][d & 1] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 8))), qd, a[1][d & 1]);
     }
+    float tmp[16];
+    _mm256_storeu_ps(tmp, _mm256_add_ps(a[0][0], a[0][1]));
+    _mm256_storeu_ps(tmp + 8, _mm256_add_ps(a[1][0], a[1][1]));
+    for (int r = 0; r < n; r++) scores[r] = tmp[r];
 }
 
 /* e^x for 8 floats (Cephes' expf: 2^n * p(r), r = x - n ln 2), |rel err| < 2e-7;
@@ -451,60 +409,6 @@ __attribute__((target("avx2,fma,f16c"))) static void mad_rows_avx2(int64_t hd, f
 
 #if defined(__x86_64__)
 #define TGT512A __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512dq")))
-
-/* Lane i = sum of the 16 lanes of a[i]: a fixed tree, the same for any use. */
-TGT512A static inline __m512 hsum16x16(const __m512 *a)
-{
-    __m512 x[8], y[4];
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; j++)
-        x[j] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * j], a[2 * j + 1]),
-                             _mm512_unpackhi_ps(a[2 * j], a[2 * j + 1]));
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) {
-        const __m512d l = _mm512_castps_pd(x[2 * j]), h = _mm512_castps_pd(x[2 * j + 1]);
-        y[j] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(l, h)),
-                             _mm512_castpd_ps(_mm512_unpackhi_pd(l, h)));
-    }
-    const __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(y[0], y[1], 0x44), _mm512_shuffle_f32x4(y[0], y[1], 0xee));
-    const __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(y[2], y[3], 0x44), _mm512_shuffle_f32x4(y[2], y[3], 0xee));
-    return _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, 0x88), _mm512_shuffle_f32x4(w0, w1, 0xdd));
-}
-
-/* In-register transpose of a 16 x 16 block of floats (row r of the result =
- * column r of the input). */
-TGT512A static inline __attribute__((always_inline)) void transpose16x16(__m512 *r)
-{
-    __m512 t[16];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) {
-        const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]),
-                      c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
-        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-    }
-    /* r[4i + j] now holds, per 128-bit lane L, element j of rows 4i..4i+3
-     * of lane L's 4 columns; gather the lanes */
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) {
-        const __m512 a = r[j], b = r[4 + j], c = r[8 + j], d = r[12 + j];
-        const __m512 ab_lo = _mm512_shuffle_f32x4(a, b, 0x44), ab_hi = _mm512_shuffle_f32x4(a, b, 0xee);
-        const __m512 cd_lo = _mm512_shuffle_f32x4(c, d, 0x44), cd_hi = _mm512_shuffle_f32x4(c, d, 0xee);
-        t[j] = _mm512_shuffle_f32x4(ab_lo, cd_lo, 0x88);
-        t[4 + j] = _mm512_shuffle_f32x4(ab_lo, cd_lo, 0xdd);
-        t[8 + j] = _mm512_shuffle_f32x4(ab_hi, cd_hi, 0x88);
-        t[12 + j] = _mm512_shuffle_f32x4(ab_hi, cd_hi, 0xdd);
-    }
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; i++) r[i] = t[i];
-}
 
 /* exp256 on 16 lanes (the same operations per lane). */
 TGT512A static inline __m512 exp512(__m512 x)
@@ -594,32 +498,20 @@ pv_pass(const int HD, const int M, int i0, const uint16_t *const *vb, size_t str
 /* The tiled attention of op_attention for head size HD (64 or 128). */
 TGT512A static inline __attribute__((always_inline)) void
 attn_zmm(const int HD, int nq, const float *qf, const uint16_t *const *kb, const uint16_t *const *vb,
-         size_t stride, const int32_t *n_kv, float scale, float *sc, size_t ldsc, float *const *outs,
-         float *kf)
+         size_t stride, const int32_t *n_kv, float scale, float *sc, size_t ldsc, float *const *outs)
 {
     int32_t n_max = 0;
     for (int i = 0; i < nq; i++) n_max = n_kv[i] > n_max ? n_kv[i] : n_max;
-    /* scores: each block's K rows converted and transposed once (kf[d][r]:
-     * dimension d of the block's 16 rows), then four queries at a time, each
-     * score a sum over d in two interleaved partial sums (even, odd d) —
-     * the same operations for a query whatever it is grouped with */
+    /* scores: K comes transposed (kb[j] + d * 16: dimension d of block j's
+     * 16 positions), so each dimension is one vector of 16 scores' terms;
+     * four queries at a time, each score a sum over d in two interleaved
+     * partial sums (even, odd d) — the same operations for a query whatever
+     * it is grouped with. Lanes past a query's positions are discarded by
+     * the softmax below. */
     for (int32_t p = 0; p < n_max; p += 16) {
-        const int nr = n_max - p < 16 ? n_max - p : 16;
-        const uint16_t *k = kb[p / 16];
-        if (p + 16 < n_max) /* the cache rows are scattered: ask for the next block early */
-            for (int r = 0; r < 16; r++)
-                for (int d = 0; d < HD; d += 32) _mm_prefetch((const char *)(kb[p / 16 + 1] + (size_t)r * stride + d), _MM_HINT_T0);
-#pragma GCC unroll 8
-        for (int d = 0; d < HD; d += 16) {
-            __m512 rows[16];
-#pragma GCC unroll 16
-            for (int r = 0; r < 16; r++)
-                rows[r] = r < nr ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k + (size_t)r * stride + d)))
-                                 : _mm512_setzero_ps();
-            transpose16x16(rows);
-#pragma GCC unroll 16
-            for (int j = 0; j < 16; j++) _mm512_store_ps(kf + (size_t)(d + j) * 16, rows[j]);
-        }
+        const uint16_t *kt = kb[p / 16];
+        if (p + 16 < n_max) /* blocks are scattered: ask for the next one early */
+            for (int off = 0; off < HD * 16; off += 32) _mm_prefetch((const char *)(kb[p / 16 + 1] + off), _MM_HINT_T0);
         int i = 0;
         for (; i + 4 <= nq; i += 4) {
             const float *q0 = qf + (size_t)i * HD;
@@ -628,7 +520,8 @@ attn_zmm(const int HD, int nq, const float *qf, const uint16_t *const *kb, const
             for (int u = 0; u < 4; u++) a[u][0] = a[u][1] = _mm512_setzero_ps();
 #pragma GCC unroll 4
             for (int d = 0; d < HD; d += 2) {
-                const __m512 k0 = _mm512_load_ps(kf + (size_t)d * 16), k1 = _mm512_load_ps(kf + (size_t)(d + 1) * 16);
+                const __m512 k0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + (size_t)d * 16)));
+                const __m512 k1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + (size_t)(d + 1) * 16)));
 #pragma GCC unroll 4
                 for (int u = 0; u < 4; u++) {
                     a[u][0] = _mm512_fmadd_ps(k0, _mm512_set1_ps(q0[(size_t)u * HD + d]), a[u][0]);
@@ -644,8 +537,10 @@ attn_zmm(const int HD, int nq, const float *qf, const uint16_t *const *kb, const
             const float *q0 = qf + (size_t)i * HD;
             __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
             for (int d = 0; d < HD; d += 2) {
-                a0 = _mm512_fmadd_ps(_mm512_load_ps(kf + (size_t)d * 16), _mm512_set1_ps(q0[d]), a0);
-                a1 = _mm512_fmadd_ps(_mm512_load_ps(kf + (size_t)(d + 1) * 16), _mm512_set1_ps(q0[d + 1]), a1);
+                a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + (size_t)d * 16))),
+                                     _mm512_set1_ps(q0[d]), a0);
+                a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + (size_t)(d + 1) * 16))),
+                                     _mm512_set1_ps(q0[d + 1]), a1);
             }
             _mm512_storeu_ps(sc + (size_t)i * ldsc + p, _mm512_add_ps(a0, a1));
         }
@@ -675,12 +570,12 @@ attn_zmm(const int HD, int nq, const float *qf, const uint16_t *const *kb, const
 
 TGT512A static void attn_avx512(int hd, int nq, const float *qf, const uint16_t *const *kb,
                                 const uint16_t *const *vb, size_t stride, const int32_t *n_kv,
-                                float scale, float *sc, size_t ldsc, float *const *outs, float *kf)
+                                float scale, float *sc, size_t ldsc, float *const *outs)
 {
     if (hd == 64)
-        attn_zmm(64, nq, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs, kf);
+        attn_zmm(64, nq, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs);
     else
-        attn_zmm(128, nq, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs, kf);
+        attn_zmm(128, nq, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs);
 }
 #endif
 
@@ -696,14 +591,14 @@ bool op_attention_available(int hd)
 
 void op_attention(int hd, int nq, const float *qf, const uint16_t *const *kb,
                   const uint16_t *const *vb, size_t stride, const int32_t *n_kv, float scale,
-                  float *sc, size_t ldsc, float *const *outs, float *kf)
+                  float *sc, size_t ldsc, float *const *outs)
 {
 #if defined(__x86_64__)
     WEFT_ASSERT(op_attention_available(hd));
-    attn_avx512(hd, nq, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs, kf);
+    attn_avx512(hd, nq, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs);
 #else
     (void)hd, (void)nq, (void)qf, (void)kb, (void)vb, (void)stride, (void)n_kv, (void)scale;
-    (void)sc, (void)ldsc, (void)outs, (void)kf;
+    (void)sc, (void)ldsc, (void)outs;
     WEFT_ASSERT(!"op_attention without AVX-512");
 #endif
 }
@@ -729,16 +624,23 @@ void vec_round_f16(float *y, const float *x, int64_t n)
     for (int64_t i = 0; i < n; i++) y[i] = quant_f16_to_f32(quant_f32_to_f16(x[i]));
 }
 
-void vec_dot_f16_rows(int64_t hd, const uint16_t *q, const uint16_t *base, size_t stride, int n,
-                      float *scores)
+void vec_dot_f16_cols(int64_t hd, const uint16_t *q, const uint16_t *kt, int n, float *scores)
 {
 #if defined(__x86_64__)
     if (quant_has_avx2()) {
-        dot_rows_avx2(hd, q, base, stride, n, scores);
+        dot_cols_avx2(hd, q, kt, n, scores);
         return;
     }
 #endif
-    for (int i = 0; i < n; i++) scores[i] = vec_dot_f16(hd, base + i * stride, q);
+    for (int r = 0; r < n; r++) {
+        float even = 0.0f, odd = 0.0f;
+        for (int64_t d = 0; d < hd; d++) {
+            const float t = quant_f16_to_f32(q[d]) * quant_f16_to_f32(kt[(size_t)d * 16 + r]);
+            if (d & 1) odd += t;
+            else even += t;
+        }
+        scores[r] = even + odd;
+    }
 }
 
 void vec_mad_f16_rows(int64_t hd, float *out, const uint16_t *base, size_t stride, int n,

@@ -72,26 +72,27 @@ void vec_round_f16(float *y, const float *x, int64_t n);
 float vec_dot_f16(int64_t n, const uint16_t *a, const uint16_t *b);
 /* y[i] += a * v[i] for f16 v. */
 void vec_mad_f16(int64_t n, float *y, const uint16_t *v, float a);
-/* scores[i] = dot(q, row_i) for i < n, row_i = base + i * stride (f16). */
-void vec_dot_f16_rows(int64_t hd, const uint16_t *q, const uint16_t *base, size_t stride, int n,
-                      float *scores);
+/* scores[r] = dot(q, K row r) for r < n <= 16, K a block of 16 rows stored
+ * transposed: element d of row r at kt[d * 16 + r] (f16). */
+void vec_dot_f16_cols(int64_t hd, const uint16_t *q, const uint16_t *kt, int n, float *scores);
 /* out[d] += sum_i w[i] * row_i[d] for i < n, rows as above. */
 void vec_mad_f16_rows(int64_t hd, float *out, const uint16_t *base, size_t stride, int n,
                       const float *w);
 /* Attention of nq queries that share one KV head, over cached positions in
- * blocks of 16 rows (kb[j], vb[j]: the K and V rows of positions 16j..16j+15
- * for this head, rows `stride` elements apart, f16). Query i (qf + i * hd,
- * f32 values already rounded to f16) sees positions [0, n_kv[i]); its
- * output (hd floats) goes to outs[i]. sc: scratch of nq rows, ldsc >= the
- * largest n_kv rounded up to 16; kf: 64-byte aligned scratch of 16 * hd
- * floats. Every block's K and V rows are converted once for all the
- * queries, so a prefill chunk's tokens and a GQA group's heads share them.
+ * blocks of 16 (f16): kb[j] is the K of positions 16j..16j+15 for this head,
+ * transposed (dimension d of the 16 positions at kb[j] + 16 d; all 16
+ * readable, those past a query's positions ignored); vb[j] their V rows,
+ * `stride` elements apart. Query i (qf + i * hd, f32 values already rounded
+ * to f16) sees positions [0, n_kv[i]); its output (hd floats) goes to
+ * outs[i]. sc: scratch of nq rows, ldsc >= the largest n_kv rounded up to
+ * 16. Each block is read once for all the queries, so a prefill chunk's
+ * tokens and a GQA group's heads share it.
  * Each output depends only on its own query and positions — not on nq or on
  * the other queries. Only where op_attention_available(hd) (AVX-512). */
 bool op_attention_available(int hd);
 void op_attention(int hd, int nq, const float *qf, const uint16_t *const *kb,
                   const uint16_t *const *vb, size_t stride, const int32_t *n_kv, float scale,
-                  float *sc, size_t ldsc, float *const *outs, float *kf);
+                  float *sc, size_t ldsc, float *const *outs);
 
 /* In-place softmax of x[0..n) times... returns nothing; x[i] = exp(x[i]-max)/sum. */
 void vec_softmax(float *x, int64_t n);
