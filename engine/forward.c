@@ -8,7 +8,11 @@
  * sequence maps position p to block table[p / KV_BLOCK_TOKENS].
  */
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cache/kv.h"
@@ -252,6 +256,47 @@ static void embed(const pool_thread *t, weft_ctx *c, const fwd_job *j)
                              c->x + (size_t)i * m->hp.dim, m->hp.dim);
 }
 
+/* WEFT_PROFILE=1: thread 0's wall time per phase of the forward pass
+ * (each phase ends at a barrier, so a phase includes waiting for the slowest
+ * thread), summed over the context's life and printed to stderr when it is
+ * destroyed. Off by default; one clock read per phase when on. */
+enum { PH_EMBED, PH_NORM, PH_QKV, PH_ROPE_KV, PH_ATTN, PH_WO, PH_GATE_UP, PH_DOWN, PH_HEAD, PH_N };
+static const char *const prof_names[PH_N] = {"embed", "norms, adds, swiglu", "q k v", "rope, kv store",
+                                              "attention", "wo", "gate, up", "down", "output head"};
+static bool prof_on;
+static double prof_sum[PH_N];
+static pthread_once_t prof_once = PTHREAD_ONCE_INIT;
+static void prof_init(void)
+{
+    const char *e = getenv("WEFT_PROFILE");
+    prof_on = e && *e && strcmp(e, "0") != 0;
+}
+static double prof_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+#define PHASE(k)                                                                                   \
+    do {                                                                                           \
+        if (prof_on && t->ith == 0) {                                                              \
+            const double now_ = prof_now();                                                        \
+            prof_sum[k] += now_ - last;                                                            \
+            last = now_;                                                                           \
+        }                                                                                          \
+    } while (0)
+
+static void prof_print(void)
+{
+    double total = 0.0;
+    for (int k = 0; k < PH_N; k++) total += prof_sum[k];
+    if (!prof_on || total <= 0.0) return;
+    fprintf(stderr, "weft profile (forward passes, thread 0, %.3f s):\n", total);
+    for (int k = 0; k < PH_N; k++)
+        fprintf(stderr, "  %-22s %9.3f s %5.1f%%\n", prof_names[k], prof_sum[k], 100.0 * prof_sum[k] / total);
+    memset(prof_sum, 0, sizeof prof_sum);
+}
+
 static void forward(void *arg, const pool_thread *t)
 {
     fwd_job *j = arg;
@@ -259,14 +304,17 @@ static void forward(void *arg, const pool_thread *t)
     const weft_model *m = c->m;
     const weft_hparams *hp = &m->hp;
     const int n = j->n, dim = hp->dim;
+    double last = prof_on && t->ith == 0 ? prof_now() : 0.0;
 
     embed(t, c, j);
     pool_barrier(t);
+    PHASE(PH_EMBED);
     for (int l = 0; l < hp->n_layer; l++) {
         const weft_layer *L = &m->layers[l];
         /* attention block */
         op_rmsnorm(t, c->xb, c->x, L->attn_norm, n, dim, hp->rms_eps);
         pool_barrier(t);
+        PHASE(PH_NORM);
         {
             float *ys[3] = {c->q, c->k, c->v};
             const op_matrix *ws[3] = {&L->wq, &L->wk, &L->wv};
@@ -274,6 +322,7 @@ static void forward(void *arg, const pool_thread *t)
             op_matmul_multi(t, 3, ys, ws, bs, c->xb, n, c->qbuf);
         }
         pool_barrier(t);
+        PHASE(PH_QKV);
         op_rope(t, c->q, j->pos, n, hp->n_head, hp->head_dim, hp->rope_dim, hp->rope_theta,
                 hp->rope_freq_scale, m->rope_freqs, hp->rope_type);
         op_rope(t, c->k, j->pos, n, hp->n_head_kv, hp->head_dim, hp->rope_dim, hp->rope_theta,
@@ -281,13 +330,16 @@ static void forward(void *arg, const pool_thread *t)
         pool_barrier(t);
         kv_store(t, c, j, l);
         pool_barrier(t);
+        PHASE(PH_ROPE_KV);
         if (c->attn && op_attention_available(c->m->hp.head_dim)) /* the SIMD level can change */
             attention_tiled(t, c, j, l);
         else
             attention(t, c, j, l);
         pool_barrier(t);
+        PHASE(PH_ATTN);
         op_matmul(t, c->xb, &L->wo, NULL, c->att, n, c->qbuf);
         pool_barrier(t);
+        PHASE(PH_WO);
         op_add(t, c->x, c->xb, (int64_t)n * dim);
         pool_barrier(t);
         /* feed-forward block */
@@ -299,12 +351,16 @@ static void forward(void *arg, const pool_thread *t)
             op_matmul_multi(t, 2, ys, ws, NULL, c->xb, n, c->qbuf);
         }
         pool_barrier(t);
+        PHASE(PH_GATE_UP);
         op_swiglu(t, c->hb, c->hb2, (int64_t)n * hp->ffn_dim);
         pool_barrier(t);
+        PHASE(PH_NORM);
         op_matmul(t, c->xb, &L->w_down, NULL, c->hb, n, c->qbuf);
         pool_barrier(t);
+        PHASE(PH_DOWN);
         op_add(t, c->x, c->xb, (int64_t)n * dim);
         pool_barrier(t);
+        PHASE(PH_NORM);
     }
     if (j->n_out == 0) return;
     /* final norm of the rows that want logits, gathered into xb, then the head */
@@ -316,12 +372,17 @@ static void forward(void *arg, const pool_thread *t)
     op_rmsnorm(t, c->xb, c->hb, m->output_norm, j->n_out, dim, hp->rms_eps);
     pool_barrier(t);
     op_matmul(t, j->logits, &m->output, NULL, c->xb, j->n_out, c->qbuf);
+    if (prof_on) { /* the head has no barrier of its own: the pool's end is the mark */
+        pool_barrier(t);
+        PHASE(PH_HEAD);
+    }
 }
 
 /* ---- context -------------------------------------------------------------- */
 
 int weft_ctx_create(const weft_model *m, const weft_ctx_params *params, weft_ctx **out)
 {
+    pthread_once(&prof_once, prof_init);
     *out = NULL;
     const weft_hparams *hp = &m->hp;
     weft_ctx *c = weft_calloc(1, sizeof *c);
@@ -398,6 +459,7 @@ fail:
 void weft_ctx_destroy(weft_ctx *c)
 {
     if (!c) return;
+    prof_print();
     pool_destroy(c->pool);
     if (c->seqs)
         for (int s = 0; s < c->p.n_seq_max; s++) weft_free(c->seqs[s].blocks);
