@@ -106,12 +106,54 @@ void weft_sampler_accept(weft_sampler *s, int32_t token)
     if (s->n_hist < s->p.repeat_last_n) s->n_hist++;
 }
 
-int32_t weft_argmax(const float *logits, int32_t n)
+static int32_t argmax_scalar(const float *logits, int32_t n)
 {
     int32_t best = 0;
     for (int32_t i = 1; i < n; i++)
         if (logits[i] > logits[best]) best = i;
     return best;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+/* The maximum with 8-lane max passes (4 independent accumulators), then its
+ * first index: the same answer as the scalar loop for any input without
+ * NaN (a NaN anywhere sends it back to the scalar loop). */
+__attribute__((target("avx2"))) static int32_t argmax_avx2(const float *logits, int32_t n)
+{
+    __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0, nan = _mm256_setzero_ps();
+    int32_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m256 a = _mm256_loadu_ps(logits + i), b = _mm256_loadu_ps(logits + i + 8);
+        const __m256 c = _mm256_loadu_ps(logits + i + 16), d = _mm256_loadu_ps(logits + i + 24);
+        nan = _mm256_or_ps(nan, _mm256_or_ps(_mm256_cmp_ps(a, b, _CMP_UNORD_Q), _mm256_cmp_ps(c, d, _CMP_UNORD_Q)));
+        m0 = _mm256_max_ps(m0, a);
+        m1 = _mm256_max_ps(m1, b);
+        m2 = _mm256_max_ps(m2, c);
+        m3 = _mm256_max_ps(m3, d);
+    }
+    if (_mm256_movemask_ps(nan)) return argmax_scalar(logits, n);
+    float lanes[8];
+    _mm256_storeu_ps(lanes, _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
+    float max = -INFINITY;
+    for (int k = 0; k < 8; k++) max = lanes[k] > max ? lanes[k] : max;
+    for (; i < n; i++) {
+        if (logits[i] != logits[i]) return argmax_scalar(logits, n);
+        max = logits[i] > max ? logits[i] : max;
+    }
+    for (int32_t k = 0; k < n; k++)
+        if (logits[k] == max) return k;
+    return argmax_scalar(logits, n); /* all -inf */
+}
+#endif
+
+int32_t weft_argmax(const float *logits, int32_t n)
+{
+    if (n <= 0) return 0;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (__builtin_cpu_supports("avx2")) return argmax_avx2(logits, n);
+#endif
+    return argmax_scalar(logits, n);
 }
 
 static double logsumexp(const float *x, int32_t n)

@@ -38,6 +38,41 @@ TEST(greedy_is_argmax_with_lowest_index_on_ties)
     ASSERT_EQ_INT(weft_argmax(l, NV), 500);
 }
 
+/* the first index of the maximum, as a plain loop finds it */
+static int32_t argmax_ref(const float *l, int32_t n)
+{
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (l[i] > l[best]) best = i;
+    return best;
+}
+
+TEST(argmax_matches_a_plain_loop_on_any_length_ties_inf_and_nan)
+{
+    static float l[NV + 40];
+    unsigned seed = 7;
+    for (int32_t n = 1; n < 200; n++) {
+        for (int32_t i = 0; i < n; i++) {
+            seed = seed * 1664525u + 1013904223u;
+            l[i] = (float)(seed >> 24) / 16.0f; /* 256 values: many ties */
+        }
+        ASSERT_EQ_INT(weft_argmax(l, n), argmax_ref(l, n));
+    }
+    make_logits(l, 3);
+    ASSERT_EQ_INT(weft_argmax(l, NV), argmax_ref(l, NV));
+    l[NV - 1] = 1e30f; /* the maximum in the tail past the vector loop */
+    ASSERT_EQ_INT(weft_argmax(l, NV), NV - 1);
+    for (int32_t i = 0; i < NV; i++) l[i] = -INFINITY;
+    ASSERT_EQ_INT(weft_argmax(l, NV), 0);
+    l[567] = -1.0f;
+    ASSERT_EQ_INT(weft_argmax(l, NV), 567);
+    make_logits(l, 4);
+    l[100] = NAN; /* a NaN: whatever the plain loop does */
+    ASSERT_EQ_INT(weft_argmax(l, NV), argmax_ref(l, NV));
+    l[0] = NAN;
+    ASSERT_EQ_INT(weft_argmax(l, NV), argmax_ref(l, NV));
+}
+
 TEST(same_seed_same_tokens_other_seed_other_tokens)
 {
     float l[NV];
@@ -205,6 +240,7 @@ TEST(stop_strings_hold_back_a_possible_start)
 int main(void)
 {
     RUN(greedy_is_argmax_with_lowest_index_on_ties);
+    RUN(argmax_matches_a_plain_loop_on_any_length_ties_inf_and_nan);
     RUN(same_seed_same_tokens_other_seed_other_tokens);
     RUN(top_k_keeps_only_the_k_best);
     RUN(top_p_and_min_p_cut_the_tail);
