@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "test.h"
+#include "kernels/quant.h"
 #include "tiny_model.h"
 #include "weft/model.h"
 
@@ -195,6 +196,28 @@ TEST(llama_f32_matches_reference)
 {
     tiny_spec sp = tiny_default();
     check_against_ref(sp, 2e-3, "llama-f32");
+}
+
+/* Below AVX-512 the attention runs the fallback path (vec_dot_f16_cols and
+ * friends over the transposed K cache), and the matrix products the AVX2 or
+ * scalar kernels: every level the CPU has must match the reference. */
+TEST(every_simd_level_matches_reference)
+{
+    const quant_simd_level top = quant_simd();
+    static const quant_simd_level levels[] = {QUANT_SIMD_SCALAR, QUANT_SIMD_AVX2, QUANT_SIMD_AVX2_VNNI,
+                                              QUANT_SIMD_AVX512_VNNI};
+    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
+        if (quant_simd_set(levels[i]) != 0) continue;
+        fprintf(stderr, "  level %s\n", quant_simd_name(levels[i]));
+        tiny_spec sp = tiny_default();
+        check_against_ref(sp, 2e-3, "llama-f32");
+        sp = tiny_default();
+        sp.weight_type = WEFT_TYPE_Q8_0;
+        sp.embd_type = WEFT_TYPE_Q8_0;
+        check_against_ref(sp, 4e-2, "q8_0");
+        if (test_cur_failed) break;
+    }
+    quant_simd_set(top);
 }
 
 TEST(qwen2_biases_neox_untied_match_reference)
@@ -452,6 +475,7 @@ TEST(bad_models_get_clear_errors)
 int main(void)
 {
     RUN(llama_f32_matches_reference);
+    RUN(every_simd_level_matches_reference);
     RUN(qwen2_biases_neox_untied_match_reference);
     RUN(spm_tokenizer_model_loads_and_matches);
     RUN(every_weight_type_matches_reference);
