@@ -306,14 +306,14 @@ static void forward(void *arg, const pool_thread *t)
     const int n = j->n, dim = hp->dim;
     double last = prof_on && t->ith == 0 ? prof_now() : 0.0;
 
+    /* Row-parallel ops follow each other without a barrier (ops.h): a
+     * barrier stands only where a thread reads rows another one wrote */
     embed(t, c, j);
-    pool_barrier(t);
     PHASE(PH_EMBED);
     for (int l = 0; l < hp->n_layer; l++) {
         const weft_layer *L = &m->layers[l];
         /* attention block */
         op_rmsnorm(t, c->xb, c->x, L->attn_norm, n, dim, hp->rms_eps);
-        pool_barrier(t);
         PHASE(PH_NORM);
         {
             float *ys[3] = {c->q, c->k, c->v};
@@ -327,7 +327,6 @@ static void forward(void *arg, const pool_thread *t)
                 hp->rope_freq_scale, m->rope_freqs, hp->rope_type);
         op_rope(t, c->k, j->pos, n, hp->n_head_kv, hp->head_dim, hp->rope_dim, hp->rope_theta,
                 hp->rope_freq_scale, m->rope_freqs, hp->rope_type);
-        pool_barrier(t);
         kv_store(t, c, j, l);
         pool_barrier(t);
         PHASE(PH_ROPE_KV);
@@ -340,11 +339,9 @@ static void forward(void *arg, const pool_thread *t)
         op_matmul(t, c->xb, &L->wo, NULL, c->att, n, c->qbuf);
         pool_barrier(t);
         PHASE(PH_WO);
-        op_add(t, c->x, c->xb, (int64_t)n * dim);
-        pool_barrier(t);
+        op_add_rows(t, c->x, c->xb, n, dim);
         /* feed-forward block */
         op_rmsnorm(t, c->xb, c->x, L->ffn_norm, n, dim, hp->rms_eps);
-        pool_barrier(t);
         {
             float *ys[2] = {c->hb, c->hb2};
             const op_matrix *ws[2] = {&L->w_gate, &L->w_up};
@@ -352,17 +349,16 @@ static void forward(void *arg, const pool_thread *t)
         }
         pool_barrier(t);
         PHASE(PH_GATE_UP);
-        op_swiglu(t, c->hb, c->hb2, (int64_t)n * hp->ffn_dim);
-        pool_barrier(t);
+        op_swiglu_rows(t, c->hb, c->hb2, n, hp->ffn_dim);
         PHASE(PH_NORM);
         op_matmul(t, c->xb, &L->w_down, NULL, c->hb, n, c->qbuf);
         pool_barrier(t);
         PHASE(PH_DOWN);
-        op_add(t, c->x, c->xb, (int64_t)n * dim);
-        pool_barrier(t);
+        op_add_rows(t, c->x, c->xb, n, dim);
         PHASE(PH_NORM);
     }
     if (j->n_out == 0) return;
+    pool_barrier(t); /* the rows that want logits may be another thread's */
     /* final norm of the rows that want logits, gathered into xb, then the head */
     long lo, hi;
     pool_range(t, j->n_out, &lo, &hi);
@@ -370,7 +366,6 @@ static void forward(void *arg, const pool_thread *t)
         memcpy(c->hb + (size_t)r * dim, c->x + (size_t)j->out_rows[r] * dim, (size_t)dim * sizeof(float));
     pool_barrier(t);
     op_rmsnorm(t, c->xb, c->hb, m->output_norm, j->n_out, dim, hp->rms_eps);
-    pool_barrier(t);
     op_matmul(t, j->logits, &m->output, NULL, c->xb, j->n_out, c->qbuf);
     if (prof_on) { /* the head has no barrier of its own: the pool's end is the mark */
         pool_barrier(t);

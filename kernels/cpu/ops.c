@@ -244,6 +244,39 @@ void op_swiglu(const pool_thread *t, float *g, const float *u, int64_t n)
     }
 }
 
+void op_swiglu_rows(const pool_thread *t, float *g, const float *u, int n_rows, int64_t width)
+{
+    long lo, hi;
+    pool_range(t, n_rows, &lo, &hi);
+    lo *= (long)width;
+    hi *= (long)width;
+#if defined(__x86_64__)
+    if (quant_has_avx2()) {
+        swiglu_avx2(g, u, lo, hi);
+        return;
+    }
+#endif
+    for (long i = lo; i < hi; i++) {
+        const float v = g[i];
+        g[i] = v / (1.0f + expf(-v)) * u[i];
+    }
+}
+
+void op_add_rows(const pool_thread *t, float *x, const float *y, int n_rows, int64_t width)
+{
+    long lo, hi;
+    pool_range(t, n_rows, &lo, &hi);
+    lo *= (long)width;
+    hi *= (long)width;
+#if defined(__x86_64__)
+    if (quant_has_avx2()) {
+        add_avx2(x, y, lo, hi);
+        return;
+    }
+#endif
+    for (long i = lo; i < hi; i++) x[i] += y[i];
+}
+
 void op_add(const pool_thread *t, float *x, const float *y, int64_t n)
 {
     long lo, hi;

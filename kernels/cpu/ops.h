@@ -56,11 +56,21 @@ void op_rope(const pool_thread *t, float *x, const int32_t *pos, int n_tok, int 
              int head_dim, int rope_dim, float theta, float freq_scale,
              const float *freq_factors, int mode);
 
+/* Row-parallel ops. Every op that splits its work by rows — op_rmsnorm,
+ * op_rope (by token), op_swiglu_rows, op_add_rows, and the quantization at
+ * the start of op_matmul_multi — gives thread t the same rows
+ * (pool_range(t, n_rows)), so one may follow another without a barrier when
+ * each row depends only on the same row before. */
+
 /* g[i] = silu(g[i]) * u[i], n values. No barrier. */
 void op_swiglu(const pool_thread *t, float *g, const float *u, int64_t n);
+/* op_swiglu over n_rows rows of `width` values, split by rows. No barrier. */
+void op_swiglu_rows(const pool_thread *t, float *g, const float *u, int n_rows, int64_t width);
 
 /* x[i] += y[i], n values. No barrier. */
 void op_add(const pool_thread *t, float *x, const float *y, int64_t n);
+/* op_add over n_rows rows of `width` values, split by rows. No barrier. */
+void op_add_rows(const pool_thread *t, float *x, const float *y, int n_rows, int64_t width);
 
 /* Helpers for attention (single-thread, vectorised when AVX2 is present). */
 /* Converts n floats to f16. */
