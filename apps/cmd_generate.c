@@ -205,17 +205,21 @@ int cmd_generate(int argc, char **argv)
     /* prefill */
     const size_t n_prompt = (uint32_t)n_ids;
     int32_t *pos = malloc(n_prompt * sizeof *pos), *seq = calloc(n_prompt, sizeof *seq);
-    if (!pos || !seq) {
+    int8_t *given = malloc(n_prompt); /* every token a prompt token, as the engine marks them */
+    if (!pos || !seq || !given) {
         free(pos);
         free(seq);
+        free(given);
         fprintf(stderr, "weft generate: out of memory\n");
         goto out;
     }
     for (int32_t i = 0; i < n_ids; i++) pos[i] = i;
-    weft_batch b = {.n = n_ids, .tokens = ids, .pos = pos, .seq = seq};
+    memset(given, 1, n_prompt);
+    weft_batch b = {.n = n_ids, .tokens = ids, .pos = pos, .seq = seq, .prompt = given};
     int drc = weft_decode(ctx, &b);
     free(pos);
     free(seq);
+    free(given);
     if (drc < 0) {
         fprintf(stderr, "weft generate: %s\n", weft_last_error());
         goto out;

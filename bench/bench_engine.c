@@ -107,11 +107,12 @@ int main(int argc, char **argv)
     }
     const int32_t n_vocab = weft_model_hparams(m)->n_vocab;
     int32_t pos[N_PROMPT], seq[N_PROMPT] = {0};
-    for (int i = 0; i < N_PROMPT; i++) pos[i] = i;
+    int8_t given[N_PROMPT];
+    for (int i = 0; i < N_PROMPT; i++) pos[i] = i, given[i] = 1;
     double pf[101], dc[101];
     for (int r = -1; r < reps; r++) {
         weft_seq_truncate(c, 0, 0);
-        weft_batch b = {.n = N_PROMPT, .tokens = ids, .pos = pos, .seq = seq};
+        weft_batch b = {.n = N_PROMPT, .tokens = ids, .pos = pos, .seq = seq, .prompt = given};
         double t0 = weft_now();
         if (weft_decode(c, &b) != 0) {
             fprintf(stderr, "bench_engine: %s\n", weft_last_error());

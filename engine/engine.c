@@ -76,6 +76,7 @@ struct weft_engine {
     /* batch scratch */
     int32_t *b_tok, *b_pos, *b_seq;
     int8_t *b_want;
+    int8_t *b_prompt;  /* token is part of its request's prompt */
     req **b_req;        /* request of each logits row */
 };
 
@@ -514,6 +515,7 @@ static int32_t build_batch(weft_engine *e, int32_t *n_rows)
                 e->b_pos[n] = best->n_done + k;
                 e->b_seq[n] = best->seq;
                 e->b_want[n] = 0;
+                e->b_prompt[n] = best->n_done + k < best->n_prompt;
                 n++;
             }
             if (best->n_done + take == best->n_tokens) {
@@ -627,7 +629,7 @@ static void step(weft_engine *e)
         n = build_batch(e, &rows);
         if (n == 0) return;
         weft_batch b = {.n = n, .tokens = e->b_tok, .pos = e->b_pos, .seq = e->b_seq,
-                        .want_logits = e->b_want};
+                        .want_logits = e->b_want, .prompt = e->b_prompt};
         rc = weft_decode(e->ctx, &b);
         if (rc != WEFT_ENOKV) break;
         if (!preempt_one(e)) break;
@@ -767,12 +769,13 @@ int weft_engine_create(const weft_model *m, const weft_engine_params *p, weft_en
     e->b_pos = weft_malloc((size_t)cp->n_batch * sizeof *e->b_pos);
     e->b_seq = weft_malloc((size_t)cp->n_batch * sizeof *e->b_seq);
     e->b_want = weft_malloc((size_t)cp->n_batch * sizeof *e->b_want);
+    e->b_prompt = weft_malloc((size_t)cp->n_batch * sizeof *e->b_prompt);
     e->b_req = weft_malloc((size_t)cp->n_batch * sizeof *e->b_req);
     if (e->p.prefix_cache) {
         e->prefix = prefix_index_create(weft_ctx_kv(e->ctx), weft_model_fingerprint(m));
         if (e->prefix) weft_ctx_set_block_alloc(e->ctx, alloc_with_eviction, e->prefix);
     }
-    if (!e->running || !e->b_tok || !e->b_pos || !e->b_seq || !e->b_want || !e->b_req ||
+    if (!e->running || !e->b_tok || !e->b_pos || !e->b_seq || !e->b_want || !e->b_prompt || !e->b_req ||
         (e->p.prefix_cache && !e->prefix)) {
         rc = weft_error(WEFT_ENOMEM, "out of memory");
         goto fail;
@@ -797,6 +800,7 @@ fail:
     weft_free(e->b_pos);
     weft_free(e->b_seq);
     weft_free(e->b_want);
+    weft_free(e->b_prompt);
     weft_free(e->b_req);
     weft_free(e);
     return rc;
@@ -829,6 +833,7 @@ void weft_engine_destroy(weft_engine *e)
     weft_free(e->b_pos);
     weft_free(e->b_seq);
     weft_free(e->b_want);
+    weft_free(e->b_prompt);
     weft_free(e->b_req);
     weft_free(e);
 }

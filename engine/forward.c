@@ -65,6 +65,7 @@ typedef struct fwd_job {
     weft_ctx *c;
     int n;                  /* tokens in this chunk */
     const int32_t *tokens, *pos, *seq;
+    const int8_t *prompt;   /* (n) or NULL: see weft_batch.prompt */
     const int32_t *out_rows; /* rows whose logits are wanted, (n_out) */
     int n_out;
     float *logits;          /* (n_out, n_vocab) */
@@ -218,8 +219,11 @@ static void attention_tiled(const pool_thread *t, weft_ctx *c, const fwd_job *j,
     long item = 0;
     for (int32_t tk0 = 0; tk0 < j->n;) {
         int32_t nt = 1;
+        /* a tile holds prompt tokens or generated ones, not both: the two
+         * may take different kernels (op_attention's `prompt`) */
+        const bool prompt = j->prompt && j->prompt[tk0];
         while (nt < ATTN_TILE && tk0 + nt < j->n && j->seq[tk0 + nt] == j->seq[tk0] &&
-               j->pos[tk0 + nt] == j->pos[tk0] + nt)
+               j->pos[tk0 + nt] == j->pos[tk0] + nt && (j->prompt && j->prompt[tk0 + nt]) == prompt)
             nt++;
         const kv_seq *s = &c->seqs[j->seq[tk0]];
         const int32_t n_max = j->pos[tk0 + nt - 1] + 1;
@@ -239,7 +243,7 @@ static void attention_tiled(const pool_thread *t, weft_ctx *c, const fwd_job *j,
                 a.kb[p / KV_BLOCK_TOKENS] = kv_kt(c, s, layer, p) + (size_t)kvh * hd * KV_BLOCK_TOKENS;
                 a.vb[p / KV_BLOCK_TOKENS] = kv_v(c, s, layer, p) + kvh * hd;
             }
-            op_attention(hd, nq, a.qf, a.kb, a.vb, stride, a.n_kv, scale, a.sc, ld, a.outs);
+            op_attention(hd, nq, a.qf, a.kb, a.vb, stride, a.n_kv, scale, a.sc, ld, a.outs, prompt);
         }
         tk0 += nt;
     }
@@ -594,6 +598,7 @@ int weft_decode(weft_ctx *c, const weft_batch *b)
                      .tokens = b->tokens + start,
                      .pos = b->pos + start,
                      .seq = b->seq + start,
+                     .prompt = b->prompt ? b->prompt + start : NULL,
                      .out_rows = rows + first_out,
                      .n_out = n_out,
                      .logits = c->logits + (size_t)first_out * hp->n_vocab};

@@ -55,8 +55,9 @@ static int solo_greedy(const weft_model *m, const int32_t *toks, int32_t n, int3
     weft_ctx *c = NULL;
     if (weft_ctx_create(m, &cp, &c) != 0) return -1;
     int32_t *pos = malloc(((size_t)n + 1) * sizeof *pos), *seq = calloc((size_t)n + 1, sizeof *seq);
-    for (int32_t i = 0; i < n; i++) pos[i] = i;
-    weft_batch b = {.n = n, .tokens = toks, .pos = pos, .seq = seq};
+    int8_t *given = malloc((size_t)n + 1); /* prompt tokens, marked as the engine marks them */
+    for (int32_t i = 0; i < n; i++) pos[i] = i, given[i] = 1;
+    weft_batch b = {.n = n, .tokens = toks, .pos = pos, .seq = seq, .prompt = given};
     int got = -1;
     if (weft_decode(c, &b) == 0) {
         got = 0;
@@ -79,6 +80,7 @@ static int solo_greedy(const weft_model *m, const int32_t *toks, int32_t n, int3
     }
     free(pos);
     free(seq);
+    free(given);
     weft_ctx_destroy(c);
     return got;
 }

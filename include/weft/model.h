@@ -99,6 +99,12 @@ typedef struct weft_batch {
     const int32_t *pos;
     const int32_t *seq;
     const int8_t *want_logits;
+    /* prompt[i] != 0 marks token i as given (part of a prompt), not
+     * generated. Prompt tokens may take faster kernels whose results differ
+     * from the others' in the last bits (on CPUs with AMX-BF16, attention on
+     * tiles), so a token must be marked the same way each time it is
+     * computed for its results to repeat. NULL: no token is a prompt token. */
+    const int8_t *prompt;
 } weft_batch;
 WEFT_API int weft_decode(weft_ctx *c, const weft_batch *b);
 

@@ -38,7 +38,7 @@ struct amx_matrix {
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
-static bool amx_ok;
+static bool amx_ok, amx_bf16_ok;
 static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
 
 static void amx_probe(void)
@@ -56,6 +56,9 @@ static void amx_probe(void)
     /* Linux hands out the 8 KB tile state only on request (per process). */
     if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0) return;
     amx_ok = true;
+    /* AMX-BF16: leaf 7 edx bit 22; AVX512-BF16: leaf 7 subleaf 1 eax bit 5 */
+    const bool tile_bf16 = (d & (1u << 22)) != 0;
+    if (tile_bf16 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5))) amx_bf16_ok = true;
 }
 
 bool amx_available(void)
@@ -63,8 +66,14 @@ bool amx_available(void)
     pthread_once(&amx_once, amx_probe);
     return amx_ok && quant_simd() == QUANT_SIMD_AVX512_VNNI;
 }
+
+bool amx_bf16_available(void)
+{
+    return amx_available() && amx_bf16_ok;
+}
 #else
 bool amx_available(void) { return false; }
+bool amx_bf16_available(void) { return false; }
 #endif
 
 /* The 32 integer values of block b of a row, its scale and minimum. */

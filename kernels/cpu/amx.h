@@ -40,6 +40,10 @@ typedef struct amx_matrix amx_matrix;
  * quant_simd part every call). */
 bool amx_available(void);
 
+/* True when amx_available() and the CPU also has AMX-BF16 and AVX512-BF16
+ * (the attention kernel in ops.c uses them). */
+bool amx_bf16_available(void);
+
 /* Repacks a (n_out x n_in) matrix of Q4_0, Q4_1 or Q8_0 rows (row_bytes
  * apart). Returns NULL when the type or shape does not fit (n_out not a
  * multiple of 16, n_in not a multiple of 32), when AMX is not available or

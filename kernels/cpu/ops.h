@@ -96,13 +96,16 @@ void vec_mad_f16_rows(int64_t hd, float *out, const uint16_t *base, size_t strid
  * to f16) sees positions [0, n_kv[i]); its output (hd floats) goes to
  * outs[i]. sc: scratch of nq rows, ldsc >= the largest n_kv rounded up to
  * 16. Each block is read once for all the queries, so a prefill chunk's
- * tokens and a GQA group's heads share it.
+ * tokens and a GQA group's heads share it. prompt: the queries are prompt
+ * tokens (weft_batch.prompt); where the CPU has AMX-BF16 they run on tiles
+ * in bf16 (many queries share each converted block; WEFT_ATTN_TILES=0
+ * turns this off), generated tokens always on the f32 FMA path.
  * Each output depends only on its own query and positions — not on nq or on
  * the other queries. Only where op_attention_available(hd) (AVX-512). */
 bool op_attention_available(int hd);
 void op_attention(int hd, int nq, const float *qf, const uint16_t *const *kb,
                   const uint16_t *const *vb, size_t stride, const int32_t *n_kv, float scale,
-                  float *sc, size_t ldsc, float *const *outs);
+                  float *sc, size_t ldsc, float *const *outs, bool prompt);
 
 /* In-place softmax of x[0..n) times... returns nothing; x[i] = exp(x[i]-max)/sum. */
 void vec_softmax(float *x, int64_t n);

@@ -43,11 +43,13 @@ static weft_ctx *new_ctx(void)
 static int prefill(weft_ctx *c, const int32_t *toks, int32_t n)
 {
     int32_t *pos = malloc(n * sizeof *pos), *seq = calloc(n, sizeof *seq);
-    for (int32_t i = 0; i < n; i++) pos[i] = i;
-    weft_batch b = {.n = n, .tokens = toks, .pos = pos, .seq = seq};
+    int8_t *given = malloc(n); /* prompt tokens, as the engine marks them */
+    for (int32_t i = 0; i < n; i++) pos[i] = i, given[i] = 1;
+    weft_batch b = {.n = n, .tokens = toks, .pos = pos, .seq = seq, .prompt = given};
     int rc = weft_decode(c, &b);
     free(pos);
     free(seq);
+    free(given);
     return rc;
 }
 

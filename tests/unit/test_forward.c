@@ -129,14 +129,20 @@ static void ref_forward(const tiny_spec *sp, gguf_file *g, const int32_t *toks, 
 
 /* ---- helpers ---- */
 
+/* When set, decode_seq marks its tokens as prompt tokens (weft_batch.prompt):
+ * on CPUs with AMX-BF16 their attention then runs on tiles. */
+static int mark_prompt;
+
 static int decode_seq(weft_ctx *c, int32_t seq, const int32_t *toks, int n, int32_t start)
 {
     int32_t *pos = malloc(n * sizeof *pos), *sq = malloc(n * sizeof *sq);
-    for (int i = 0; i < n; i++) pos[i] = start + i, sq[i] = seq;
-    weft_batch b = {.n = n, .tokens = toks, .pos = pos, .seq = sq};
+    int8_t *given = malloc(n);
+    for (int i = 0; i < n; i++) pos[i] = start + i, sq[i] = seq, given[i] = 1;
+    weft_batch b = {.n = n, .tokens = toks, .pos = pos, .seq = sq, .prompt = mark_prompt ? given : NULL};
     int rc = weft_decode(c, &b);
     free(pos);
     free(sq);
+    free(given);
     return rc;
 }
 
@@ -220,6 +226,20 @@ TEST(every_simd_level_matches_reference)
     quant_simd_set(top);
 }
 
+/* Prompt tokens (on AMX-BF16 tiles where the CPU has them; the same path
+ * as the rest elsewhere) against the reference. */
+TEST(prompt_tokens_match_reference)
+{
+    mark_prompt = 1;
+    tiny_spec sp = tiny_default();
+    check_against_ref(sp, 2e-3, "llama-f32 prompt");
+    sp = tiny_default();
+    sp.weight_type = WEFT_TYPE_Q4_1;
+    sp.embd_type = WEFT_TYPE_Q8_0;
+    check_against_ref(sp, 4e-2, "q4_1 prompt");
+    mark_prompt = 0;
+}
+
 TEST(qwen2_biases_neox_untied_match_reference)
 {
     tiny_spec sp = tiny_default();
@@ -293,9 +313,10 @@ TEST(batched_prefill_equals_token_by_token)
      * more rows than n_batch; row i equals the one-by-one run at i */
     ASSERT_EQ_INT(weft_seq_truncate(c, 0, 0), 0);
     int32_t pos[N_PROMPT], sq[N_PROMPT];
-    int8_t want[N_PROMPT];
-    for (int i = 0; i < N_PROMPT; i++) pos[i] = i, sq[i] = 0, want[i] = 1;
-    weft_batch all = {.n = N_PROMPT, .tokens = prompt, .pos = pos, .seq = sq, .want_logits = want};
+    int8_t want[N_PROMPT], given[N_PROMPT];
+    for (int i = 0; i < N_PROMPT; i++) pos[i] = i, sq[i] = 0, want[i] = 1, given[i] = 1;
+    weft_batch all = {.n = N_PROMPT, .tokens = prompt, .pos = pos, .seq = sq, .want_logits = want,
+                      .prompt = mark_prompt ? given : NULL};
     ASSERT_EQ_INT(weft_decode(c, &all), 0);
     ASSERT_EQ_INT(weft_n_logits(c), N_PROMPT);
     float *rows = malloc((size_t)N_PROMPT * sp.n_vocab * sizeof *rows);
@@ -480,6 +501,10 @@ int main(void)
     RUN(spm_tokenizer_model_loads_and_matches);
     RUN(every_weight_type_matches_reference);
     RUN(batched_prefill_equals_token_by_token);
+    RUN(prompt_tokens_match_reference);
+    mark_prompt = 1; /* again with prompt tokens: tile rows must not depend on each other */
+    RUN(batched_prefill_equals_token_by_token);
+    mark_prompt = 0;
     RUN(two_sequences_in_one_batch_equal_separate_runs);
     RUN(fork_shares_prefix_and_copies_on_write);
     RUN(bad_batches_are_rejected_and_leave_the_cache_alone);
