@@ -33,7 +33,11 @@ compute-bound at the same rate batched or not, while batched decode reaches
 roughly 2.5-3x the tokens/s of one sequence (bench/results/batching.jsonl).
 So the ratio is at most (P/p + D/d1) / (P/p + D/dB) for P prompt and D
 generated tokens — under 3x whatever the graph does, and lower the more
-prompt there is. Machine load from other processes slows the one-sequence
+prompt there is. Chains bound it further: multi-agent decodes 704 tokens in
+704 steps one call at a time, but still 320 in graph mode (the architect's
+128 and the reviewer's 64 are a chain), so even free batching and free
+prefill give at most 2.2x; map-reduce's reduce call (a ~1,935-token prompt,
+then 128 tokens alone) costs the same in both modes. Machine load from other processes slows the one-sequence
 runs more than the batched ones; the load average is recorded with each run.
 
 Usage: python3 bench/workflows.py [--only NAME] [--threads N] [--reps R]
