@@ -17,6 +17,7 @@
  */
 #include <arpa/inet.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -113,6 +114,7 @@ struct job {
     int n_ch, n_submitted, n_done;
     bool started;        /* stream headers sent */
     bool gone;           /* the client closed the connection */
+    struct event *hangup; /* non-streamed: watches the socket for the peer's close */
     double t0;
     job *prev, *next;
 };
@@ -258,9 +260,16 @@ static void send_done(job *j)
 
 static void on_close(struct evhttp_connection *evcon, void *arg);
 
+static void job_unwatch(job *j)
+{
+    if (j->hangup) event_free(j->hangup);
+    j->hangup = NULL;
+}
+
 static void job_free(job *j)
 {
     srv *s = j->s;
+    job_unwatch(j);
     if (j->prev) j->prev->next = j->next;
     else if (s->jobs == j) s->jobs = j->next;
     if (j->next) j->next->prev = j->prev;
@@ -329,6 +338,7 @@ static void job_finish(job *j)
     srv *s = j->s;
     struct evhttp_connection *evcon = j->req ? evhttp_request_get_connection(j->req) : NULL;
     if (evcon) evhttp_connection_set_closecb(evcon, NULL, NULL);
+    job_unwatch(j); /* before the reply: the connection (and its fd) may end with it */
     const int st = job_status(j);
     if (j->req && !j->gone) {
         oai_error e = {0};
@@ -367,6 +377,34 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
     (void)evcon;
     j->gone = true;
     job_cancel(j);
+}
+
+/* The peer of a non-streamed request closed its socket (EV_CLOSED). evhttp
+ * does not read a connection while its request is being answered, so it
+ * would only notice when the reply is written; without this, a client that
+ * gives up on a long completion would keep the engine busy to the end. */
+static void on_hangup(evutil_socket_t fd, short what, void *arg)
+{
+    job *j = arg;
+    (void)fd, (void)what;
+    job_unwatch(j);
+    if (j->gone) return;
+    if (j->s->verbose) fprintf(stderr, "weft serve: %s %s: client gone\n", j->route, j->id);
+    j->gone = true;
+    job_cancel(j);
+}
+
+/* Watches a non-streamed job's socket for the peer's close, where the event
+ * backend can tell a close from data (EV_FEATURE_EARLY_CLOSE: epoll). */
+static void job_watch(job *j, struct evhttp_request *req)
+{
+    if (!(event_base_get_features(j->s->base) & EV_FEATURE_EARLY_CLOSE)) return;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    const evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd < 0) return;
+    j->hangup = event_new(j->s->base, fd, EV_CLOSED, on_hangup, j);
+    if (j->hangup && event_add(j->hangup, NULL) != 0) job_unwatch(j);
 }
 
 /* ---- engine events ---------------------------------------------------------------- */
@@ -621,6 +659,7 @@ static void handle_generate(srv *s, struct evhttp_request *req, oai_kind kind, c
                 j->r.n_prompt[0], j->r.stream ? ", streamed" : "");
     evhttp_connection_set_closecb(evhttp_request_get_connection(req), on_close, j);
     if (j->r.stream) job_start_stream(j);
+    else job_watch(j, req);
 }
 
 /* ---- the other routes ----------------------------------------------------------------- */

@@ -122,6 +122,27 @@ def test_bad_clients_do_not_stop_the_server():
     check(m["weft_kv_blocks_used"] == m["weft_kv_blocks_cached"], f"KV blocks leaked: {m}")
 
 
+def test_non_streamed_client_that_hangs_up_is_cancelled():
+    """A client of a whole (non-streamed) completion that gives up is noticed
+    while its request runs — the request is cancelled, not computed to its
+    end and then thrown away at the reply."""
+    m0 = srv.wait_idle()
+    s = socket.create_connection((srv.host, srv.port))
+    b = body("Tell me a long story about the sea and the ships on it.", False, 220).encode()
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: " + str(len(b)).encode() + b"\r\n\r\n" + b)
+    time.sleep(0.3)  # the request is running: 220 tokens take seconds
+    s.close()
+    m = srv.wait_idle()
+    check(m["weft_requests_cancelled_total"] == m0["weft_requests_cancelled_total"] + 1,
+          f"cancelled: {m0['weft_requests_cancelled_total']} -> {m['weft_requests_cancelled_total']}")
+    made = m["weft_generation_tokens_total"] - m0["weft_generation_tokens_total"]
+    check(made < 220, f"{made} of 220 tokens generated: stopped early")
+    check(m["weft_kv_blocks_used"] == m["weft_kv_blocks_cached"], f"KV blocks leaked: {m}")
+    st, r = srv.http("POST", "/v1/completions", body("Hi", False))
+    check(st == 200, f"served after: {st} {r}")
+
+
 def test_sigterm_finishes_what_runs_and_exits_0():
     results = []
 
@@ -157,4 +178,5 @@ def test_sigterm_finishes_what_runs_and_exits_0():
 
 
 H.main([test_64_streams_with_random_disconnects, test_bad_clients_do_not_stop_the_server,
+        test_non_streamed_client_that_hangs_up_is_cancelled,
         test_sigterm_finishes_what_runs_and_exits_0], srv)
