@@ -212,23 +212,27 @@ typedef struct {
     uint8_t rows[16];
 } amx_config;
 
-/* tmm0/3: C (rows x 16 int32), tmm1/4: A (rows x 32 u8), tmm2/5: B (8 x 64 s8). */
-TGTAMX static void config_rows(int rows)
+void amx_tile_config(const uint8_t rows[8], const uint16_t colsb[8])
 {
     amx_config c;
     memset(&c, 0, sizeof c);
     c.palette = 1;
-    for (int i = 0; i < 2; i++) {
-        c.rows[3 * i + 0] = (uint8_t)rows;
-        c.colsb[3 * i + 0] = 64;
-        c.rows[3 * i + 1] = (uint8_t)rows;
-        c.colsb[3 * i + 1] = AMX_K;
-        c.rows[3 * i + 2] = AMX_K / 4;
-        c.colsb[3 * i + 2] = 64;
+    for (int i = 0; i < 8; i++) {
+        c.rows[i] = rows[i];
+        c.colsb[i] = colsb[i];
     }
     /* inline asm with the struct as a memory operand: gcc 12 drops the
      * stores to `c` before __builtin_ia32_ldtilecfg as dead */
     __asm__ volatile("ldtilecfg %0" : : "m"(c));
+}
+
+/* tmm0/3: C (rows x 16 int32), tmm1/4: A (rows x 32 u8), tmm2/5: B (8 x 64 s8). */
+static void config_rows(int rows)
+{
+    const uint8_t r = (uint8_t)rows;
+    const uint8_t rs[8] = {r, r, AMX_K / 4, r, r, AMX_K / 4, 0, 0};
+    const uint16_t cs[8] = {64, AMX_K, 64, 64, AMX_K, 64, 0, 0};
+    amx_tile_config(rs, cs);
 }
 
 /* The float part of one block, the same for every path:
@@ -390,5 +394,10 @@ void amx_matmul(const amx_matrix *m, const void *act, int n_tok, float *y, size_
 {
     (void)m, (void)act, (void)n_tok, (void)y, (void)ldy, (void)tlo, (void)thi;
     WEFT_ASSERT(!"amx_matmul without AMX");
+}
+void amx_tile_config(const uint8_t rows[8], const uint16_t colsb[8])
+{
+    (void)rows, (void)colsb;
+    WEFT_ASSERT(!"amx_tile_config without AMX");
 }
 #endif

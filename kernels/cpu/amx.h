@@ -68,6 +68,11 @@ void amx_act_fill(void *buf, int64_t n_in, int n_tok, int tok, int act_type, con
 void amx_matmul(const amx_matrix *m, const void *act, int n_tok, float *y, size_t ldy, long tlo,
                 long thi);
 
+/* Loads a tile configuration (palette 1): tile i has rows[i] rows of
+ * colsb[i] bytes (0, 0: unused). For this file's kernels and the attention
+ * tiles in ops.c; only where amx_available(). */
+void amx_tile_config(const uint8_t rows[8], const uint16_t colsb[8]);
+
 /* Number of 16-row tiles of m. */
 long amx_n_tiles(const amx_matrix *m);
 

@@ -2,6 +2,7 @@
 #include "kernels/cpu/ops.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -229,10 +230,9 @@ __attribute__((target("avx2"))) static void add_avx2(float *x, const float *y, l
 }
 #endif
 
-void op_swiglu(const pool_thread *t, float *g, const float *u, int64_t n)
+/* g[i] = silu(g[i]) * u[i] and x[i] += y[i] for i in [lo, hi). */
+static void swiglu_range(float *g, const float *u, long lo, long hi)
 {
-    long lo, hi;
-    pool_range(t, (long)n, &lo, &hi);
 #if defined(__x86_64__)
     if (quant_has_avx2()) {
         swiglu_avx2(g, u, lo, hi);
@@ -243,52 +243,45 @@ void op_swiglu(const pool_thread *t, float *g, const float *u, int64_t n)
         const float v = g[i];
         g[i] = v / (1.0f + expf(-v)) * u[i];
     }
+}
+
+static void add_range(float *x, const float *y, long lo, long hi)
+{
+#if defined(__x86_64__)
+    if (quant_has_avx2()) {
+        add_avx2(x, y, lo, hi);
+        return;
+    }
+#endif
+    for (long i = lo; i < hi; i++) x[i] += y[i];
+}
+
+void op_swiglu(const pool_thread *t, float *g, const float *u, int64_t n)
+{
+    long lo, hi;
+    pool_range(t, (long)n, &lo, &hi);
+    swiglu_range(g, u, lo, hi);
 }
 
 void op_swiglu_rows(const pool_thread *t, float *g, const float *u, int n_rows, int64_t width)
 {
     long lo, hi;
     pool_range(t, n_rows, &lo, &hi);
-    lo *= (long)width;
-    hi *= (long)width;
-#if defined(__x86_64__)
-    if (quant_has_avx2()) {
-        swiglu_avx2(g, u, lo, hi);
-        return;
-    }
-#endif
-    for (long i = lo; i < hi; i++) {
-        const float v = g[i];
-        g[i] = v / (1.0f + expf(-v)) * u[i];
-    }
-}
-
-void op_add_rows(const pool_thread *t, float *x, const float *y, int n_rows, int64_t width)
-{
-    long lo, hi;
-    pool_range(t, n_rows, &lo, &hi);
-    lo *= (long)width;
-    hi *= (long)width;
-#if defined(__x86_64__)
-    if (quant_has_avx2()) {
-        add_avx2(x, y, lo, hi);
-        return;
-    }
-#endif
-    for (long i = lo; i < hi; i++) x[i] += y[i];
+    swiglu_range(g, u, lo * (long)width, hi * (long)width);
 }
 
 void op_add(const pool_thread *t, float *x, const float *y, int64_t n)
 {
     long lo, hi;
     pool_range(t, (long)n, &lo, &hi);
-#if defined(__x86_64__)
-    if (quant_has_avx2()) {
-        add_avx2(x, y, lo, hi);
-        return;
-    }
-#endif
-    for (long i = lo; i < hi; i++) x[i] += y[i];
+    add_range(x, y, lo, hi);
+}
+
+void op_add_rows(const pool_thread *t, float *x, const float *y, int n_rows, int64_t width)
+{
+    long lo, hi;
+    pool_range(t, n_rows, &lo, &hi);
+    add_range(x, y, lo * (long)width, hi * (long)width);
 }
 
 /* ---- attention helpers ------------------------------------------------ */
@@ -613,24 +606,17 @@ attn_zmm(const int HD, int nq, const float *qf, const uint16_t *const *kb, const
  * what it is computed with. */
 #define TGTAMXBF __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,f16c,fma")))
 
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} attn_tilecfg;
-
 /* tmm0-3: C (rq rows x 16 f32), tmm4: A (rq rows x 32 bf16), tmm6: B (16
- * rows x 16 pairs of bf16). */
-TGTAMXBF static void attn_tiles(int rq)
+ * rows x 16 pairs of bf16); all 64 bytes a row. */
+static void attn_tiles(int rq)
 {
-    attn_tilecfg c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
+    uint8_t rows[8];
+    uint16_t colsb[8];
     for (int i = 0; i < 8; i++) {
-        c.rows[i] = (uint8_t)(i < 6 ? rq : 16);
-        c.colsb[i] = 64;
+        rows[i] = (uint8_t)(i < 6 ? rq : 16);
+        colsb[i] = 64;
     }
-    __asm__ volatile("ldtilecfg %0" : : "m"(c)); /* gcc 12 drops stores before the builtin */
+    amx_tile_config(rows, colsb);
 }
 
 TGTAMXBF static inline __m512 f16x16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
@@ -751,6 +737,15 @@ TGT512A static void attn_avx512(int hd, int nq, const float *qf, const uint16_t 
 }
 #endif
 
+/* WEFT_ATTN_TILES=0 keeps prompt tokens' attention on AVX-512 FMAs too. */
+static bool attn_tiles_ok;
+static pthread_once_t attn_tiles_once = PTHREAD_ONCE_INIT;
+static void attn_tiles_probe(void)
+{
+    const char *e = getenv("WEFT_ATTN_TILES");
+    attn_tiles_ok = amx_bf16_available() && !(e && strcmp(e, "0") == 0);
+}
+
 bool op_attention_available(int hd)
 {
 #if defined(__x86_64__)
@@ -767,12 +762,8 @@ void op_attention(int hd, int nq, const float *qf, const uint16_t *const *kb,
 {
 #if defined(__x86_64__)
     WEFT_ASSERT(op_attention_available(hd));
-    static int use_tiles = -1; /* WEFT_ATTN_TILES=0 keeps attention on AVX-512 FMA */
-    if (use_tiles < 0) {
-        const char *e = getenv("WEFT_ATTN_TILES");
-        use_tiles = amx_bf16_available() && !(e && strcmp(e, "0") == 0);
-    }
-    if (use_tiles && prompt)
+    pthread_once(&attn_tiles_once, attn_tiles_probe);
+    if (attn_tiles_ok && prompt)
         attn_amx(hd, nq, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs);
     else
         attn_avx512(hd, nq, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs);
