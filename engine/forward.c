@@ -34,6 +34,7 @@ struct weft_ctx {
     int32_t max_blocks;  /* per sequence */
     size_t kv_row;       /* bytes of one position's K (or V) in one layer */
     size_t kv_layer;     /* bytes of one layer in a block: K and V */
+    double prof[16];     /* WEFT_PROFILE: seconds per forward phase (PH_*) */
 
     /* scratch, sized for n_batch tokens */
     float *x;      /* (n_batch, dim) residual stream */
@@ -260,15 +261,17 @@ static void embed(const pool_thread *t, weft_ctx *c, const fwd_job *j)
                              c->x + (size_t)i * m->hp.dim, m->hp.dim);
 }
 
-/* WEFT_PROFILE=1: thread 0's wall time per phase of the forward pass
- * (each phase ends at a barrier, so a phase includes waiting for the slowest
- * thread), summed over the context's life and printed to stderr when it is
- * destroyed. Off by default; one clock read per phase when on. */
+/* WEFT_PROFILE=1: thread 0's wall time per phase of the forward pass,
+ * summed over the context's life and printed to stderr when it is
+ * destroyed. A phase that ends at a barrier (the matrix products,
+ * attention) includes waiting for the slowest thread; the row-parallel ones
+ * between them (norms, adds) have none and count thread 0's own time. Off by
+ * default; one clock read per phase when on. */
 enum { PH_EMBED, PH_NORM, PH_QKV, PH_ROPE_KV, PH_ATTN, PH_WO, PH_GATE_UP, PH_DOWN, PH_HEAD, PH_N };
 static const char *const prof_names[PH_N] = {"embed", "norms, adds, swiglu", "q k v", "rope, kv store",
                                               "attention", "wo", "gate, up", "down", "output head"};
 static bool prof_on;
-static double prof_sum[PH_N];
+_Static_assert(PH_N <= 16, "weft_ctx.prof holds every phase");
 static pthread_once_t prof_once = PTHREAD_ONCE_INIT;
 static void prof_init(void)
 {
@@ -285,20 +288,19 @@ static double prof_now(void)
     do {                                                                                           \
         if (prof_on && t->ith == 0) {                                                              \
             const double now_ = prof_now();                                                        \
-            prof_sum[k] += now_ - last;                                                            \
+            c->prof[k] += now_ - last;                                                            \
             last = now_;                                                                           \
         }                                                                                          \
     } while (0)
 
-static void prof_print(void)
+static void prof_print(const weft_ctx *c)
 {
     double total = 0.0;
-    for (int k = 0; k < PH_N; k++) total += prof_sum[k];
+    for (int k = 0; k < PH_N; k++) total += c->prof[k];
     if (!prof_on || total <= 0.0) return;
     fprintf(stderr, "weft profile (forward passes, thread 0, %.3f s):\n", total);
     for (int k = 0; k < PH_N; k++)
-        fprintf(stderr, "  %-22s %9.3f s %5.1f%%\n", prof_names[k], prof_sum[k], 100.0 * prof_sum[k] / total);
-    memset(prof_sum, 0, sizeof prof_sum);
+        fprintf(stderr, "  %-22s %9.3f s %5.1f%%\n", prof_names[k], c->prof[k], 100.0 * c->prof[k] / total);
 }
 
 static void forward(void *arg, const pool_thread *t)
@@ -458,7 +460,7 @@ fail:
 void weft_ctx_destroy(weft_ctx *c)
 {
     if (!c) return;
-    prof_print();
+    prof_print(c);
     pool_destroy(c->pool);
     if (c->seqs)
         for (int s = 0; s < c->p.n_seq_max; s++) weft_free(c->seqs[s].blocks);
