@@ -2,10 +2,11 @@
 # weft's whole test suite, from a fresh clone: set-up (packages, model), then
 #   1. release build, every ctest test (unit, model, slow; gpu ones skip
 #      without a GPU)
-#   2. ASan+UBSan build, the unit tests again, and the tests labelled asan
+#   2. the GGUF libFuzzer target for a bounded time (clang)
+#   3. CUDA compile check (WEFT_CUDA=ON, nvcc) when the toolkit is present,
+#      and that build's unit and gpu tests (gpu ones skip without a GPU)
+#   4. ASan+UBSan build, the unit tests again, and the tests labelled asan
 #      (the HTTP server under load, on the real model)
-#   3. CUDA compile check (WEFT_CUDA=ON, nvcc) when the toolkit is present
-#   4. the GGUF libFuzzer target for a bounded time (clang)
 # Prints "N passed, N failed" over the stages, then over the ctest tests
 # executed, at the end; exit 0 only if all pass.
 # Options: --quick skips stages 2-4.
@@ -14,7 +15,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
-[ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] && { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
+[ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] && { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
 
 ./scripts/setup.sh --no-build || exit 1
 export WEFT_REQUIRE_MODEL=1
@@ -65,21 +66,23 @@ stage "release build" build build -DCMAKE_BUILD_TYPE=Release -DWEFT_CUDA=OFF
 stage "ctest (unit, model, slow)" ctest_counted --test-dir build --output-on-failure -j"$jobs"
 
 if [ "$quick" = 0 ]; then
-    stage "asan+ubsan build" build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWEFT_SANITIZE=ON -DWEFT_CUDA=OFF
-    export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
-    stage "ctest under asan+ubsan (unit)" ctest_counted --test-dir build-asan -L unit --output-on-failure -j"$jobs"
-    stage "ctest under asan+ubsan (asan: weft serve under load)" ctest_counted --test-dir build-asan -L asan --output-on-failure
-    if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null; then
-        command -v nvcc >/dev/null || export CUDACXX=/usr/local/cuda/bin/nvcc
-        stage "cuda compile check" build build-cuda -DCMAKE_BUILD_TYPE=Release -DWEFT_CUDA=ON
-        stage "ctest gpu label (skips without a GPU)" ctest_counted --test-dir build-cuda -L gpu --output-on-failure
-    else
-        echo "=== cuda compile check: no nvcc on this machine, not run"
-    fi
     if [ -f tests/fuzz/fuzz_gguf.c ]; then
         stage "fuzz build (clang, libFuzzer)" env CC=clang bash -c 'cmake -S . -B build-fuzz -DWEFT_FUZZ=ON -DWEFT_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null && cmake --build build-fuzz -j'"$jobs"' --target fuzz_gguf >/dev/null'
         stage "fuzz gguf (60 s)" bash tests/fuzz/run.sh build-fuzz 60
     fi
+    if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null; then
+        command -v nvcc >/dev/null || export CUDACXX=/usr/local/cuda/bin/nvcc
+        stage "cuda compile check" build build-cuda -DCMAKE_BUILD_TYPE=Release -DWEFT_CUDA=ON
+        # The CUDA-enabled build must still run on the CPU when no GPU is
+        # present: its unit tests run here, and the gpu ones skip.
+        stage "ctest on the cuda build (unit, gpu; gpu skips without a GPU)" ctest_counted --test-dir build-cuda -L 'unit|gpu' --output-on-failure -j"$jobs"
+    else
+        echo "=== cuda compile check: no nvcc on this machine, not run"
+    fi
+    stage "asan+ubsan build" build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWEFT_SANITIZE=ON -DWEFT_CUDA=OFF
+    export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+    stage "ctest under asan+ubsan (unit)" ctest_counted --test-dir build-asan -L unit --output-on-failure -j"$jobs"
+    stage "ctest under asan+ubsan (asan: weft serve under load)" ctest_counted --test-dir build-asan -L asan --output-on-failure
 fi
 
 echo
