@@ -168,10 +168,21 @@ static void attention(const pool_thread *t, weft_ctx *c, const fwd_job *j, int l
     }
 }
 
-/* Tokens of one sequence at consecutive positions that share the scratch
- * of one op_attention call (a prefill chunk's queries read each cached
- * block once, together). */
-#define ATTN_TILE 4
+/* Query rows (tokens times the heads of a GQA group) of one op_attention
+ * call: the tokens are of one sequence at consecutive positions, so a
+ * prefill chunk's queries read (and on tiles convert) each cached block
+ * once for all of them. 48 is three 16-row AMX tiles, which share each
+ * converted block (ops.c, attn_amx_rows); it was 12 (four tokens of
+ * SmolLM2's groups of three), which converted every block four times as
+ * often. */
+#define ATTN_ROWS 48
+
+/* Tokens per op_attention call: as many as fill ATTN_ROWS, at least one. */
+static int attn_tile_tokens(const weft_hparams *hp)
+{
+    const int group = hp->n_head / hp->n_head_kv;
+    return group >= ATTN_ROWS ? 1 : ATTN_ROWS / group;
+}
 
 /* The per-thread scratch of attention_tiled, carved from c->attn. */
 typedef struct {
@@ -183,7 +194,8 @@ typedef struct {
 static size_t attn_scratch_layout(const weft_ctx *c, char *base, attn_scratch *a)
 {
     const weft_hparams *hp = &c->m->hp;
-    const size_t nq = (size_t)ATTN_TILE * (size_t)(hp->n_head / hp->n_head_kv);
+    const size_t nq = (size_t)attn_tile_tokens(hp) * (size_t)(hp->n_head / hp->n_head_kv);
+    const size_t nq16 = (nq + 15) & ~(size_t)15; /* sc: op_attention pads to 16 rows */
     const size_t ld = ((size_t)c->p.n_ctx + 15) & ~(size_t)15, hd = (size_t)hp->head_dim;
     size_t off = 0;
 #define CARVE(field, type, count)                                                                  \
@@ -193,7 +205,7 @@ static size_t attn_scratch_layout(const weft_ctx *c, char *base, attn_scratch *a
         off += (count) * sizeof(*a->field);                                                        \
     } while (0)
     CARVE(qf, float *, nq * hd);
-    CARVE(sc, float *, nq * ld);
+    CARVE(sc, float *, nq16 * ld);
     CARVE(outs, float **, nq);
     CARVE(kb, const uint16_t **, (size_t)c->max_blocks);
     CARVE(vb, const uint16_t **, (size_t)c->max_blocks);
@@ -202,8 +214,8 @@ static size_t attn_scratch_layout(const weft_ctx *c, char *base, attn_scratch *a
     return (off + 63) & ~(size_t)63;
 }
 
-/* attention() with op_attention: work items are (tile of up to ATTN_TILE
- * tokens of one sequence at consecutive positions, KV head); the query
+/* attention() with op_attention: work items are (tile of up to
+ * attn_tile_tokens() tokens of one sequence at consecutive positions, KV head); the query
  * heads of the group and the tile's tokens go through the cached blocks
  * together. Each token's result is the same whatever tile it is in. */
 static void attention_tiled(const pool_thread *t, weft_ctx *c, const fwd_job *j, int layer)
@@ -217,13 +229,14 @@ static void attention_tiled(const pool_thread *t, weft_ctx *c, const fwd_job *j,
     attn_scratch_layout(c, c->attn + (size_t)t->ith * c->attn_bytes, &a);
     const size_t ld = ((size_t)c->p.n_ctx + 15) & ~(size_t)15;
     /* tiles: the same scan on every thread, items dealt round-robin */
+    const int tile = attn_tile_tokens(hp);
     long item = 0;
     for (int32_t tk0 = 0; tk0 < j->n;) {
         int32_t nt = 1;
         /* a tile holds prompt tokens or generated ones, not both: the two
          * may take different kernels (op_attention's `prompt`) */
         const bool prompt = j->prompt && j->prompt[tk0];
-        while (nt < ATTN_TILE && tk0 + nt < j->n && j->seq[tk0 + nt] == j->seq[tk0] &&
+        while (nt < tile && tk0 + nt < j->n && j->seq[tk0 + nt] == j->seq[tk0] &&
                j->pos[tk0 + nt] == j->pos[tk0] + nt && (j->prompt && j->prompt[tk0 + nt]) == prompt)
             nt++;
         const kv_seq *s = &c->seqs[j->seq[tk0]];

@@ -597,8 +597,10 @@ attn_zmm(const int HD, int nq, const float *qf, const uint16_t *const *kb, const
 
 
 /* ---- attention on AMX-BF16 tiles ------------------------------------------
- * q, K, the weights and V enter the tiles as bf16 (rounded to nearest from
- * their f16 values: 8 significant bits of 11), products accumulate in f32.
+ * q, K and V enter the tiles as bf16 (rounded to nearest from their f16
+ * values: 8 significant bits of 11), the softmax weights as bf16 rounded
+ * from f32 (a cheaper exp, exact enough for 8 bits: softmax_bf16_row);
+ * products accumulate in f32.
  * Measured against llama.cpp (test_reference) this stays inside the bound
  * the f32 path is held to (worst logit difference 0.68 vs 0.82 there); the
  * f32 FMA path (attn_avx512, WEFT_ATTN_TILES=0) keeps the f16 semantics.
@@ -606,14 +608,16 @@ attn_zmm(const int HD, int nq, const float *qf, const uint16_t *const *kb, const
  * what it is computed with. */
 #define TGTAMXBF __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,f16c,fma")))
 
-/* tmm0-3: C (rq rows x 16 f32), tmm4: A (rq rows x 32 bf16), tmm6: B (16
- * rows x 16 pairs of bf16); all 64 bytes a row. */
-static void attn_tiles(int rq)
+/* tmm0-2: C, one per chunk of 16 query rows (16 x 16 f32); tmm3: A (16 x 32
+ * bf16); tmm4-7: B (16 rows x 16 pairs of bf16); all 16 rows of 64 bytes. */
+#define ATTN_CHUNKS 3
+
+static void attn_tiles(void)
 {
     uint8_t rows[8];
     uint16_t colsb[8];
     for (int i = 0; i < 8; i++) {
-        rows[i] = (uint8_t)(i < 6 ? rq : 16);
+        rows[i] = 16;
         colsb[i] = 64;
     }
     amx_tile_config(rows, colsb);
@@ -629,100 +633,174 @@ TGTAMXBF static inline void b_row(__m512 x0, __m512 x1, uint16_t *row)
     _mm512_store_si512(row, _mm512_permutexvar_epi16(_mm512_loadu_si512(il), (__m512i)_mm512_cvtne2ps_pbh(x1, x0)));
 }
 
-/* op_attention for rq <= 16 queries (q0 the first), head size HD. */
-TGTAMXBF static void attn_amx_chunk(const int HD, int q0, int rq, const float *qf,
-                                    const uint16_t *const *kb, const uint16_t *const *vb,
-                                    size_t stride, const int32_t *n_kv, float scale, float *sc,
-                                    size_t ldsc, float *const *outs)
+/* Scores of chunk C (query rows 16C..16C+15 of qa) against the K block
+ * whose B tiles are loaded (tmm4, 5 and for HD 128 also 6, 7), stored at
+ * column p of their score rows. */
+#define ATTN_SCORES(C)                                                                             \
+    do {                                                                                           \
+        _tile_zero(C);                                                                             \
+        _tile_loadd(3, &qa[16 * (C)][0], sizeof qa[0]);                                            \
+        _tile_dpbf16ps(C, 3, 4);                                                                   \
+        _tile_loadd(3, &qa[16 * (C)][32], sizeof qa[0]);                                           \
+        _tile_dpbf16ps(C, 3, 5);                                                                   \
+        if (HD == 128) {                                                                           \
+            _tile_loadd(3, &qa[16 * (C)][64], sizeof qa[0]);                                       \
+            _tile_dpbf16ps(C, 3, 6);                                                               \
+            _tile_loadd(3, &qa[16 * (C)][96], sizeof qa[0]);                                       \
+            _tile_dpbf16ps(C, 3, 7);                                                               \
+        }                                                                                          \
+        _tile_stored(C, s0 + (size_t)16 * (C) * ldsc + p, ldsc * sizeof(float));                   \
+    } while (0)
+
+/* Chunk C's weights for positions p..p+31 (bf16, in its score rows) times
+ * the V tile in tmm4, into its C tile. */
+#define ATTN_PV(C)                                                                                 \
+    do {                                                                                           \
+        _tile_loadd(3, (const uint16_t *)(s0 + (size_t)16 * (C) * ldsc) + p, ldsc * sizeof(float)); \
+        _tile_dpbf16ps(C, 3, 4);                                                                   \
+    } while (0)
+
+/* 2^t on 16 lanes, t <= 0 (below -126 taken as -126): a degree-4 fit on
+ * [-1/2, 1/2] (relative error under 3e-6) scaled exactly by 2^round(t) —
+ * half the operations of exp512, for weights that end in bf16 (8 bits). */
+TGTAMXBF static inline __m512 exp2_neg(__m512 t)
 {
-    uint16_t qa[16][128] __attribute__((aligned(64)));
-    uint16_t bt[16][32] __attribute__((aligned(64))), wa[16][32] __attribute__((aligned(64)));
-    float o[16][128] __attribute__((aligned(64)));
+    t = _mm512_max_ps(t, _mm512_set1_ps(-126.0f));
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_set1_ps(0.009570101276040077f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.05591785907745361f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.240247443318367f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931217908859253f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.9999992847442627f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* The first r (<= 16) of 16 lanes. */
+static inline __mmask16 lanes16(int32_t r)
+{
+    return r >= 16 ? (__mmask16)0xFFFF : r <= 0 ? (__mmask16)0 : (__mmask16)((1u << r) - 1);
+}
+
+/* A row of scores x[0..n) becomes softmax(x * scale) in bf16, written over
+ * the row's own memory (bf16 weight p where float p / 2 was: each float is
+ * read before its bytes are written), zero from n up to n32 (a multiple of
+ * 32; the row has room for n32 / 2 floats). */
+TGTAMXBF static void softmax_bf16_row(float *x, int32_t n, int32_t n32, float scale)
+{
+    uint16_t *w = (uint16_t *)x;
+    if (n <= 0) {
+        memset(w, 0, (size_t)n32 * sizeof *w);
+        return;
+    }
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int32_t i = 0; i < n; i += 16)
+        vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), lanes16(n - i), x + i));
+    const float k = scale * 1.44269504088896341f; /* scale > 0: max(x) * k is the largest */
+    const __m512 vk = _mm512_set1_ps(k), vb = _mm512_set1_ps(_mm512_reduce_max_ps(vmax) * k);
+    __m512 vsum = _mm512_setzero_ps();
+    for (int32_t i = 0; i < n; i += 16) {
+        const __mmask16 m = lanes16(n - i);
+        const __m512 e = _mm512_maskz_mov_ps(m, exp2_neg(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, x + i), vk, vb)));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
+    for (int32_t p = 0; p < n32; p += 32) {
+        const __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes16(n - p), x + p), inv);
+        const __m512 hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes16(n - p - 16), x + p + 16), inv);
+        _mm512_storeu_si512(w + p, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+}
+
+/* op_attention for nr <= 16 * ATTN_CHUNKS queries (i0 the first), head size
+ * HD: every K and V block is converted to bf16 once and serves all of
+ * them. The last chunk is padded with zero queries (their rows of sc are
+ * scratch, zero weights, results dropped). */
+TGTAMXBF static void attn_amx_rows(const int HD, int i0, int nr, const float *qf,
+                                   const uint16_t *const *kb, const uint16_t *const *vb,
+                                   size_t stride, const int32_t *n_kv, float scale, float *sc,
+                                   size_t ldsc, float *const *outs)
+{
+    uint16_t qa[16 * ATTN_CHUNKS][128] __attribute__((aligned(64)));
+    uint16_t bt[4][16][32] __attribute__((aligned(64)));
+    float o[16 * ATTN_CHUNKS][128] __attribute__((aligned(64)));
+    const int nc = (nr + 15) / 16;
     int32_t n_max = 0;
-    for (int i = 0; i < rq; i++) n_max = n_kv[q0 + i] > n_max ? n_kv[q0 + i] : n_max;
+    for (int i = 0; i < nr; i++) n_max = n_kv[i0 + i] > n_max ? n_kv[i0 + i] : n_max;
     const int32_t n16 = (n_max + 15) & ~15;
-    for (int i = 0; i < rq; i++)
-        for (int d = 0; d < HD; d += 32)
-            _mm512_store_si512(&qa[i][d], (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(qf + (size_t)(q0 + i) * HD + d + 16),
-                                                                        _mm512_loadu_ps(qf + (size_t)(q0 + i) * HD + d)));
-    attn_tiles(rq);
-    float *s0 = sc + (size_t)q0 * ldsc;
+    for (int i = 0; i < 16 * nc; i++)
+        for (int d = 0; d < HD; d += 32) {
+            const float *q = qf + (size_t)(i0 + i) * HD + d;
+            const __m512 lo = i < nr ? _mm512_loadu_ps(q) : _mm512_setzero_ps();
+            const __m512 hi = i < nr ? _mm512_loadu_ps(q + 16) : _mm512_setzero_ps();
+            _mm512_store_si512(&qa[i][d], (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        }
+    attn_tiles();
+    float *s0 = sc + (size_t)i0 * ldsc;
     /* scores, a block of 16 positions at a time: K comes transposed, so B's
      * row i (dimensions 2i, 2i + 1 of a 32-dimension chunk) is two rows of kt */
     for (int32_t p = 0; p < n_max; p += 16) {
         const uint16_t *kt = kb[p / 16];
         if (p + 16 < n_max)
             for (int off = 0; off < HD * 16; off += 32) _mm_prefetch((const char *)(kb[p / 16 + 1] + off), _MM_HINT_T0);
-        _tile_zero(0);
-        for (int d = 0; d < HD; d += 32) {
+        for (int d = 0; d < HD; d += 32)
             for (int i = 0; i < 16; i++)
-                b_row(f16x16(kt + (size_t)(d + 2 * i) * 16), f16x16(kt + (size_t)(d + 2 * i + 1) * 16), bt[i]);
-            _tile_loadd(4, &qa[0][d], sizeof qa[0]);
-            _tile_loadd(6, bt, sizeof bt[0]);
-            _tile_dpbf16ps(0, 4, 6);
+                b_row(f16x16(kt + (size_t)(d + 2 * i) * 16), f16x16(kt + (size_t)(d + 2 * i + 1) * 16), bt[d / 32][i]);
+        _tile_loadd(4, bt[0], sizeof bt[0][0]);
+        _tile_loadd(5, bt[1], sizeof bt[0][0]);
+        if (HD == 128) {
+            _tile_loadd(6, bt[2], sizeof bt[0][0]);
+            _tile_loadd(7, bt[3], sizeof bt[0][0]);
         }
-        _tile_stored(0, s0 + p, ldsc * sizeof(float));
+        ATTN_SCORES(0);
+        if (nc > 1) ATTN_SCORES(1);
+        if (nc > 2) ATTN_SCORES(2);
     }
-    /* weights (f16-rounded, as on the other path), zero past each query's
-     * positions up to n16 */
-    for (int i = 0; i < rq; i++) {
-        float *si = s0 + (size_t)i * ldsc;
-        softmax_f16w_avx512(si, n_kv[q0 + i], scale);
-        for (int32_t p = (n_kv[q0 + i] + 15) & ~15; p < n16; p++) si[p] = 0.0f;
-    }
-    /* outputs: 32 positions at a time against 16 dimensions per C tile, four
-     * C tiles (64 dimensions) per pass; positions past n_max are zero in A
-     * and B (their cache rows may hold anything) */
-    for (int d0 = 0; d0 < HD; d0 += 64) {
+    /* weights, in bf16 over their score rows, zero up to n16 rounded to 32 */
+    const int32_t n32 = (n16 + 31) & ~31;
+    for (int i = 0; i < 16 * nc; i++)
+        softmax_bf16_row(s0 + (size_t)i * ldsc, i < nr ? n_kv[i0 + i] : 0, n32, scale);
+    /* outputs, 16 dimensions at a time: 32 positions of V (zero past n_max:
+     * those cache rows may hold anything) make one B tile, converted once
+     * for all the chunks */
+    for (int j = 0; j < HD; j += 16) {
         _tile_zero(0);
         _tile_zero(1);
         _tile_zero(2);
-        _tile_zero(3);
         for (int32_t p = 0; p < n16; p += 32) {
-            for (int i = 0; i < rq; i++) {
-                const float *si = s0 + (size_t)i * ldsc + p;
-                const __m512 w1 = p + 16 < n16 ? _mm512_loadu_ps(si + 16) : _mm512_setzero_ps();
-                _mm512_store_si512(wa[i], (__m512i)_mm512_cvtne2ps_pbh(w1, _mm512_loadu_ps(si)));
+            for (int i = 0; i < 16; i++) {
+                const int32_t k = p + 2 * i;
+                const __m512 x0 = k < n_max ? f16x16(vb[k / 16] + (size_t)(k % 16) * stride + j) : _mm512_setzero_ps();
+                const __m512 x1 = k + 1 < n_max ? f16x16(vb[(k + 1) / 16] + (size_t)((k + 1) % 16) * stride + j)
+                                                : _mm512_setzero_ps();
+                b_row(x0, x1, bt[0][i]);
             }
-            _tile_loadd(4, wa, sizeof wa[0]);
-#pragma GCC unroll 4
-            for (int j = 0; j < 4; j++) {
-                const int dj = d0 + 16 * j;
-                for (int i = 0; i < 16; i++) {
-                    const int32_t k = p + 2 * i;
-                    const __m512 x0 = k < n_max ? f16x16(vb[k / 16] + (size_t)(k % 16) * stride + dj) : _mm512_setzero_ps();
-                    const __m512 x1 = k + 1 < n_max ? f16x16(vb[(k + 1) / 16] + (size_t)((k + 1) % 16) * stride + dj)
-                                                    : _mm512_setzero_ps();
-                    b_row(x0, x1, bt[i]);
-                }
-                _tile_loadd(6, bt, sizeof bt[0]);
-                switch (j) {
-                case 0: _tile_dpbf16ps(0, 4, 6); break;
-                case 1: _tile_dpbf16ps(1, 4, 6); break;
-                case 2: _tile_dpbf16ps(2, 4, 6); break;
-                default: _tile_dpbf16ps(3, 4, 6); break;
-                }
-            }
+            _tile_loadd(4, bt[0], sizeof bt[0][0]);
+            ATTN_PV(0);
+            if (nc > 1) ATTN_PV(1);
+            if (nc > 2) ATTN_PV(2);
         }
-        _tile_stored(0, &o[0][d0], sizeof o[0]);
-        _tile_stored(1, &o[0][d0 + 16], sizeof o[0]);
-        _tile_stored(2, &o[0][d0 + 32], sizeof o[0]);
-        _tile_stored(3, &o[0][d0 + 48], sizeof o[0]);
+        _tile_stored(0, &o[0][j], sizeof o[0]);
+        _tile_stored(1, &o[16][j], sizeof o[0]);
+        _tile_stored(2, &o[32][j], sizeof o[0]);
     }
     _tile_release();
-    for (int i = 0; i < rq; i++) memcpy(outs[q0 + i], o[i], (size_t)HD * sizeof(float));
+    for (int i = 0; i < nr; i++) memcpy(outs[i0 + i], o[i], (size_t)HD * sizeof(float));
 }
+#undef ATTN_SCORES
+#undef ATTN_PV
 
 TGTAMXBF static void attn_amx(int hd, int nq, const float *qf, const uint16_t *const *kb,
                              const uint16_t *const *vb, size_t stride, const int32_t *n_kv,
                              float scale, float *sc, size_t ldsc, float *const *outs)
 {
-    for (int q0 = 0; q0 < nq; q0 += 16) {
-        const int rq = nq - q0 < 16 ? nq - q0 : 16;
+    for (int i0 = 0; i0 < nq; i0 += 16 * ATTN_CHUNKS) {
+        const int nr = nq - i0 < 16 * ATTN_CHUNKS ? nq - i0 : 16 * ATTN_CHUNKS;
         if (hd == 64)
-            attn_amx_chunk(64, q0, rq, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs);
+            attn_amx_rows(64, i0, nr, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs);
         else
-            attn_amx_chunk(128, q0, rq, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs);
+            attn_amx_rows(128, i0, nr, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs);
     }
 }
 

@@ -94,8 +94,8 @@ void vec_mad_f16_rows(int64_t hd, float *out, const uint16_t *base, size_t strid
  * readable, those past a query's positions ignored); vb[j] their V rows,
  * `stride` elements apart. Query i (qf + i * hd, f32 values already rounded
  * to f16) sees positions [0, n_kv[i]); its output (hd floats) goes to
- * outs[i]. sc: scratch of nq rows, ldsc >= the largest n_kv rounded up to
- * 16. Each block is read once for all the queries, so a prefill chunk's
+ * outs[i]. sc: scratch of nq rows rounded up to 16, ldsc >= the largest
+ * n_kv rounded up to 16. Each block is read once for all the queries, so a prefill chunk's
  * tokens and a GQA group's heads share it. prompt: the queries are prompt
  * tokens (weft_batch.prompt); where the CPU has AMX-BF16 they run on tiles
  * in bf16 (many queries share each converted block; WEFT_ATTN_TILES=0
