@@ -338,7 +338,7 @@ static void forward(void *arg, const pool_thread *t)
             float *ys[3] = {c->q, c->k, c->v};
             const op_matrix *ws[3] = {&L->wq, &L->wk, &L->wv};
             const float *bs[3] = {L->bq, L->bk, L->bv};
-            op_matmul_multi(t, 3, ys, ws, bs, c->xb, n, c->qbuf);
+            op_matmul_multi(t, 3, ys, ws, bs, c->xb, n, c->qbuf, j->prompt);
         }
         pool_barrier(t);
         PHASE(PH_QKV);
@@ -355,7 +355,7 @@ static void forward(void *arg, const pool_thread *t)
             attention(t, c, j, l);
         pool_barrier(t);
         PHASE(PH_ATTN);
-        op_matmul(t, c->xb, &L->wo, NULL, c->att, n, c->qbuf);
+        op_matmul(t, c->xb, &L->wo, NULL, c->att, n, c->qbuf, j->prompt);
         pool_barrier(t);
         PHASE(PH_WO);
         op_add_rows(t, c->x, c->xb, n, dim);
@@ -364,13 +364,13 @@ static void forward(void *arg, const pool_thread *t)
         {
             float *ys[2] = {c->hb, c->hb2};
             const op_matrix *ws[2] = {&L->w_gate, &L->w_up};
-            op_matmul_multi(t, 2, ys, ws, NULL, c->xb, n, c->qbuf);
+            op_matmul_multi(t, 2, ys, ws, NULL, c->xb, n, c->qbuf, j->prompt);
         }
         pool_barrier(t);
         PHASE(PH_GATE_UP);
         op_swiglu_rows(t, c->hb, c->hb2, n, hp->ffn_dim);
         PHASE(PH_NORM);
-        op_matmul(t, c->xb, &L->w_down, NULL, c->hb, n, c->qbuf);
+        op_matmul(t, c->xb, &L->w_down, NULL, c->hb, n, c->qbuf, j->prompt);
         pool_barrier(t);
         PHASE(PH_DOWN);
         op_add_rows(t, c->x, c->xb, n, dim);
@@ -385,7 +385,9 @@ static void forward(void *arg, const pool_thread *t)
         memcpy(c->hb + (size_t)r * dim, c->x + (size_t)j->out_rows[r] * dim, (size_t)dim * sizeof(float));
     pool_barrier(t);
     op_rmsnorm(t, c->xb, c->hb, m->output_norm, j->n_out, dim, hp->rms_eps);
-    op_matmul(t, j->logits, &m->output, NULL, c->xb, j->n_out, c->qbuf);
+    /* the head stays on the int8 kernels: its rows are few (those that want
+     * logits), and converting 49,152 rows of weights to bf16 would not pay */
+    op_matmul(t, j->logits, &m->output, NULL, c->xb, j->n_out, c->qbuf, NULL);
     if (prof_on) { /* the head has no barrier of its own: the pool's end is the mark */
         pool_barrier(t);
         PHASE(PH_HEAD);
@@ -442,8 +444,8 @@ int weft_ctx_create(const weft_model *m, const weft_ctx_params *params, weft_ctx
     c->att = weft_malloc(nb * q_dim * sizeof(float));
     c->hb = weft_malloc(nb * (hp->ffn_dim > hp->dim ? hp->ffn_dim : hp->dim) * sizeof(float));
     c->hb2 = weft_malloc(nb * hp->ffn_dim * sizeof(float));
-    /* Three slots of quantized activations (see op_matmul_multi). */
-    c->qbuf = weft_malloc(3 * op_qslot_size(widest, (int)nb));
+    /* Quantized activations (see op_matmul_multi). */
+    c->qbuf = weft_malloc(op_qbuf_size(widest, (int)nb));
     const size_t group = (size_t)(hp->n_head / hp->n_head_kv);
     c->scores = weft_malloc((size_t)c->p.n_threads * group * c->p.n_ctx * sizeof(float));
     c->q16 = weft_malloc((size_t)c->p.n_threads * group * hp->head_dim * sizeof(uint16_t));

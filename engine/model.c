@@ -240,6 +240,30 @@ static void free_amx(op_matrix *w)
     w->amx = NULL;
 }
 
+/* The bf16 copies of the layers' matrices (amx_pack_bf16) that prompt
+ * rows run on (op_matmul_multi), where op_prompt_bf16() and they take at
+ * most PROMPT_BF16_MAX bytes in all (about 2 bytes a weight: 212 MB for
+ * SmolLM2-135M); otherwise every row keeps the int8 kernels. The output
+ * head has none (ops on it never pass prompt rows). */
+#define PROMPT_BF16_MAX ((size_t)2 << 30)
+
+static void pack_prompt_bf16(weft_model *m)
+{
+    size_t total = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int l = 0; l < m->hp.n_layer; l++) {
+            weft_layer *L = &m->layers[l];
+            op_matrix *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+            for (int i = 0; i < 7; i++) {
+                if (!ms[i]->amx) continue;
+                if (pass == 0)
+                    total += amx_bf16_bytes(ms[i]->amx);
+                else if (total <= PROMPT_BF16_MAX)
+                    amx_pack_bf16((amx_matrix *)ms[i]->amx); /* on failure: int8 for this one */
+            }
+        }
+}
+
 /* Fingerprint: hyper-parameters and every tensor's name, shape, type and bytes. */
 static uint64_t fingerprint(const weft_model *m)
 {
@@ -279,6 +303,7 @@ int weft_model_load(const char *path, weft_model **out)
     m->hp.n_vocab = tok_n_vocab(m->vocab);
     if ((rc = load_tensors(m)) < 0) goto fail;
     if (amx_available()) each_matrix(m, pack_amx);
+    if (op_prompt_bf16()) pack_prompt_bf16(m);
     const char *name;
     size_t nlen;
     if (gguf_get_str(m->gguf, "general.name", &name, &nlen) == 0) {

@@ -27,6 +27,8 @@ struct amx_matrix {
     long nt;
     amx_block *blocks; /* [nt][nb], 64-byte aligned inside `raw` */
     void *raw;
+    uint16_t *wbf; /* amx_pack_bf16: [nt][nb][16][32] B tiles of TDPBF16PS, or NULL */
+    void *wbf_raw;
 };
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -142,6 +144,7 @@ amx_matrix *amx_pack(int type, const void *data, size_t row_bytes, int64_t n_in,
 void amx_free(amx_matrix *m)
 {
     if (!m) return;
+    weft_free(m->wbf_raw);
     weft_free(m->raw);
     weft_free(m);
 }
@@ -359,12 +362,15 @@ TGTAMX static void small(const amx_matrix *mat, long t, const uint8_t *u, const 
     for (int m = 0; m < M; m++) _mm512_storeu_ps(y + (size_t)m * ldy + (size_t)t * AMX_ROWS, acc[m]);
 }
 
-TGTAMX void amx_matmul(const amx_matrix *m, const void *act, int n_tok, float *y, size_t ldy,
-                       long tlo, long thi)
+TGTAMX void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int first, int n_tok,
+                            float *y, size_t ldy, long tlo, long thi)
 {
     if (tlo >= thi || n_tok <= 0) return;
-    const act_view v = act_at(act, m->n_in, n_tok);
+    act_view v = act_at(act, m->n_in, n_act);
     const size_t nb = (size_t)m->nb;
+    v.u += (size_t)first * (size_t)m->n_in;
+    v.da += (size_t)first * nb;
+    v.sa += (size_t)first * nb;
     if (n_tok <= SMALL_M) {
         for (long t = tlo; t < thi; t++) small(m, t, v.u, v.da, v.sa, n_tok, y, ldy);
         return;
@@ -388,12 +394,196 @@ TGTAMX void amx_matmul(const amx_matrix *m, const void *act, int n_tok, float *y
     }
     _tile_release();
 }
-#else
+
 void amx_matmul(const amx_matrix *m, const void *act, int n_tok, float *y, size_t ldy, long tlo,
                 long thi)
 {
-    (void)m, (void)act, (void)n_tok, (void)y, (void)ldy, (void)tlo, (void)thi;
+    amx_matmul_rows(m, act, n_tok, 0, n_tok, y, ldy, tlo, thi);
+}
+
+/* ---- prompt rows on AMX-BF16 tiles ---------------------------------------- */
+
+#define TGTBF16 __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
+
+size_t amx_bf16_bytes(const amx_matrix *m) { return (size_t)m->nt * (size_t)m->nb * AMX_ROWS * AMX_K * 2; }
+bool amx_has_bf16(const amx_matrix *m) { return m && m->wbf; }
+
+/* One row of a bf16 B tile: the pairs (x0[n], x1[n]) for n < 16. */
+TGTBF16 static inline void pair_row(__m512 x0, __m512 x1, uint16_t *row)
+{
+    static const uint16_t il[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                    8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    _mm512_store_si512(row, _mm512_permutexvar_epi16(_mm512_loadu_si512(il), (__m512i)_mm512_cvtne2ps_pbh(x1, x0)));
+}
+
+/* A block (16 weight rows x 32 values) as a B tile of TDPBF16PS: row i holds
+ * values 2i and 2i + 1 of each weight row n, dequantized (dw * q + mw in
+ * f32, as the int8 path's float part has them) and rounded to bf16. q[r]
+ * holds, in 32-bit lane n, values 4r..4r+3 of weight row n. */
+TGTBF16 static inline void block_bf16(const amx_block *blk, uint16_t out[AMX_ROWS][AMX_K])
+{
+    const __m512 dw = _mm512_load_ps(blk->dw), mw = _mm512_load_ps(blk->mw);
+    for (int r = 0; r < AMX_K / 4; r++) {
+        const __m512i q = _mm512_load_si512(blk->q[r]);
+        __m512 f[4];
+        for (int j = 0; j < 4; j++) /* value 4r + j of every row: byte j of its lane, sign-extended */
+            f[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(q, 24 - 8 * j), 24)), dw, mw);
+        pair_row(f[0], f[1], out[2 * r]);
+        pair_row(f[2], f[3], out[2 * r + 1]);
+    }
+}
+
+TGTBF16 static void pack_bf16(amx_matrix *m)
+{
+    for (long i = 0; i < m->nt * m->nb; i++)
+        block_bf16(&m->blocks[i], (uint16_t(*)[AMX_K])(m->wbf + (size_t)i * AMX_ROWS * AMX_K));
+}
+
+int amx_pack_bf16(amx_matrix *m)
+{
+    if (!amx_bf16_available()) return -1;
+    if (m->wbf) return 0;
+    m->wbf_raw = weft_malloc(amx_bf16_bytes(m) + 63);
+    if (!m->wbf_raw) return -1;
+    m->wbf = (uint16_t *)(((uintptr_t)m->wbf_raw + 63) & ~(uintptr_t)63);
+    pack_bf16(m);
+    return 0;
+}
+
+TGTBF16 void amx_to_bf16(uint16_t *y, const float *x, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        _mm512_storeu_si512(y + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
+    for (; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(y + i, k, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, x + i)));
+    }
+}
+
+/* A tile of group G's activations for block B into tile register TR: from
+ * x, or for a group short of 16 rows (the call's last) from `pad`, zero
+ * past its rows. */
+#define BF16_LOAD_A(TR, G, B)                                                                      \
+    do {                                                                                           \
+        const int a0_ = (G) * AMX_ROWS;                                                            \
+        const uint16_t *src_ = x + (size_t)a0_ * lda + (size_t)(B) * AMX_K;                        \
+        if (a0_ + AMX_ROWS <= n_tok) {                                                             \
+            _tile_loadd(TR, src_, lda * 2);                                                        \
+        } else {                                                                                   \
+            for (int r_ = 0; r_ < n_tok - a0_; r_++) memcpy(pad[r_], src_ + (size_t)r_ * lda, sizeof pad[0]); \
+            _tile_loadd(TR, pad, sizeof pad[0]);                                                   \
+        }                                                                                          \
+    } while (0)
+
+/* C tile CT (group G x weight tile T) into y; a short group through cbuf. */
+#define BF16_STORE(CT, G, T)                                                                       \
+    do {                                                                                           \
+        const int a0_ = (G) * AMX_ROWS;                                                            \
+        float *dst_ = y + (size_t)a0_ * ldy + (size_t)(T) * AMX_ROWS;                              \
+        if (a0_ + AMX_ROWS <= n_tok) {                                                             \
+            _tile_stored(CT, dst_, ldy * sizeof(float));                                           \
+        } else {                                                                                   \
+            _tile_stored(CT, cbuf, sizeof cbuf[0]);                                                \
+            for (int r_ = 0; r_ < n_tok - a0_; r_++) memcpy(dst_ + (size_t)r_ * ldy, cbuf[r_], sizeof cbuf[0]); \
+        }                                                                                          \
+    } while (0)
+
+/* Two groups of activation rows (g, g + 1) by two weight tiles (t, t + 1)
+ * per pass, C in tmm0-3: each A and B tile loaded serves two products. The
+ * activations of the two groups (2 x 16 rows) stay in L1 while the range's
+ * weight tiles go past them. */
+TGTBF16 void amx_matmul_bf16(const amx_matrix *m, const uint16_t *x, size_t lda, int n_tok,
+                             float *y, size_t ldy, long tlo, long thi)
+{
+    if (tlo >= thi || n_tok <= 0) return;
+    WEFT_ASSERT(m->wbf);
+    const int64_t nb = m->nb;
+    const size_t tile_elems = (size_t)nb * AMX_ROWS * AMX_K;
+    uint16_t pad[AMX_ROWS][AMX_K] __attribute__((aligned(64)));
+    float cbuf[AMX_ROWS][AMX_ROWS] __attribute__((aligned(64)));
+    memset(pad, 0, sizeof pad);
+    uint8_t rows[8];
+    uint16_t colsb[8];
+    for (int i = 0; i < 8; i++) {
+        rows[i] = AMX_ROWS;
+        colsb[i] = 64;
+    }
+    amx_tile_config(rows, colsb);
+    const int n_groups = (n_tok + AMX_ROWS - 1) / AMX_ROWS;
+    /* weight tiles in chunks of about 256 KB, which stay in L2 while every
+     * group pair goes past them: the weights come from memory once a call */
+    long chunk = (long)((256 << 10) / (tile_elems * 2)) & ~1L;
+    if (chunk < 2) chunk = 2;
+    for (long tc = tlo; tc < thi; tc += chunk) {
+    const long tend = tc + chunk < thi ? tc + chunk : thi;
+    for (int g = 0; g < n_groups; g += 2) {
+        const bool g2 = g + 1 < n_groups;
+        for (long t = tc; t < tend; t += 2) {
+            const bool t2 = t + 1 < tend;
+            const uint16_t *w0 = m->wbf + (size_t)t * tile_elems, *w1 = w0 + tile_elems;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int64_t b = 0; b < nb; b++) {
+                const size_t wo = (size_t)b * AMX_ROWS * AMX_K;
+                if (g == 0 && b + 4 < nb) /* the first pass brings the chunk in from memory */
+                    for (size_t off = 0; off < AMX_ROWS * AMX_K; off += 32) {
+                        _mm_prefetch((const char *)(w0 + wo + 4 * AMX_ROWS * AMX_K + off), _MM_HINT_T0);
+                        if (t2) _mm_prefetch((const char *)(w1 + wo + 4 * AMX_ROWS * AMX_K + off), _MM_HINT_T0);
+                    }
+                BF16_LOAD_A(4, g, b);
+                _tile_loadd(6, w0 + wo, AMX_K * 2);
+                _tile_dpbf16ps(0, 4, 6);
+                if (t2) {
+                    _tile_loadd(7, w1 + wo, AMX_K * 2);
+                    _tile_dpbf16ps(1, 4, 7);
+                }
+                if (g2) {
+                    BF16_LOAD_A(5, g + 1, b);
+                    _tile_dpbf16ps(2, 5, 6);
+                    if (t2) _tile_dpbf16ps(3, 5, 7);
+                }
+            }
+            BF16_STORE(0, g, t);
+            if (t2) BF16_STORE(1, g, t + 1);
+            if (g2) {
+                BF16_STORE(2, g + 1, t);
+                if (t2) BF16_STORE(3, g + 1, t + 1);
+            }
+        }
+    }
+    }
+    _tile_release();
+}
+#undef BF16_LOAD_A
+#undef BF16_STORE
+#else
+size_t amx_bf16_bytes(const amx_matrix *m) { (void)m; return 0; }
+bool amx_has_bf16(const amx_matrix *m) { (void)m; return false; }
+int amx_pack_bf16(amx_matrix *m) { (void)m; return -1; }
+void amx_to_bf16(uint16_t *y, const float *x, int64_t n)
+{
+    (void)y, (void)x, (void)n;
+    WEFT_ASSERT(!"amx_to_bf16 without AMX-BF16");
+}
+void amx_matmul_bf16(const amx_matrix *m, const uint16_t *x, size_t lda, int n_tok, float *y,
+                     size_t ldy, long tlo, long thi)
+{
+    (void)m, (void)x, (void)lda, (void)n_tok, (void)y, (void)ldy, (void)tlo, (void)thi;
+    WEFT_ASSERT(!"amx_matmul_bf16 without AMX-BF16");
+}
+void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int first, int n_tok,
+                     float *y, size_t ldy, long tlo, long thi)
+{
+    (void)m, (void)act, (void)n_act, (void)first, (void)n_tok, (void)y, (void)ldy, (void)tlo, (void)thi;
     WEFT_ASSERT(!"amx_matmul without AMX");
+}
+void amx_matmul(const amx_matrix *m, const void *act, int n_tok, float *y, size_t ldy, long tlo,
+                long thi)
+{
+    amx_matmul_rows(m, act, n_tok, 0, n_tok, y, ldy, tlo, thi);
 }
 void amx_tile_config(const uint8_t rows[8], const uint16_t colsb[8])
 {

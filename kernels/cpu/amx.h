@@ -67,6 +67,29 @@ void amx_act_fill(void *buf, int64_t n_in, int n_tok, int tok, int act_type, con
  * [16 * tlo, 16 * thi): weight tiles tlo..thi-1 of m, every activation. */
 void amx_matmul(const amx_matrix *m, const void *act, int n_tok, float *y, size_t ldy, long tlo,
                 long thi);
+/* amx_matmul over activations first..first + n_tok - 1 of a buffer of
+ * n_act rows; y is activation `first`'s output row. */
+void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int first, int n_tok,
+                     float *y, size_t ldy, long tlo, long thi);
+
+/* Prompt rows on AMX-BF16 tiles. amx_pack_bf16 adds to m a second copy of
+ * its weights: dequantized (scale * value + minimum, in f32), rounded to
+ * bf16, in TDPBF16PS's tile layout — amx_bf16_bytes(m), about 2 bytes a
+ * weight. Returns 0, or -1 without AMX-BF16 or memory (m is unchanged).
+ * Then amx_matmul_bf16: y[a * ldy + r] = sum over i of W[r][i] *
+ * x[a * lda + i] for a < n_tok and r in tiles [tlo, thi), x holding bf16
+ * activations (amx_to_bf16), products accumulated in f32 block after block.
+ * No per-block float step (what bounds the int8 path), so from a few dozen
+ * rows on it is several times faster; below that the weights' bytes (more
+ * than the int8 layout's) bound both. A row's result does not depend on
+ * n_tok or on the other rows. Only where amx_has_bf16(m). */
+int amx_pack_bf16(amx_matrix *m);
+bool amx_has_bf16(const amx_matrix *m);
+size_t amx_bf16_bytes(const amx_matrix *m);
+void amx_matmul_bf16(const amx_matrix *m, const uint16_t *x, size_t lda, int n_tok, float *y,
+                     size_t ldy, long tlo, long thi);
+/* y[0..n) = x rounded to bf16 (nearest even). Only where amx_bf16_available(). */
+void amx_to_bf16(uint16_t *y, const float *x, int64_t n);
 
 /* Loads a tile configuration (palette 1): tile i has rows[i] rows of
  * colsb[i] bytes (0, 0: unused). For this file's kernels and the attention

@@ -170,7 +170,7 @@ typedef struct {
 static void matmul_run(void *arg, const pool_thread *t)
 {
     const matmul_job *j = arg;
-    op_matmul(t, j->y, j->w, NULL, j->x, j->n_tok, j->qbuf);
+    op_matmul(t, j->y, j->w, NULL, j->x, j->n_tok, j->qbuf, NULL);
 }
 
 static int cpu_matmul(void *ctx, float *y, const op_matrix *w, const float *x, int n_tok)

@@ -107,14 +107,46 @@ static bool use_amx(const op_matrix *w)
     return w->amx && amx_available();
 }
 
+static size_t al64(size_t x) { return (x + 63) & ~(size_t)63; }
+
+size_t op_qbuf_size(int64_t n_in, int n_tok)
+{
+    return 3 * op_qslot_size(n_in, n_tok) + al64((size_t)n_in * (size_t)n_tok * sizeof(uint16_t));
+}
+
+/* WEFT_PROMPT_BF16=0 keeps prompt rows on the int8 kernels (ops.h). */
+static bool prompt_bf16_ok;
+static pthread_once_t prompt_bf16_once = PTHREAD_ONCE_INIT;
+static void prompt_bf16_probe(void)
+{
+    const char *e = getenv("WEFT_PROMPT_BF16");
+    prompt_bf16_ok = amx_bf16_available() && !(e && strcmp(e, "0") == 0);
+}
+
+bool op_prompt_bf16(void)
+{
+    pthread_once(&prompt_bf16_once, prompt_bf16_probe);
+    return prompt_bf16_ok;
+}
+
+/* Does row r of this call take w's bf16 kernel? */
+static bool row_bf16(const op_matrix *w, const int8_t *prompt, long r)
+{
+    return prompt && prompt[r] && w->amx && amx_has_bf16(w->amx);
+}
+
 void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_matrix *const *ws,
-                     const float *const *biases, const float *x, int n_tok, void *qbuf)
+                     const float *const *biases, const float *x, int n_tok, void *qbuf,
+                     const int8_t *prompt)
 {
     WEFT_ASSERT(k >= 1 && k <= 3);
     const int64_t n_in = ws[0]->n_in;
     const size_t slot = op_qslot_size(n_in, n_tok);
+    if (prompt && !op_prompt_bf16()) prompt = NULL;
     weft_type vts[3];
     bool amx[3] = {false, false, false};
+    bool all_bf16[3] = {true, true, true}; /* prompt rows of slot s need no int8 form */
+    bool any_bf16 = false;
     int n_slots = 0;
     int slot_of[3];
     for (int i = 0; i < k; i++) {
@@ -125,14 +157,22 @@ void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_mat
         if (s == n_slots) vts[n_slots++] = vt;
         slot_of[i] = s;
         amx[s] |= use_amx(ws[i]);
+        const bool bf = prompt && use_amx(ws[i]) && amx_has_bf16(ws[i]->amx);
+        all_bf16[s] &= bf;
+        any_bf16 |= bf;
     }
+    /* after the three slots: qbuf is op_qbuf_size bytes when prompt rows come */
+    uint16_t *xbf = any_bf16 ? (uint16_t *)((char *)qbuf + 3 * slot) : NULL;
+    long lo, hi;
+    pool_range(t, n_tok, &lo, &hi);
+    for (long r = lo; r < hi; r++)
+        if (any_bf16 && prompt[r]) amx_to_bf16(xbf + (size_t)r * n_in, x + (size_t)r * n_in, n_in);
     for (int s = 0; s < n_slots; s++) {
         if (vts[s] == WEFT_TYPE_F32) continue; /* used in place */
         const size_t qrow = quant_row_size(vts[s], n_in);
         char *dst = (char *)qbuf + (size_t)s * slot;
-        long lo, hi;
-        pool_range(t, n_tok, &lo, &hi);
         for (long r = lo; r < hi; r++) {
+            if (prompt && prompt[r] && all_bf16[s]) continue;
             quant_quantize_row(vts[s], x + (size_t)r * n_in, dst + (size_t)r * qrow, n_in);
             if (amx[s])
                 amx_act_fill(amx_part(dst, n_in, n_tok), n_in, n_tok, (int)r, vts[s],
@@ -152,7 +192,19 @@ void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_mat
             continue;
         }
         const int64_t n_out = ws[i]->n_out;
-        amx_matmul(ws[i]->amx, amx_part(act, n_in, n_tok), n_tok, ys[i], (size_t)n_out, tlo, thi);
+        /* runs of rows that take the same kernel: in the engine's batches the
+         * generated tokens come first, then the prompt chunks */
+        for (int r0 = 0, r1; r0 < n_tok; r0 = r1) {
+            const bool bf = row_bf16(ws[i], prompt, r0);
+            for (r1 = r0 + 1; r1 < n_tok && row_bf16(ws[i], prompt, r1) == bf; r1++) {}
+            float *y0 = ys[i] + (size_t)r0 * (size_t)n_out;
+            if (bf)
+                amx_matmul_bf16(ws[i]->amx, xbf + (size_t)r0 * n_in, (size_t)n_in, r1 - r0, y0,
+                                (size_t)n_out, tlo, thi);
+            else
+                amx_matmul_rows(ws[i]->amx, amx_part(act, n_in, n_tok), n_tok, r0, r1 - r0, y0,
+                                (size_t)n_out, tlo, thi);
+        }
         const float *bias = biases ? biases[i] : NULL;
         if (bias)
             for (int tk = 0; tk < n_tok; tk++)
@@ -162,9 +214,9 @@ void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_mat
 }
 
 void op_matmul(const pool_thread *t, float *y, const op_matrix *w, const float *bias,
-               const float *x, int n_tok, void *qbuf)
+               const float *x, int n_tok, void *qbuf, const int8_t *prompt)
 {
-    op_matmul_multi(t, 1, &y, &w, &bias, x, n_tok, qbuf);
+    op_matmul_multi(t, 1, &y, &w, &bias, x, n_tok, qbuf, prompt);
 }
 
 void op_rope(const pool_thread *t, float *x, const int32_t *pos, int n_tok, int n_heads,
@@ -599,7 +651,8 @@ attn_zmm(const int HD, int nq, const float *qf, const uint16_t *const *kb, const
 /* ---- attention on AMX-BF16 tiles ------------------------------------------
  * q, K and V enter the tiles as bf16 (rounded to nearest from their f16
  * values: 8 significant bits of 11), the softmax weights as bf16 rounded
- * from f32 (a cheaper exp, exact enough for 8 bits: softmax_bf16_row);
+ * from f32 before their division by the sum, which scales the output row
+ * instead (a cheaper exp, exact enough for 8 bits: softmax_bf16_row);
  * products accumulate in f32.
  * Measured against llama.cpp (test_reference) this stays inside the bound
  * the f32 path is held to (worst logit difference 0.68 vs 0.82 there); the
@@ -660,19 +713,18 @@ TGTAMXBF static inline void b_row(__m512 x0, __m512 x1, uint16_t *row)
         _tile_dpbf16ps(C, 3, 4);                                                                   \
     } while (0)
 
-/* 2^t on 16 lanes, t <= 0 (below -126 taken as -126): a degree-4 fit on
- * [-1/2, 1/2] (relative error under 3e-6) scaled exactly by 2^round(t) —
- * half the operations of exp512, for weights that end in bf16 (8 bits). */
+/* 2^t on 16 lanes for finite t <= 0: a degree-3 fit on [-1/2, 1/2]
+ * (relative error under 7.5e-5, against bf16's 3.9e-3) scaled exactly by
+ * 2^round(t) (vscalefps: 0 far below) — a third of exp512's operations,
+ * for weights that end in bf16. */
 TGTAMXBF static inline __m512 exp2_neg(__m512 t)
 {
-    t = _mm512_max_ps(t, _mm512_set1_ps(-126.0f));
     const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(t, n);
-    __m512 p = _mm512_set1_ps(0.009570101276040077f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.05591785907745361f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.240247443318367f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931217908859253f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.9999992847442627f));
+    __m512 p = _mm512_set1_ps(0.0551716685295105f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.2426111251115799f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6932609677314758f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.9999280571937561f));
     return _mm512_scalef_ps(p, n);
 }
 
@@ -682,16 +734,18 @@ static inline __mmask16 lanes16(int32_t r)
     return r >= 16 ? (__mmask16)0xFFFF : r <= 0 ? (__mmask16)0 : (__mmask16)((1u << r) - 1);
 }
 
-/* A row of scores x[0..n) becomes softmax(x * scale) in bf16, written over
- * the row's own memory (bf16 weight p where float p / 2 was: each float is
+/* A row of scores x[0..n) becomes exp((x - max) * scale) in bf16 — the
+ * softmax weights before the division by their sum, which the caller
+ * applies to the output row; returns 1 / sum. The bf16 weights are written
+ * over the row's own memory (weight p where float p / 2 was: each float is
  * read before its bytes are written), zero from n up to n32 (a multiple of
  * 32; the row has room for n32 / 2 floats). */
-TGTAMXBF static void softmax_bf16_row(float *x, int32_t n, int32_t n32, float scale)
+TGTAMXBF static float softmax_bf16_row(float *x, int32_t n, int32_t n32, float scale)
 {
     uint16_t *w = (uint16_t *)x;
     if (n <= 0) {
         memset(w, 0, (size_t)n32 * sizeof *w);
-        return;
+        return 0.0f;
     }
     __m512 vmax = _mm512_set1_ps(-INFINITY);
     for (int32_t i = 0; i < n; i += 16)
@@ -699,18 +753,14 @@ TGTAMXBF static void softmax_bf16_row(float *x, int32_t n, int32_t n32, float sc
     const float k = scale * 1.44269504088896341f; /* scale > 0: max(x) * k is the largest */
     const __m512 vk = _mm512_set1_ps(k), vb = _mm512_set1_ps(_mm512_reduce_max_ps(vmax) * k);
     __m512 vsum = _mm512_setzero_ps();
-    for (int32_t i = 0; i < n; i += 16) {
-        const __mmask16 m = lanes16(n - i);
-        const __m512 e = _mm512_maskz_mov_ps(m, exp2_neg(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, x + i), vk, vb)));
-        _mm512_mask_storeu_ps(x + i, m, e);
-        vsum = _mm512_add_ps(vsum, e);
-    }
-    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
     for (int32_t p = 0; p < n32; p += 32) {
-        const __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes16(n - p), x + p), inv);
-        const __m512 hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes16(n - p - 16), x + p + 16), inv);
-        _mm512_storeu_si512(w + p, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        const __mmask16 m0 = lanes16(n - p), m1 = lanes16(n - p - 16);
+        const __m512 e0 = _mm512_maskz_mov_ps(m0, exp2_neg(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(m0, x + p), vk, vb)));
+        const __m512 e1 = _mm512_maskz_mov_ps(m1, exp2_neg(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(m1, x + p + 16), vk, vb)));
+        vsum = _mm512_add_ps(vsum, _mm512_add_ps(e0, e1));
+        _mm512_storeu_si512(w + p, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
     }
+    return 1.0f / _mm512_reduce_add_ps(vsum);
 }
 
 /* op_attention for nr <= 16 * ATTN_CHUNKS queries (i0 the first), head size
@@ -757,10 +807,12 @@ TGTAMXBF static void attn_amx_rows(const int HD, int i0, int nr, const float *qf
         if (nc > 1) ATTN_SCORES(1);
         if (nc > 2) ATTN_SCORES(2);
     }
-    /* weights, in bf16 over their score rows, zero up to n16 rounded to 32 */
+    /* weights, in bf16 over their score rows, zero up to n16 rounded to 32;
+     * each output row is divided by its sum at the end */
     const int32_t n32 = (n16 + 31) & ~31;
+    float inv[16 * ATTN_CHUNKS];
     for (int i = 0; i < 16 * nc; i++)
-        softmax_bf16_row(s0 + (size_t)i * ldsc, i < nr ? n_kv[i0 + i] : 0, n32, scale);
+        inv[i] = softmax_bf16_row(s0 + (size_t)i * ldsc, i < nr ? n_kv[i0 + i] : 0, n32, scale);
     /* outputs, 16 dimensions at a time: 32 positions of V (zero past n_max:
      * those cache rows may hold anything) make one B tile, converted once
      * for all the chunks */
@@ -786,7 +838,10 @@ TGTAMXBF static void attn_amx_rows(const int HD, int i0, int nr, const float *qf
         _tile_stored(2, &o[32][j], sizeof o[0]);
     }
     _tile_release();
-    for (int i = 0; i < nr; i++) memcpy(outs[i0 + i], o[i], (size_t)HD * sizeof(float));
+    for (int i = 0; i < nr; i++) {
+        const __m512 vi = _mm512_set1_ps(inv[i]);
+        for (int d = 0; d < HD; d += 16) _mm512_storeu_ps(outs[i0 + i] + d, _mm512_mul_ps(_mm512_load_ps(&o[i][d]), vi));
+    }
 }
 #undef ATTN_SCORES
 #undef ATTN_PV

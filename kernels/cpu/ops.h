@@ -32,19 +32,34 @@ void op_rmsnorm(const pool_thread *t, float *y, const float *x, const float *w, 
 /* Bytes of one quantized-activation slot for n_tok rows of n_in values
  * (enough for any vec-dot type). */
 size_t op_qslot_size(int64_t n_in, int n_tok);
+/* Bytes of the qbuf of op_matmul_multi for up to n_tok rows of up to n_in
+ * values: three slots, then the bf16 form of prompt rows. */
+size_t op_qbuf_size(int64_t n_in, int n_tok);
 
 /* ys[i][n_tok][ws[i]->n_out] = x[n_tok][n_in] · ws[i]ᵀ (+ biases[i]) for
  * i < k (k <= 3): several matrices that read the same input. x is quantized
  * once per distinct vec-dot type into consecutive slots of qbuf (each
  * op_qslot_size bytes), then a barrier, then the dot products; no barrier at
  * the end. No thread may still be reading qbuf from an earlier matmul when
- * this starts (a barrier between them), and ys must not alias x. */
+ * this starts (a barrier between them), and ys must not alias x.
+ * prompt (n_tok flags, or NULL): rows marked are prompt tokens
+ * (weft_batch.prompt); where op_prompt_bf16() and the matrix has its bf16
+ * copy (amx_pack_bf16) they run on AMX-BF16 tiles — weights and
+ * activations rounded to bf16, f32 sums, several times faster from a few
+ * dozen rows on — and the others on the int8 kernels. Which kernel a row
+ * takes depends only on its own flag, so a token's result does not depend
+ * on its batch. */
 void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_matrix *const *ws,
-                     const float *const *biases, const float *x, int n_tok, void *qbuf);
+                     const float *const *biases, const float *x, int n_tok, void *qbuf,
+                     const int8_t *prompt);
 
 /* op_matmul_multi with one matrix. */
 void op_matmul(const pool_thread *t, float *y, const op_matrix *w, const float *bias,
-               const float *x, int n_tok, void *qbuf);
+               const float *x, int n_tok, void *qbuf, const int8_t *prompt);
+
+/* True when prompt rows may take the bf16 kernels: the CPU has AMX-BF16
+ * and WEFT_PROMPT_BF16 is not "0". Checked once. */
+bool op_prompt_bf16(void);
 
 /* Rotary embedding in place on x[n_tok][n_heads * head_dim]; the first
  * rope_dim dims of each head rotate. Pair j turns by

@@ -120,6 +120,89 @@ TEST(q4_0) { check_type(WEFT_TYPE_Q4_0); }
 TEST(q4_1) { check_type(WEFT_TYPE_Q4_1); }
 TEST(q8_0) { check_type(WEFT_TYPE_Q8_0); }
 
+/* bf16 of an f32, nearest even (what the kernels' vcvtne* do for finite values). */
+static float bf16_round(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* amx_matmul_bf16 (prompt rows): against a double reference over the
+ * bf16-rounded weights and activations, and every row bitwise the same
+ * whatever the batch size (short last groups included) and the tile split
+ * (an odd range leaves a weight tile without its pair). */
+static void check_bf16(weft_type t)
+{
+    fixture f;
+    /* nb = 5 blocks; 80 outputs = 5 weight tiles */
+    if (setup(&f, t, 160, 80) < 0) TEST_FAIL_("amx_pack refused %s", quant_type_name(t));
+    ASSERT(!amx_has_bf16(f.m));
+    ASSERT_EQ_INT(amx_pack_bf16(f.m), 0);
+    ASSERT(amx_has_bf16(f.m));
+    ASSERT(amx_bf16_bytes(f.m) == (size_t)(80 * 160 * 2));
+    const int n_in = (int)f.n_in, n_out = (int)f.n_out, nt = (int)amx_n_tiles(f.m);
+    float *x = rand_vec((int64_t)n_in * max_tok, 2.0f);
+    uint16_t *xb = malloc(sizeof(uint16_t) * (size_t)n_in * max_tok);
+    amx_to_bf16(xb, x, (int64_t)n_in * max_tok);
+    for (int i = 0; i < n_in * max_tok; i++) {
+        uint16_t h;
+        const float r = bf16_round(x[i]);
+        uint32_t u;
+        memcpy(&u, &r, 4);
+        h = (uint16_t)(u >> 16);
+        if (xb[i] != h) TEST_FAIL_("amx_to_bf16: value %d: %04x, expected %04x", i, xb[i], h);
+    }
+    float *wf = malloc(sizeof(float) * (size_t)n_in * n_out);
+    for (int o = 0; o < n_out; o++) {
+        quant_dequantize_row(f.t, f.w + (size_t)o * f.rb, wf + (size_t)o * n_in, n_in);
+        for (int i = 0; i < n_in; i++) wf[(size_t)o * n_in + i] = bf16_round(wf[(size_t)o * n_in + i]);
+    }
+    float *solo = malloc(sizeof(float) * (size_t)max_tok * n_out);
+    for (int k = 0; k < max_tok; k++)
+        amx_matmul_bf16(f.m, xb + (size_t)k * n_in, (size_t)n_in, 1, solo + (size_t)k * n_out, (size_t)n_out, 0, nt);
+    for (int k = 0; k < max_tok; k++)
+        for (int o = 0; o < n_out; o++) {
+            double r = 0, mag = 0;
+            for (int i = 0; i < n_in; i++) {
+                const double p = (double)wf[(size_t)o * n_in + i] * bf16_round(x[(size_t)k * n_in + i]);
+                r += p;
+                mag += fabs(p);
+            }
+            /* dequantization in f32 may differ in its last bit, moving a
+             * bf16 rounding: a few bf16 ulps of one term at most */
+            const double v = solo[(size_t)k * n_out + o];
+            if (fabs(v - r) > 1e-5 * mag + 0.05) TEST_FAIL_("%s token %d row %d: %.6f vs %.6f", quant_type_name(t), k, o, v, r);
+        }
+    const int sizes[] = {2, 15, 16, 17, 32, 33, 40};
+    float *y = malloc(sizeof(float) * (size_t)max_tok * n_out);
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        const int n = sizes[si];
+        memset(y, 0, sizeof(float) * (size_t)max_tok * n_out);
+        amx_matmul_bf16(f.m, xb, (size_t)n_in, n, y, (size_t)n_out, 0, 3); /* "two threads": 3 + 2 tiles */
+        amx_matmul_bf16(f.m, xb, (size_t)n_in, n, y, (size_t)n_out, 3, nt);
+        for (int k = 0; k < max_tok; k++)
+            for (int o = 0; o < n_out; o++) {
+                const float want = k < n ? solo[(size_t)k * n_out + o] : 0.0f; /* rows past n untouched */
+                if (memcmp(&y[(size_t)k * n_out + o], &want, sizeof want))
+                    TEST_FAIL_("%s bf16 batch of %d: token %d row %d = %.9g, alone %.9g", quant_type_name(t), n, k,
+                               o, y[(size_t)k * n_out + o], want);
+            }
+    }
+    free(y);
+    free(solo);
+    free(wf);
+    free(xb);
+    free(x);
+    teardown(&f);
+}
+
+TEST(bf16_q4_0) { check_bf16(WEFT_TYPE_Q4_0); }
+TEST(bf16_q4_1) { check_bf16(WEFT_TYPE_Q4_1); }
+TEST(bf16_q8_0) { check_bf16(WEFT_TYPE_Q8_0); }
+
 TEST(pack_refuses_what_it_cannot_run)
 {
     unsigned char w[34 * 8 * 17] = {0};
@@ -134,6 +217,13 @@ int main(void)
     RUN(q4_0);
     RUN(q4_1);
     RUN(q8_0);
+    if (amx_bf16_available()) {
+        RUN(bf16_q4_0);
+        RUN(bf16_q4_1);
+        RUN(bf16_q8_0);
+    } else {
+        printf("skip bf16_*: no AMX-BF16 on this CPU\n");
+    }
     RUN(pack_refuses_what_it_cannot_run);
     TEST_DONE();
 }
