@@ -109,11 +109,13 @@ static void print_stats(const session *s)
     fprintf(stderr,
             "{\"wall_s\": %.3f, \"run_s\": %.3f, \"calls\": %lld, \"submitted\": %lld, \"from_store\": %lld, "
             "\"failed\": %lld, \"prompt_tokens\": %lld, \"cached_tokens\": %lld, "
-            "\"computed_tokens\": %lld, \"generated_tokens\": %lld, \"engine_steps\": %lld}\n",
+            "\"computed_tokens\": %lld, \"generated_tokens\": %lld, \"engine_steps\": %lld, "
+            "\"warm_heads\": %lld, \"warm_tokens\": %lld}\n",
             weft_now() - s->t0, weft_now() - s->t_run, (long long)os.n_calls, (long long)os.n_submitted,
             (long long)os.n_from_store, (long long)os.n_failed, (long long)es.n_prompt_tokens,
             (long long)es.n_cached_tokens, (long long)es.n_computed_tokens,
-            (long long)es.n_generated, (long long)es.n_steps);
+            (long long)es.n_generated, (long long)es.n_steps, (long long)os.n_warm,
+            (long long)os.n_warm_tokens);
 }
 
 /* Parses the options both commands share; returns the index of the first

@@ -80,6 +80,8 @@ typedef struct ocall {
     int32_t n_prompt, n_cached, n_generated;
     int64_t done_seq;
     double t_submit, t_done;
+    bool warm_dirty;   /* an input (maybe through joins) completed since the last warm_heads */
+    int32_t n_warmed;  /* tokens of the longest head sent to warm the prefix cache */
 } ocall;
 
 typedef struct ovar {
@@ -124,6 +126,8 @@ struct orch {
     int32_t *ord_counts;
     int32_t ord_cap, ord_n;
     orch_stats st;
+    uint64_t warmed[64]; /* hashes of heads already sent (ring) */
+    int32_t n_warmed_heads;
     /* shared with the engine thread */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -232,6 +236,19 @@ static void ready_push(orch *o, ocall *c)
 static void call_fail(orch *o, ocall *c, const char *root);
 
 /* var gets its value (owned: value was weft_malloc'd with len + 1 bytes). */
+/* The calls still waiting that var feeds, directly or through joins still
+ * waiting, may now have a longer known head (warm_heads). */
+static void mark_dirty(orch *o, int32_t var, int depth)
+{
+    const ovar *v = o->vars[var];
+    for (int i = 0; i < v->n_users && depth < 64; i++) {
+        ocall *u = o->calls[v->users[i]];
+        if (u->state != CALL_WAITING) continue;
+        if (u->kind == KIND_JOIN) mark_dirty(o, u->out, depth + 1);
+        else u->warm_dirty = true;
+    }
+}
+
 static void var_complete(orch *o, int32_t id, char *value, size_t len)
 {
     ovar *v = o->vars[id];
@@ -243,6 +260,7 @@ static void var_complete(orch *o, int32_t id, char *value, size_t len)
         ocall *u = o->calls[v->users[i]];
         if (u->state == CALL_WAITING && --u->n_missing == 0) ready_push(o, u);
     }
+    if (!o->p.sequential) mark_dirty(o, id, 0);
 }
 
 /* var fails with msg (owned). Dependents fail, naming the root failure. */
@@ -793,6 +811,172 @@ static int32_t take_ready(orch *o, pending_sub **subs, int32_t *cap, int32_t lim
     return n;
 }
 
+/* ---- warming the heads of waiting calls ----
+ * A call waiting for some inputs often has a long known head: its template
+ * up to the first missing variable, with the inputs before it (a reduce
+ * over summaries that finish one after another, a reviser whose prompt
+ * starts with code already written). Computing that head's KV now, while
+ * the inputs it waits for are still being generated, takes it off the
+ * critical path: the head goes to the engine as a request of one token, and
+ * when the call is ready the prefix cache serves its full blocks. Only in
+ * graph mode (a request-level client does not know its next prompt). */
+
+enum { WARM_MIN_TOKENS = 64 }; /* a head must grow by this much to be sent again */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} hbuf;
+
+static void hb_add(hbuf *b, const char *t, size_t n)
+{
+    if (b->oom || n == 0) return;
+    if (b->len + n + 1 > b->cap) {
+        const size_t cap = 2 * (b->len + n + 1) + 256;
+        char *np = weft_realloc(b->p, cap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, t, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+
+/* Appends the known head of segs; returns true when all of segs is known.
+ * A variable not ready ends the head, unless a join still waiting makes
+ * it: then the join's own head continues it. */
+static bool head_segs(const orch *o, const seg *s, int n, hbuf *b, int depth)
+{
+    for (int i = 0; i < n; i++) {
+        if (s[i].var < 0) {
+            hb_add(b, s[i].text, s[i].len);
+            continue;
+        }
+        const ovar *v = o->vars[s[i].var];
+        if (v->state == ORCH_VAR_READY) {
+            hb_add(b, v->value, v->len);
+            continue;
+        }
+        const ocall *p = v->producer >= 0 ? o->calls[v->producer] : NULL;
+        if (p && p->kind == KIND_JOIN && p->state == CALL_WAITING && depth < 64)
+            head_segs(o, p->segs, p->n_segs, b, depth + 1);
+        return false;
+    }
+    return true;
+}
+
+/* The known head of c's prompt text (weft_malloc'd), or NULL. Chat calls:
+ * the messages through the first incomplete one are rendered with a
+ * sentinel where the head ends, and the text is cut there. */
+static char *head_text(orch *o, const ocall *c, size_t *len)
+{
+    static const char cut[] = "\x01weft-head-ends\x01";
+    hbuf b = {0};
+    if (c->n_msgs == 0) {
+        head_segs(o, c->segs, c->n_segs, &b, 0);
+        if (b.oom) {
+            weft_free(b.p);
+            return NULL;
+        }
+        *len = b.len;
+        return b.p;
+    }
+    tok_chat_msg *msgs = weft_calloc((size_t)c->n_msgs, sizeof *msgs);
+    char **contents = weft_calloc((size_t)c->n_msgs, sizeof *contents);
+    int n = 0;
+    bool ok = msgs && contents;
+    for (int i = 0; ok && i < c->n_msgs; i++) {
+        hbuf m = {0};
+        const bool all = head_segs(o, c->msgs[i].segs, c->msgs[i].n_segs, &m, 0);
+        if (!all) hb_add(&m, cut, sizeof cut - 1);
+        if (!m.p && !m.oom) m.p = dup_len("", 0);
+        ok = !m.oom && m.p;
+        contents[i] = m.p;
+        msgs[n++] = (tok_chat_msg){c->msgs[i].role, m.p ? m.p : ""};
+        if (!all) break;
+    }
+    char *out = NULL;
+    if (ok && tok_chat_render(weft_model_vocab(o->m), msgs, n, true, &out) < 0) out = NULL;
+    char *at = out ? strstr(out, cut) : NULL;
+    if (out && !at) { /* the template changed the sentinel: no head */
+        weft_free(out);
+        out = NULL;
+    }
+    if (at) {
+        *at = 0;
+        *len = (size_t)(at - out);
+    }
+    for (int i = 0; contents && i < n; i++) weft_free(contents[i]);
+    weft_free(contents);
+    weft_free(msgs);
+    return out;
+}
+
+/* Engine thread: a warming request's events carry nothing wanted. */
+static void on_warm_event(const weft_event *ev, void *user)
+{
+    orch *o = user;
+    if (!ev->done) return;
+    pthread_mutex_lock(&o->mu);
+    o->n_inflight--;
+    pthread_cond_broadcast(&o->cv);
+    pthread_mutex_unlock(&o->mu);
+}
+
+static void warm_call(orch *o, ocall *c)
+{
+    size_t len = 0;
+    char *head = head_text(o, c, &len);
+    if (!head) return;
+    int32_t *ids = NULL, n = 0;
+    const int rc = tok_encode(weft_model_vocab(o->m), head, len, true, c->n_msgs > 0, &ids, &n);
+    weft_free(head);
+    if (rc < 0 || n < c->n_warmed + WARM_MIN_TOKENS) {
+        weft_free(ids);
+        return;
+    }
+    /* calls with the same head (four revisers of one codebase) warm it once */
+    const uint64_t h = XXH3_64bits(ids, (size_t)n * sizeof *ids);
+    for (int i = 0; i < (int)(sizeof o->warmed / sizeof o->warmed[0]); i++)
+        if (o->warmed[i] == h) {
+            c->n_warmed = n;
+            weft_free(ids);
+            return;
+        }
+    weft_request r = {.tokens = ids, .n_tokens = n, .sampling = weft_sampling_greedy(),
+                      .max_tokens = 1, .priority = c->priority};
+    pthread_mutex_lock(&o->mu);
+    o->n_inflight++;
+    pthread_mutex_unlock(&o->mu);
+    uint64_t id;
+    if (weft_engine_submit(o->e, &r, on_warm_event, o, &id) < 0) { /* busy or too long: skip */
+        pthread_mutex_lock(&o->mu);
+        o->n_inflight--;
+        pthread_mutex_unlock(&o->mu);
+    } else {
+        c->n_warmed = n;
+        o->warmed[o->n_warmed_heads++ % (int32_t)(sizeof o->warmed / sizeof o->warmed[0])] = h;
+        o->st.n_warm++;
+        o->st.n_warm_tokens += n;
+    }
+    weft_free(ids);
+}
+
+static void warm_heads(orch *o)
+{
+    for (int32_t i = 0; i < o->n_calls; i++) {
+        ocall *c = o->calls[i];
+        if (!c->warm_dirty) continue;
+        c->warm_dirty = false;
+        if (c->kind == KIND_LLM && c->state == CALL_WAITING) warm_call(o, c);
+    }
+}
+
 void orch_flush(orch *o)
 {
     if (!o) return;
@@ -824,6 +1008,7 @@ void orch_flush(orch *o)
     if (n > 1) qsort(subs, (size_t)n, sizeof *subs, cmp_sub);
     for (int32_t i = 0; i < n; i++) submit(o, &subs[i]);
     weft_free(subs);
+    warm_heads(o);
 }
 
 /* ---- objectives ---- */

@@ -10,7 +10,12 @@
  * ordered so that calls whose prompts share a head are adjacent: the engine
  * holds back a request whose first KV block another one is still prefilling,
  * so the shared head is computed once and then forked (counters:
- * weft_engine_get_stats, orch_call_info).
+ * weft_engine_get_stats, orch_call_info). A call still waiting for inputs
+ * has its known head (the prompt up to the first input not ready, through
+ * joins) sent ahead as a one-token request each time it grows by 64 tokens,
+ * so that its KV is in the prefix cache when the call is ready (not in
+ * sequential mode; orch_stats.n_warm). These requests are not calls: they
+ * count in the engine's statistics, not in the calls' own.
  *
  * Objectives (Parrot): awaiting a variable (orch_await) gives the call that
  * feeds it, and every pending call upstream of that, latency priority;
@@ -196,6 +201,8 @@ typedef struct orch_stats {
     int64_t n_from_store;   /* completed from hooks.lookup */
     int64_t n_failed;       /* LLM calls failed (including not run) */
     int64_t n_prompt_tokens, n_cached_tokens, n_generated; /* over engine calls */
+    int64_t n_warm, n_warm_tokens; /* heads of waiting calls sent ahead to the
+                                      prefix cache (graph mode; not in the above) */
 } orch_stats;
 WEFT_API orch_stats orch_get_stats(const orch *o);
 
