@@ -256,16 +256,24 @@ epilogue(__m512 acc, __m512i isum, const amx_block *blk, float da, float sa, boo
         epilogue(acc[m], _mm512_load_si512((C)[m]), &blk[b], da[(size_t)m * nb + (b)],            \
                  sa[(size_t)m * nb + (b)], q41)
 
+/* How far ahead (in blocks, 704 bytes each) the first group of a tile
+ * prefetches its weights: memory latency is several rounds of two blocks,
+ * and a tile of SmolLM2 has only 18 or 48 blocks, so the prefetch runs on
+ * into the next tile of the thread's range. */
+#define AMX_PF_BLOCKS 8
+
 /* M activation rows (u, da, sa point at the first) x weight tile t.
  * Software-pipelined: the tiles of blocks b, b+1 are multiplied and stored
  * while the float part reads the sums of b-2, b-1, stored a round earlier
- * (a load right after the TILESTORED that feeds it would stall). */
+ * (a load right after the TILESTORED that feeds it would stall). pf_lim:
+ * prefetch blocks below this index of the matrix (0: none). */
 TGTAMX static inline __attribute__((always_inline)) void
 group(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const float *sa,
-      const int M, const bool q41, const bool pf, float *y, size_t ldy)
+      const int M, const bool q41, const long pf_lim, float *y, size_t ldy)
 {
     const int64_t nb = mat->nb;
     const amx_block *blk = &mat->blocks[t * nb];
+    const long pf_first = t * nb + AMX_PF_BLOCKS; /* block index of blk[AMX_PF_BLOCKS] */
     int32_t c[4][AMX_ROWS][AMX_ROWS] __attribute__((aligned(64)));
     __m512 acc[AMX_ROWS];
     _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) acc[m] = _mm512_setzero_ps();
@@ -273,11 +281,12 @@ group(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const fl
     int64_t b = 0;
     int cur = 0; /* c[2 * cur], c[2 * cur + 1]: this round's sums */
     for (; b + 1 < nb; b += 2, cur ^= 1) {
-        /* the first group streams the tile's weights from memory: ask for
-         * the round after next ahead of time (later groups find them in cache) */
-        if (pf && b + 5 < nb)
+        /* the first group streams the weights from memory: ask for the
+         * blocks AMX_PF_BLOCKS on, into the next tile of the range (later
+         * groups find them in cache) */
+        if (pf_first + b + 1 < pf_lim)
             for (size_t off = 0; off < 2 * sizeof(amx_block); off += 64)
-                _mm_prefetch((const char *)&blk[b + 4] + off, _MM_HINT_T0);
+                _mm_prefetch((const char *)&blk[b + AMX_PF_BLOCKS] + off, _MM_HINT_T0);
         _tile_zero(0);
         _tile_zero(3);
         _tile_loadd(1, u + b * AMX_K, lda);
@@ -312,7 +321,7 @@ group(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const fl
 /* Specialised for full groups and the Q4_1 minimum term (both known at
  * compile time keep the 16 accumulators in registers). */
 TGTAMX static void group16(const amx_matrix *mat, long t, const uint8_t *u, const float *da,
-                           const float *sa, bool pf, float *y, size_t ldy)
+                           const float *sa, long pf, float *y, size_t ldy)
 {
     if (mat->type == WEFT_TYPE_Q4_1)
         group(mat, t, u, da, sa, AMX_ROWS, true, pf, y, ldy);
@@ -321,7 +330,7 @@ TGTAMX static void group16(const amx_matrix *mat, long t, const uint8_t *u, cons
 }
 
 TGTAMX static void group_n(const amx_matrix *mat, long t, const uint8_t *u, const float *da,
-                           const float *sa, int M, bool pf, float *y, size_t ldy)
+                           const float *sa, int M, long pf, float *y, size_t ldy)
 {
     group(mat, t, u, da, sa, M, mat->type == WEFT_TYPE_Q4_1, pf, y, ldy);
 }
@@ -376,12 +385,13 @@ TGTAMX void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int
         return;
     }
     const int full = n_tok / AMX_ROWS, rest = n_tok % AMX_ROWS;
+    const long lim = thi * (long)nb; /* prefetch no further than the range's last block */
     if (full) {
         config_rows(AMX_ROWS);
         for (long t = tlo; t < thi; t++)
             for (int g = 0; g < full; g++) {
                 const size_t a0 = (size_t)g * AMX_ROWS;
-                group16(m, t, v.u + a0 * (size_t)m->n_in, v.da + a0 * nb, v.sa + a0 * nb, g == 0,
+                group16(m, t, v.u + a0 * (size_t)m->n_in, v.da + a0 * nb, v.sa + a0 * nb, g == 0 ? lim : 0,
                         y + a0 * ldy, ldy);
             }
     }
@@ -389,7 +399,7 @@ TGTAMX void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int
         config_rows(rest);
         const size_t a0 = (size_t)full * AMX_ROWS;
         for (long t = tlo; t < thi; t++)
-            group_n(m, t, v.u + a0 * (size_t)m->n_in, v.da + a0 * nb, v.sa + a0 * nb, rest, !full,
+            group_n(m, t, v.u + a0 * (size_t)m->n_in, v.da + a0 * nb, v.sa + a0 * nb, rest, full ? 0 : lim,
                     y + a0 * ldy, ldy);
     }
     _tile_release();
