@@ -45,7 +45,7 @@ static const char common_help[] =
     "      --slots N        calls the engine runs at once (default 32)\n"
     "      --kv-mb N        KV cache size in MiB (default 512)\n"
     "      --prefill-cap K  prompt tokens per engine step while calls decode (default 0:\n"
-    "                       whole 512-token chunks, for throughput)\n"
+    "                       no cap, the whole 256-token step, for throughput)\n"
     "      --sequential     issue calls one at a time, each awaited before the next\n"
     "                       (what a request-level client does; for comparison)\n"
     "      --stats          print a JSON line of run statistics to stderr at the end\n"
