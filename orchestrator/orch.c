@@ -823,43 +823,37 @@ static int32_t take_ready(orch *o, pending_sub **subs, int32_t *cap, int32_t lim
 
 enum { WARM_MIN_TOKENS = 64 }; /* a head must grow by this much to be sent again */
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} hbuf;
-
-static void hb_add(hbuf *b, const char *t, size_t n)
+/* Appends t[0..n) to s->text (NUL-terminated); on out of memory sets s->lost. */
+static void append_text(ostream *s, const char *t, size_t n)
 {
-    if (b->oom || n == 0) return;
-    if (b->len + n + 1 > b->cap) {
-        const size_t cap = 2 * (b->len + n + 1) + 256;
-        char *np = weft_realloc(b->p, cap);
-        if (!np) {
-            b->oom = true;
+    if (s->len + n + 1 > s->cap) {
+        size_t cap = 2 * (s->len + n + 1) + 64;
+        char *nt = weft_realloc(s->text, cap);
+        if (!nt) {
+            s->lost = true;
             return;
         }
-        b->p = np;
-        b->cap = cap;
+        s->text = nt;
+        s->cap = cap;
     }
-    memcpy(b->p + b->len, t, n);
-    b->len += n;
-    b->p[b->len] = 0;
+    memcpy(s->text + s->len, t, n);
+    s->len += n;
+    s->text[s->len] = 0;
 }
 
 /* Appends the known head of segs; returns true when all of segs is known.
  * A variable not ready ends the head, unless a join still waiting makes
  * it: then the join's own head continues it. */
-static bool head_segs(const orch *o, const seg *s, int n, hbuf *b, int depth)
+static bool head_segs(const orch *o, const seg *s, int n, ostream *b, int depth)
 {
     for (int i = 0; i < n; i++) {
         if (s[i].var < 0) {
-            hb_add(b, s[i].text, s[i].len);
+            append_text(b, s[i].text, s[i].len);
             continue;
         }
         const ovar *v = o->vars[s[i].var];
         if (v->state == ORCH_VAR_READY) {
-            hb_add(b, v->value, v->len);
+            append_text(b, v->value, v->len);
             continue;
         }
         const ocall *p = v->producer >= 0 ? o->calls[v->producer] : NULL;
@@ -876,28 +870,28 @@ static bool head_segs(const orch *o, const seg *s, int n, hbuf *b, int depth)
 static char *head_text(orch *o, const ocall *c, size_t *len)
 {
     static const char cut[] = "\x01weft-head-ends\x01";
-    hbuf b = {0};
+    ostream b = {0};
     if (c->n_msgs == 0) {
         head_segs(o, c->segs, c->n_segs, &b, 0);
-        if (b.oom) {
-            weft_free(b.p);
+        if (b.lost || !b.text) {
+            weft_free(b.text);
             return NULL;
         }
         *len = b.len;
-        return b.p;
+        return b.text;
     }
     tok_chat_msg *msgs = weft_calloc((size_t)c->n_msgs, sizeof *msgs);
     char **contents = weft_calloc((size_t)c->n_msgs, sizeof *contents);
     int n = 0;
     bool ok = msgs && contents;
     for (int i = 0; ok && i < c->n_msgs; i++) {
-        hbuf m = {0};
+        ostream m = {0};
         const bool all = head_segs(o, c->msgs[i].segs, c->msgs[i].n_segs, &m, 0);
-        if (!all) hb_add(&m, cut, sizeof cut - 1);
-        if (!m.p && !m.oom) m.p = dup_len("", 0);
-        ok = !m.oom && m.p;
-        contents[i] = m.p;
-        msgs[n++] = (tok_chat_msg){c->msgs[i].role, m.p ? m.p : ""};
+        if (!all) append_text(&m, cut, sizeof cut - 1);
+        if (!m.text && !m.lost) m.text = dup_len("", 0);
+        ok = !m.lost && m.text;
+        contents[i] = m.text;
+        msgs[n++] = (tok_chat_msg){c->msgs[i].role, m.text ? m.text : ""};
         if (!all) break;
     }
     char *out = NULL;
@@ -1077,23 +1071,6 @@ static void on_engine_event(const weft_event *ev, void *user)
     }
     pthread_mutex_unlock(&o->mu);
     event_active(o->ev, EV_READ, 0);
-}
-
-static void append_text(ostream *s, const char *t, size_t n)
-{
-    if (s->len + n + 1 > s->cap) {
-        size_t cap = 2 * (s->len + n + 1) + 64;
-        char *nt = weft_realloc(s->text, cap);
-        if (!nt) {
-            s->lost = true;
-            return;
-        }
-        s->text = nt;
-        s->cap = cap;
-    }
-    memcpy(s->text + s->len, t, n);
-    s->len += n;
-    s->text[s->len] = 0;
 }
 
 /* Completion i of c failed: its variable fails, the others go on. */

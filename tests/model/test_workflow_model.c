@@ -38,39 +38,69 @@ typedef struct result {
     int64_t computed, prompt_total, gen_total, cached_total;
 } result;
 
-static int run(bool sequential, result *r)
+/* An engine, an orchestrator and a Lua state on one event base. */
+typedef struct session {
+    weft_engine *e;
+    struct event_base *base;
+    orch *o;
+    dsl *d;
+} session;
+
+static int session_open(session *s, bool sequential, int n_seq, size_t kv_mb)
 {
-    memset(r, 0, sizeof *r);
+    memset(s, 0, sizeof *s);
     weft_engine_params p = weft_engine_default_params();
-    p.ctx.n_seq_max = 8;
+    p.ctx.n_seq_max = n_seq;
     p.ctx.n_ctx = 1024;
     p.ctx.n_threads = 2;
-    p.ctx.kv_mem = 64u << 20;
+    p.ctx.kv_mem = kv_mb << 20;
     p.prefix_cache = true;
     orch_params op = orch_default_params();
     op.sequential = sequential;
-    weft_engine *e = NULL;
-    struct event_base *base = event_base_new();
-    orch *o = NULL;
-    dsl *d = NULL;
-    int rc = -1;
     const char *data = getenv("WEFT_DATA_DIR");
-    if (weft_engine_create(model, &p, &e) == 0 && base && orch_create(e, model, base, &op, &o) == 0 &&
-        dsl_create(o, model, base, NULL, &d) == 0 && dsl_set_arg(d, "data", data ? data : "../shared/data") == 0 &&
-        dsl_run_string(d, script, "=mapreduce") == 0) {
-        lua_State *L = dsl_lua(d);
-        lua_getglobal(L, "out");
-        r->out = strdup(lua_tostring(L, -1));
-        lua_pop(L, 1);
-        weft_engine_wait_idle(e);
-        const weft_engine_stats st = weft_engine_get_stats(e);
+    s->base = event_base_new();
+    if (weft_engine_create(model, &p, &s->e) == 0 && s->base && orch_create(s->e, model, s->base, &op, &s->o) == 0 &&
+        dsl_create(s->o, model, s->base, NULL, &s->d) == 0 &&
+        dsl_set_arg(s->d, "data", data ? data : "../shared/data") == 0)
+        return 0;
+    fprintf(stderr, "session: %s\n", weft_last_error());
+    return -1;
+}
+
+static void session_close(session *s)
+{
+    dsl_destroy(s->d);
+    orch_destroy(s->o);
+    if (s->base) event_base_free(s->base);
+    weft_engine_destroy(s->e);
+}
+
+/* The global `out` the script set (strdup'd). */
+static char *script_out(session *s)
+{
+    lua_State *L = dsl_lua(s->d);
+    lua_getglobal(L, "out");
+    char *out = strdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return out;
+}
+
+static int run(bool sequential, result *r)
+{
+    memset(r, 0, sizeof *r);
+    session s;
+    int rc = -1;
+    if (session_open(&s, sequential, 8, 64) == 0 && dsl_run_string(s.d, script, "=mapreduce") == 0) {
+        r->out = script_out(&s);
+        weft_engine_wait_idle(s.e);
+        const weft_engine_stats st = weft_engine_get_stats(s.e);
         r->computed = st.n_computed_tokens;
         r->prompt_total = st.n_prompt_tokens;
         r->cached_total = st.n_cached_tokens;
         r->gen_total = st.n_generated;
         for (int i = 0; i < 3; i++) {
             orch_call_info ci;
-            orch_call_info_get(o, i, &ci);
+            orch_call_info_get(s.o, i, &ci);
             r->cached[i] = ci.n_cached;
             r->prompt[i] = ci.n_prompt;
             r->gen[i] = ci.n_generated;
@@ -79,10 +109,7 @@ static int run(bool sequential, result *r)
     } else {
         fprintf(stderr, "run: %s\n", weft_last_error());
     }
-    dsl_destroy(d);
-    orch_destroy(o);
-    if (base) event_base_free(base);
-    weft_engine_destroy(e);
+    session_close(&s);
     return rc;
 }
 
@@ -127,37 +154,17 @@ static const char warm_script[] =
 
 static int run_warm(bool sequential, char **out, orch_stats *os, orch_call_info *fin)
 {
-    weft_engine_params p = weft_engine_default_params();
-    p.ctx.n_seq_max = 4;
-    p.ctx.n_ctx = 1024;
-    p.ctx.n_threads = 2;
-    p.ctx.kv_mem = 32u << 20;
-    p.prefix_cache = true;
-    orch_params op = orch_default_params();
-    op.sequential = sequential;
-    weft_engine *e = NULL;
-    struct event_base *base = event_base_new();
-    orch *o = NULL;
-    dsl *d = NULL;
+    session s;
     int rc = -1;
-    const char *data = getenv("WEFT_DATA_DIR");
-    if (weft_engine_create(model, &p, &e) == 0 && base && orch_create(e, model, base, &op, &o) == 0 &&
-        dsl_create(o, model, base, NULL, &d) == 0 && dsl_set_arg(d, "data", data ? data : "../shared/data") == 0 &&
-        dsl_run_string(d, warm_script, "=warm") == 0) {
-        lua_State *L = dsl_lua(d);
-        lua_getglobal(L, "out");
-        *out = strdup(lua_tostring(L, -1));
-        lua_pop(L, 1);
-        *os = orch_get_stats(o);
-        orch_call_info_get(o, 2, fin);
+    if (session_open(&s, sequential, 4, 32) == 0 && dsl_run_string(s.d, warm_script, "=warm") == 0) {
+        *out = script_out(&s);
+        *os = orch_get_stats(s.o);
+        orch_call_info_get(s.o, 2, fin);
         rc = 0;
     } else {
         fprintf(stderr, "run_warm: %s\n", weft_last_error());
     }
-    dsl_destroy(d);
-    orch_destroy(o);
-    if (base) event_base_free(base);
-    weft_engine_destroy(e);
+    session_close(&s);
     return rc;
 }
 
