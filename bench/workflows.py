@@ -26,19 +26,22 @@ Sizes (chosen so that a run takes minutes on 2 cores, not an hour):
 
 Goals from the issue: map-reduce >= 3x, multi-agent >= 2x, chain >= 1.3x.
 
-What bounds the ratio here: both modes run the same engine, so both compute
-the same prompt tokens (the prefix cache serves shared heads in both) and
-the same outputs; only batching differs. On a 2-core CPU prefill is
-compute-bound at the same rate batched or not, while batched decode reaches
-roughly 2.5-3x the tokens/s of one sequence (bench/results/batching.jsonl).
-So the ratio is at most (P/p + D/d1) / (P/p + D/dB) for P prompt and D
-generated tokens — under 3x whatever the graph does, and lower the more
-prompt there is. Chains bound it further: multi-agent decodes 704 tokens in
-704 steps one call at a time, but still 320 in graph mode (the architect's
-128 and the reviewer's 64 are a chain), so even free batching and free
-prefill give at most 2.2x; map-reduce's reduce call (a ~1,935-token prompt,
-then 128 tokens alone) costs the same in both modes. Machine load from other processes slows the one-sequence
-runs more than the batched ones; the load average is recorded with each run.
+What bounds the ratio here: both modes run the same engine, compute the same
+prompt tokens and produce the same outputs; the graph mode batches the calls
+that are ready together and warms the known heads of waiting calls, the
+sequential mode does neither. On a 2-core CPU a decoding step of a few
+streams is bound by reading the weights (~150 MB), so batching pays, but a
+step of four streams still costs ~1.3-2x one stream's (weft bench -c 4 against
+-c 1), and prompt tokens (on AMX-BF16 tiles since 2026-11-22, ~2,000+ tok/s)
+cost the same in both modes. Chains bound it further: multi-agent decodes
+704 tokens in 704 steps one call at a time but still 320 in graph mode (the
+architect's 128 and the reviewer's 64 are a chain), so even free batching and
+free prefill give at most 2.2x; map-reduce ends in a reduce call whose 128
+tokens are decoded alone at a ~1,900-token context in both modes (about 1-2 s
+here, most of the graph mode's remaining serial part). Machine load from other
+processes slows the one-sequence runs more than the batched ones; the load
+average is recorded with each run, and --reps R keeps the median of R runs
+per mode, alternating the modes.
 
 Usage: python3 bench/workflows.py [--only NAME] [--threads N] [--reps R]
 """
