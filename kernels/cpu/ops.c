@@ -574,6 +574,33 @@ pv_pass(const int HD, const int M, int i0, const uint16_t *const *vb, size_t str
         for (int d = 0; d < HD / 16; d++) _mm512_storeu_ps(outs[i0 + i] + d * 16, acc[i][d]);
 }
 
+/* Scores of queries i..i+U-1 (U <= 4, known at compile time) against the
+ * K block kt at position p: each dimension's vector converted once for
+ * them, each score the sum of two interleaved partial sums (even, odd d) —
+ * per query the same operations whatever U is. */
+TGT512A static inline __attribute__((always_inline)) void
+scores_block(const int HD, const int U, int i, const uint16_t *kt, int32_t p, const float *qf,
+             const int32_t *n_kv, float *sc, size_t ldsc)
+{
+    const float *q0 = qf + (size_t)i * HD;
+    __m512 a[4][2];
+#pragma GCC unroll 4
+    for (int u = 0; u < U; u++) a[u][0] = a[u][1] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int d = 0; d < HD; d += 2) {
+        const __m512 k0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + (size_t)d * 16)));
+        const __m512 k1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + (size_t)(d + 1) * 16)));
+#pragma GCC unroll 4
+        for (int u = 0; u < U; u++) {
+            a[u][0] = _mm512_fmadd_ps(k0, _mm512_set1_ps(q0[(size_t)u * HD + d]), a[u][0]);
+            a[u][1] = _mm512_fmadd_ps(k1, _mm512_set1_ps(q0[(size_t)u * HD + d + 1]), a[u][1]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int u = 0; u < U; u++)
+        if (p < n_kv[i + u]) _mm512_storeu_ps(sc + (size_t)(i + u) * ldsc + p, _mm512_add_ps(a[u][0], a[u][1]));
+}
+
 /* The tiled attention of op_attention for head size HD (64 or 128). */
 TGT512A static inline __attribute__((always_inline)) void
 attn_zmm(const int HD, int nq, const float *qf, const uint16_t *const *kb, const uint16_t *const *vb,
@@ -592,36 +619,12 @@ attn_zmm(const int HD, int nq, const float *qf, const uint16_t *const *kb, const
         if (p + 16 < n_max) /* blocks are scattered: ask for the next one early */
             for (int off = 0; off < HD * 16; off += 32) _mm_prefetch((const char *)(kb[p / 16 + 1] + off), _MM_HINT_T0);
         int i = 0;
-        for (; i + 4 <= nq; i += 4) {
-            const float *q0 = qf + (size_t)i * HD;
-            __m512 a[4][2];
-#pragma GCC unroll 4
-            for (int u = 0; u < 4; u++) a[u][0] = a[u][1] = _mm512_setzero_ps();
-#pragma GCC unroll 4
-            for (int d = 0; d < HD; d += 2) {
-                const __m512 k0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + (size_t)d * 16)));
-                const __m512 k1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + (size_t)(d + 1) * 16)));
-#pragma GCC unroll 4
-                for (int u = 0; u < 4; u++) {
-                    a[u][0] = _mm512_fmadd_ps(k0, _mm512_set1_ps(q0[(size_t)u * HD + d]), a[u][0]);
-                    a[u][1] = _mm512_fmadd_ps(k1, _mm512_set1_ps(q0[(size_t)u * HD + d + 1]), a[u][1]);
-                }
-            }
-#pragma GCC unroll 4
-            for (int u = 0; u < 4; u++)
-                if (p < n_kv[i + u]) _mm512_storeu_ps(sc + (size_t)(i + u) * ldsc + p, _mm512_add_ps(a[u][0], a[u][1]));
-        }
-        for (; i < nq; i++) {
-            if (p >= n_kv[i]) continue;
-            const float *q0 = qf + (size_t)i * HD;
-            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-            for (int d = 0; d < HD; d += 2) {
-                a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + (size_t)d * 16))),
-                                     _mm512_set1_ps(q0[d]), a0);
-                a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + (size_t)(d + 1) * 16))),
-                                     _mm512_set1_ps(q0[d + 1]), a1);
-            }
-            _mm512_storeu_ps(sc + (size_t)i * ldsc + p, _mm512_add_ps(a0, a1));
+        for (; i + 4 <= nq; i += 4) scores_block(HD, 4, i, kt, p, qf, n_kv, sc, ldsc);
+        switch (nq - i) { /* the rest together too: each K vector converted once for them */
+        case 3: scores_block(HD, 3, i, kt, p, qf, n_kv, sc, ldsc); break;
+        case 2: scores_block(HD, 2, i, kt, p, qf, n_kv, sc, ldsc); break;
+        case 1: scores_block(HD, 1, i, kt, p, qf, n_kv, sc, ldsc); break;
+        default: break;
         }
     }
     /* weights (f16-rounded, as they meet the f16 cache); zero past each
