@@ -133,6 +133,7 @@ struct orch {
     pthread_cond_t cv;
     enode *q_head, *q_tail;
     int32_t n_inflight; /* submitted, final event not yet queued */
+    int32_t n_warm_inflight; /* of those, warming requests (warm_call) */
 };
 
 orch_params orch_default_params(void)
@@ -821,7 +822,12 @@ static int32_t take_ready(orch *o, pending_sub **subs, int32_t *cap, int32_t lim
  * when the call is ready the prefix cache serves its full blocks. Only in
  * graph mode (a request-level client does not know its next prompt). */
 
-enum { WARM_MIN_TOKENS = 64 }; /* a head must grow by this much to be sent again */
+enum {
+    WARM_MIN_TOKENS = 64,      /* a head must grow by this much to be sent again */
+    WARM_MAX_INFLIGHT = 4,     /* warming requests in the engine at once */
+    WARM_MAX_PER_FLUSH = 8,    /* heads rendered and tokenized per flush (loop thread time) */
+    WARM_MAX_BYTES = 256 << 10 /* longer heads are not warmed */
+};
 
 /* Appends t[0..n) to s->text (NUL-terminated); on out of memory sets s->lost. */
 static void append_text(ostream *s, const char *t, size_t n)
@@ -918,6 +924,7 @@ static void on_warm_event(const weft_event *ev, void *user)
     if (!ev->done) return;
     pthread_mutex_lock(&o->mu);
     o->n_inflight--;
+    o->n_warm_inflight--;
     pthread_cond_broadcast(&o->cv);
     pthread_mutex_unlock(&o->mu);
 }
@@ -927,6 +934,10 @@ static void warm_call(orch *o, ocall *c)
     size_t len = 0;
     char *head = head_text(o, c, &len);
     if (!head) return;
+    if (len > WARM_MAX_BYTES) {
+        weft_free(head);
+        return;
+    }
     int32_t *ids = NULL, n = 0;
     const int rc = tok_encode(weft_model_vocab(o->m), head, len, true, c->n_msgs > 0, &ids, &n);
     weft_free(head);
@@ -946,11 +957,13 @@ static void warm_call(orch *o, ocall *c)
                       .max_tokens = 1, .priority = c->priority};
     pthread_mutex_lock(&o->mu);
     o->n_inflight++;
+    o->n_warm_inflight++;
     pthread_mutex_unlock(&o->mu);
     uint64_t id;
     if (weft_engine_submit(o->e, &r, on_warm_event, o, &id) < 0) { /* busy or too long: skip */
         pthread_mutex_lock(&o->mu);
         o->n_inflight--;
+        o->n_warm_inflight--;
         pthread_mutex_unlock(&o->mu);
     } else {
         c->n_warmed = n;
@@ -961,13 +974,25 @@ static void warm_call(orch *o, ocall *c)
     weft_free(ids);
 }
 
+/* Dirty calls stay dirty when a limit stops the scan: a later flush
+ * (every engine event ends in one) takes them up. */
 static void warm_heads(orch *o)
 {
-    for (int32_t i = 0; i < o->n_calls; i++) {
+    int tried = 0;
+    for (int32_t i = 0; i < o->n_calls && tried < WARM_MAX_PER_FLUSH; i++) {
         ocall *c = o->calls[i];
         if (!c->warm_dirty) continue;
+        if (c->kind != KIND_LLM || c->state != CALL_WAITING) {
+            c->warm_dirty = false;
+            continue;
+        }
+        pthread_mutex_lock(&o->mu);
+        const bool full = o->n_warm_inflight >= WARM_MAX_INFLIGHT;
+        pthread_mutex_unlock(&o->mu);
+        if (full) break;
         c->warm_dirty = false;
-        if (c->kind == KIND_LLM && c->state == CALL_WAITING) warm_call(o, c);
+        warm_call(o, c);
+        tried++;
     }
 }
 
