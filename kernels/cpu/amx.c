@@ -342,19 +342,21 @@ TGTAMX static void group_n(const amx_matrix *mat, long t, const uint8_t *u, cons
  * broadcast dword of the activation multiplies all 16 rows at once) — the
  * same exact integers as TDPBUSD, then the same float part. */
 #define SMALL_M 1
+#define SMALL_PF_BLOCKS 6 /* how far ahead small() prefetches the weights */
 TGTAMX static void small(const amx_matrix *mat, long t, const uint8_t *u, const float *da,
-                         const float *sa, int M, float *y, size_t ldy)
+                         const float *sa, int M, long pf_lim, float *y, size_t ldy)
 {
     const int64_t nb = mat->nb;
     const bool q41 = mat->type == WEFT_TYPE_Q4_1;
     const amx_block *blk = &mat->blocks[t * nb];
+    const long pf_first = t * nb + SMALL_PF_BLOCKS; /* block index of blk[SMALL_PF_BLOCKS] */
     const size_t lda = (size_t)mat->n_in;
     __m512 acc[SMALL_M];
     for (int m = 0; m < M; m++) acc[m] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        if (b + 3 < nb)
+        if (pf_first + b < pf_lim) /* on into the next tile of the range */
             for (size_t off = 0; off < sizeof(amx_block); off += 64)
-                _mm_prefetch((const char *)&blk[b + 3] + off, _MM_HINT_T0);
+                _mm_prefetch((const char *)&blk[b + SMALL_PF_BLOCKS] + off, _MM_HINT_T0);
         __m512i q[AMX_K / 4];
         for (int r = 0; r < AMX_K / 4; r++) q[r] = _mm512_load_si512(blk[b].q[r]);
         for (int m = 0; m < M; m++) {
@@ -381,7 +383,7 @@ TGTAMX void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int
     v.da += (size_t)first * nb;
     v.sa += (size_t)first * nb;
     if (n_tok <= SMALL_M) {
-        for (long t = tlo; t < thi; t++) small(m, t, v.u, v.da, v.sa, n_tok, y, ldy);
+        for (long t = tlo; t < thi; t++) small(m, t, v.u, v.da, v.sa, n_tok, thi * (long)nb, y, ldy);
         return;
     }
     const int full = n_tok / AMX_ROWS, rest = n_tok % AMX_ROWS;
