@@ -21,12 +21,26 @@ typedef struct {
 } amx_block;
 _Static_assert(sizeof(amx_block) % 64 == 0, "amx_block keeps 64-byte alignment");
 
+/* The same block for the one-row path of 4-bit types, in half the bytes
+ * (decoding one sequence is bound by reading the weights): byte j of q[r]
+ * holds, in its low nibble, byte j of amx_block.q[r] and in its high
+ * nibble byte j of q[r + 4] — each value + 8 for Q4_0, as is for Q4_1 —
+ * and the scales as f16 (they come from f16: exact). */
+typedef struct {
+    uint8_t q[AMX_K / 8][4 * AMX_ROWS];
+    uint16_t dw[AMX_ROWS], mw[AMX_ROWS];
+    int32_t cs[AMX_ROWS];
+} amx_nblock;
+_Static_assert(sizeof(amx_nblock) % 64 == 0, "amx_nblock keeps 64-byte alignment");
+
 struct amx_matrix {
     int type, act_type;
     int64_t n_in, n_out, nb;
     long nt;
     amx_block *blocks; /* [nt][nb], 64-byte aligned inside `raw` */
     void *raw;
+    amx_nblock *nblocks; /* [nt][nb] for Q4_0 / Q4_1 (else NULL), inside nraw */
+    void *nraw;
     uint16_t *wbf; /* amx_pack_bf16: [nt][nb][16][32] B tiles of TDPBF16PS, or NULL */
     void *wbf_raw;
 };
@@ -138,12 +152,32 @@ amx_matrix *amx_pack(int type, const void *data, size_t row_bytes, int64_t n_in,
                 ab->cs[n] = 128 * sum;
             }
         }
+    if (type != WEFT_TYPE_Q8_0) { /* the one-row copy; without it (memory) small() reads blocks */
+        m->nraw = weft_malloc((size_t)m->nt * (size_t)m->nb * sizeof(amx_nblock) + 63);
+        if (m->nraw) {
+            m->nblocks = (amx_nblock *)(((uintptr_t)m->nraw + 63) & ~(uintptr_t)63);
+            const int bias = type == WEFT_TYPE_Q4_0 ? 8 : 0;
+            for (long i = 0; i < m->nt * m->nb; i++) {
+                const amx_block *ab = &m->blocks[i];
+                amx_nblock *nb4 = &m->nblocks[i];
+                for (int r = 0; r < AMX_K / 8; r++)
+                    for (int j = 0; j < 4 * AMX_ROWS; j++)
+                        nb4->q[r][j] = (uint8_t)(((ab->q[r][j] + bias) & 0x0F) | (((ab->q[r + 4][j] + bias) & 0x0F) << 4));
+                for (int n = 0; n < AMX_ROWS; n++) {
+                    nb4->dw[n] = quant_f32_to_f16(ab->dw[n]);
+                    nb4->mw[n] = quant_f32_to_f16(ab->mw[n]);
+                    nb4->cs[n] = ab->cs[n];
+                }
+            }
+        }
+    }
     return m;
 }
 
 void amx_free(amx_matrix *m)
 {
     if (!m) return;
+    weft_free(m->nraw);
     weft_free(m->wbf_raw);
     weft_free(m->raw);
     weft_free(m);
@@ -242,13 +276,20 @@ static void config_rows(int rows)
  * acc = fma(float(isum - cs), dw * da, acc), then for Q4_1
  * acc = fma(mw, sa, acc); isum is the exact block sum of (a + 128) * w. */
 TGTAMX static inline __attribute__((always_inline)) __m512
+epilogue_v(__m512 acc, __m512i isum, __m512i cs, __m512 dw, __m512 mw, float da, float sa, bool q41)
+{
+    const __m512i x = _mm512_sub_epi32(isum, cs);
+    const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(da));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), s, acc);
+    if (q41) acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(sa), acc);
+    return acc;
+}
+
+TGTAMX static inline __attribute__((always_inline)) __m512
 epilogue(__m512 acc, __m512i isum, const amx_block *blk, float da, float sa, bool q41)
 {
-    const __m512i x = _mm512_sub_epi32(isum, _mm512_load_si512(blk->cs));
-    const __m512 s = _mm512_mul_ps(_mm512_load_ps(blk->dw), _mm512_set1_ps(da));
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), s, acc);
-    if (q41) acc = _mm512_fmadd_ps(_mm512_load_ps(blk->mw), _mm512_set1_ps(sa), acc);
-    return acc;
+    return epilogue_v(acc, isum, _mm512_load_si512(blk->cs), _mm512_load_ps(blk->dw),
+                      q41 ? _mm512_load_ps(blk->mw) : _mm512_setzero_ps(), da, sa, q41);
 }
 
 #define EPILOGUE(M, C, b)                                                                          \
@@ -373,6 +414,54 @@ TGTAMX static void small(const amx_matrix *mat, long t, const uint8_t *u, const 
     for (int m = 0; m < M; m++) _mm512_storeu_ps(y + (size_t)m * ldy + (size_t)t * AMX_ROWS, acc[m]);
 }
 
+/* WEFT_NO_NIB=1: the one-row path reads the int8 blocks (for comparison). */
+static bool nib_off_v;
+static pthread_once_t nib_once = PTHREAD_ONCE_INIT;
+static void nib_probe(void)
+{
+    const char *e = getenv("WEFT_NO_NIB");
+    nib_off_v = e && *e && strcmp(e, "0") != 0;
+}
+static bool nib_off(void)
+{
+    pthread_once(&nib_once, nib_probe);
+    return nib_off_v;
+}
+
+/* small() over the nibble copy (amx_nblock): the same exact block sums and
+ * the same float part, so the same numbers, from 384 bytes a block, not 704. */
+TGTAMX static void small_nib(const amx_matrix *mat, long t, const uint8_t *u, const float *da,
+                             const float *sa, long pf_lim, float *y, size_t ldy)
+{
+    const int64_t nb = mat->nb;
+    const bool q41 = mat->type == WEFT_TYPE_Q4_1;
+    const amx_nblock *blk = &mat->nblocks[t * nb];
+    const long pf_first = t * nb + SMALL_PF_BLOCKS;
+    const __m512i low = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(q41 ? 0 : 8);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        if (pf_first + b < pf_lim)
+            for (size_t off = 0; off < sizeof(amx_nblock); off += 64)
+                _mm_prefetch((const char *)&blk[b + SMALL_PF_BLOCKS] + off, _MM_HINT_T0);
+        const uint8_t *ub = u + (size_t)b * AMX_K;
+        __m512i isum = _mm512_setzero_si512();
+        for (int r = 0; r < AMX_K / 8; r++) {
+            const __m512i raw = _mm512_load_si512(blk[b].q[r]);
+            const __m512i q0 = _mm512_sub_epi8(_mm512_and_si512(raw, low), eight);
+            const __m512i q1 = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(raw, 4), low), eight);
+            int32_t w0, w1;
+            memcpy(&w0, ub + 4 * r, 4);
+            memcpy(&w1, ub + 4 * (r + 4), 4);
+            isum = _mm512_dpbusd_epi32(isum, _mm512_set1_epi32(w0), q0);
+            isum = _mm512_dpbusd_epi32(isum, _mm512_set1_epi32(w1), q1);
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)blk[b].dw));
+        const __m512 mw = q41 ? _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)blk[b].mw)) : _mm512_setzero_ps();
+        acc = epilogue_v(acc, isum, _mm512_load_si512(blk[b].cs), dw, mw, da[b], sa[b], q41);
+    }
+    _mm512_storeu_ps(y + (size_t)t * AMX_ROWS, acc);
+}
+
 TGTAMX void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int first, int n_tok,
                             float *y, size_t ldy, long tlo, long thi)
 {
@@ -383,7 +472,10 @@ TGTAMX void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int
     v.da += (size_t)first * nb;
     v.sa += (size_t)first * nb;
     if (n_tok <= SMALL_M) {
-        for (long t = tlo; t < thi; t++) small(m, t, v.u, v.da, v.sa, n_tok, thi * (long)nb, y, ldy);
+        if (n_tok == 1 && m->nblocks && !nib_off())
+            for (long t = tlo; t < thi; t++) small_nib(m, t, v.u, v.da, v.sa, thi * (long)nb, y, ldy);
+        else
+            for (long t = tlo; t < thi; t++) small(m, t, v.u, v.da, v.sa, n_tok, thi * (long)nb, y, ldy);
         return;
     }
     const int full = n_tok / AMX_ROWS, rest = n_tok % AMX_ROWS;
