@@ -292,10 +292,44 @@ epilogue(__m512 acc, __m512i isum, const amx_block *blk, float da, float sa, boo
                       q41 ? _mm512_load_ps(blk->mw) : _mm512_setzero_ps(), da, sa, q41);
 }
 
+/* Block b's scales and sums, from the int8 blocks or the nibble copy. */
+TGTAMX static inline __attribute__((always_inline)) void
+block_scales(const amx_block *blk, const amx_nblock *nblk, int64_t b, bool q41, __m512i *cs,
+             __m512 *dw, __m512 *mw)
+{
+    if (nblk) {
+        *cs = _mm512_load_si512(nblk[b].cs);
+        *dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)nblk[b].dw));
+        *mw = q41 ? _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)nblk[b].mw)) : _mm512_setzero_ps();
+    } else {
+        *cs = _mm512_load_si512(blk[b].cs);
+        *dw = _mm512_load_ps(blk[b].dw);
+        *mw = q41 ? _mm512_load_ps(blk[b].mw) : _mm512_setzero_ps();
+    }
+}
+
+/* A nibble block unpacked into the int8 tile layout (8 rows of 64 bytes). */
+TGTAMX static inline __attribute__((always_inline)) const int8_t *
+unpack_nib(const amx_nblock *nb4, int8_t out[AMX_K / 4][4 * AMX_ROWS], __m512i bias)
+{
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    for (int r = 0; r < AMX_K / 8; r++) {
+        const __m512i raw = _mm512_load_si512(nb4->q[r]);
+        _mm512_store_si512(out[r], _mm512_sub_epi8(_mm512_and_si512(raw, low), bias));
+        _mm512_store_si512(out[r + 4], _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(raw, 4), low), bias));
+    }
+    return out[0];
+}
+
 #define EPILOGUE(M, C, b)                                                                          \
-    _Pragma("GCC unroll 16") for (int m = 0; m < (M); m++) acc[m] =                               \
-        epilogue(acc[m], _mm512_load_si512((C)[m]), &blk[b], da[(size_t)m * nb + (b)],            \
-                 sa[(size_t)m * nb + (b)], q41)
+    do {                                                                                           \
+        __m512i cs_;                                                                               \
+        __m512 dw_, mw_;                                                                           \
+        block_scales(blk, nblk, b, q41, &cs_, &dw_, &mw_);                                         \
+        _Pragma("GCC unroll 16") for (int m = 0; m < (M); m++) acc[m] =                           \
+            epilogue_v(acc[m], _mm512_load_si512((C)[m]), cs_, dw_, mw_, da[(size_t)m * nb + (b)], \
+                       sa[(size_t)m * nb + (b)], q41);                                             \
+    } while (0)
 
 /* How far ahead (in blocks, 704 bytes each) the first group of a tile
  * prefetches its weights: memory latency is several rounds of two blocks,
@@ -310,10 +344,13 @@ epilogue(__m512 acc, __m512i isum, const amx_block *blk, float da, float sa, boo
  * prefetch blocks below this index of the matrix (0: none). */
 TGTAMX static inline __attribute__((always_inline)) void
 group(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const float *sa,
-      const int M, const bool q41, const long pf_lim, float *y, size_t ldy)
+      const int M, const bool q41, const long pf_lim, const bool nib, float *y, size_t ldy)
 {
     const int64_t nb = mat->nb;
     const amx_block *blk = &mat->blocks[t * nb];
+    const amx_nblock *nblk = nib ? &mat->nblocks[t * nb] : NULL;
+    const __m512i bias = _mm512_set1_epi8(q41 ? 0 : 8); /* nibbles hold Q4_0's values + 8 */
+    int8_t qb[2][AMX_K / 4][4 * AMX_ROWS] __attribute__((aligned(64)));
     const long pf_first = t * nb + AMX_PF_BLOCKS; /* block index of blk[AMX_PF_BLOCKS] */
     int32_t c[4][AMX_ROWS][AMX_ROWS] __attribute__((aligned(64)));
     __m512 acc[AMX_ROWS];
@@ -325,15 +362,20 @@ group(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const fl
         /* the first group streams the weights from memory: ask for the
          * blocks AMX_PF_BLOCKS on, into the next tile of the range (later
          * groups find them in cache) */
-        if (pf_first + b + 1 < pf_lim)
-            for (size_t off = 0; off < 2 * sizeof(amx_block); off += 64)
-                _mm_prefetch((const char *)&blk[b + AMX_PF_BLOCKS] + off, _MM_HINT_T0);
+        if (pf_first + b + 1 < pf_lim) {
+            if (nib)
+                for (size_t off = 0; off < 2 * sizeof(amx_nblock); off += 64)
+                    _mm_prefetch((const char *)&nblk[b + AMX_PF_BLOCKS] + off, _MM_HINT_T0);
+            else
+                for (size_t off = 0; off < 2 * sizeof(amx_block); off += 64)
+                    _mm_prefetch((const char *)&blk[b + AMX_PF_BLOCKS] + off, _MM_HINT_T0);
+        }
         _tile_zero(0);
         _tile_zero(3);
         _tile_loadd(1, u + b * AMX_K, lda);
-        _tile_loadd(2, blk[b].q, 64);
+        _tile_loadd(2, nib ? unpack_nib(&nblk[b], qb[0], bias) : &blk[b].q[0][0], 64);
         _tile_loadd(4, u + (b + 1) * AMX_K, lda);
-        _tile_loadd(5, blk[b + 1].q, 64);
+        _tile_loadd(5, nib ? unpack_nib(&nblk[b + 1], qb[1], bias) : &blk[b + 1].q[0][0], 64);
         _tile_dpbusd(0, 1, 2);
         _tile_dpbusd(3, 4, 5);
         _tile_stored(0, c[2 * cur], 64);
@@ -350,7 +392,7 @@ group(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const fl
     if (b < nb) {
         _tile_zero(0);
         _tile_loadd(1, u + b * AMX_K, lda);
-        _tile_loadd(2, blk[b].q, 64);
+        _tile_loadd(2, nib ? unpack_nib(&nblk[b], qb[0], bias) : &blk[b].q[0][0], 64);
         _tile_dpbusd(0, 1, 2);
         _tile_stored(0, c[0], 64);
         EPILOGUE(M, c[0], b);
@@ -362,18 +404,22 @@ group(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const fl
 /* Specialised for full groups and the Q4_1 minimum term (both known at
  * compile time keep the 16 accumulators in registers). */
 TGTAMX static void group16(const amx_matrix *mat, long t, const uint8_t *u, const float *da,
-                           const float *sa, long pf, float *y, size_t ldy)
+                           const float *sa, long pf, bool nib, float *y, size_t ldy)
 {
-    if (mat->type == WEFT_TYPE_Q4_1)
-        group(mat, t, u, da, sa, AMX_ROWS, true, pf, y, ldy);
-    else
-        group(mat, t, u, da, sa, AMX_ROWS, false, pf, y, ldy);
+    if (mat->type == WEFT_TYPE_Q4_1) {
+        if (nib) group(mat, t, u, da, sa, AMX_ROWS, true, pf, true, y, ldy);
+        else group(mat, t, u, da, sa, AMX_ROWS, true, pf, false, y, ldy);
+    } else {
+        if (nib) group(mat, t, u, da, sa, AMX_ROWS, false, pf, true, y, ldy);
+        else group(mat, t, u, da, sa, AMX_ROWS, false, pf, false, y, ldy);
+    }
 }
 
 TGTAMX static void group_n(const amx_matrix *mat, long t, const uint8_t *u, const float *da,
-                           const float *sa, int M, long pf, float *y, size_t ldy)
+                           const float *sa, int M, long pf, bool nib, float *y, size_t ldy)
 {
-    group(mat, t, u, da, sa, M, mat->type == WEFT_TYPE_Q4_1, pf, y, ldy);
+    if (nib) group(mat, t, u, da, sa, M, mat->type == WEFT_TYPE_Q4_1, pf, true, y, ldy);
+    else group(mat, t, u, da, sa, M, mat->type == WEFT_TYPE_Q4_1, pf, false, y, ldy);
 }
 
 /* One activation row (a single sequence decoding; the tiles' latency made
@@ -383,6 +429,7 @@ TGTAMX static void group_n(const amx_matrix *mat, long t, const uint8_t *u, cons
  * broadcast dword of the activation multiplies all 16 rows at once) — the
  * same exact integers as TDPBUSD, then the same float part. */
 #define SMALL_M 1
+#define NIB_MAX_ROWS 16 /* the tile path reads the nibble copy up to this many rows */
 #define SMALL_PF_BLOCKS 6 /* how far ahead small() prefetches the weights */
 TGTAMX static void small(const amx_matrix *mat, long t, const uint8_t *u, const float *da,
                          const float *sa, int M, long pf_lim, float *y, size_t ldy)
@@ -480,12 +527,15 @@ TGTAMX void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int
     }
     const int full = n_tok / AMX_ROWS, rest = n_tok % AMX_ROWS;
     const long lim = thi * (long)nb; /* prefetch no further than the range's last block */
+    /* one group of rows: reading the weights bounds it, so the nibble copy
+     * (unpacked per block) is faster; with more groups each would unpack */
+    const bool nib = m->nblocks && n_tok <= NIB_MAX_ROWS && !nib_off();
     if (full) {
         config_rows(AMX_ROWS);
         for (long t = tlo; t < thi; t++)
             for (int g = 0; g < full; g++) {
                 const size_t a0 = (size_t)g * AMX_ROWS;
-                group16(m, t, v.u + a0 * (size_t)m->n_in, v.da + a0 * nb, v.sa + a0 * nb, g == 0 ? lim : 0,
+                group16(m, t, v.u + a0 * (size_t)m->n_in, v.da + a0 * nb, v.sa + a0 * nb, g == 0 ? lim : 0, nib,
                         y + a0 * ldy, ldy);
             }
     }
@@ -493,7 +543,7 @@ TGTAMX void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int
         config_rows(rest);
         const size_t a0 = (size_t)full * AMX_ROWS;
         for (long t = tlo; t < thi; t++)
-            group_n(m, t, v.u + a0 * (size_t)m->n_in, v.da + a0 * nb, v.sa + a0 * nb, rest, full ? 0 : lim,
+            group_n(m, t, v.u + a0 * (size_t)m->n_in, v.da + a0 * nb, v.sa + a0 * nb, rest, full ? 0 : lim, nib,
                     y + a0 * ldy, ldy);
     }
     _tile_release();
