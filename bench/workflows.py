@@ -29,10 +29,11 @@ Goals from the issue: map-reduce >= 3x, multi-agent >= 2x, chain >= 1.3x.
 What bounds the ratio here: both modes run the same engine, compute the same
 prompt tokens and produce the same outputs; the graph mode batches the calls
 that are ready together and warms the known heads of waiting calls, the
-sequential mode does neither. On a 2-core CPU a decoding step of a few
-streams is bound by reading the weights (~150 MB), so batching pays, but a
-step of four streams still costs ~1.3-2x one stream's (weft bench -c 4 against
--c 1), and prompt tokens (on AMX-BF16 tiles since 2026-11-22, ~2,000+ tok/s)
+sequential mode does neither. On a 2-core CPU one stream's decoding step is
+bound by reading the weights (~120 MB from the 4-bit copy), but from a few
+streams on the matrix products are compute-bound: a step of four streams
+costs about twice one stream's (WEFT_PROFILE=1 weft bench -c 4 against
+-c 1), so batching small fan-outs gains little; prompt tokens (on AMX-BF16 tiles since 2026-11-22, ~2,000+ tok/s)
 cost the same in both modes. Chains bound it further: multi-agent decodes
 704 tokens in 704 steps one call at a time but still 320 in graph mode (the
 architect's 128 and the reviewer's 64 are a chain), so even free batching and
