@@ -12,9 +12,14 @@
 
 #include "weft/common.h"
 
+struct worker_arg;
+
 struct pool {
     int n;
     pthread_t *threads;
+    struct worker_arg *args; /* (n) owned here, not by the workers: a worker
+                                that freed its own at start would change the
+                                allocation count whenever it got scheduled */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     /* A run: the workers see gen change, run fn, then count themselves done. */
@@ -82,10 +87,9 @@ void pool_barrier(const pool_thread *t)
 
 static void *worker_main(void *arg_)
 {
-    struct worker_arg *wa = arg_;
+    const struct worker_arg *wa = arg_;
     pool *p = wa->p;
     pool_thread t = {.ith = wa->ith, .nth = p->n, .p = p};
-    weft_free(wa);
     int seen = 0;
     for (;;) {
         /* Spin briefly for the next run (decode steps come back to back), then sleep. */
@@ -116,14 +120,16 @@ pool *pool_create(int n_threads)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->threads = weft_calloc((size_t)n_threads, sizeof *p->threads);
-    if (!p->threads) goto fail;
+    p->args = weft_calloc((size_t)n_threads, sizeof *p->args);
+    if (!p->threads || !p->args) {
+        p->n = 1; /* no worker exists */
+        goto fail;
+    }
     for (int i = 1; i < n_threads; i++) {
-        struct worker_arg *wa = weft_malloc(sizeof *wa);
-        if (!wa) goto fail;
+        struct worker_arg *wa = &p->args[i];
         wa->p = p;
         wa->ith = i;
         if (pthread_create(&p->threads[i], NULL, worker_main, wa) != 0) {
-            weft_free(wa);
             p->n = i; /* only i-1 workers exist */
             goto fail;
         }
@@ -147,6 +153,7 @@ void pool_destroy(pool *p)
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     weft_free(p->threads);
+    weft_free(p->args);
     weft_free(p);
 }
 
