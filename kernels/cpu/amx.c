@@ -17,7 +17,7 @@ typedef struct {
     int8_t q[AMX_K / 4][4 * AMX_ROWS];
     float dw[AMX_ROWS]; /* row scales */
     float mw[AMX_ROWS]; /* row minimums (Q4_1), else 0 */
-    int32_t cs[AMX_ROWS]; /* 128 x the block's value sum: activations come in + 128 */
+    int32_t cs[AMX_ROWS]; /* 128 x the block's value sum: the one-row kernels bias activations by + 128 */
 } amx_block;
 _Static_assert(sizeof(amx_block) % 64 == 0, "amx_block keeps 64-byte alignment");
 
@@ -186,7 +186,7 @@ void amx_free(amx_matrix *m)
 int amx_act_type(const amx_matrix *m) { return m->act_type; }
 long amx_n_tiles(const amx_matrix *m) { return m->nt; }
 
-/* Activation buffer: u8[n_tok][n_in] (values + 128), then da[n_tok][nb] and
+/* Activation buffer: s8[n_tok][n_in] (the Q8 values), then da[n_tok][nb] and
  * sa[n_tok][nb] (f32 scales and, for Q8_1, d * sum). */
 static size_t al64(size_t x) { return (x + 63) & ~(size_t)63; }
 
@@ -230,12 +230,7 @@ void amx_act_fill(void *buf, int64_t n_in, int n_tok, int tok, int act_type, con
             da[b] = quant_f16_to_f32(x->d);
             sa[b] = 0.0f;
         }
-        for (int k = 0; k < AMX_K; k += 8) { /* + 128: flip the sign bits, 8 at a time */
-            uint64_t w8;
-            memcpy(&w8, qs + k, 8);
-            w8 ^= 0x8080808080808080ull;
-            memcpy(u + b * AMX_K + k, &w8, 8);
-        }
+        memcpy(u + b * AMX_K, qs, AMX_K); /* signed: the tiles take them as they are */
     }
 }
 
@@ -274,11 +269,24 @@ static void config_rows(int rows)
 
 /* The float part of one block, the same for every path:
  * acc = fma(float(isum - cs), dw * da, acc), then for Q4_1
- * acc = fma(mw, sa, acc); isum is the exact block sum of (a + 128) * w. */
+ * acc = fma(mw, sa, acc); isum is the exact block sum of (a + 128) * w
+ * (vpdpbusd), so isum - cs = the sum of a * w, which TDPBSSD gives at once
+ * (epilogue_s): the same integer, the same float steps. */
 TGTAMX static inline __attribute__((always_inline)) __m512
 epilogue_v(__m512 acc, __m512i isum, __m512i cs, __m512 dw, __m512 mw, float da, float sa, bool q41)
 {
     const __m512i x = _mm512_sub_epi32(isum, cs);
+    const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(da));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), s, acc);
+    if (q41) acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(sa), acc);
+    return acc;
+}
+
+/* epilogue_v for a block sum already exact (TDPBSSD: no +128 bias to take
+ * out): the same float steps on the same integer. */
+TGTAMX static inline __attribute__((always_inline)) __m512
+epilogue_s(__m512 acc, __m512i x, __m512 dw, __m512 mw, float da, float sa, bool q41)
+{
     const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(da));
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), s, acc);
     if (q41) acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(sa), acc);
@@ -326,8 +334,9 @@ unpack_nib(const amx_nblock *nb4, int8_t out[AMX_K / 4][4 * AMX_ROWS], __m512i b
         __m512i cs_;                                                                               \
         __m512 dw_, mw_;                                                                           \
         block_scales(blk, nblk, b, q41, &cs_, &dw_, &mw_);                                         \
+        (void)cs_; /* TDPBSSD's sums are the signed ones already: no correction */              \
         _Pragma("GCC unroll 16") for (int m = 0; m < (M); m++) acc[m] =                           \
-            epilogue_v(acc[m], _mm512_load_si512((C)[m]), cs_, dw_, mw_, da[(size_t)m * nb + (b)], \
+            epilogue_s(acc[m], _mm512_load_si512((C)[m]), dw_, mw_, da[(size_t)m * nb + (b)],      \
                        sa[(size_t)m * nb + (b)], q41);                                             \
     } while (0)
 
@@ -376,8 +385,8 @@ group(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const fl
         _tile_loadd(2, nib ? unpack_nib(&nblk[b], qb[0], bias) : &blk[b].q[0][0], 64);
         _tile_loadd(4, u + (b + 1) * AMX_K, lda);
         _tile_loadd(5, nib ? unpack_nib(&nblk[b + 1], qb[1], bias) : &blk[b + 1].q[0][0], 64);
-        _tile_dpbusd(0, 1, 2);
-        _tile_dpbusd(3, 4, 5);
+        _tile_dpbssd(0, 1, 2);
+        _tile_dpbssd(3, 4, 5);
         _tile_stored(0, c[2 * cur], 64);
         _tile_stored(3, c[2 * cur + 1], 64);
         if (b >= 2) {
@@ -393,7 +402,7 @@ group(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const fl
         _tile_zero(0);
         _tile_loadd(1, u + b * AMX_K, lda);
         _tile_loadd(2, nib ? unpack_nib(&nblk[b], qb[0], bias) : &blk[b].q[0][0], 64);
-        _tile_dpbusd(0, 1, 2);
+        _tile_dpbssd(0, 1, 2);
         _tile_stored(0, c[0], 64);
         EPILOGUE(M, c[0], b);
     }
@@ -453,6 +462,7 @@ TGTAMX static void small(const amx_matrix *mat, long t, const uint8_t *u, const 
             for (int r = 0; r < AMX_K / 4; r++) {
                 int32_t w4;
                 memcpy(&w4, ub + 4 * r, 4);
+                w4 ^= (int32_t)0x80808080u; /* + 128: vpdpbusd's first operand is unsigned */
                 isum = _mm512_dpbusd_epi32(isum, _mm512_set1_epi32(w4), q[r]);
             }
             acc[m] = epilogue(acc[m], isum, &blk[b], da[(size_t)m * nb + b], sa[(size_t)m * nb + b], q41);
@@ -499,6 +509,8 @@ TGTAMX static void small_nib(const amx_matrix *mat, long t, const uint8_t *u, co
             int32_t w0, w1;
             memcpy(&w0, ub + 4 * r, 4);
             memcpy(&w1, ub + 4 * (r + 4), 4);
+            w0 ^= (int32_t)0x80808080u; /* + 128: vpdpbusd's first operand is unsigned */
+            w1 ^= (int32_t)0x80808080u;
             isum = _mm512_dpbusd_epi32(isum, _mm512_set1_epi32(w0), q0);
             isum = _mm512_dpbusd_epi32(isum, _mm512_set1_epi32(w1), q1);
         }

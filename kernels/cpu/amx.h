@@ -20,8 +20,10 @@
  *
  * Weights are repacked once at load into the tile layout (amx_pack): per 16
  * rows and block, the 32 values as int8 in the VNNI order TDPBUSD reads,
- * the row scales as f32 and 128 x the row's block sum (activations enter
- * biased by +128, as unsigned bytes). About 1.4 bytes per weight.
+ * the row scales as f32 and 128 x the row's block sum (the one-row kernels
+ * bias the activations by +128 for vpdpbusd's unsigned operand and take it
+ * out with it; the tiles multiply signed by signed, TDPBSSD). About 1.4
+ * bytes per weight.
  */
 #ifndef WEFT_KERNELS_CPU_AMX_H
 #define WEFT_KERNELS_CPU_AMX_H
