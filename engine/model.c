@@ -214,16 +214,30 @@ static int load_tensors(weft_model *m)
     return 0;
 }
 
-/* Calls fn on every matrix of the forward pass (output is its own op_matrix
- * even when tied to tok_embd, which is only read by rows). */
-static void each_matrix(weft_model *m, void (*fn)(op_matrix *))
+/* Calls fn(matrix, ctx) on the layers' matrices, and first on the output
+ * head when with_head (output is its own op_matrix even when tied to
+ * tok_embd, which is only read by rows). */
+static void each_matrix_ctx(weft_model *m, bool with_head, void (*fn)(op_matrix *, void *), void *ctx)
 {
-    fn(&m->output);
+    if (with_head) fn(&m->output, ctx);
     for (int l = 0; m->layers && l < m->hp.n_layer; l++) {
         weft_layer *L = &m->layers[l];
         op_matrix *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (int i = 0; i < 7; i++) fn(ms[i]);
+        for (int i = 0; i < 7; i++) fn(ms[i], ctx);
     }
+}
+
+typedef struct {
+    void (*fn)(op_matrix *);
+} plain_fn;
+
+static void call_plain(op_matrix *w, void *p) { ((const plain_fn *)p)->fn(w); }
+
+/* Calls fn on every matrix of the forward pass, the head included. */
+static void each_matrix(weft_model *m, void (*fn)(op_matrix *))
+{
+    plain_fn p = {fn};
+    each_matrix_ctx(m, true, call_plain, &p);
 }
 
 /* Repacks a matrix for AMX (see kernels/cpu/amx.h) when the CPU has it; a
@@ -247,21 +261,22 @@ static void free_amx(op_matrix *w)
  * head has none (ops on it never pass prompt rows). */
 #define PROMPT_BF16_MAX ((size_t)2 << 30)
 
+static void add_bf16_bytes(op_matrix *w, void *total)
+{
+    if (w->amx) *(size_t *)total += amx_bf16_bytes(w->amx);
+}
+
+static void pack_bf16_copy(op_matrix *w, void *unused)
+{
+    (void)unused;
+    if (w->amx) amx_pack_bf16((amx_matrix *)w->amx); /* on failure: int8 for this one */
+}
+
 static void pack_prompt_bf16(weft_model *m)
 {
     size_t total = 0;
-    for (int pass = 0; pass < 2; pass++)
-        for (int l = 0; l < m->hp.n_layer; l++) {
-            weft_layer *L = &m->layers[l];
-            op_matrix *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-            for (int i = 0; i < 7; i++) {
-                if (!ms[i]->amx) continue;
-                if (pass == 0)
-                    total += amx_bf16_bytes(ms[i]->amx);
-                else if (total <= PROMPT_BF16_MAX)
-                    amx_pack_bf16((amx_matrix *)ms[i]->amx); /* on failure: int8 for this one */
-            }
-        }
+    each_matrix_ctx(m, false, add_bf16_bytes, &total);
+    if (total <= PROMPT_BF16_MAX) each_matrix_ctx(m, false, pack_bf16_copy, NULL);
 }
 
 /* Fingerprint: hyper-parameters and every tensor's name, shape, type and bytes. */
