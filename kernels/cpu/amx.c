@@ -48,6 +48,8 @@ struct amx_matrix {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
 #include <immintrin.h>
+
+#include "kernels/cpu/bf16_tile.h"
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -574,13 +576,6 @@ void amx_matmul(const amx_matrix *m, const void *act, int n_tok, float *y, size_
 size_t amx_bf16_bytes(const amx_matrix *m) { return (size_t)m->nt * (size_t)m->nb * AMX_ROWS * AMX_K * 2; }
 bool amx_has_bf16(const amx_matrix *m) { return m && m->wbf; }
 
-/* One row of a bf16 B tile: the pairs (x0[n], x1[n]) for n < 16. */
-TGTBF16 static inline void pair_row(__m512 x0, __m512 x1, uint16_t *row)
-{
-    static const uint16_t il[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
-                                    8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-    _mm512_store_si512(row, _mm512_permutexvar_epi16(_mm512_loadu_si512(il), (__m512i)_mm512_cvtne2ps_pbh(x1, x0)));
-}
 
 /* A block (16 weight rows x 32 values) as a B tile of TDPBF16PS: row i holds
  * values 2i and 2i + 1 of each weight row n, dequantized (dw * q + mw in
@@ -594,8 +589,8 @@ TGTBF16 static inline void block_bf16(const amx_block *blk, uint16_t out[AMX_ROW
         __m512 f[4];
         for (int j = 0; j < 4; j++) /* value 4r + j of every row: byte j of its lane, sign-extended */
             f[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(q, 24 - 8 * j), 24)), dw, mw);
-        pair_row(f[0], f[1], out[2 * r]);
-        pair_row(f[2], f[3], out[2 * r + 1]);
+        bf16_pair_row(f[0], f[1], out[2 * r]);
+        bf16_pair_row(f[2], f[3], out[2 * r + 1]);
     }
 }
 

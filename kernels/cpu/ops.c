@@ -8,6 +8,8 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+
+#include "kernels/cpu/bf16_tile.h"
 #endif
 
 #include "kernels/cpu/amx.h"
@@ -677,13 +679,6 @@ static void attn_tiles(void)
 
 TGTAMXBF static inline __m512 f16x16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 
-/* One row of a B tile: the pairs (x0[n], x1[n]) for n < 16, as bf16. */
-TGTAMXBF static inline void b_row(__m512 x0, __m512 x1, uint16_t *row)
-{
-    static const uint16_t il[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
-                                    8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-    _mm512_store_si512(row, _mm512_permutexvar_epi16(_mm512_loadu_si512(il), (__m512i)_mm512_cvtne2ps_pbh(x1, x0)));
-}
 
 /* Scores of chunk C (query rows 16C..16C+15 of qa) against the K block
  * whose B tiles are loaded (tmm4, 5 and for HD 128 also 6, 7), stored at
@@ -795,7 +790,7 @@ TGTAMXBF static void attn_amx_rows(const int HD, int i0, int nr, const float *qf
             for (int off = 0; off < HD * 16; off += 32) _mm_prefetch((const char *)(kb[p / 16 + 1] + off), _MM_HINT_T0);
         for (int d = 0; d < HD; d += 32)
             for (int i = 0; i < 16; i++)
-                b_row(f16x16(kt + (size_t)(d + 2 * i) * 16), f16x16(kt + (size_t)(d + 2 * i + 1) * 16), bt[d / 32][i]);
+                bf16_pair_row(f16x16(kt + (size_t)(d + 2 * i) * 16), f16x16(kt + (size_t)(d + 2 * i + 1) * 16), bt[d / 32][i]);
         _tile_loadd(4, bt[0], sizeof bt[0][0]);
         _tile_loadd(5, bt[1], sizeof bt[0][0]);
         if (HD == 128) {
@@ -825,7 +820,7 @@ TGTAMXBF static void attn_amx_rows(const int HD, int i0, int nr, const float *qf
                 const __m512 x0 = k < n_max ? f16x16(vb[k / 16] + (size_t)(k % 16) * stride + j) : _mm512_setzero_ps();
                 const __m512 x1 = k + 1 < n_max ? f16x16(vb[(k + 1) / 16] + (size_t)((k + 1) % 16) * stride + j)
                                                 : _mm512_setzero_ps();
-                b_row(x0, x1, bt[0][i]);
+                bf16_pair_row(x0, x1, bt[0][i]);
             }
             _tile_loadd(4, bt[0], sizeof bt[0][0]);
             ATTN_PV(0);
