@@ -127,6 +127,7 @@ struct orch {
     int32_t ord_cap, ord_n;
     orch_stats st;
     uint64_t warmed[64]; /* hashes of heads already sent (ring) */
+    bool any_dirty;      /* some call has warm_dirty set */
     int32_t n_warmed_heads;
     /* shared with the engine thread */
     pthread_mutex_t mu;
@@ -245,8 +246,12 @@ static void mark_dirty(orch *o, int32_t var, int depth)
     for (int i = 0; i < v->n_users && depth < 64; i++) {
         ocall *u = o->calls[v->users[i]];
         if (u->state != CALL_WAITING) continue;
-        if (u->kind == KIND_JOIN) mark_dirty(o, u->out, depth + 1);
-        else u->warm_dirty = true;
+        if (u->kind == KIND_JOIN) {
+            mark_dirty(o, u->out, depth + 1);
+        } else {
+            u->warm_dirty = true;
+            o->any_dirty = true;
+        }
     }
 }
 
@@ -978,8 +983,10 @@ static void warm_call(orch *o, ocall *c)
  * (every engine event ends in one) takes them up. */
 static void warm_heads(orch *o)
 {
+    if (!o->any_dirty) return; /* most flushes: no scan of the calls */
+    o->any_dirty = false;
     int tried = 0;
-    for (int32_t i = 0; i < o->n_calls && tried < WARM_MAX_PER_FLUSH; i++) {
+    for (int32_t i = 0; i < o->n_calls; i++) {
         ocall *c = o->calls[i];
         if (!c->warm_dirty) continue;
         if (c->kind != KIND_LLM || c->state != CALL_WAITING) {
@@ -989,7 +996,10 @@ static void warm_heads(orch *o)
         pthread_mutex_lock(&o->mu);
         const bool full = o->n_warm_inflight >= WARM_MAX_INFLIGHT;
         pthread_mutex_unlock(&o->mu);
-        if (full) break;
+        if (full || tried >= WARM_MAX_PER_FLUSH) { /* this one and later ones wait for a later flush */
+            o->any_dirty = true;
+            break;
+        }
         c->warm_dirty = false;
         warm_call(o, c);
         tried++;
