@@ -327,6 +327,23 @@ int32_t prefix_lookup(prefix_index *idx, const int32_t *tokens, int32_t n_tokens
     return n;
 }
 
+int32_t prefix_count(const prefix_index *idx, const int32_t *tokens, int32_t n_tokens)
+{
+    if (!idx || n_tokens < 0 || (n_tokens > 0 && !tokens))
+        return weft_error(WEFT_EINVAL, "prefix_count: bad arguments");
+    prefix_cursor cur;
+    prefix_cursor_init(idx, &cur);
+    int32_t n = 0;
+    for (; n < n_tokens / KV_BLOCK_TOKENS; n++) {
+        uint64_t key;
+        const int32_t b = cursor_peek(idx, &cur, tokens + (size_t)n * KV_BLOCK_TOKENS, &key);
+        if (b < 0) break;
+        cur.key = key;
+        cur.parent_id = idx->entries[b].id;
+    }
+    return n;
+}
+
 int prefix_insert(prefix_index *idx, const int32_t *tokens, int32_t n_tokens,
                   const int32_t *blocks, int32_t n_blocks)
 {

@@ -73,6 +73,11 @@ uint64_t prefix_key_next(uint64_t model_fingerprint, uint64_t prev_key,
 int32_t prefix_lookup(prefix_index *idx, const int32_t *tokens, int32_t n_tokens,
                       int32_t *blocks_out, int32_t max_blocks);
 
+/* How many consecutive full blocks of tokens[0 .. n_tokens) are cached, from
+ * the start: what prefix_lookup would hit, without taking references,
+ * touching the LRU or counting in the statistics (a scheduler's question,
+ * not a use). Returns >= 0, or WEFT_EINVAL on bad arguments. */
+int32_t prefix_count(const prefix_index *idx, const int32_t *tokens, int32_t n_tokens);
 /* Registers the full blocks of a sequence whose KV has been computed:
  * block i = blocks[i] holds tokens[16 i .. 16 i + 16), for
  * i < min(n_tokens / 16, n_blocks); the rest (a partial block) is ignored.

@@ -16,6 +16,7 @@
 #include "weft/engine.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,6 +70,7 @@ struct weft_engine {
     int n_reprios, cap_reprios;
     int32_t n_pending;  /* incoming + waiting + running, under mu */
     bool stop;
+    bool trace; /* WEFT_TRACE set: trace_step after every forward pass */
     uint64_t next_id;
     weft_engine_stats st;  /* published copy, under mu */
     weft_engine_stats lst; /* the engine thread's own counters */
@@ -391,16 +393,29 @@ static void apply_reprios(weft_engine *e, const struct reprio *rp, int n)
     }
 }
 
-/* True when a running request still prefilling shares r's first full block:
- * r waits a step or two and then finds that prefix cached. */
+/* True when r gains by waiting: a running request still prefilling shares
+ * more of r's leading full blocks than the prefix index holds yet, so r
+ * finds them cached a step or two later instead of computing them again.
+ * Blocks already cached are no reason to wait (step() registers a prompt's
+ * full blocks as they are computed): requests that share a system prompt
+ * are admitted together once its blocks are in, not one per step. */
 static bool shares_with_prefilling(const weft_engine *e, const req *r)
 {
     if (!e->prefix || r->n_tokens <= KV_BLOCK_TOKENS) return false;
+    const int32_t r_blocks = (r->n_tokens - 1) / KV_BLOCK_TOKENS; /* admit() looks up this far */
+    int32_t cached = -1;                                           /* computed when first needed */
     for (int32_t s = 0; s < e->n_slots; s++) {
         const req *o = e->running[s];
-        if (o && o->n_done < o->n_prompt && o->n_prompt > KV_BLOCK_TOKENS &&
-            memcmp(o->tokens, r->tokens, KV_BLOCK_TOKENS * sizeof *r->tokens) == 0)
-            return true;
+        if (!o || o->n_done >= o->n_prompt || o->n_prompt <= KV_BLOCK_TOKENS) continue;
+        int32_t lim = o->n_prompt / KV_BLOCK_TOKENS, common = 0;
+        if (lim > r_blocks) lim = r_blocks;
+        while (common < lim && memcmp(o->tokens + (size_t)common * KV_BLOCK_TOKENS,
+                                      r->tokens + (size_t)common * KV_BLOCK_TOKENS,
+                                      KV_BLOCK_TOKENS * sizeof *r->tokens) == 0)
+            common++;
+        if (common == 0) continue;
+        if (cached < 0) cached = prefix_count(e->prefix, r->tokens, r_blocks * KV_BLOCK_TOKENS);
+        if (common > cached) return true;
     }
     return false;
 }
@@ -487,7 +502,11 @@ static int32_t build_batch(weft_engine *e, int32_t *n_rows)
     int32_t n = 0, rows = 0;
     /* decode tokens first: they hold the latency of running requests */
     for (int pass = 0; pass < 2; pass++) {
-        /* pass 1: prefill chunks in priority order (scan slots, best first) */
+        /* pass 1: prefill chunks in priority order (scan slots, best first);
+         * with decode tokens in, at most prefill_cap of them (a long prompt
+         * must not stretch the step every decoding request waits for) */
+        if (pass == 1 && n > 0 && e->p.prefill_cap > 0 && n + e->p.prefill_cap < budget)
+            budget = n + e->p.prefill_cap;
         for (;;) {
             req *best = NULL;
             for (int32_t s = 0; s < e->n_slots; s++) {
@@ -505,8 +524,6 @@ static int32_t build_batch(weft_engine *e, int32_t *n_rows)
                     (r->priority == best->priority && r->id < best->id))
                     best = r;
             }
-            if (pass == 1 && n > 0 && e->p.prefill_cap > 0 && n + e->p.prefill_cap < budget)
-                budget = n + e->p.prefill_cap; /* decode tokens are in: cap the prefill */
             if (!best || n >= budget) break;
             int32_t take = best->n_tokens - best->n_done;
             if (take > budget - n) take = budget - n;
@@ -618,6 +635,19 @@ static void fork_completions(weft_engine *e, req *r, const float *lg)
     }
 }
 
+/* WEFT_TRACE=1: one line per forward pass to stderr — when it started
+ * (weft_now), its tokens, how many of them are prompt tokens, the requests
+ * it completes a step of, its time, and how many requests run and wait. */
+static void trace_step(const weft_engine *e, int32_t n, int32_t rows, int rc, double t0)
+{
+    const double ms = 1e3 * (weft_now() - t0);
+    int32_t n_prompt = 0, n_running = 0;
+    for (int32_t k = 0; k < n; k++) n_prompt += e->b_prompt[k];
+    for (int32_t s = 0; s < e->n_slots; s++) n_running += e->running[s] != NULL;
+    fprintf(stderr, "weft step t=%.3f tokens=%d prompt=%d rows=%d ms=%.2f running=%d waiting=%d rc=%d\n", t0,
+            (int)n, (int)n_prompt, (int)rows, ms, (int)n_running, (int)e->n_waiting, rc);
+}
+
 static void step(weft_engine *e)
 {
     int32_t rows = 0, n = 0;
@@ -630,7 +660,9 @@ static void step(weft_engine *e)
         if (n == 0) return;
         weft_batch b = {.n = n, .tokens = e->b_tok, .pos = e->b_pos, .seq = e->b_seq,
                         .want_logits = e->b_want, .prompt = e->b_prompt};
+        const double t0 = e->trace ? weft_now() : 0.0;
         rc = weft_decode(e->ctx, &b);
+        if (e->trace) trace_step(e, n, rows, rc, t0);
         if (rc != WEFT_ENOKV) break;
         if (!preempt_one(e)) break;
     }
@@ -654,6 +686,17 @@ static void step(weft_engine *e)
         req *r = e->running[e->b_seq[k]];
         if (r && e->b_pos[k] + 1 > r->n_done) r->n_done = e->b_pos[k] + 1;
     }
+    if (e->prefix) /* a prompt still in progress: its full blocks so far can serve others now */
+        for (int32_t s = 0; s < e->n_slots; s++) {
+            req *r = e->running[s];
+            if (!r || r->n_generated > 0 || r->n_done >= r->n_prompt || r->n_done < KV_BLOCK_TOKENS) continue;
+            bool in = false;
+            for (int32_t k = 0; k < n && !in; k++) in = e->b_seq[k] == s;
+            if (!in) continue;
+            const int32_t *blocks;
+            int32_t nb = weft_seq_blocks(e->ctx, r->seq, &blocks);
+            prefix_insert(e->prefix, r->tokens, r->n_done, blocks, nb);
+        }
     for (int32_t j = 0; j < rows; j++) {
         req *r = e->b_req[j];
         const float *lg = weft_get_logits(e->ctx, j);
@@ -757,6 +800,8 @@ int weft_engine_create(const weft_model *m, const weft_engine_params *p, weft_en
     if (!e) return weft_error(WEFT_ENOMEM, "out of memory");
     e->m = m;
     e->p = p ? *p : weft_engine_default_params();
+    const char *tr = getenv("WEFT_TRACE");
+    e->trace = tr && *tr && strcmp(tr, "0") != 0;
     int rc = weft_ctx_create(m, &e->p.ctx, &e->ctx);
     if (rc < 0) {
         weft_free(e);

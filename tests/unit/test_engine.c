@@ -100,6 +100,53 @@ TEST(shared_prefix_is_computed_once)
     weft_engine_destroy(e);
 }
 
+/* Twelve requests with the same 32-token head, submitted together: the
+ * head is computed once (by the first, whose long prompt takes four
+ * steps), and the others are admitted as soon as the head's blocks are in
+ * the index — after the first step, not when the first prompt is done, nor
+ * one newcomer per step (each waiting on the previous one's prompt). With
+ * no request decoding, every step is a full n_batch (64) of prompt tokens,
+ * whatever prefill_cap says: 232 + 11 x 40 = 672 tokens take 11 steps. */
+TEST(requests_sharing_a_cached_head_are_admitted_together)
+{
+    enum { N = 12, HEAD = 32, OWN = 40, LONG = 232 };
+    static int32_t head[HEAD], prompts[N][LONG];
+    static int32_t solo[N][1];
+    static collected got[N];
+    memset(got, 0, sizeof got);
+    random_prompt(head, HEAD, NULL, 0);
+    for (int i = 0; i < N; i++) {
+        random_prompt(prompts[i], i == 0 ? LONG : HEAD + OWN, head, HEAD);
+        ASSERT_EQ_INT(solo_greedy(model, prompts[i], i == 0 ? LONG : HEAD + OWN, 1, false, solo[i]), 1);
+    }
+    weft_engine_params p = weft_engine_default_params();
+    p.ctx.n_seq_max = 16;
+    p.ctx.n_ctx = 256;
+    p.ctx.n_threads = 2;
+    p.ctx.n_batch = 64;
+    p.ctx.kv_mem = (size_t)256 * 2 * 2 * 16 * 128 * 2;
+    p.prefill_cap = 16; /* applies only while some request decodes: none does here */
+    weft_engine *e = NULL;
+    ASSERT_EQ_INT(weft_engine_create(model, &p, &e), 0);
+    for (int i = 0; i < N; i++) {
+        weft_request r = greedy_req(prompts[i], i == 0 ? LONG : HEAD + OWN, 1);
+        ASSERT_EQ_INT(weft_engine_submit(e, &r, collect_cb, &got[i], NULL), 0);
+    }
+    weft_engine_wait_idle(e);
+    weft_engine_stats st = weft_engine_get_stats(e);
+    for (int i = 0; i < N; i++) {
+        ASSERT(got[i].done);
+        ASSERT_EQ_INT(got[i].status, 0);
+        ASSERT_EQ_INT(got[i].toks[0], solo[i][0]);
+        ASSERT_EQ_INT(got[i].n_cached, i == 0 ? 0 : HEAD);
+    }
+    ASSERT_EQ_INT(st.n_computed_tokens, LONG + (N - 1) * OWN);
+    /* one newcomer per step would take at least 4 + 11 */
+    fprintf(stderr, "  %lld steps for %d prompt tokens\n", (long long)st.n_steps, LONG + (N - 1) * OWN);
+    ASSERT(st.n_steps <= 12);
+    weft_engine_destroy(e);
+}
+
 static void collect_by_index(const weft_event *ev, void *user)
 {
     collect_cb(ev, (collected *)user + ev->index);
@@ -381,6 +428,7 @@ int main(void)
     }
     RUN(batched_outputs_equal_solo_runs);
     RUN(shared_prefix_is_computed_once);
+    RUN(requests_sharing_a_cached_head_are_admitted_together);
     RUN(stop_strings_end_the_output_before_them);
     RUN(text_held_back_for_a_stop_string_is_output_at_the_end);
     RUN(n_completions_fork_one_prefill);

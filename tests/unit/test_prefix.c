@@ -56,6 +56,13 @@ TEST(shared_prefix_hits_full_blocks_only)
     ASSERT_EQ_INT(prefix_lookup(idx, a, 56, got, 1), 1); /* max_blocks caps */
     unref_n(p, got, 1);
     ASSERT_EQ_INT(prefix_lookup(idx, a, 15, got, 8), 0);
+    /* prefix_count answers what the lookups did, taking and counting nothing */
+    ASSERT_EQ_INT(prefix_count(idx, b, 64), 2);
+    ASSERT_EQ_INT(prefix_count(idx, a, 56), 3);
+    ASSERT_EQ_INT(prefix_count(idx, a, 47), 2);
+    ASSERT_EQ_INT(prefix_count(idx, a, 15), 0);
+    ASSERT(prefix_count(idx, NULL, 16) < 0);
+    for (int i = 0; i < 3; i++) ASSERT_EQ_INT(kv_block_refcount(p, ab[i]), 2);
 
     prefix_stats st;
     prefix_index_stats(idx, &st);
