@@ -598,6 +598,22 @@ scores_block(const int HD, const int U, int i, const uint16_t *kt, int32_t p, co
         if (p < n_kv[i + u]) _mm512_storeu_ps(sc + (size_t)(i + u) * ldsc + p, _mm512_add_ps(a[u][0], a[u][1]));
 }
 
+/* How many blocks ahead of the score loop the K and V of a block are
+ * requested. The blocks are scattered in the pool, so no hardware
+ * prefetcher follows them; one block ahead (2 KB of K) was not enough to
+ * cover the memory latency — decoding many sequences at a few hundred
+ * positions each, the loop waited on K most of its time. V comes along to
+ * L2, for the weighted sum that follows. */
+#define ATTN_PF_BLOCKS 3
+
+TGT512A static inline __attribute__((always_inline)) void
+attn_prefetch_block(const int HD, const uint16_t *kt, const uint16_t *v, size_t stride)
+{
+    for (int off = 0; off < HD * 16; off += 32) _mm_prefetch((const char *)(kt + off), _MM_HINT_T0);
+    for (int r = 0; r < 16; r++)
+        for (int d = 0; d < HD; d += 32) _mm_prefetch((const char *)(v + (size_t)r * stride + d), _MM_HINT_T1);
+}
+
 /* The tiled attention of op_attention for head size HD (64 or 128). */
 TGT512A static inline __attribute__((always_inline)) void
 attn_zmm(const int HD, int nq, const float *qf, const uint16_t *const *kb, const uint16_t *const *vb,
@@ -611,10 +627,12 @@ attn_zmm(const int HD, int nq, const float *qf, const uint16_t *const *kb, const
      * partial sums (even, odd d) — the same operations for a query whatever
      * it is grouped with. Lanes past a query's positions are discarded by
      * the softmax below. */
+    const int32_t n_blk = (n_max + 15) / 16;
+    for (int32_t j = 0; j < ATTN_PF_BLOCKS && j < n_blk; j++) attn_prefetch_block(HD, kb[j], vb[j], stride);
     for (int32_t p = 0; p < n_max; p += 16) {
         const uint16_t *kt = kb[p / 16];
-        if (p + 16 < n_max) /* blocks are scattered: ask for the next one early */
-            for (int off = 0; off < HD * 16; off += 32) _mm_prefetch((const char *)(kb[p / 16 + 1] + off), _MM_HINT_T0);
+        if (p / 16 + ATTN_PF_BLOCKS < n_blk) /* blocks are scattered: ask for them early */
+            attn_prefetch_block(HD, kb[p / 16 + ATTN_PF_BLOCKS], vb[p / 16 + ATTN_PF_BLOCKS], stride);
         int i = 0;
         for (; i + 4 <= nq; i += 4) scores_block(HD, 4, i, kt, p, qf, n_kv, sc, ldsc);
         switch (nq - i) { /* the rest together too: each K vector converted once for them */
