@@ -21,15 +21,15 @@ typedef struct {
 } amx_block;
 _Static_assert(sizeof(amx_block) % 64 == 0, "amx_block keeps 64-byte alignment");
 
-/* The same block for the one-row path of 4-bit types, in half the bytes
- * (decoding one sequence is bound by reading the weights): byte j of q[r]
+/* The same block for decoding a few sequences with 4-bit types, in 320
+ * bytes, not 704 (decoding is bound by reading the weights): byte j of q[r]
  * holds, in its low nibble, byte j of amx_block.q[r] and in its high
  * nibble byte j of q[r + 4] — each value + 8 for Q4_0, as is for Q4_1 —
- * and the scales as f16 (they come from f16: exact). */
+ * and the scales as f16 (they come from f16: exact). 0.625 bytes a weight,
+ * what Q4_1 takes in the file. */
 typedef struct {
     uint8_t q[AMX_K / 8][4 * AMX_ROWS];
     uint16_t dw[AMX_ROWS], mw[AMX_ROWS];
-    int32_t cs[AMX_ROWS];
 } amx_nblock;
 _Static_assert(sizeof(amx_nblock) % 64 == 0, "amx_nblock keeps 64-byte alignment");
 
@@ -154,7 +154,7 @@ amx_matrix *amx_pack(int type, const void *data, size_t row_bytes, int64_t n_in,
                 ab->cs[n] = 128 * sum;
             }
         }
-    if (type != WEFT_TYPE_Q8_0) { /* the one-row copy; without it (memory) small() reads blocks */
+    if (type != WEFT_TYPE_Q8_0) { /* the 4-bit copy; without it (memory) the int8 blocks serve */
         m->nraw = weft_malloc((size_t)m->nt * (size_t)m->nb * sizeof(amx_nblock) + 63);
         if (m->nraw) {
             m->nblocks = (amx_nblock *)(((uintptr_t)m->nraw + 63) & ~(uintptr_t)63);
@@ -168,7 +168,6 @@ amx_matrix *amx_pack(int type, const void *data, size_t row_bytes, int64_t n_in,
                 for (int n = 0; n < AMX_ROWS; n++) {
                     nb4->dw[n] = quant_f32_to_f16(ab->dw[n]);
                     nb4->mw[n] = quant_f32_to_f16(ab->mw[n]);
-                    nb4->cs[n] = ab->cs[n];
                 }
             }
         }
@@ -189,18 +188,20 @@ int amx_act_type(const amx_matrix *m) { return m->act_type; }
 long amx_n_tiles(const amx_matrix *m) { return m->nt; }
 
 /* Activation buffer: s8[n_tok][n_in] (the Q8 values), then da[n_tok][nb] and
- * sa[n_tok][nb] (f32 scales and, for Q8_1, d * sum). */
+ * sa[n_tok][nb] (f32 scales and, for Q8_1, d * sum), then is8[n_tok][nb]
+ * (8 x the block's integer value sum: Q4_0's nibbles are its values + 8). */
 static size_t al64(size_t x) { return (x + 63) & ~(size_t)63; }
 
 size_t amx_act_size(int64_t n_in, int n_tok)
 {
     const size_t nb = (size_t)(n_in / AMX_K);
-    return al64((size_t)n_in * (size_t)n_tok) + 2 * al64(nb * (size_t)n_tok * sizeof(float));
+    return al64((size_t)n_in * (size_t)n_tok) + 3 * al64(nb * (size_t)n_tok * sizeof(float));
 }
 
 typedef struct {
     uint8_t *u;
     float *da, *sa;
+    int32_t *is8;
 } act_view;
 
 static act_view act_at(const void *buf, int64_t n_in, int n_tok)
@@ -210,6 +211,7 @@ static act_view act_at(const void *buf, int64_t n_in, int n_tok)
     v.u = (uint8_t *)buf;
     v.da = (float *)(v.u + al64((size_t)n_in * (size_t)n_tok));
     v.sa = (float *)((char *)v.da + al64(nb * (size_t)n_tok * sizeof(float)));
+    v.is8 = (int32_t *)((char *)v.sa + al64(nb * (size_t)n_tok * sizeof(float)));
     return v;
 }
 
@@ -219,6 +221,7 @@ void amx_act_fill(void *buf, int64_t n_in, int n_tok, int tok, int act_type, con
     const int64_t nb = n_in / AMX_K;
     uint8_t *u = v.u + (size_t)tok * (size_t)n_in;
     float *da = v.da + (size_t)tok * (size_t)nb, *sa = v.sa + (size_t)tok * (size_t)nb;
+    int32_t *is8 = v.is8 + (size_t)tok * (size_t)nb;
     for (int64_t b = 0; b < nb; b++) {
         const int8_t *qs;
         if (act_type == WEFT_TYPE_Q8_1) {
@@ -233,6 +236,9 @@ void amx_act_fill(void *buf, int64_t n_in, int n_tok, int tok, int act_type, con
             sa[b] = 0.0f;
         }
         memcpy(u + b * AMX_K, qs, AMX_K); /* signed: the tiles take them as they are */
+        int32_t sum = 0;
+        for (int k = 0; k < AMX_K; k++) sum += qs[k];
+        is8[b] = 8 * sum;
     }
 }
 
@@ -302,17 +308,14 @@ epilogue(__m512 acc, __m512i isum, const amx_block *blk, float da, float sa, boo
                       q41 ? _mm512_load_ps(blk->mw) : _mm512_setzero_ps(), da, sa, q41);
 }
 
-/* Block b's scales and sums, from the int8 blocks or the nibble copy. */
+/* Block b's scales, from the int8 blocks or the nibble copy. */
 TGTAMX static inline __attribute__((always_inline)) void
-block_scales(const amx_block *blk, const amx_nblock *nblk, int64_t b, bool q41, __m512i *cs,
-             __m512 *dw, __m512 *mw)
+block_scales(const amx_block *blk, const amx_nblock *nblk, int64_t b, bool q41, __m512 *dw, __m512 *mw)
 {
     if (nblk) {
-        *cs = _mm512_load_si512(nblk[b].cs);
         *dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)nblk[b].dw));
         *mw = q41 ? _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)nblk[b].mw)) : _mm512_setzero_ps();
     } else {
-        *cs = _mm512_load_si512(blk[b].cs);
         *dw = _mm512_load_ps(blk[b].dw);
         *mw = q41 ? _mm512_load_ps(blk[b].mw) : _mm512_setzero_ps();
     }
@@ -333,10 +336,8 @@ unpack_nib(const amx_nblock *nb4, int8_t out[AMX_K / 4][4 * AMX_ROWS], __m512i b
 
 #define EPILOGUE(M, C, b)                                                                          \
     do {                                                                                           \
-        __m512i cs_;                                                                               \
-        __m512 dw_, mw_;                                                                           \
-        block_scales(blk, nblk, b, q41, &cs_, &dw_, &mw_);                                         \
-        (void)cs_; /* TDPBSSD's sums are the signed ones already: no correction */              \
+        __m512 dw_, mw_; /* TDPBSSD's sums are the signed ones already: no correction */       \
+        block_scales(blk, nblk, b, q41, &dw_, &mw_);                                               \
         _Pragma("GCC unroll 16") for (int m = 0; m < (M); m++) acc[m] =                           \
             epilogue_s(acc[m], _mm512_load_si512((C)[m]), dw_, mw_, da[(size_t)m * nb + (b)],      \
                        sa[(size_t)m * nb + (b)], q41);                                             \
@@ -487,40 +488,91 @@ static bool nib_off(void)
     return nib_off_v;
 }
 
-/* small() over the nibble copy (amx_nblock): the same exact block sums and
- * the same float part, so the same numbers, from 384 bytes a block, not 704. */
-TGTAMX static void small_nib(const amx_matrix *mat, long t, const uint8_t *u, const float *da,
-                             const float *sa, long pf_lim, float *y, size_t ldy)
+/* M = 1..NIBV_MAX_ROWS activation rows (a few sequences decoding) over the
+ * nibble copy (amx_nblock) with vpdpbusd: the nibbles, unpacked once per
+ * block for all M rows, are vpdpbusd's unsigned operand as they are, and
+ * each row's activations its signed one (a dword broadcast from memory), so
+ * the sum is of nibble x activation: for Q4_1 that is the sum of w * a; for
+ * Q4_0 (values = nibbles - 8) it is that plus 8 x the activations' sum
+ * (is8, from amx_act_fill), taken out where the other paths take out their
+ * cs. The same exact integers as the tiles, then the same float part: the
+ * same numbers, from 384 bytes a block, the unpacking shared by the rows
+ * (the tiles' store-and-reload of every block cost more than the products
+ * at a few rows). */
+#define NIBV_MAX_ROWS 8
+TGTAMX static inline __attribute__((always_inline)) void
+nib_rows(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const float *sa, const int32_t *is8,
+         const int M, long pf_lim, float *y, size_t ldy)
 {
     const int64_t nb = mat->nb;
     const bool q41 = mat->type == WEFT_TYPE_Q4_1;
     const amx_nblock *blk = &mat->nblocks[t * nb];
     const long pf_first = t * nb + SMALL_PF_BLOCKS;
-    const __m512i low = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(q41 ? 0 : 8);
-    __m512 acc = _mm512_setzero_ps();
+    const size_t lda = (size_t)mat->n_in;
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    __m512 acc[NIBV_MAX_ROWS];
+    _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[m] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         if (pf_first + b < pf_lim)
             for (size_t off = 0; off < sizeof(amx_nblock); off += 64)
                 _mm_prefetch((const char *)&blk[b + SMALL_PF_BLOCKS] + off, _MM_HINT_T0);
-        const uint8_t *ub = u + (size_t)b * AMX_K;
-        __m512i isum = _mm512_setzero_si512();
-        for (int r = 0; r < AMX_K / 8; r++) {
+        __m512i q[AMX_K / 4]; /* q[r]: values 4r..4r+3 of the 16 weight rows */
+        _Pragma("GCC unroll 4") for (int r = 0; r < AMX_K / 8; r++) {
             const __m512i raw = _mm512_load_si512(blk[b].q[r]);
-            const __m512i q0 = _mm512_sub_epi8(_mm512_and_si512(raw, low), eight);
-            const __m512i q1 = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(raw, 4), low), eight);
-            int32_t w0, w1;
-            memcpy(&w0, ub + 4 * r, 4);
-            memcpy(&w1, ub + 4 * (r + 4), 4);
-            w0 ^= (int32_t)0x80808080u; /* + 128: vpdpbusd's first operand is unsigned */
-            w1 ^= (int32_t)0x80808080u;
-            isum = _mm512_dpbusd_epi32(isum, _mm512_set1_epi32(w0), q0);
-            isum = _mm512_dpbusd_epi32(isum, _mm512_set1_epi32(w1), q1);
+            q[r] = _mm512_and_si512(raw, low);
+            q[r + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
         }
         const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)blk[b].dw));
         const __m512 mw = q41 ? _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)blk[b].mw)) : _mm512_setzero_ps();
-        acc = epilogue_v(acc, isum, _mm512_load_si512(blk[b].cs), dw, mw, da[b], sa[b], q41);
+        /* two partial sums a row (even, odd r: exact integers, so their sum
+         * is the block's), the rows interleaved: 2M short dependency chains */
+        const int P = M <= 4 ? 2 : 1; /* past 4 rows the registers hold one a row */
+        __m512i is[NIBV_MAX_ROWS][2];
+        _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) is[m][0] = is[m][1] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 8") for (int r = 0; r < AMX_K / 4; r++)
+            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) {
+                int32_t a4;
+                memcpy(&a4, u + (size_t)m * lda + (size_t)b * AMX_K + 4 * r, 4);
+                is[m][r % P] = _mm512_dpbusd_epi32(is[m][r % P], q[r], _mm512_set1_epi32(a4));
+            }
+        _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) {
+            const __m512i corr = _mm512_set1_epi32(q41 ? 0 : is8[(size_t)m * nb + b]);
+            const __m512i isum = P == 2 ? _mm512_add_epi32(is[m][0], is[m][1]) : is[m][0];
+            acc[m] = epilogue_v(acc[m], isum, corr, dw, mw, da[(size_t)m * nb + b], sa[(size_t)m * nb + b], q41);
+        }
     }
-    _mm512_storeu_ps(y + (size_t)t * AMX_ROWS, acc);
+    _Pragma("GCC unroll 8") for (int m = 0; m < M; m++)
+        _mm512_storeu_ps(y + (size_t)m * ldy + (size_t)t * AMX_ROWS, acc[m]);
+}
+
+/* Rows first..first+M-1 of v (M <= NIBV_MAX_ROWS) over weight tile t. */
+TGTAMX static void nib_rows_t(const amx_matrix *mat, long t, const act_view *v, int first, int M, long pf_lim,
+                              float *y, size_t ldy)
+{
+    const size_t nb = (size_t)mat->nb, f = (size_t)first;
+    const uint8_t *u = v->u + f * (size_t)mat->n_in;
+    const float *da = v->da + f * nb, *sa = v->sa + f * nb;
+    const int32_t *is8 = v->is8 + f * nb;
+    y += f * ldy;
+    switch (M) {
+    case 1: nib_rows(mat, t, u, da, sa, is8, 1, pf_lim, y, ldy); break;
+    case 2: nib_rows(mat, t, u, da, sa, is8, 2, pf_lim, y, ldy); break;
+    case 3: nib_rows(mat, t, u, da, sa, is8, 3, pf_lim, y, ldy); break;
+    case 4: nib_rows(mat, t, u, da, sa, is8, 4, pf_lim, y, ldy); break;
+    case 5: nib_rows(mat, t, u, da, sa, is8, 5, pf_lim, y, ldy); break;
+    case 6: nib_rows(mat, t, u, da, sa, is8, 6, pf_lim, y, ldy); break;
+    case 7: nib_rows(mat, t, u, da, sa, is8, 7, pf_lim, y, ldy); break;
+    default: nib_rows(mat, t, u, da, sa, is8, 8, pf_lim, y, ldy); break;
+    }
+}
+
+/* n rows (<= NIBV_MAX_ROWS) over tiles tlo..thi-1. Past 8 rows the tiles
+ * are faster: 16 rows as two groups of 8 here took 8.0 ms a step of the
+ * layers' matrices (bench_amx's sweep) against their 7.1-7.6. */
+TGTAMX static void nib_rows_n(const amx_matrix *mat, long tlo, long thi, const act_view *v, int n, float *y,
+                              size_t ldy)
+{
+    for (long t = tlo; t < thi; t++) nib_rows_t(mat, t, v, 0, n, thi * (long)mat->nb, y, ldy);
 }
 
 TGTAMX void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int first, int n_tok,
@@ -532,11 +584,13 @@ TGTAMX void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int
     v.u += (size_t)first * (size_t)m->n_in;
     v.da += (size_t)first * nb;
     v.sa += (size_t)first * nb;
+    v.is8 += (size_t)first * nb;
+    if (n_tok <= NIBV_MAX_ROWS && m->nblocks && !nib_off()) {
+        nib_rows_n(m, tlo, thi, &v, n_tok, y, ldy);
+        return;
+    }
     if (n_tok <= SMALL_M) {
-        if (n_tok == 1 && m->nblocks && !nib_off())
-            for (long t = tlo; t < thi; t++) small_nib(m, t, v.u, v.da, v.sa, thi * (long)nb, y, ldy);
-        else
-            for (long t = tlo; t < thi; t++) small(m, t, v.u, v.da, v.sa, n_tok, thi * (long)nb, y, ldy);
+        for (long t = tlo; t < thi; t++) small(m, t, v.u, v.da, v.sa, n_tok, thi * (long)nb, y, ldy);
         return;
     }
     const int full = n_tok / AMX_ROWS, rest = n_tok % AMX_ROWS;

@@ -84,7 +84,7 @@ static void check_type(weft_type t)
     fixture f;
     /* nb = 5: two pipelined rounds and a tail block */
     if (setup(&f, t, 160, 48) < 0) TEST_FAIL_("amx_pack refused %s", quant_type_name(t));
-    const int sizes[] = {1, 2, 3, 4, 5, 16, 17, 33, 40};
+    const int sizes[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 33, 40};
     float *solo = malloc(sizeof(float) * (size_t)max_tok * (size_t)f.n_out);
     for (int k = 0; k < max_tok; k++) {
         float *y = run(&f, k, 1);
