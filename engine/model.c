@@ -318,6 +318,9 @@ int weft_model_load(const char *path, weft_model **out)
     m->hp.n_vocab = tok_n_vocab(m->vocab);
     if ((rc = load_tensors(m)) < 0) goto fail;
     if (amx_available()) each_matrix(m, pack_amx);
+    /* the head runs for every decoding row: its compact copy (on failure the
+     * int8 blocks serve) */
+    if (m->output.amx) amx_pack_bytes((amx_matrix *)m->output.amx);
     if (op_prompt_bf16()) pack_prompt_bf16(m);
     const char *name;
     size_t nlen;

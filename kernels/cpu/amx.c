@@ -33,6 +33,15 @@ typedef struct {
 } amx_nblock;
 _Static_assert(sizeof(amx_nblock) % 64 == 0, "amx_nblock keeps 64-byte alignment");
 
+/* The int8 block of Q8_0 for decoding a few sequences (the output head): the
+ * values + 128 (vpdpbusd's unsigned operand) and the scales as f16 (they
+ * come from f16: exact), 576 bytes, not 704. */
+typedef struct {
+    uint8_t q[AMX_K / 4][4 * AMX_ROWS];
+    uint16_t dw[AMX_ROWS], pad[AMX_ROWS];
+} amx_bblock;
+_Static_assert(sizeof(amx_bblock) % 64 == 0, "amx_bblock keeps 64-byte alignment");
+
 struct amx_matrix {
     int type, act_type;
     int64_t n_in, n_out, nb;
@@ -41,6 +50,8 @@ struct amx_matrix {
     void *raw;
     amx_nblock *nblocks; /* [nt][nb] for Q4_0 / Q4_1 (else NULL), inside nraw */
     void *nraw;
+    amx_bblock *bblocks; /* amx_pack_bytes: [nt][nb] for Q8_0, or NULL; inside braw */
+    void *braw;
     uint16_t *wbf; /* amx_pack_bf16: [nt][nb][16][32] B tiles of TDPBF16PS, or NULL */
     void *wbf_raw;
 };
@@ -175,10 +186,31 @@ amx_matrix *amx_pack(int type, const void *data, size_t row_bytes, int64_t n_in,
     return m;
 }
 
+int amx_pack_bytes(amx_matrix *m)
+{
+    if (!m || m->type != WEFT_TYPE_Q8_0) return -1;
+    if (m->bblocks) return 0;
+    m->braw = weft_malloc((size_t)m->nt * (size_t)m->nb * sizeof(amx_bblock) + 63);
+    if (!m->braw) return -1;
+    m->bblocks = (amx_bblock *)(((uintptr_t)m->braw + 63) & ~(uintptr_t)63);
+    for (long i = 0; i < m->nt * m->nb; i++) {
+        const amx_block *ab = &m->blocks[i];
+        amx_bblock *bb = &m->bblocks[i];
+        for (int r = 0; r < AMX_K / 4; r++)
+            for (int j = 0; j < 4 * AMX_ROWS; j++) bb->q[r][j] = (uint8_t)(ab->q[r][j] + 128);
+        for (int n = 0; n < AMX_ROWS; n++) {
+            bb->dw[n] = quant_f32_to_f16(ab->dw[n]);
+            bb->pad[n] = 0;
+        }
+    }
+    return 0;
+}
+
 void amx_free(amx_matrix *m)
 {
     if (!m) return;
     weft_free(m->nraw);
+    weft_free(m->braw);
     weft_free(m->wbf_raw);
     weft_free(m->raw);
     weft_free(m);
@@ -474,7 +506,8 @@ TGTAMX static void small(const amx_matrix *mat, long t, const uint8_t *u, const 
     for (int m = 0; m < M; m++) _mm512_storeu_ps(y + (size_t)m * ldy + (size_t)t * AMX_ROWS, acc[m]);
 }
 
-/* WEFT_NO_NIB=1: the one-row path reads the int8 blocks (for comparison). */
+/* WEFT_NO_NIB=1: few_rows is off, the int8 blocks serve every call (for
+ * comparison; the same numbers). */
 static bool nib_off_v;
 static pthread_once_t nib_once = PTHREAD_ONCE_INIT;
 static void nib_probe(void)
@@ -488,46 +521,58 @@ static bool nib_off(void)
     return nib_off_v;
 }
 
-/* M = 1..NIBV_MAX_ROWS activation rows (a few sequences decoding) over the
- * nibble copy (amx_nblock) with vpdpbusd: the nibbles, unpacked once per
- * block for all M rows, are vpdpbusd's unsigned operand as they are, and
- * each row's activations its signed one (a dword broadcast from memory), so
- * the sum is of nibble x activation: for Q4_1 that is the sum of w * a; for
- * Q4_0 (values = nibbles - 8) it is that plus 8 x the activations' sum
- * (is8, from amx_act_fill), taken out where the other paths take out their
+/* M = 1..FEW_MAX_ROWS activation rows (a few sequences decoding) over a
+ * compact copy of the weights with vpdpbusd — the nibble copy of Q4_0/Q4_1
+ * (amx_nblock) or the byte copy of Q8_0 (amx_bblock, amx_pack_bytes). The
+ * weights, unpacked once per block for all M rows, are vpdpbusd's unsigned
+ * operand as they are (nibbles; Q8_0's values + 128), and each row's
+ * activations its signed one (a dword broadcast from memory): for Q4_1 the
+ * sum is the sum of w * a at once; for Q4_0 (values = nibbles - 8) it is
+ * that plus 8 x the activations' sum, for Q8_0 plus 128 x it (amx_act_fill
+ * keeps is8 = 8 x the sum), taken out where the other paths take out their
  * cs. The same exact integers as the tiles, then the same float part: the
- * same numbers, from 384 bytes a block, the unpacking shared by the rows
+ * same numbers, from 320 (nibbles) or 576 (bytes) bytes a block, not 704
  * (the tiles' store-and-reload of every block cost more than the products
  * at a few rows). */
-#define NIBV_MAX_ROWS 8
+#define FEW_MAX_ROWS 8
 TGTAMX static inline __attribute__((always_inline)) void
-nib_rows(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const float *sa, const int32_t *is8,
-         const int M, long pf_lim, float *y, size_t ldy)
+few_rows(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const float *sa, const int32_t *is8,
+         const int M, const bool bytes, long pf_lim, float *y, size_t ldy)
 {
     const int64_t nb = mat->nb;
-    const bool q41 = mat->type == WEFT_TYPE_Q4_1;
-    const amx_nblock *blk = &mat->nblocks[t * nb];
+    const bool q41 = !bytes && mat->type == WEFT_TYPE_Q4_1;
+    const amx_nblock *blk = bytes ? NULL : &mat->nblocks[t * nb];
+    const amx_bblock *bblk = bytes ? &mat->bblocks[t * nb] : NULL;
+    const size_t bsize = bytes ? sizeof(amx_bblock) : sizeof(amx_nblock);
+    const char *pf_base = bytes ? (const char *)bblk : (const char *)blk;
     const long pf_first = t * nb + SMALL_PF_BLOCKS;
     const size_t lda = (size_t)mat->n_in;
     const __m512i low = _mm512_set1_epi8(0x0F);
-    __m512 acc[NIBV_MAX_ROWS];
+    const int corr_k = bytes ? 16 : q41 ? 0 : 1; /* times is8 */
+    __m512 acc[FEW_MAX_ROWS];
     _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[m] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         if (pf_first + b < pf_lim)
-            for (size_t off = 0; off < sizeof(amx_nblock); off += 64)
-                _mm_prefetch((const char *)&blk[b + SMALL_PF_BLOCKS] + off, _MM_HINT_T0);
+            for (size_t off = 0; off < bsize; off += 64)
+                _mm_prefetch(pf_base + (size_t)(b + SMALL_PF_BLOCKS) * bsize + off, _MM_HINT_T0);
         __m512i q[AMX_K / 4]; /* q[r]: values 4r..4r+3 of the 16 weight rows */
-        _Pragma("GCC unroll 4") for (int r = 0; r < AMX_K / 8; r++) {
-            const __m512i raw = _mm512_load_si512(blk[b].q[r]);
-            q[r] = _mm512_and_si512(raw, low);
-            q[r + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
+        __m512 dw, mw = _mm512_setzero_ps();
+        if (bytes) {
+            _Pragma("GCC unroll 8") for (int r = 0; r < AMX_K / 4; r++) q[r] = _mm512_load_si512(bblk[b].q[r]);
+            dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)bblk[b].dw));
+        } else {
+            _Pragma("GCC unroll 4") for (int r = 0; r < AMX_K / 8; r++) {
+                const __m512i raw = _mm512_load_si512(blk[b].q[r]);
+                q[r] = _mm512_and_si512(raw, low);
+                q[r + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
+            }
+            dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)blk[b].dw));
+            if (q41) mw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)blk[b].mw));
         }
-        const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)blk[b].dw));
-        const __m512 mw = q41 ? _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)blk[b].mw)) : _mm512_setzero_ps();
         /* two partial sums a row (even, odd r: exact integers, so their sum
          * is the block's), the rows interleaved: 2M short dependency chains */
         const int P = M <= 4 ? 2 : 1; /* past 4 rows the registers hold one a row */
-        __m512i is[NIBV_MAX_ROWS][2];
+        __m512i is[FEW_MAX_ROWS][2];
         _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) is[m][0] = is[m][1] = _mm512_setzero_si512();
         _Pragma("GCC unroll 8") for (int r = 0; r < AMX_K / 4; r++)
             _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) {
@@ -536,7 +581,7 @@ nib_rows(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const
                 is[m][r % P] = _mm512_dpbusd_epi32(is[m][r % P], q[r], _mm512_set1_epi32(a4));
             }
         _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) {
-            const __m512i corr = _mm512_set1_epi32(q41 ? 0 : is8[(size_t)m * nb + b]);
+            const __m512i corr = _mm512_set1_epi32(corr_k * is8[(size_t)m * nb + b]);
             const __m512i isum = P == 2 ? _mm512_add_epi32(is[m][0], is[m][1]) : is[m][0];
             acc[m] = epilogue_v(acc[m], isum, corr, dw, mw, da[(size_t)m * nb + b], sa[(size_t)m * nb + b], q41);
         }
@@ -545,34 +590,31 @@ nib_rows(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const
         _mm512_storeu_ps(y + (size_t)m * ldy + (size_t)t * AMX_ROWS, acc[m]);
 }
 
-/* Rows first..first+M-1 of v (M <= NIBV_MAX_ROWS) over weight tile t. */
-TGTAMX static void nib_rows_t(const amx_matrix *mat, long t, const act_view *v, int first, int M, long pf_lim,
-                              float *y, size_t ldy)
-{
-    const size_t nb = (size_t)mat->nb, f = (size_t)first;
-    const uint8_t *u = v->u + f * (size_t)mat->n_in;
-    const float *da = v->da + f * nb, *sa = v->sa + f * nb;
-    const int32_t *is8 = v->is8 + f * nb;
-    y += f * ldy;
-    switch (M) {
-    case 1: nib_rows(mat, t, u, da, sa, is8, 1, pf_lim, y, ldy); break;
-    case 2: nib_rows(mat, t, u, da, sa, is8, 2, pf_lim, y, ldy); break;
-    case 3: nib_rows(mat, t, u, da, sa, is8, 3, pf_lim, y, ldy); break;
-    case 4: nib_rows(mat, t, u, da, sa, is8, 4, pf_lim, y, ldy); break;
-    case 5: nib_rows(mat, t, u, da, sa, is8, 5, pf_lim, y, ldy); break;
-    case 6: nib_rows(mat, t, u, da, sa, is8, 6, pf_lim, y, ldy); break;
-    case 7: nib_rows(mat, t, u, da, sa, is8, 7, pf_lim, y, ldy); break;
-    default: nib_rows(mat, t, u, da, sa, is8, 8, pf_lim, y, ldy); break;
-    }
-}
-
-/* n rows (<= NIBV_MAX_ROWS) over tiles tlo..thi-1. Past 8 rows the tiles
+/* n rows (<= FEW_MAX_ROWS) over tiles tlo..thi-1. Past 8 rows the tiles
  * are faster: 16 rows as two groups of 8 here took 8.0 ms a step of the
  * layers' matrices (bench_amx's sweep) against their 7.1-7.6. */
-TGTAMX static void nib_rows_n(const amx_matrix *mat, long tlo, long thi, const act_view *v, int n, float *y,
+TGTAMX static void few_rows_n(const amx_matrix *mat, long tlo, long thi, const act_view *v, int n, float *y,
                               size_t ldy)
 {
-    for (long t = tlo; t < thi; t++) nib_rows_t(mat, t, v, 0, n, thi * (long)mat->nb, y, ldy);
+    const long lim = thi * (long)mat->nb;
+#define FEW_RANGE(M_)                                                                              \
+    do {                                                                                           \
+        if (mat->bblocks)                                                                          \
+            for (long t = tlo; t < thi; t++) few_rows(mat, t, v->u, v->da, v->sa, v->is8, M_, true, lim, y, ldy); \
+        else                                                                                       \
+            for (long t = tlo; t < thi; t++) few_rows(mat, t, v->u, v->da, v->sa, v->is8, M_, false, lim, y, ldy); \
+    } while (0)
+    switch (n) {
+    case 1: FEW_RANGE(1); break;
+    case 2: FEW_RANGE(2); break;
+    case 3: FEW_RANGE(3); break;
+    case 4: FEW_RANGE(4); break;
+    case 5: FEW_RANGE(5); break;
+    case 6: FEW_RANGE(6); break;
+    case 7: FEW_RANGE(7); break;
+    default: FEW_RANGE(8); break;
+    }
+#undef FEW_RANGE
 }
 
 TGTAMX void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int first, int n_tok,
@@ -585,8 +627,8 @@ TGTAMX void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int
     v.da += (size_t)first * nb;
     v.sa += (size_t)first * nb;
     v.is8 += (size_t)first * nb;
-    if (n_tok <= NIBV_MAX_ROWS && m->nblocks && !nib_off()) {
-        nib_rows_n(m, tlo, thi, &v, n_tok, y, ldy);
+    if (n_tok <= FEW_MAX_ROWS && (m->nblocks || m->bblocks) && !nib_off()) {
+        few_rows_n(m, tlo, thi, &v, n_tok, y, ldy);
         return;
     }
     if (n_tok <= SMALL_M) {

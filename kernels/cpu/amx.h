@@ -74,6 +74,13 @@ void amx_matmul(const amx_matrix *m, const void *act, int n_tok, float *y, size_
 void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int first, int n_tok,
                      float *y, size_t ldy, long tlo, long thi);
 
+/* A Q8_0 matrix (the output head) can add a compact copy of its int8
+ * blocks, 576 bytes a block, not 704 (values + 128 and f16 scales), which
+ * calls of 1-8 rows read — decoding a few sequences is bound by reading the
+ * weights; the numbers are the same. 0, or -1 (not Q8_0, or no memory: m is
+ * unchanged). About 1.1 bytes a weight more. */
+int amx_pack_bytes(amx_matrix *m);
+
 /* Prompt rows on AMX-BF16 tiles. amx_pack_bf16 adds to m a second copy of
  * its weights: dequantized (scale * value + minimum, in f32), rounded to
  * bf16, in TDPBF16PS's tile layout — amx_bf16_bytes(m), about 2 bytes a

@@ -79,11 +79,13 @@ static double ref_dot(const fixture *f, int64_t o, int k)
     return s;
 }
 
-static void check_type(weft_type t)
+static void check_type(weft_type t, bool bytes)
 {
     fixture f;
     /* nb = 5: two pipelined rounds and a tail block */
     if (setup(&f, t, 160, 48) < 0) TEST_FAIL_("amx_pack refused %s", quant_type_name(t));
+    /* Q8_0's compact copy: calls of 1-8 rows read it, larger ones the int8 blocks */
+    if (bytes && amx_pack_bytes(f.m) != 0) TEST_FAIL_("amx_pack_bytes refused %s", quant_type_name(t));
     const int sizes[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 33, 40};
     float *solo = malloc(sizeof(float) * (size_t)max_tok * (size_t)f.n_out);
     for (int k = 0; k < max_tok; k++) {
@@ -116,9 +118,10 @@ static void check_type(weft_type t)
     teardown(&f);
 }
 
-TEST(q4_0) { check_type(WEFT_TYPE_Q4_0); }
-TEST(q4_1) { check_type(WEFT_TYPE_Q4_1); }
-TEST(q8_0) { check_type(WEFT_TYPE_Q8_0); }
+TEST(q4_0) { check_type(WEFT_TYPE_Q4_0, false); }
+TEST(q4_1) { check_type(WEFT_TYPE_Q4_1, false); }
+TEST(q8_0) { check_type(WEFT_TYPE_Q8_0, false); }
+TEST(q8_0_compact_copy) { check_type(WEFT_TYPE_Q8_0, true); }
 
 /* bf16 of an f32, nearest even (what the kernels' vcvtne* do for finite values). */
 static float bf16_round(float x)
@@ -217,6 +220,7 @@ int main(void)
     RUN(q4_0);
     RUN(q4_1);
     RUN(q8_0);
+    RUN(q8_0_compact_copy);
     if (amx_bf16_available()) {
         RUN(bf16_q4_0);
         RUN(bf16_q4_1);
