@@ -559,7 +559,7 @@ static bool emit_token(weft_engine *e, req *r, int32_t tok, float lp)
         if (r->cb) r->cb(&ev, r->user);
         return false;
     }
-    if (r->text_len + ol > r->text_cap) {
+    if (r->text_len + ol > r->text_cap || !r->text) { /* allocated at the first token, empty or not */
         size_t cap = 2 * (r->text_len + ol) + 64;
         char *nt = weft_realloc(r->text, cap);
         if (!nt) return true; /* out of memory: stop this request cleanly */
