@@ -12,7 +12,9 @@
  * (amx_matmul_bf16) follows on each line, with its speed-up over int8.
  * Then a sweep like one forward step: 30 layers of the seven matrices
  * (about 150 MB, more than the caches hold), each multiplied by M rows in
- * turn, so the weights come from memory as in the engine.
+ * turn, so the weights come from memory as in the engine — on one thread,
+ * and on two with each taking half of every matrix's tiles; then the same
+ * for prompt rows on the bf16 copies (amx_matmul_bf16), 64 and 256 rows.
  * Prints "AMX not available" and exits 0 on a CPU without it.
  */
 #include <pthread.h>
@@ -46,6 +48,7 @@ typedef struct {
     int M, half, layers;
     const int64_t (*shape)[2];
     pthread_barrier_t *bar;
+    bool bf16;
 } sweep_arg;
 
 static void *sweep_thread(void *p)
@@ -55,10 +58,31 @@ static void *sweep_thread(void *p)
         for (int k = 0; k < 7; k++) {
             const long nt = amx_n_tiles(a->mats[l][k]);
             const long lo = a->half ? nt / 2 : 0, hi = a->half ? nt : nt / 2;
-            amx_matmul(a->mats[l][k], a->act[k == 6], a->M, a->y, (size_t)a->shape[k][1], lo, hi);
+            if (a->bf16) /* act[] holds bf16 rows: the prompt path */
+                amx_matmul_bf16(a->mats[l][k], a->act[k == 6], (size_t)a->shape[k][0], a->M, a->y,
+                                (size_t)a->shape[k][1], lo, hi);
+            else
+                amx_matmul(a->mats[l][k], a->act[k == 6], a->M, a->y, (size_t)a->shape[k][1], lo, hi);
             pthread_barrier_wait(a->bar); /* as the engine's pool does between ops */
         }
     return NULL;
+}
+
+/* The 2-thread sweep once (seconds). */
+static double sweep2(amx_matrix *(*mats)[7], void **act, float *y, int M, bool bf16, const int64_t (*shape)[2])
+{
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 2);
+    sweep_arg args[2];
+    pthread_t th;
+    for (int h = 0; h < 2; h++) args[h] = (sweep_arg){mats, act, y, M, h, 30, shape, &bar, bf16};
+    const double t0 = now();
+    pthread_create(&th, NULL, sweep_thread, &args[1]);
+    sweep_thread(&args[0]);
+    pthread_join(th, NULL);
+    const double t = now() - t0;
+    pthread_barrier_destroy(&bar);
+    return t;
 }
 
 int main(int argc, char **argv)
@@ -194,25 +218,51 @@ int main(int argc, char **argv)
             if (t < best) best = t;
         }
         double best2 = 1e9;
-        pthread_barrier_t bar;
-        pthread_barrier_init(&bar, NULL, 2);
         for (int round = 0; round < 3; round++) {
-            sweep_arg args[2];
-            pthread_t th;
-            for (int h = 0; h < 2; h++)
-                args[h] = (sweep_arg){mats, act, y, M, h, LAYERS, mshape, &bar};
-            const double t0 = now();
-            pthread_create(&th, NULL, sweep_thread, &args[1]);
-            sweep_thread(&args[0]);
-            pthread_join(th, NULL);
-            const double t = now() - t0;
+            const double t = sweep2(mats, act, y, M, false, mshape);
             if (t < best2) best2 = t;
         }
-        pthread_barrier_destroy(&bar);
         printf("%5d %10.3f %10.1f %12.3f\n", M, best * 1e3, macs_step * M / best * 1e-9, best2 * 1e3);
         free(act[0]);
         free(act[1]);
         free(y);
+    }
+    /* prompt rows: the bf16 copies, 256 rows a step as the engine's chunks */
+    bool have_bf16 = true;
+    for (int l = 0; l < LAYERS; l++)
+        for (int k = 0; k < 7; k++) have_bf16 = have_bf16 && amx_pack_bf16(mats[l][k]) == 0;
+    if (have_bf16) {
+        printf("\nbf16 sweep (prompt rows, weights from memory)\n%5s %12s %10s %12s %10s\n", "rows", "1 thread ms",
+               "GMAC/s", "2 threads ms", "GMAC/s");
+        static const int bf_m[] = {64, 256};
+        for (size_t mi = 0; mi < sizeof bf_m / sizeof bf_m[0]; mi++) {
+            const int M = bf_m[mi];
+            void *act[2];
+            float *y = malloc((size_t)M * 1536 * 4);
+            for (int k = 0; k < 2; k++) {
+                const int64_t n_in = k ? 1536 : 576;
+                uint16_t *x = aligned_alloc(64, ((size_t)M * n_in * 2 + 63) & ~(size_t)63);
+                for (size_t i = 0; i < (size_t)M * n_in; i++) x[i] = 0x3f80 ^ (uint16_t)(i * 2654435761u >> 20 & 0x7f);
+                act[k] = x;
+            }
+            double best1 = 1e9, best2 = 1e9;
+            for (int round = 0; round < 3; round++) {
+                const double t0 = now();
+                for (int l = 0; l < LAYERS; l++)
+                    for (int k = 0; k < 7; k++)
+                        amx_matmul_bf16(mats[l][k], act[k == 6], (size_t)mshape[k][0], M, y, (size_t)mshape[k][1], 0,
+                                        amx_n_tiles(mats[l][k]));
+                const double t1 = now() - t0;
+                if (t1 < best1) best1 = t1;
+                const double t = sweep2(mats, act, y, M, true, mshape);
+                if (t < best2) best2 = t;
+            }
+            printf("%5d %12.3f %10.1f %12.3f %10.1f\n", M, best1 * 1e3, macs_step * M / best1 * 1e-9, best2 * 1e3,
+                   macs_step * M / best2 * 1e-9);
+            free(act[0]);
+            free(act[1]);
+            free(y);
+        }
     }
     for (int l = 0; l < LAYERS; l++)
         for (int k = 0; k < 7; k++) amx_free(mats[l][k]);
