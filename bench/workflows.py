@@ -29,16 +29,19 @@ Goals from the issue: map-reduce >= 3x, multi-agent >= 2x, chain >= 1.3x.
 What bounds the ratio here: both modes run the same engine, compute the same
 prompt tokens and produce the same outputs; the graph mode batches the calls
 that are ready together and warms the known heads of waiting calls, the
-sequential mode does neither. On a 2-core CPU one stream's decoding step is
-bound by reading the weights (~120 MB from the 4-bit copy), but from a few
-streams on the matrix products are compute-bound: a step of four streams
-costs about twice one stream's (WEFT_PROFILE=1 weft bench -c 4 against
--c 1), so batching small fan-outs gains little; prompt tokens (on AMX-BF16 tiles since 2026-11-22, ~2,000+ tok/s)
+sequential mode does neither. On a 2-core CPU a decoding step of 1-8
+streams is bound by reading the weights (~100 MB: the layers' 4-bit copy and
+the head's compact one, one vpdpbusd kernel for all the rows), so a step of
+four costs about what one costs plus each stream's own attention, which
+reads its KV cache (at a 700-position context a 4-row step costs twice a
+one-row step: WEFT_TRACE=1 weft run ...); from 9 streams on the matrix
+products are compute-bound on the int8 tiles (a 30-row step costs about ten
+one-row steps); prompt tokens (on AMX-BF16 tiles, ~2,300 tok/s)
 cost the same in both modes. Chains bound it further: multi-agent decodes
 704 tokens in 704 steps one call at a time but still 320 in graph mode (the
 architect's 128 and the reviewer's 64 are a chain), so even free batching and
 free prefill give at most 2.2x; map-reduce ends in a reduce call whose 128
-tokens are decoded alone at a ~1,900-token context in both modes (about 1-2 s
+tokens are decoded alone at a ~1,900-token context in both modes (about 1 s
 here, most of the graph mode's remaining serial part). Machine load from other
 processes slows the one-sequence runs more than the batched ones; the load
 average is recorded with each run, and --reps R keeps the median of R runs
