@@ -1,5 +1,6 @@
 /* KV block pool: a free list over one arena; see kv.h. */
 #include "cache/kv.h"
+#include "common/arena.h"
 
 #include <stdlib.h>
 
@@ -25,6 +26,8 @@ kv_pool *kv_pool_create(int32_t n_blocks, size_t block_bytes)
         p->arena = NULL;
         goto fail;
     }
+    /* every step reads blocks all over it: 2 MB pages where the kernel allows */
+    weft_huge_hint(p->arena, p->block_bytes * (size_t)n_blocks);
     p->refcount = weft_calloc((size_t)n_blocks, sizeof *p->refcount);
     p->free_list = weft_malloc((size_t)n_blocks * sizeof *p->free_list);
     if (!p->refcount || !p->free_list) goto fail;

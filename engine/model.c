@@ -5,6 +5,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "common/arena.h"
 #include "engine/model_internal.h"
 #include "kernels/cpu/amx.h"
 
@@ -243,9 +244,9 @@ static void each_matrix(weft_model *m, void (*fn)(op_matrix *))
 /* Repacks a matrix for AMX (see kernels/cpu/amx.h) when the CPU has it; a
  * matrix that cannot be repacked (type, shape, memory) keeps the vpdpbusd
  * kernels, for every batch size alike. */
-static void pack_amx(op_matrix *w)
+static void pack_amx(op_matrix *w, void *arena)
 {
-    if (w->data) w->amx = amx_pack(w->type, w->data, w->row_bytes, w->n_in, w->n_out);
+    if (w->data) w->amx = amx_pack_in(arena, w->type, w->data, w->row_bytes, w->n_in, w->n_out);
 }
 
 static void free_amx(op_matrix *w)
@@ -317,7 +318,13 @@ int weft_model_load(const char *path, weft_model **out)
     if ((rc = tok_load(m->gguf, &m->vocab)) < 0) goto fail;
     m->hp.n_vocab = tok_n_vocab(m->vocab);
     if ((rc = load_tensors(m)) < 0) goto fail;
-    if (amx_available()) each_matrix(m, pack_amx);
+    if (amx_available()) {
+        /* the copies are read on every step: 2 MB pages spare the TLB misses
+         * (weft bench -c 1: TPOT 2.8-3.1 ms against 3.2-3.5 on 4 KB pages);
+         * without an arena (no memory) each copy is its own allocation */
+        m->arena = weft_arena_create();
+        each_matrix_ctx(m, true, pack_amx, m->arena);
+    }
     /* the head runs for every decoding row: its compact copy (on failure the
      * int8 blocks serve) */
     if (m->output.amx) amx_pack_bytes((amx_matrix *)m->output.amx);
@@ -355,6 +362,7 @@ void weft_model_free(weft_model *m)
 {
     if (!m) return;
     each_matrix(m, free_amx);
+    weft_arena_destroy(m->arena); /* after the matrices that point into it */
     for (int i = 0; i < m->n_owned; i++) weft_free(m->owned[i]);
     weft_free(m->owned);
     weft_free(m->layers);

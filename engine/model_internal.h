@@ -30,6 +30,7 @@ struct weft_model {
     const float *output_norm; /* (dim) */
     const float *rope_freqs;  /* (rope_dim / 2) or NULL */
     weft_layer *layers;     /* (n_layer) */
+    struct weft_arena *arena; /* the repacked weight copies (on 2 MB pages), or NULL */
     /* 1-D tensors stored as F16/BF16 in the file, converted to f32 and owned. */
     float **owned;
     int n_owned;

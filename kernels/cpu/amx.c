@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/arena.h"
 #include "kernels/cpu/quant_internal.h"
 #include "kernels/quant.h"
 
@@ -54,7 +55,18 @@ struct amx_matrix {
     void *braw;
     uint16_t *wbf; /* amx_pack_bf16: [nt][nb][16][32] B tiles of TDPBF16PS, or NULL */
     void *wbf_raw;
+    weft_arena *arena; /* the copies come from it (the *raw fields stay NULL), or NULL */
 };
+
+/* n bytes, 64-byte aligned, for one of m's copies: from m's arena, or from
+ * weft_malloc with *raw the block to free. NULL when out of memory. */
+static void *copy_mem(amx_matrix *m, size_t n, void **raw)
+{
+    *raw = NULL;
+    if (m->arena) return weft_arena_alloc(m->arena, n);
+    if (!(*raw = weft_malloc(n + 63))) return NULL;
+    return (void *)(((uintptr_t)*raw + 63) & ~(uintptr_t)63);
+}
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
@@ -133,6 +145,12 @@ static void block_values(int type, const void *row, int64_t b, int8_t v[AMX_K], 
 
 amx_matrix *amx_pack(int type, const void *data, size_t row_bytes, int64_t n_in, int64_t n_out)
 {
+    return amx_pack_in(NULL, type, data, row_bytes, n_in, n_out);
+}
+
+amx_matrix *amx_pack_in(weft_arena *arena, int type, const void *data, size_t row_bytes, int64_t n_in,
+                        int64_t n_out)
+{
     if (type != WEFT_TYPE_Q4_0 && type != WEFT_TYPE_Q4_1 && type != WEFT_TYPE_Q8_0) return NULL;
     if (n_out <= 0 || n_in <= 0 || n_out % AMX_ROWS || n_in % AMX_K || !amx_available()) return NULL;
     amx_matrix *m = weft_calloc(1, sizeof *m);
@@ -143,13 +161,12 @@ amx_matrix *amx_pack(int type, const void *data, size_t row_bytes, int64_t n_in,
     m->n_out = n_out;
     m->nb = n_in / AMX_K;
     m->nt = (long)(n_out / AMX_ROWS);
+    m->arena = arena;
     const size_t bytes = (size_t)m->nt * (size_t)m->nb * sizeof(amx_block);
-    m->raw = weft_malloc(bytes + 63);
-    if (!m->raw) {
+    if (!(m->blocks = copy_mem(m, bytes, &m->raw))) {
         weft_free(m);
         return NULL;
     }
-    m->blocks = (amx_block *)(((uintptr_t)m->raw + 63) & ~(uintptr_t)63);
     for (long t = 0; t < m->nt; t++)
         for (int64_t b = 0; b < m->nb; b++) {
             amx_block *ab = &m->blocks[t * m->nb + b];
@@ -166,9 +183,8 @@ amx_matrix *amx_pack(int type, const void *data, size_t row_bytes, int64_t n_in,
             }
         }
     if (type != WEFT_TYPE_Q8_0) { /* the 4-bit copy; without it (memory) the int8 blocks serve */
-        m->nraw = weft_malloc((size_t)m->nt * (size_t)m->nb * sizeof(amx_nblock) + 63);
-        if (m->nraw) {
-            m->nblocks = (amx_nblock *)(((uintptr_t)m->nraw + 63) & ~(uintptr_t)63);
+        m->nblocks = copy_mem(m, (size_t)m->nt * (size_t)m->nb * sizeof(amx_nblock), &m->nraw);
+        if (m->nblocks) {
             const int bias = type == WEFT_TYPE_Q4_0 ? 8 : 0;
             for (long i = 0; i < m->nt * m->nb; i++) {
                 const amx_block *ab = &m->blocks[i];
@@ -190,9 +206,7 @@ int amx_pack_bytes(amx_matrix *m)
 {
     if (!m || m->type != WEFT_TYPE_Q8_0) return -1;
     if (m->bblocks) return 0;
-    m->braw = weft_malloc((size_t)m->nt * (size_t)m->nb * sizeof(amx_bblock) + 63);
-    if (!m->braw) return -1;
-    m->bblocks = (amx_bblock *)(((uintptr_t)m->braw + 63) & ~(uintptr_t)63);
+    if (!(m->bblocks = copy_mem(m, (size_t)m->nt * (size_t)m->nb * sizeof(amx_bblock), &m->braw))) return -1;
     for (long i = 0; i < m->nt * m->nb; i++) {
         const amx_block *ab = &m->blocks[i];
         amx_bblock *bb = &m->bblocks[i];
@@ -700,9 +714,7 @@ int amx_pack_bf16(amx_matrix *m)
 {
     if (!amx_bf16_available()) return -1;
     if (m->wbf) return 0;
-    m->wbf_raw = weft_malloc(amx_bf16_bytes(m) + 63);
-    if (!m->wbf_raw) return -1;
-    m->wbf = (uint16_t *)(((uintptr_t)m->wbf_raw + 63) & ~(uintptr_t)63);
+    if (!(m->wbf = copy_mem(m, amx_bf16_bytes(m), &m->wbf_raw))) return -1;
     pack_bf16(m);
     return 0;
 }

@@ -52,6 +52,12 @@ bool amx_bf16_available(void);
  * on out of memory — the caller then uses the other kernels. Owned by the
  * caller: amx_free. */
 amx_matrix *amx_pack(int type, const void *data, size_t row_bytes, int64_t n_in, int64_t n_out);
+/* amx_pack with every copy of the weights (this one and those amx_pack_bf16
+ * and amx_pack_bytes add) taken from `arena` (common/arena.h: 2 MB pages),
+ * which must outlive the matrix; amx_free then frees the rest. */
+struct weft_arena;
+amx_matrix *amx_pack_in(struct weft_arena *arena, int type, const void *data, size_t row_bytes, int64_t n_in,
+                        int64_t n_out);
 void amx_free(amx_matrix *m);
 
 /* The activation type the matrix's rows are multiplied with (Q8_0 or Q8_1). */

@@ -4,6 +4,7 @@
  * blocks; bad arguments rejected with the documented codes. */
 #include <stdint.h>
 
+#include "common/arena.h"
 #include "kernels/backend.h"
 #include "test.h"
 #include "test_rand.h"
@@ -33,6 +34,34 @@ TEST(alloc_is_aligned_and_copies_round_trip)
     ASSERT_EQ_INT(be.download(be.ctx, dst, p, sizeof dst), 0);
     ASSERT(memcmp(src, dst, sizeof src) == 0);
     be.free(be.ctx, p);
+    ASSERT_EQ_INT(weft_mem_in_use(), before);
+}
+
+/* The arena the repacked weights come from: aligned, disjoint, writable
+ * blocks (one larger than a chunk too), counted while it lives. */
+TEST(arena_blocks_are_aligned_disjoint_and_counted)
+{
+    const size_t before = weft_mem_in_use();
+    weft_arena *a = weft_arena_create();
+    ASSERT(a != NULL);
+    unsigned char *p[4];
+    const size_t n[4] = {1000, 64, WEFT_ARENA_CHUNK + (1u << 20), 3000};
+    size_t sum = 0;
+    for (int i = 0; i < 4; i++) {
+        p[i] = weft_arena_alloc(a, n[i]);
+        ASSERT(p[i] != NULL);
+        ASSERT_EQ_INT((uintptr_t)p[i] % 64, 0);
+        memset(p[i], i + 1, n[i]);
+        sum += (n[i] + 63) & ~(size_t)63;
+    }
+    for (int i = 0; i < 4; i++) {
+        ASSERT_EQ_INT(p[i][0], i + 1);
+        ASSERT_EQ_INT(p[i][n[i] - 1], i + 1); /* no later block overwrote it */
+    }
+    ASSERT_EQ_INT(weft_mem_in_use(), before + sum);
+    ASSERT(weft_arena_alloc(a, SIZE_MAX) == NULL);
+    weft_arena_destroy(a);
+    weft_arena_destroy(NULL);
     ASSERT_EQ_INT(weft_mem_in_use(), before);
 }
 
@@ -258,6 +287,7 @@ int main(void)
         return 1;
     }
     RUN(alloc_is_aligned_and_copies_round_trip);
+    RUN(arena_blocks_are_aligned_disjoint_and_counted);
     RUN(rmsnorm_matches_scalar_reference);
     RUN(swiglu_matches_scalar_reference);
     RUN(add_matches_scalar_reference);
