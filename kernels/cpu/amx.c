@@ -551,10 +551,9 @@ static bool nib_off(void)
 #define FEW_MAX_ROWS 8
 TGTAMX static inline __attribute__((always_inline)) void
 few_rows(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const float *sa, const int32_t *is8,
-         const int M, const bool bytes, long pf_lim, float *y, size_t ldy)
+         const int M, const bool bytes, const bool q41, long pf_lim, float *y, size_t ldy)
 {
     const int64_t nb = mat->nb;
-    const bool q41 = !bytes && mat->type == WEFT_TYPE_Q4_1;
     const amx_nblock *blk = bytes ? NULL : &mat->nblocks[t * nb];
     const amx_bblock *bblk = bytes ? &mat->bblocks[t * nb] : NULL;
     const size_t bsize = bytes ? sizeof(amx_bblock) : sizeof(amx_nblock);
@@ -595,9 +594,11 @@ few_rows(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const
                 is[m][r % P] = _mm512_dpbusd_epi32(is[m][r % P], q[r], _mm512_set1_epi32(a4));
             }
         _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) {
-            const __m512i corr = _mm512_set1_epi32(corr_k * is8[(size_t)m * nb + b]);
             const __m512i isum = P == 2 ? _mm512_add_epi32(is[m][0], is[m][1]) : is[m][0];
-            acc[m] = epilogue_v(acc[m], isum, corr, dw, mw, da[(size_t)m * nb + b], sa[(size_t)m * nb + b], q41);
+            /* Q4_1 has nothing to take out (kinds are compile-time: no sub of 0) */
+            acc[m] = q41 ? epilogue_s(acc[m], isum, dw, mw, da[(size_t)m * nb + b], sa[(size_t)m * nb + b], true)
+                         : epilogue_v(acc[m], isum, _mm512_set1_epi32(corr_k * is8[(size_t)m * nb + b]), dw, mw,
+                                      da[(size_t)m * nb + b], sa[(size_t)m * nb + b], false);
         }
     }
     _Pragma("GCC unroll 8") for (int m = 0; m < M; m++)
@@ -614,9 +615,14 @@ TGTAMX static void few_rows_n(const amx_matrix *mat, long tlo, long thi, const a
 #define FEW_RANGE(M_)                                                                              \
     do {                                                                                           \
         if (mat->bblocks)                                                                          \
-            for (long t = tlo; t < thi; t++) few_rows(mat, t, v->u, v->da, v->sa, v->is8, M_, true, lim, y, ldy); \
+            for (long t = tlo; t < thi; t++)                                                       \
+                few_rows(mat, t, v->u, v->da, v->sa, v->is8, M_, true, false, lim, y, ldy);        \
+        else if (mat->type == WEFT_TYPE_Q4_1)                                                      \
+            for (long t = tlo; t < thi; t++)                                                       \
+                few_rows(mat, t, v->u, v->da, v->sa, v->is8, M_, false, true, lim, y, ldy);        \
         else                                                                                       \
-            for (long t = tlo; t < thi; t++) few_rows(mat, t, v->u, v->da, v->sa, v->is8, M_, false, lim, y, ldy); \
+            for (long t = tlo; t < thi; t++)                                                       \
+                few_rows(mat, t, v->u, v->da, v->sa, v->is8, M_, false, false, lim, y, ldy);       \
     } while (0)
     switch (n) {
     case 1: FEW_RANGE(1); break;
