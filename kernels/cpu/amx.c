@@ -480,12 +480,13 @@ TGTAMX static void group_n(const amx_matrix *mat, long t, const uint8_t *u, cons
     else group(mat, t, u, da, sa, M, mat->type == WEFT_TYPE_Q4_1, pf, false, y, ldy);
 }
 
-/* One activation row (a single sequence decoding; the tiles' latency made
- * that ~3x slower, while from 2 rows on they are as fast as this or faster):
- * the block sums with vpdpbusd straight from the tile
+/* One activation row over the int8 blocks, for a matrix without a compact
+ * copy (a Q8_0 layer matrix; WEFT_NO_NIB=1) — the tiles' latency made one
+ * row ~3x slower: the block sums with vpdpbusd straight from the tile
  * layout (lane n of row r holds weight row n's values 4r..4r+3, so one
  * broadcast dword of the activation multiplies all 16 rows at once) — the
- * same exact integers as TDPBUSD, then the same float part. */
+ * same exact integers as TDPBUSD, then the same float part. Matrices with
+ * a compact copy take few_rows below for 1-8 rows. */
 #define SMALL_M 1
 #define NIB_MAX_ROWS 16 /* the tile path reads the nibble copy up to this many rows */
 #define SMALL_PF_BLOCKS 6 /* how far ahead small() prefetches the weights */
