@@ -320,7 +320,8 @@ int weft_model_load(const char *path, weft_model **out)
     if ((rc = load_tensors(m)) < 0) goto fail;
     if (amx_available()) {
         /* the copies are read on every step: 2 MB pages spare the TLB misses
-         * (weft bench -c 1: TPOT 2.8-3.1 ms against 3.2-3.5 on 4 KB pages);
+         * (bench/ab.sh, weft bench -c 1 -n 256: TPOT 2.5-3.0 ms against
+         * 2.9-3.5 with each copy its own malloc, on 4 KB pages);
          * without an arena (no memory) each copy is its own allocation */
         m->arena = weft_arena_create();
         each_matrix_ctx(m, true, pack_amx, m->arena);

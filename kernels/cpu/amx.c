@@ -235,7 +235,8 @@ long amx_n_tiles(const amx_matrix *m) { return m->nt; }
 
 /* Activation buffer: s8[n_tok][n_in] (the Q8 values), then da[n_tok][nb] and
  * sa[n_tok][nb] (f32 scales and, for Q8_1, d * sum), then is8[n_tok][nb]
- * (8 x the block's integer value sum: Q4_0's nibbles are its values + 8). */
+ * (for Q8_0 activations: 8 x the block's integer value sum, which few_rows
+ * takes out for Q4_0 and Q8_0 weights; not written for Q8_1). */
 static size_t al64(size_t x) { return (x + 63) & ~(size_t)63; }
 
 size_t amx_act_size(int64_t n_in, int n_tok)
@@ -282,6 +283,7 @@ void amx_act_fill(void *buf, int64_t n_in, int n_tok, int tok, int act_type, con
             sa[b] = 0.0f;
         }
         memcpy(u + b * AMX_K, qs, AMX_K); /* signed: the tiles take them as they are */
+        if (act_type == WEFT_TYPE_Q8_1) continue; /* Q4_1's rows: few_rows takes nothing out */
         int32_t sum = 0;
         for (int k = 0; k < AMX_K; k++) sum += qs[k];
         is8[b] = 8 * sum;
@@ -562,7 +564,7 @@ few_rows(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const
     const long pf_first = t * nb + SMALL_PF_BLOCKS;
     const size_t lda = (size_t)mat->n_in;
     const __m512i low = _mm512_set1_epi8(0x0F);
-    const int corr_k = bytes ? 16 : q41 ? 0 : 1; /* times is8 */
+    const int corr_k = bytes ? 16 : 1; /* times is8: 128 or 8 x the activations' sum (Q4_1: none) */
     __m512 acc[FEW_MAX_ROWS];
     _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[m] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
