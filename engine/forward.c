@@ -45,6 +45,7 @@ struct weft_ctx {
     float *att;    /* (n_batch, n_head * head_dim) attention output */
     float *hb;     /* (n_batch, ffn_dim) gate, then silu(gate) * up */
     float *hb2;    /* (n_batch, ffn_dim) up */
+    float *rope_cs; /* (n_batch, rope_dim) the batch's rotary cosines and sines */
     void *qbuf;    /* quantized activations */
     float *scores; /* (n_threads, group, n_ctx) attention scores of the query
                       heads sharing a KV head */
@@ -328,6 +329,8 @@ static void forward(void *arg, const pool_thread *t)
     /* Row-parallel ops follow each other without a barrier (ops.h): a
      * barrier stands only where a thread reads rows another one wrote */
     embed(t, c, j);
+    op_rope_angles(t, c->rope_cs, j->pos, n, hp->rope_dim, hp->rope_theta, hp->rope_freq_scale,
+                   m->rope_freqs);
     PHASE(PH_EMBED);
     for (int l = 0; l < hp->n_layer; l++) {
         const weft_layer *L = &m->layers[l];
@@ -342,10 +345,8 @@ static void forward(void *arg, const pool_thread *t)
         }
         pool_barrier(t);
         PHASE(PH_QKV);
-        op_rope(t, c->q, j->pos, n, hp->n_head, hp->head_dim, hp->rope_dim, hp->rope_theta,
-                hp->rope_freq_scale, m->rope_freqs, hp->rope_type);
-        op_rope(t, c->k, j->pos, n, hp->n_head_kv, hp->head_dim, hp->rope_dim, hp->rope_theta,
-                hp->rope_freq_scale, m->rope_freqs, hp->rope_type);
+        op_rope(t, c->q, c->rope_cs, n, hp->n_head, hp->head_dim, hp->rope_dim, hp->rope_type);
+        op_rope(t, c->k, c->rope_cs, n, hp->n_head_kv, hp->head_dim, hp->rope_dim, hp->rope_type);
         kv_store(t, c, j, l);
         pool_barrier(t);
         PHASE(PH_ROPE_KV);
@@ -444,6 +445,7 @@ int weft_ctx_create(const weft_model *m, const weft_ctx_params *params, weft_ctx
     c->att = weft_malloc(nb * q_dim * sizeof(float));
     c->hb = weft_malloc(nb * (hp->ffn_dim > hp->dim ? hp->ffn_dim : hp->dim) * sizeof(float));
     c->hb2 = weft_malloc(nb * hp->ffn_dim * sizeof(float));
+    c->rope_cs = weft_malloc(nb * (size_t)(hp->rope_dim > 0 ? hp->rope_dim : 1) * sizeof(float));
     /* Quantized activations (see op_matmul_multi). */
     c->qbuf = weft_malloc(op_qbuf_size(widest, (int)nb));
     const size_t group = (size_t)(hp->n_head / hp->n_head_kv);
@@ -457,7 +459,7 @@ int weft_ctx_create(const weft_model *m, const weft_ctx_params *params, weft_ctx
         if (!c->attn_raw) goto nomem;
         c->attn = (char *)(((uintptr_t)c->attn_raw + 63) & ~(uintptr_t)63);
     }
-    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->qbuf ||
+    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->rope_cs || !c->qbuf ||
         !c->scores || !c->q16 || !c->logits)
         goto nomem;
     c->pool = pool_create(c->p.n_threads);
@@ -490,6 +492,7 @@ void weft_ctx_destroy(weft_ctx *c)
     weft_free(c->attn_raw);
     weft_free(c->hb);
     weft_free(c->hb2);
+    weft_free(c->rope_cs);
     weft_free(c->qbuf);
     weft_free(c->scores);
     weft_free(c->q16);

@@ -216,39 +216,46 @@ void op_matmul(const pool_thread *t, float *y, const op_matrix *w, const float *
     op_matmul_multi(t, 1, &y, &w, &bias, x, n_tok, qbuf, prompt);
 }
 
-void op_rope(const pool_thread *t, float *x, const int32_t *pos, int n_tok, int n_heads,
-             int head_dim, int rope_dim, float theta, float freq_scale,
-             const float *freq_factors, int mode)
+void op_rope_angles(const pool_thread *t, float *cs, const int32_t *pos, int n_tok, int rope_dim,
+                    float theta, float freq_scale, const float *freq_factors)
 {
-    /* the angles depend on the position only: cos and sin once per token,
-     * then every head turns by them (the same arithmetic per pair as before) */
     long lo, hi;
     pool_range(t, n_tok, &lo, &hi);
     const int half = rope_dim / 2;
-    WEFT_ASSERT(half <= 256);
     const float theta_scale = powf(theta, -2.0f / (float)rope_dim);
-    float cs[256], sn[256];
     for (long tk = lo; tk < hi; tk++) {
+        float *c = cs + (size_t)tk * (size_t)rope_dim, *s = c + half;
         float angle = (float)pos[tk];
         for (int j = 0; j < half; j++, angle *= theta_scale) {
             const float ff = freq_factors ? freq_factors[j] : 1.0f;
             const float a = freq_scale * (angle / ff);
-            cs[j] = cosf(a);
-            sn[j] = sinf(a);
+            c[j] = cosf(a);
+            s[j] = sinf(a);
         }
+    }
+}
+
+void op_rope(const pool_thread *t, float *x, const float *cs, int n_tok, int n_heads,
+             int head_dim, int rope_dim, int mode)
+{
+    long lo, hi;
+    pool_range(t, n_tok, &lo, &hi);
+    const int half = rope_dim / 2;
+    for (long tk = lo; tk < hi; tk++) {
+        const float *c = cs + (size_t)tk * (size_t)rope_dim, *s = c + half;
         for (int hd = 0; hd < n_heads; hd++) {
             float *h = x + ((size_t)tk * n_heads + hd) * head_dim;
             if (mode == 2) {
                 for (int j = 0; j < half; j++) {
                     const float x0 = h[j], x1 = h[j + half];
-                    h[j] = x0 * cs[j] - x1 * sn[j];
-                    h[j + half] = x0 * sn[j] + x1 * cs[j];
+                    h[j] = x0 * c[j] - x1 * s[j];
+                    h[j + half] = x0 * s[j] + x1 * c[j];
                 }
             } else {
                 for (int j = 0; j < half; j++) {
                     const float x0 = h[2 * j], x1 = h[2 * j + 1];
-                    h[2 * j] = x0 * cs[j] - x1 * sn[j];
-                    h[2 * j + 1] = x0 * sn[j] + x1 * cs[j];
+                    h[2 * j] = x0 * c[j] - x1 * s[j];
+                    h[2 * j + 1] = x0 * s[j] + x1 * c[j];
                 }
             }
         }

@@ -61,18 +61,26 @@ void op_matmul(const pool_thread *t, float *y, const op_matrix *w, const float *
  * and WEFT_PROMPT_BF16 is not "0". Checked once. */
 bool op_prompt_bf16(void);
 
-/* Rotary embedding in place on x[n_tok][n_heads * head_dim]; the first
- * rope_dim dims of each head rotate. Pair j turns by
+/* Rotary embedding, in two steps: the angles depend on the position only,
+ * so a forward pass computes their cosines and sines once
+ * (op_rope_angles) and every layer turns q and k by them (op_rope).
+ *
+ * op_rope_angles: cs[n_tok][rope_dim], for each token the cosines of pairs
+ * 0..rope_dim/2-1, then their sines. Pair j turns by
  * pos * freq_scale * theta^(-2j/rope_dim) / freq_factors[j] (freq_factors may
  * be NULL), the angle built by repeated multiplication as llama.cpp does, so
- * the two agree to the last bit. mode: 0 = normal (adjacent pairs), 2 = NeoX
+ * the two agree to the last bit. No barrier.
+ *
+ * op_rope: in place on x[n_tok][n_heads * head_dim]; the first rope_dim dims
+ * of each head rotate by cs. mode: 0 = normal (adjacent pairs), 2 = NeoX
  * (pairs j, j + rope_dim/2). No barrier. */
-void op_rope(const pool_thread *t, float *x, const int32_t *pos, int n_tok, int n_heads,
-             int head_dim, int rope_dim, float theta, float freq_scale,
-             const float *freq_factors, int mode);
+void op_rope_angles(const pool_thread *t, float *cs, const int32_t *pos, int n_tok, int rope_dim,
+                    float theta, float freq_scale, const float *freq_factors);
+void op_rope(const pool_thread *t, float *x, const float *cs, int n_tok, int n_heads,
+             int head_dim, int rope_dim, int mode);
 
 /* Row-parallel ops. Every op that splits its work by rows — op_rmsnorm,
- * op_rope (by token), op_swiglu_rows, op_add_rows, and the quantization at
+ * op_rope_angles and op_rope (by token), op_swiglu_rows, op_add_rows, and the quantization at
  * the start of op_matmul_multi — gives thread t the same rows
  * (pool_range(t, n_rows)), so one may follow another without a barrier when
  * each row depends only on the same row before. */
