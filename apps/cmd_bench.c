@@ -27,6 +27,7 @@ static void usage(FILE *f)
             "      --shared-prefix P    every prompt starts with the same P tokens (a system\n"
             "                           prompt), then its own 32-token question\n"
             "      --no-prefix-cache    turn off KV sharing between requests\n"
+            "  -b, --batch N            tokens per engine step (default 256)\n"
             "      --prefill-cap K      prompt tokens per step while requests decode\n"
             "                           (default: the engine's; 0 = no cap)\n"
             "  -t, --threads N          compute threads (default: all cores)\n"
@@ -129,13 +130,13 @@ int cmd_bench(int argc, char **argv)
         {"threads", required_argument, 0, 't'},    {"data", required_argument, 0, 'D'},
         {"json", no_argument, 0, 'j'},             {"help", no_argument, 0, 'h'},
         {"dump", required_argument, 0, 'O'},       {"prefill-cap", required_argument, 0, 'K'},
-        {0, 0, 0, 0}};
+        {"batch", required_argument, 0, 'b'},      {0, 0, 0, 0}};
     const char *model_path = NULL, *data = getenv("WEFT_DATA_DIR"), *dump_path = NULL;
     int conc = 16, n_req = 0, max_tokens = 64, pmin = 32, pmax = 512, shared = 0, prefix = 1,
-        threads = 0, json = 0, c, cap = -1;
+        threads = 0, json = 0, c, cap = -1, batch = 0;
     if (!data) data = "../shared/data";
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:c:r:n:t:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:c:r:n:t:b:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
         case 'c': conc = atoi(optarg); break;
@@ -150,11 +151,13 @@ int cmd_bench(int argc, char **argv)
         case 'j': json = 1; break;
         case 'O': dump_path = optarg; break;
         case 'K': cap = atoi(optarg); break;
+        case 'b': batch = atoi(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (conc < 1 || conc > 1024 || max_tokens < 1 || pmin < 1 || pmax < pmin || shared < 0) {
+    if (conc < 1 || conc > 1024 || max_tokens < 1 || pmin < 1 || pmax < pmin || shared < 0 ||
+        batch < 0 || batch > 65536) {
         fprintf(stderr, "weft bench: bad option values (see --help)\n");
         return 2;
     }
@@ -182,6 +185,7 @@ int cmd_bench(int argc, char **argv)
     ep.ctx.n_threads = threads;
     ep.prefix_cache = prefix;
     if (cap >= 0) ep.prefill_cap = cap;
+    if (batch > 0) ep.ctx.n_batch = batch;
     weft_engine *e = NULL;
     if (weft_engine_create(m, &ep, &e) != 0) {
         fprintf(stderr, "weft bench: %s\n", weft_last_error());
