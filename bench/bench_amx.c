@@ -59,8 +59,8 @@ static void *sweep_thread(void *p)
             const long nt = amx_n_tiles(a->mats[l][k]);
             const long lo = a->half ? nt / 2 : 0, hi = a->half ? nt : nt / 2;
             if (a->bf16) /* act[] holds bf16 rows: the prompt path */
-                amx_matmul_bf16(a->mats[l][k], a->act[k == 6], (size_t)a->shape[k][0], a->M, a->y,
-                                (size_t)a->shape[k][1], lo, hi);
+                amx_matmul_bf16(a->mats[l][k], a->act[k == 6], a->M, NULL, a->y, (size_t)a->shape[k][1], lo,
+                                hi);
             else
                 amx_matmul(a->mats[l][k], a->act[k == 6], a->M, a->y, (size_t)a->shape[k][1], lo, hi);
             pthread_barrier_wait(a->bar); /* as the engine's pool does between ops */
@@ -139,16 +139,17 @@ int main(int argc, char **argv)
             printf("%-24s %5d %10.4f %10.1f %12.1f", shapes[si].name, M, best * 1e3,
                    macs / best * 1e-9, cyc / blocks);
             if (amx_bf16_available()) { /* the same product on bf16 tiles (prompt rows) */
-                uint16_t *xb = aligned_alloc(64, ((size_t)M * (size_t)n_in * 2 + 63) & ~(size_t)63);
+                uint16_t *xb = aligned_alloc(64, (amx_bf16_act_size(n_in, M) + 63) & ~(size_t)63);
                 amx_pack_bf16(m);
                 for (int a = 0; a < M; a++) {
                     for (int64_t i = 0; i < n_in; i++) f[i] = frand(&seed);
-                    amx_to_bf16(xb + (size_t)a * (size_t)n_in, f, n_in);
+                    amx_to_bf16_row(xb, f, n_in, a);
                 }
+                amx_bf16_act_pad(xb, n_in, M);
                 double bbest = 1e9;
                 for (int round = 0; round < 20; round++) {
                     const double t0 = now();
-                    amx_matmul_bf16(m, xb, (size_t)n_in, M, y, (size_t)n_out, 0, amx_n_tiles(m));
+                    amx_matmul_bf16(m, xb, M, NULL, y, (size_t)n_out, 0, amx_n_tiles(m));
                     const double t = now() - t0;
                     if (t < bbest) bbest = t;
                 }
@@ -250,7 +251,7 @@ int main(int argc, char **argv)
                 const double t0 = now();
                 for (int l = 0; l < LAYERS; l++)
                     for (int k = 0; k < 7; k++)
-                        amx_matmul_bf16(mats[l][k], act[k == 6], (size_t)mshape[k][0], M, y, (size_t)mshape[k][1], 0,
+                        amx_matmul_bf16(mats[l][k], act[k == 6], M, NULL, y, (size_t)mshape[k][1], 0,
                                         amx_n_tiles(mats[l][k]));
                 const double t1 = now() - t0;
                 if (t1 < best1) best1 = t1;

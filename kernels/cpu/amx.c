@@ -245,6 +245,11 @@ size_t amx_act_size(int64_t n_in, int n_tok)
     return al64((size_t)n_in * (size_t)n_tok) + 3 * al64(nb * (size_t)n_tok * sizeof(float));
 }
 
+size_t amx_bf16_act_size(int64_t n_in, int n_tok)
+{
+    return (size_t)((n_tok + AMX_ROWS - 1) / AMX_ROWS) * AMX_ROWS * (size_t)n_in * sizeof(uint16_t);
+}
+
 typedef struct {
     uint8_t *u;
     float *da, *sa;
@@ -739,55 +744,66 @@ TGTBF16 void amx_to_bf16(uint16_t *y, const float *x, int64_t n)
     }
 }
 
-/* A tile of group G's activations for block B into tile register TR: from
- * x, or for a group short of 16 rows (the call's last) from `pad`, zero
- * past its rows. */
-#define BF16_LOAD_A(TR, G, B)                                                                      \
-    do {                                                                                           \
-        const int a0_ = (G) * AMX_ROWS;                                                            \
-        const uint16_t *src_ = x + (size_t)a0_ * lda + (size_t)(B) * AMX_K;                        \
-        if (a0_ + AMX_ROWS <= n_tok) {                                                             \
-            _tile_loadd(TR, src_, lda * 2);                                                        \
-        } else {                                                                                   \
-            for (int r_ = 0; r_ < n_tok - a0_; r_++) memcpy(pad[r_], src_ + (size_t)r_ * lda, sizeof pad[0]); \
-            _tile_loadd(TR, pad, sizeof pad[0]);                                                   \
-        }                                                                                          \
-    } while (0)
+/* Row a of the tile layout: group a / 16, block b, row a % 16 of that tile. */
+static uint16_t *bf16_act_at(uint16_t *x, int64_t n_in, int a, int64_t b)
+{
+    const int64_t nb = n_in / AMX_K;
+    return x + (((size_t)(a / AMX_ROWS) * (size_t)nb + (size_t)b) * AMX_ROWS + (size_t)(a % AMX_ROWS)) * AMX_K;
+}
 
-/* C tile CT (group G x weight tile T) into y; a short group through cbuf. */
+TGTBF16 void amx_to_bf16_row(uint16_t *x, const float *f, int64_t n_in, int a)
+{
+    for (int64_t b = 0; b < n_in / AMX_K; b++, f += AMX_K)
+        _mm512_storeu_si512(bf16_act_at(x, n_in, a, b),
+                           (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(f + 16), _mm512_loadu_ps(f)));
+}
+
+void amx_bf16_act_pad(uint16_t *x, int64_t n_in, int n_tok)
+{
+    for (int a = n_tok; a % AMX_ROWS; a++)
+        for (int64_t b = 0; b < n_in / AMX_K; b++) memset(bf16_act_at(x, n_in, a, b), 0, AMX_K * sizeof *x);
+}
+
+/* C tile CT (group G x weight tile T) into y's rows: straight when the
+ * group's 16 rows are consecutive rows of y, else through cbuf. */
 #define BF16_STORE(CT, G, T)                                                                       \
     do {                                                                                           \
         const int a0_ = (G) * AMX_ROWS;                                                            \
-        float *dst_ = y + (size_t)a0_ * ldy + (size_t)(T) * AMX_ROWS;                              \
-        if (a0_ + AMX_ROWS <= n_tok) {                                                             \
-            _tile_stored(CT, dst_, ldy * sizeof(float));                                           \
+        const int n_ = n_tok - a0_ < AMX_ROWS ? n_tok - a0_ : AMX_ROWS;                            \
+        const size_t r0_ = rows ? (size_t)rows[a0_] : (size_t)a0_;                                 \
+        if (n_ == AMX_ROWS && (!rows || rows[a0_ + AMX_ROWS - 1] == rows[a0_] + AMX_ROWS - 1)) {   \
+            _tile_stored(CT, y + r0_ * ldy + (size_t)(T) * AMX_ROWS, ldy * sizeof(float));         \
         } else {                                                                                   \
             _tile_stored(CT, cbuf, sizeof cbuf[0]);                                                \
-            for (int r_ = 0; r_ < n_tok - a0_; r_++) memcpy(dst_ + (size_t)r_ * ldy, cbuf[r_], sizeof cbuf[0]); \
+            for (int r_ = 0; r_ < n_; r_++)                                                        \
+                memcpy(y + (rows ? (size_t)rows[a0_ + r_] : (size_t)(a0_ + r_)) * ldy +            \
+                           (size_t)(T) * AMX_ROWS,                                                 \
+                       cbuf[r_], sizeof cbuf[0]);                                                  \
         }                                                                                          \
     } while (0)
 
 /* Two groups of activation rows (g, g + 1) by two weight tiles (t, t + 1)
  * per pass, C in tmm0-3: each A and B tile loaded serves two products. The
- * activations of the two groups (2 x 16 rows) stay in L1 while the range's
- * weight tiles go past them. */
-TGTBF16 void amx_matmul_bf16(const amx_matrix *m, const uint16_t *x, size_t lda, int n_tok,
+ * activations are in the tiles' own layout (amx_to_bf16_row): a tile load
+ * reads 1 KB in a row, not 16 rows of the activation matrix 1-3 KB apart,
+ * which cost more than the products. The activations of the two groups
+ * (2 x 16 rows) stay in L1 or L2 while the range's weight tiles go past
+ * them. */
+TGTBF16 void amx_matmul_bf16(const amx_matrix *m, const uint16_t *x, int n_tok, const int32_t *rows,
                              float *y, size_t ldy, long tlo, long thi)
 {
     if (tlo >= thi || n_tok <= 0) return;
     WEFT_ASSERT(m->wbf);
     const int64_t nb = m->nb;
     const size_t tile_elems = (size_t)nb * AMX_ROWS * AMX_K;
-    uint16_t pad[AMX_ROWS][AMX_K] __attribute__((aligned(64)));
     float cbuf[AMX_ROWS][AMX_ROWS] __attribute__((aligned(64)));
-    memset(pad, 0, sizeof pad);
-    uint8_t rows[8];
+    uint8_t trows[8];
     uint16_t colsb[8];
     for (int i = 0; i < 8; i++) {
-        rows[i] = AMX_ROWS;
+        trows[i] = AMX_ROWS;
         colsb[i] = 64;
     }
-    amx_tile_config(rows, colsb);
+    amx_tile_config(trows, colsb);
     const int n_groups = (n_tok + AMX_ROWS - 1) / AMX_ROWS;
     /* weight tiles in chunks of about 256 KB, which stay in L2 while every
      * group pair goes past them: the weights come from memory once a call */
@@ -797,6 +813,7 @@ TGTBF16 void amx_matmul_bf16(const amx_matrix *m, const uint16_t *x, size_t lda,
     const long tend = tc + chunk < thi ? tc + chunk : thi;
     for (int g = 0; g < n_groups; g += 2) {
         const bool g2 = g + 1 < n_groups;
+        const uint16_t *a0 = x + (size_t)g * tile_elems, *a1 = a0 + tile_elems;
         for (long t = tc; t < tend; t += 2) {
             const bool t2 = t + 1 < tend;
             const uint16_t *w0 = m->wbf + (size_t)t * tile_elems, *w1 = w0 + tile_elems;
@@ -811,7 +828,7 @@ TGTBF16 void amx_matmul_bf16(const amx_matrix *m, const uint16_t *x, size_t lda,
                         _mm_prefetch((const char *)(w0 + wo + 4 * AMX_ROWS * AMX_K + off), _MM_HINT_T0);
                         if (t2) _mm_prefetch((const char *)(w1 + wo + 4 * AMX_ROWS * AMX_K + off), _MM_HINT_T0);
                     }
-                BF16_LOAD_A(4, g, b);
+                _tile_loadd(4, a0 + wo, AMX_K * 2);
                 _tile_loadd(6, w0 + wo, AMX_K * 2);
                 _tile_dpbf16ps(0, 4, 6);
                 if (t2) {
@@ -819,7 +836,7 @@ TGTBF16 void amx_matmul_bf16(const amx_matrix *m, const uint16_t *x, size_t lda,
                     _tile_dpbf16ps(1, 4, 7);
                 }
                 if (g2) {
-                    BF16_LOAD_A(5, g + 1, b);
+                    _tile_loadd(5, a1 + wo, AMX_K * 2);
                     _tile_dpbf16ps(2, 5, 6);
                     if (t2) _tile_dpbf16ps(3, 5, 7);
                 }
@@ -835,7 +852,6 @@ TGTBF16 void amx_matmul_bf16(const amx_matrix *m, const uint16_t *x, size_t lda,
     }
     _tile_release();
 }
-#undef BF16_LOAD_A
 #undef BF16_STORE
 #else
 size_t amx_bf16_bytes(const amx_matrix *m) { (void)m; return 0; }
@@ -846,10 +862,16 @@ void amx_to_bf16(uint16_t *y, const float *x, int64_t n)
     (void)y, (void)x, (void)n;
     WEFT_ASSERT(!"amx_to_bf16 without AMX-BF16");
 }
-void amx_matmul_bf16(const amx_matrix *m, const uint16_t *x, size_t lda, int n_tok, float *y,
+void amx_to_bf16_row(uint16_t *x, const float *f, int64_t n_in, int a)
+{
+    (void)x; (void)f; (void)n_in; (void)a;
+    WEFT_ASSERT(!"amx_to_bf16_row without AMX-BF16");
+}
+void amx_bf16_act_pad(uint16_t *x, int64_t n_in, int n_tok) { (void)x; (void)n_in; (void)n_tok; }
+void amx_matmul_bf16(const amx_matrix *m, const uint16_t *x, int n_tok, const int32_t *rows, float *y,
                      size_t ldy, long tlo, long thi)
 {
-    (void)m, (void)x, (void)lda, (void)n_tok, (void)y, (void)ldy, (void)tlo, (void)thi;
+    (void)m, (void)x, (void)rows, (void)n_tok, (void)y, (void)ldy, (void)tlo, (void)thi;
     WEFT_ASSERT(!"amx_matmul_bf16 without AMX-BF16");
 }
 void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int first, int n_tok,

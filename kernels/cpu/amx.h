@@ -91,17 +91,23 @@ int amx_pack_bytes(amx_matrix *m);
  * its weights: dequantized (scale * value + minimum, in f32), rounded to
  * bf16, in TDPBF16PS's tile layout — amx_bf16_bytes(m), about 2 bytes a
  * weight. Returns 0, or -1 without AMX-BF16 or memory (m is unchanged).
- * Then amx_matmul_bf16: y[a * ldy + r] = sum over i of W[r][i] *
- * x[a * lda + i] for a < n_tok and r in tiles [tlo, thi), x holding bf16
- * activations (amx_to_bf16), products accumulated in f32 block after block.
- * No per-block float step (what bounds the int8 path), so from a few dozen
- * rows on it is several times faster; below that the weights' bytes (more
- * than the int8 layout's) bound both. A row's result does not depend on
- * n_tok or on the other rows. Only where amx_has_bf16(m). */
+ * Then amx_matmul_bf16: y[row(a) * ldy + r] = sum over i of W[r][i] * X[a][i]
+ * for a < n_tok and r in tiles [tlo, thi), row(a) = rows[a] (rows NULL: a),
+ * products accumulated in f32 block after block. X is bf16, in the tiles'
+ * layout (amx_bf16_act_size(n_in, n_tok) bytes): amx_to_bf16_row puts row
+ * a there, and amx_bf16_act_pad zeroes the rows past n_tok up to a multiple
+ * of 16 once all rows are in. No per-block float step (what bounds the int8
+ * path), so from a few dozen rows on it is several times faster; below that
+ * the weights' bytes (more than the int8 layout's) bound both. A row's
+ * result does not depend on n_tok or on the other rows. Only where
+ * amx_has_bf16(m) (amx_bf16_act_size: everywhere). */
 int amx_pack_bf16(amx_matrix *m);
 bool amx_has_bf16(const amx_matrix *m);
 size_t amx_bf16_bytes(const amx_matrix *m);
-void amx_matmul_bf16(const amx_matrix *m, const uint16_t *x, size_t lda, int n_tok, float *y,
+size_t amx_bf16_act_size(int64_t n_in, int n_tok);
+void amx_to_bf16_row(uint16_t *x, const float *f, int64_t n_in, int a);
+void amx_bf16_act_pad(uint16_t *x, int64_t n_in, int n_tok);
+void amx_matmul_bf16(const amx_matrix *m, const uint16_t *x, int n_tok, const int32_t *rows, float *y,
                      size_t ldy, long tlo, long thi);
 /* y[0..n) = x rounded to bf16 (nearest even). Only where amx_bf16_available(). */
 void amx_to_bf16(uint16_t *y, const float *x, int64_t n);

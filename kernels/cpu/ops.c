@@ -113,7 +113,8 @@ static size_t al64(size_t x) { return (x + 63) & ~(size_t)63; }
 
 size_t op_qbuf_size(int64_t n_in, int n_tok)
 {
-    return 3 * op_qslot_size(n_in, n_tok) + al64((size_t)n_in * (size_t)n_tok * sizeof(uint16_t));
+    return 3 * op_qslot_size(n_in, n_tok) + al64(amx_bf16_act_size(n_in, n_tok)) +
+           al64((size_t)n_tok * sizeof(int32_t));
 }
 
 /* WEFT_PROMPT_BF16=0 keeps prompt rows on the int8 kernels (ops.h). */
@@ -158,12 +159,23 @@ void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_mat
         all_bf16[s] &= bf16[i];
         any_bf16 |= bf16[i];
     }
-    /* after the three slots: qbuf is op_qbuf_size bytes when prompt rows come */
+    /* after the three slots (qbuf is op_qbuf_size bytes when prompt rows
+     * come): the prompt rows in bf16, the p-th of them as row p of the
+     * bf16 kernel's tile layout, then prow[p] = its row in the batch */
     uint16_t *xbf = any_bf16 ? (uint16_t *)((char *)qbuf + 3 * slot) : NULL;
+    int32_t *prow = any_bf16 ? (int32_t *)((char *)xbf + al64(amx_bf16_act_size(n_in, n_tok))) : NULL;
     long lo, hi;
     pool_range(t, n_tok, &lo, &hi);
-    for (long r = lo; r < hi; r++)
-        if (any_bf16 && prompt[r]) amx_to_bf16(xbf + (size_t)r * n_in, x + (size_t)r * n_in, n_in);
+    int n_prompt = 0;
+    if (any_bf16) {
+        for (int r = 0; r < n_tok; r++) {
+            if (!prompt[r]) continue;
+            if (r >= lo && r < hi) amx_to_bf16_row(xbf, x + (size_t)r * n_in, n_in, n_prompt);
+            if (t->ith == 0) prow[n_prompt] = r;
+            n_prompt++;
+        }
+        if (t->ith == 0) amx_bf16_act_pad(xbf, n_in, n_prompt);
+    }
     for (int s = 0; s < n_slots; s++) {
         if (vts[s] == WEFT_TYPE_F32) continue; /* used in place */
         const size_t qrow = quant_row_size(vts[s], n_in);
@@ -189,18 +201,17 @@ void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_mat
             continue;
         }
         const int64_t n_out = ws[i]->n_out;
-        /* runs of rows that take the same kernel: in the engine's batches the
-         * generated tokens come first, then the prompt chunks */
+        /* the prompt rows, all at once, on the bf16 tiles; the runs of the
+         * other rows on the int8 ones (in the engine's batches the
+         * generated tokens come first, then the prompt chunks) */
+        if (bf16[i] && n_prompt)
+            amx_matmul_bf16(ws[i]->amx, xbf, n_prompt, prow, ys[i], (size_t)n_out, tlo, thi);
         for (int r0 = 0, r1; r0 < n_tok; r0 = r1) {
             const bool bf = bf16[i] && prompt[r0];
             for (r1 = r0 + 1; r1 < n_tok && (bf16[i] && prompt[r1]) == bf; r1++) {}
-            float *y0 = ys[i] + (size_t)r0 * (size_t)n_out;
-            if (bf)
-                amx_matmul_bf16(ws[i]->amx, xbf + (size_t)r0 * n_in, (size_t)n_in, r1 - r0, y0,
-                                (size_t)n_out, tlo, thi);
-            else
-                amx_matmul_rows(ws[i]->amx, amx_part(act, n_in, n_tok), n_tok, r0, r1 - r0, y0,
-                                (size_t)n_out, tlo, thi);
+            if (!bf)
+                amx_matmul_rows(ws[i]->amx, amx_part(act, n_in, n_tok), n_tok, r0, r1 - r0,
+                                ys[i] + (size_t)r0 * (size_t)n_out, (size_t)n_out, tlo, thi);
         }
         const float *bias = biases ? biases[i] : NULL;
         if (bias)

@@ -164,8 +164,13 @@ static void check_bf16(weft_type t)
         for (int i = 0; i < n_in; i++) wf[(size_t)o * n_in + i] = bf16_round(wf[(size_t)o * n_in + i]);
     }
     float *solo = malloc(sizeof(float) * (size_t)max_tok * n_out);
-    for (int k = 0; k < max_tok; k++)
-        amx_matmul_bf16(f.m, xb + (size_t)k * n_in, (size_t)n_in, 1, solo + (size_t)k * n_out, (size_t)n_out, 0, nt);
+    uint16_t *xt = aligned_alloc(64, (amx_bf16_act_size(n_in, max_tok) + 63) & ~(size_t)63);
+    memset(xt, 0xFF, amx_bf16_act_size(n_in, max_tok)); /* NaN where no row is written */
+    for (int k = 0; k < max_tok; k++) {
+        amx_to_bf16_row(xt, x + (size_t)k * n_in, n_in, 0);
+        amx_bf16_act_pad(xt, n_in, 1);
+        amx_matmul_bf16(f.m, xt, 1, NULL, solo + (size_t)k * n_out, (size_t)n_out, 0, nt);
+    }
     for (int k = 0; k < max_tok; k++)
         for (int o = 0; o < n_out; o++) {
             double r = 0, mag = 0;
@@ -184,8 +189,11 @@ static void check_bf16(weft_type t)
     for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
         const int n = sizes[si];
         memset(y, 0, sizeof(float) * (size_t)max_tok * n_out);
-        amx_matmul_bf16(f.m, xb, (size_t)n_in, n, y, (size_t)n_out, 0, 3); /* "two threads": 3 + 2 tiles */
-        amx_matmul_bf16(f.m, xb, (size_t)n_in, n, y, (size_t)n_out, 3, nt);
+        memset(xt, 0xFF, amx_bf16_act_size(n_in, max_tok));
+        for (int k = n - 1; k >= 0; k--) amx_to_bf16_row(xt, x + (size_t)k * n_in, n_in, k);
+        amx_bf16_act_pad(xt, n_in, n);
+        amx_matmul_bf16(f.m, xt, n, NULL, y, (size_t)n_out, 0, 3); /* "two threads": 3 + 2 tiles */
+        amx_matmul_bf16(f.m, xt, n, NULL, y, (size_t)n_out, 3, nt);
         for (int k = 0; k < max_tok; k++)
             for (int o = 0; o < n_out; o++) {
                 const float want = k < n ? solo[(size_t)k * n_out + o] : 0.0f; /* rows past n untouched */
@@ -194,10 +202,33 @@ static void check_bf16(weft_type t)
                                o, y[(size_t)k * n_out + o], want);
             }
     }
+    /* rows scattered in the output (a batch whose prompt rows are not one
+     * run): packed row a is row rows[a] of y, the others untouched */
+    {
+        const int n = 20;
+        int32_t rows[20];
+        for (int a = 0; a < n; a++) rows[a] = a < 16 ? 2 * a : a + 20; /* 0, 2, ..., 30, 36..39 */
+        WEFT_ASSERT(rows[n - 1] < max_tok);
+        memset(y, 0, sizeof(float) * (size_t)max_tok * n_out);
+        for (int a = 0; a < n; a++) amx_to_bf16_row(xt, x + (size_t)rows[a] * n_in, n_in, a);
+        amx_bf16_act_pad(xt, n_in, n);
+        amx_matmul_bf16(f.m, xt, n, rows, y, (size_t)n_out, 0, nt);
+        for (int k = 0; k < max_tok; k++) {
+            bool used = false;
+            for (int a = 0; a < n; a++) used |= rows[a] == k;
+            for (int o = 0; o < n_out; o++) {
+                const float want = used ? solo[(size_t)k * n_out + o] : 0.0f;
+                if (memcmp(&y[(size_t)k * n_out + o], &want, sizeof want))
+                    TEST_FAIL_("%s bf16 scattered rows: token %d row %d = %.9g, want %.9g", quant_type_name(t), k,
+                               o, y[(size_t)k * n_out + o], want);
+            }
+        }
+    }
     free(y);
     free(solo);
     free(wf);
     free(xb);
+    free(xt);
     free(x);
     teardown(&f);
 }
