@@ -21,15 +21,20 @@ import re
 import sys
 
 
-def read(path):
-    """Steps of a trace: a list of (key, ms)."""
+def parse(lines):
+    """Steps of a trace's lines: a list of (key, ms)."""
     steps = []
+    for line in lines:
+        if not line.startswith("weft step "):
+            continue
+        v = dict(re.findall(r"(\w+)=([-\d.]+)", line))
+        steps.append((("P" if int(v["prompt"]) > 0 else "D") + v["rows"], float(v["ms"])))
+    return steps
+
+
+def read(path):
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.startswith("weft step "):
-                continue
-            v = dict(re.findall(r"(\w+)=([-\d.]+)", line))
-            steps.append((("P" if int(v["prompt"]) > 0 else "D") + v["rows"], float(v["ms"])))
+        steps = parse(f)
     if not steps:
         sys.exit(f"{path}: no 'weft step' lines (was WEFT_TRACE=1 set?)")
     return steps
@@ -47,20 +52,34 @@ def summary(steps):
 
 
 def bounds(graph, seq):
+    """What bounds sequential / graph, from the two runs' steps: a dict of
+    the measured step-time ratio, the ratio with batching for free (every
+    graph decode-only step at the sequential one-row mean, d1_ms) and the
+    ratio with prompt tokens free too (decode-only steps, sequential /
+    graph); None when the sequential run has no one-row decode step."""
     one = [ms for key, ms in seq if key == "D1"]
-    if not one:
-        sys.exit("the sequential trace has no one-row decode steps")
+    g_decode = sum(1 for key, _ in graph if key[0] == "D")
+    if not one or not g_decode:
+        return None
     d1 = sum(one) / len(one)
     g_total, s_total = sum(ms for _, ms in graph), sum(ms for _, ms in seq)
     g_prompt = sum(ms for key, ms in graph if key[0] == "P")
-    g_decode = sum(1 for key, _ in graph if key[0] == "D")
     s_decode = sum(1 for key, _ in seq if key[0] == "D")
-    print(f"sequential / graph step time: {s_total:.0f} / {g_total:.0f} ms = {s_total / g_total:.2f}x")
-    free = g_prompt + g_decode * d1
-    print(f"with batching for free (each of the graph's {g_decode} decode-only steps at the "
-          f"sequential one-row mean, {d1:.2f} ms): {s_total:.0f} / {free:.0f} ms = {s_total / free:.2f}x")
-    print(f"and prompt tokens for free too: {s_decode} / {g_decode} decode-only steps = "
-          f"{s_decode / g_decode:.2f}x")
+    return {"graph_ms": g_total, "sequential_ms": s_total, "steps_ratio": s_total / g_total,
+            "d1_ms": d1, "graph_decode_steps": g_decode, "sequential_decode_steps": s_decode,
+            "free_batching_ms": g_prompt + g_decode * d1,
+            "free_batching_ratio": s_total / (g_prompt + g_decode * d1),
+            "chains_ratio": s_decode / g_decode}
+
+
+def print_bounds(b):
+    print(f"sequential / graph step time: {b['sequential_ms']:.0f} / {b['graph_ms']:.0f} ms = "
+          f"{b['steps_ratio']:.2f}x")
+    print(f"with batching for free (each of the graph's {b['graph_decode_steps']} decode-only steps at "
+          f"the sequential one-row mean, {b['d1_ms']:.2f} ms): {b['sequential_ms']:.0f} / "
+          f"{b['free_batching_ms']:.0f} ms = {b['free_batching_ratio']:.2f}x")
+    print(f"and prompt tokens for free too: {b['sequential_decode_steps']} / {b['graph_decode_steps']} "
+          f"decode-only steps = {b['chains_ratio']:.2f}x")
 
 
 def main():
@@ -71,9 +90,11 @@ def main():
     graph = read(args[0])
     summary(graph)
     if len(args) == 3:
-        seq = read(args[2])
+        b = bounds(graph, read(args[2]))
         print()
-        bounds(graph, seq)
+        if b is None:
+            sys.exit("no decode-only steps to compare (the sequential trace needs one-row ones)")
+        print_bounds(b)
     return 0
 
 

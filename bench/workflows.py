@@ -13,7 +13,12 @@ same binary, model, engine settings and thread count:
 
 Prints end-to-end script time (model load excluded), tokens computed by the
 forward pass, prompt tokens served from the prefix cache, and the ratio
-sequential / graph; appends one JSON line to bench/results/workflows.jsonl.
+sequential / graph; then what bounds that ratio, from the engine steps of the
+two median runs (WEFT_TRACE=1; bench/trace_summary.py --against): the ratio
+of their step times, the ratio if every graph decode-only step cost what a
+one-row step costs (batching for free), and the ratio if prompt tokens were
+free too (the dependency chains alone). Appends one JSON line to
+bench/results/workflows.jsonl.
 
 Sizes (chosen so that a run takes minutes on 2 cores, not an hour):
   map-reduce   30 articles, the first 600 characters of each (~150 tokens),
@@ -56,6 +61,9 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import trace_summary  # noqa: E402  (bench/trace_summary.py)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEFT = os.environ.get("WEFT_BIN", os.path.join(ROOT, "build", "weft"))
 RESULTS = os.path.join(ROOT, "bench", "results", "workflows.jsonl")
@@ -76,13 +84,15 @@ def run(script, args, threads, sequential):
         cmd += ["--arg", f"{k}={v}"]
     if sequential:
         cmd.append("--sequential")
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, WEFT_TRACE="1"))
     if p.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr}")
     stats = [l for l in p.stderr.splitlines() if l.startswith("{")]
     st = json.loads(stats[-1])
     st["output_bytes"] = len(p.stdout)
     st["output"] = p.stdout
+    st["steps"] = trace_summary.parse(p.stderr.splitlines())
     return st
 
 
@@ -113,16 +123,24 @@ def main():
         for mode, rs in runs.items():
             rs.sort(key=lambda s: s["run_s"])
             st = rs[len(rs) // 2]
-            res[mode] = {k: v for k, v in st.items() if k != "output"}
+            res[mode] = {k: v for k, v in st.items() if k not in ("output", "steps")}
+            res[mode]["_steps"] = st["steps"]
             print(f"{name:12} {mode:10} {st['run_s']:8.2f} {st['computed_tokens']:9d} "
                   f"{st['cached_tokens']:7d} {st['generated_tokens']:9d} {st['calls']:5d}")
         same = runs["graph"][0]["output"] == runs["sequential"][0]["output"]
+        b = trace_summary.bounds(res["graph"].pop("_steps"), res["sequential"].pop("_steps"))
         ratio = res["sequential"]["run_s"] / res["graph"]["run_s"]
         res.update({"script": script, "args": args, "ratio": round(ratio, 3),
                     "goal": GOALS[name], "same_output": same})
+        if b:
+            res["bound"] = {k: round(v, 3) for k, v in b.items()}
         record["workloads"][name] = res
         print(f"{name:12} ratio sequential/graph {ratio:.2f}x (goal {GOALS[name]}x), "
               f"same output in both modes: {same}")
+        if b:
+            print(f"{name:12} bound (engine steps of the median runs): {b['steps_ratio']:.2f}x measured, "
+                  f"{b['free_batching_ratio']:.2f}x if batching were free, {b['chains_ratio']:.2f}x "
+                  f"if prompt tokens were free too")
     record["loadavg_after"] = os.getloadavg()[0]
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "a") as f:
