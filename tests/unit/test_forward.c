@@ -334,6 +334,70 @@ TEST(batched_prefill_equals_token_by_token)
     unlink(path);
 }
 
+/* Generated tokens at a long context (the other tests stay within 64
+ * positions): a 600-token sequence given as generated tokens against the
+ * reference, and each of its last tokens decoded alone equal to the same
+ * row of the all-at-once batch, bit for bit. */
+TEST(long_context_generated_tokens_match_reference)
+{
+    char path[256];
+    tiny_spec sp = tiny_default();
+    sp.n_ctx = 1024;
+    weft_model *m = load_tiny(sp, "longctx", path, sizeof path);
+    ASSERT(m != NULL);
+    enum { N = 600, TAIL = 6 };
+    int32_t toks[N], pos[N], sq[N];
+    int8_t want[N];
+    uint32_t rng = 7;
+    for (int i = 0; i < N; i++)
+        toks[i] = (int32_t)(tiny_rng(&rng) % (uint32_t)sp.n_vocab), pos[i] = i, sq[i] = 0, want[i] = i >= N - TAIL;
+    weft_ctx_params cp = weft_ctx_default_params();
+    cp.n_threads = 2;
+    cp.n_ctx = N + 8;
+    cp.n_seq_max = 2;
+    weft_ctx *c = NULL;
+    ASSERT_EQ_INT(weft_ctx_create(m, &cp, &c), 0);
+    weft_batch b = {.n = N, .tokens = toks, .pos = pos, .seq = sq, .want_logits = want}; /* not marked: generated */
+    ASSERT_EQ_INT(weft_decode(c, &b), 0);
+    ASSERT_EQ_INT(weft_n_logits(c), TAIL);
+    float *rows = malloc((size_t)TAIL * sp.n_vocab * sizeof *rows);
+    for (int i = 0; i < TAIL; i++) memcpy(rows + (size_t)i * sp.n_vocab, weft_get_logits(c, i), sp.n_vocab * sizeof *rows);
+    /* against the reference */
+    gguf_file *g = NULL;
+    ASSERT_EQ_INT(gguf_open(path, &g), 0);
+    double *ref = malloc(sp.n_vocab * sizeof *ref);
+    ref_forward(&sp, g, toks, N, ref);
+    double lo = 1e300, hi = -1e300, md = 0;
+    const float *last = rows + (size_t)(TAIL - 1) * sp.n_vocab;
+    for (int i = 0; i < sp.n_vocab; i++) {
+        lo = fmin(lo, ref[i]);
+        hi = fmax(hi, ref[i]);
+        md = fmax(md, fabs(ref[i] - last[i]));
+    }
+    fprintf(stderr, "  %d positions: max |weft - ref| = %.5f (logit range %.3f)\n", N, md, hi - lo);
+    /* 0.0006 of 141.5 here */
+    ASSERT(md <= 2e-5 * (hi - lo));
+    /* the same sequence again, its last tokens one at a time */
+    for (int i = 0; i < N; i++) sq[i] = 1;
+    b.n = N - TAIL;
+    b.want_logits = NULL;
+    ASSERT_EQ_INT(weft_decode(c, &b), 0);
+    for (int k = 0; k < TAIL; k++) {
+        const int i = N - TAIL + k;
+        weft_batch one = {.n = 1, .tokens = toks + i, .pos = pos + i, .seq = sq + i};
+        ASSERT_EQ_INT(weft_decode(c, &one), 0);
+        if (memcmp(weft_get_logits(c, 0), rows + (size_t)k * sp.n_vocab, sp.n_vocab * sizeof *rows))
+            TEST_FAIL_("position %d alone: logits differ from the batch's (max %.3g)", i,
+                       max_abs_diff(weft_get_logits(c, 0), rows + (size_t)k * sp.n_vocab, sp.n_vocab));
+    }
+    free(ref);
+    free(rows);
+    gguf_close(g);
+    weft_ctx_destroy(c);
+    weft_model_free(m);
+    unlink(path);
+}
+
 TEST(two_sequences_in_one_batch_equal_separate_runs)
 {
     char path[256];
@@ -505,6 +569,7 @@ int main(void)
     mark_prompt = 1; /* again with prompt tokens: tile rows must not depend on each other */
     RUN(batched_prefill_equals_token_by_token);
     mark_prompt = 0;
+    RUN(long_context_generated_tokens_match_reference);
     RUN(two_sequences_in_one_batch_equal_separate_runs);
     RUN(fork_shares_prefix_and_copies_on_write);
     RUN(bad_batches_are_rejected_and_leave_the_cache_alone);
