@@ -1100,12 +1100,14 @@ static void on_engine_event(const weft_event *ev, void *user)
     if (o->q_tail) o->q_tail->next = nd;
     else o->q_head = nd;
     o->q_tail = nd;
+    /* woken before the unlock: once the last final event is counted,
+     * orch_destroy may free o (and o->ev) the moment it gets the lock */
+    event_active(o->ev, EV_READ, 0);
     if (ev->done) {
         o->n_inflight--;
         pthread_cond_broadcast(&o->cv);
     }
     pthread_mutex_unlock(&o->mu);
-    event_active(o->ev, EV_READ, 0);
 }
 
 /* Completion i of c failed: its variable fails, the others go on. */
