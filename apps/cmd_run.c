@@ -4,9 +4,12 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -23,6 +26,7 @@ typedef struct session_opts {
     bool sequential, stats, verbose, no_store, sandbox;
     long mem_limit_mb;
     long long instr_limit;
+    double time_limit; /* seconds, 0 = none */
     const char *db_path;
     long long resume; /* run id, 0 = a new run */
     const char *keys[MAX_ARGS], *vals[MAX_ARGS];
@@ -86,11 +90,16 @@ static int session_open(const char *cmd, const session_opts *op, session *s)
     orch_params p = orch_default_params();
     p.sequential = op->sequential;
     weft_sandbox_params sb = weft_sandbox_default_params();
-    if (op->mem_limit_mb) sb.mem_limit = (size_t)op->mem_limit_mb << 20;
-    if (op->instr_limit) sb.instr_limit = (uint64_t)op->instr_limit;
+    if (op->sandbox) {
+        if (op->mem_limit_mb) sb.mem_limit = (size_t)op->mem_limit_mb << 20;
+        if (op->instr_limit) sb.instr_limit = (uint64_t)op->instr_limit;
+    } else {
+        sb = (weft_sandbox_params){.sandboxed = false}; /* the whole library, no caps */
+    }
+    sb.time_limit = op->time_limit;
     if (evthread_use_pthreads() < 0 || !(s->base = event_base_new()) ||
         weft_engine_create(s->m, &ep, &s->e) < 0 || orch_create(s->e, s->m, s->base, &p, &s->o) < 0 ||
-        dsl_create(s->o, s->m, s->base, op->sandbox ? &sb : NULL, &s->d) < 0) {
+        dsl_create(s->o, s->m, s->base, &sb, &s->d) < 0) {
         fprintf(stderr, "weft %s: %s\n", cmd, s->base ? weft_last_error() : "cannot create an event loop");
         session_close(s);
         return -1;
@@ -132,7 +141,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, session_opts *op,
         {"db", required_argument, 0, 'D'},    {"resume", required_argument, 0, 'R'},
         {"no-store", no_argument, 0, 'N'},    {"sandbox", no_argument, 0, 'X'},
         {"mem-limit-mb", required_argument, 0, 'L'}, {"instr-limit", required_argument, 0, 'I'},
-        {"prefill-cap", required_argument, 0, 'P'},
+        {"prefill-cap", required_argument, 0, 'P'}, {"time-limit", required_argument, 0, 'T'},
         {0, 0, 0, 0}};
     memset(op, 0, sizeof *op);
     op->n_ctx = 4096;
@@ -157,6 +166,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, session_opts *op,
         case 'P': op->prefill_cap = strtol(optarg, &end, 10); if (*end || op->prefill_cap < 0) goto bad; break;
         case 'L': op->mem_limit_mb = strtol(optarg, &end, 10); if (*end || op->mem_limit_mb < 1) goto bad; break;
         case 'I': op->instr_limit = strtoll(optarg, &end, 10); if (*end || op->instr_limit < 1) goto bad; break;
+        case 'T': op->time_limit = strtod(optarg, &end); if (*end || !(op->time_limit > 0) || op->time_limit > 1e7) goto bad; break;
         case 'R': op->resume = strtoll(optarg, &end, 10); if (*end || op->resume < 1) goto bad; break;
         case 'a': {
             const char *eq = strchr(optarg, '=');
@@ -207,7 +217,13 @@ static void run_usage(FILE *f)
             "                       require, debug, bytecode or string.dump; a memory cap and\n"
             "                       an instruction budget, past which the run fails clearly\n"
             "      --mem-limit-mb N with --sandbox: memory cap (default 64)\n"
-            "      --instr-limit N  with --sandbox: Lua instructions (default 1e9)\n%s",
+            "      --instr-limit N  with --sandbox: Lua instructions (default 1e9)\n"
+            "      --time-limit S   end the run after S seconds of wall clock (with or\n"
+            "                       without --sandbox): the script stops with a clear error,\n"
+            "                       its calls are cancelled, the run is recorded as failed\n"
+            "                       (resumable); a script stuck inside one library call\n"
+            "                       (a pathological string.find) is stopped by exiting the\n"
+            "                       process 3 s later\n%s",
             common_help);
 }
 
@@ -334,6 +350,70 @@ static int run_store_open(session_opts *op, const char **script, run_store *rs, 
     return 0;
 }
 
+/* --time-limit's last resort: the Lua hook cannot interrupt one long C
+ * library call, so a thread exits the process if the run is still going
+ * WATCHDOG_GRACE seconds past the limit. */
+#define WATCHDOG_GRACE 3.0
+
+typedef struct watchdog {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done, started;
+    double until, limit; /* weft_now() time; seconds */
+    long long run;       /* 0: not stored */
+} watchdog;
+
+static void *watchdog_main(void *p)
+{
+    watchdog *w = p;
+    pthread_mutex_lock(&w->mu);
+    while (!w->done) {
+        const double left = w->until - weft_now();
+        if (left <= 0) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        const double t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + left;
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+    }
+    if (!w->done) {
+        char resume[96] = "";
+        if (w->run) snprintf(resume, sizeof resume, "; resume with: weft run --resume %lld", w->run);
+        fprintf(stderr, "weft run: time limit of %g s exceeded and the script did not stop (it is inside "
+                        "a library call that Lua cannot interrupt): exiting%s\n", w->limit, resume);
+        fflush(stderr);
+        _exit(1);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+static void watchdog_start(watchdog *w, dsl *d, long long run)
+{
+    const weft_sandbox_usage u = weft_sandbox_get_usage(dsl_lua(d));
+    if (u.deadline <= 0) return;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->until = u.deadline + WATCHDOG_GRACE;
+    w->limit = u.time_limit;
+    w->run = run;
+    w->started = pthread_create(&w->th, NULL, watchdog_main, w) == 0;
+}
+
+static void watchdog_stop(watchdog *w)
+{
+    if (!w->started) return;
+    pthread_mutex_lock(&w->mu);
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->th, NULL);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+}
+
 int cmd_run(int argc, char **argv)
 {
     session_opts op;
@@ -371,7 +451,10 @@ int cmd_run(int argc, char **argv)
         orch_set_hooks(s.o, &h);
     }
     s.t_run = weft_now();
+    watchdog wd = {0};
+    watchdog_start(&wd, s.d, rs.st ? (long long)rs.run : 0);
     rc = dsl_run_file(s.d, script) == 0 ? 0 : 1;
+    watchdog_stop(&wd);
     if (rs.st)
         weft_store_run_finish(rs.st, rs.run, dsl_result(s.d), rc == 0 ? NULL : weft_last_error());
     if (rc == 0 && dsl_result(s.d)) printf("%s\n", dsl_result(s.d));
@@ -403,6 +486,10 @@ int cmd_repl(int argc, char **argv)
     if (first < 0) return 2;
     if (first < argc) {
         fprintf(stderr, "weft repl: unexpected argument '%s'\n", argv[first]);
+        return 2;
+    }
+    if (op.time_limit > 0) {
+        fprintf(stderr, "weft repl: --time-limit is for weft run\n");
         return 2;
     }
     session s;

@@ -284,10 +284,29 @@ static int start_main_l(lua_State *L)
     return 0;
 }
 
-/* Drives the loop until the script and its graph are done. */
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg; /* only ends event_base_loop's wait */
+}
+
+/* Drives the loop until the script and its graph are done. Past the Lua
+ * state's time limit (weft_sandbox_params.time_limit) the calls still to
+ * come are cancelled: the Lua hook ends a script that is running, this ends
+ * one that waits on its calls. */
 static int run_loaded(dsl *d)
 {
     lua_State *L = d->L;
+    const weft_sandbox_usage u = weft_sandbox_get_usage(L);
+    struct event *wake = NULL;
+    if (u.deadline > 0 && (wake = evtimer_new(d->base, wake_cb, NULL))) {
+        const double left = u.deadline - weft_now() + 0.001;
+        struct timeval tv = {.tv_sec = left > 0 ? (time_t)left : 0,
+                             .tv_usec = left > 0 ? (suseconds_t)((left - (double)(time_t)left) * 1e6) : 0};
+        evtimer_add(wake, &tv);
+    }
+    bool timed_out = false;
+    char limit_msg[96];
+    snprintf(limit_msg, sizeof limit_msg, "time limit of %g s exceeded", u.time_limit);
     d->main_status = 0;
     d->on_task_done = main_done;
     lua_pushcfunction(L, start_main_l);
@@ -297,11 +316,18 @@ static int run_loaded(dsl *d)
         int rc = weft_error(WEFT_EINVAL, "%s", lua_tostring(L, -1));
         fprintf(stderr, "weft run: %s\n", lua_tostring(L, -1));
         lua_pop(L, 1);
+        if (wake) event_free(wake);
         return rc;
     }
     orch_flush(d->o);
     bool cancelled = false;
     for (;;) {
+        if (u.deadline > 0 && !timed_out && !orch_idle(d->o) && weft_now() > u.deadline) {
+            /* the waiting script resumes into the limit's error */
+            timed_out = true;
+            orch_cancel_all(d->o, limit_msg);
+            cancelled = true;
+        }
         if (d->main_status < 0 && !cancelled) {
             orch_cancel_all(d->o, "the script failed");
             cancelled = true;
@@ -317,6 +343,12 @@ static int run_loaded(dsl *d)
         dsl_loop_once(d);
     }
     d->on_task_done = NULL;
+    if (wake) event_free(wake);
+    if (timed_out && d->main_status > 0) { /* the script had ended; calls it left were cut */
+        d->main_status = -1;
+        fprintf(stderr, "weft run: %s (calls still running were cancelled)\n", limit_msg);
+        weft_error(WEFT_ERANGE, "%s (calls still running were cancelled)", limit_msg);
+    }
     return d->main_status > 0 ? 0 : WEFT_EINVAL;
 }
 

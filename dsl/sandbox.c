@@ -20,6 +20,8 @@ typedef struct sandbox {
     uint64_t instr_used, instr_limit;
     int granularity;       /* instructions between two hook calls */
     bool sandboxed;
+    double time_limit, deadline; /* seconds; deadline in weft_now() time, 0: none */
+    bool timed_out;        /* the deadline has passed (sticky) */
 } sandbox;
 
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -52,9 +54,26 @@ static sandbox *sandbox_of(lua_State *L)
     return lua_getallocf(L, &ud) == l_alloc ? ud : NULL;
 }
 
-static bool budget_spent(const sandbox *sb)
+/* The instruction budget is spent, or the time limit passed. */
+static bool budget_spent(sandbox *sb)
 {
-    return sb->instr_limit && sb->instr_used > sb->instr_limit;
+    if (!sb->timed_out && sb->deadline > 0 && weft_now() > sb->deadline) sb->timed_out = true;
+    return sb->timed_out || (sb->instr_limit && sb->instr_used > sb->instr_limit);
+}
+
+/* What budget_spent() found, in words. */
+static const char *spent_message(const sandbox *sb, char *buf, size_t n)
+{
+    if (sb->instr_limit && sb->instr_used > sb->instr_limit)
+        snprintf(buf, n, "instruction budget of %llu exceeded", (unsigned long long)sb->instr_limit);
+    else
+        snprintf(buf, n, "time limit of %g s exceeded", sb->time_limit);
+    return buf;
+}
+
+static bool is_spent_message(const char *msg)
+{
+    return strstr(msg, "instruction budget of") || strstr(msg, "time limit of");
 }
 
 static void count_hook(lua_State *L, lua_Debug *ar)
@@ -74,8 +93,9 @@ static void count_hook(lua_State *L, lua_Debug *ar)
         lua_State *main = lua_tothread(L, -1);
         lua_pop(L, 1);
         if (main && main != L) lua_sethook(main, count_hook, LUA_MASKCOUNT, 1);
+        char what[96];
         luaL_where(L, 0);
-        lua_pushfstring(L, "instruction budget of %I exceeded", (lua_Integer)sb->instr_limit);
+        lua_pushstring(L, spent_message(sb, what, sizeof what));
         lua_concat(L, 2);
         lua_error(L);
     }
@@ -275,6 +295,8 @@ int weft_sandbox_create(const weft_sandbox_params *params, lua_State **out)
     sb->mem_limit = params->mem_limit;
     sb->instr_limit = params->instr_limit;
     sb->sandboxed = params->sandboxed;
+    sb->time_limit = params->time_limit > 0 ? params->time_limit : 0;
+    if (sb->time_limit > 0) sb->deadline = weft_now() + sb->time_limit;
     set_granularity(sb);
     lua_State *L = lua_newstate(l_alloc, sb);
     if (!L) {
@@ -299,7 +321,7 @@ int weft_sandbox_create(const weft_sandbox_params *params, lua_State **out)
         weft_free(sb);
         return rc;
     }
-    if (sb->instr_limit) hook(L, sb);
+    if (sb->instr_limit || sb->deadline > 0) hook(L, sb);
     *out = L;
     return 0;
 }
@@ -327,13 +349,9 @@ int weft_sandbox_error(lua_State *L, int status)
                          strcmp(msg, "error in error handling") == 0;
     if (sb && sb->mem_hit && (status == LUA_ERRMEM || mem_msg)) {
         rc = weft_error(WEFT_ERANGE, "memory limit of %zu bytes exceeded", sb->mem_limit);
-    } else if (sb && budget_spent(sb) &&
-               (status == LUA_ERRERR || strstr(msg, "instruction budget of"))) {
-        if (strstr(msg, "instruction budget of"))
-            rc = weft_error(WEFT_ERANGE, "%s", msg);
-        else
-            rc = weft_error(WEFT_ERANGE, "instruction budget of %llu exceeded",
-                            (unsigned long long)sb->instr_limit);
+    } else if (sb && budget_spent(sb) && (status == LUA_ERRERR || is_spent_message(msg))) {
+        char what[96];
+        rc = weft_error(WEFT_ERANGE, "%s", is_spent_message(msg) ? msg : spent_message(sb, what, sizeof what));
     } else if (status == LUA_ERRMEM) {
         rc = weft_error(WEFT_ENOMEM, "out of memory in Lua");
     } else {
@@ -361,8 +379,8 @@ static int msgh(lua_State *L)
 static int check_budget(lua_State *L, sandbox *sb)
 {
     if (!sb || !budget_spent(sb)) return 0;
-    return weft_error(WEFT_ERANGE, "instruction budget of %llu exceeded",
-                      (unsigned long long)sb->instr_limit);
+    char what[96];
+    return weft_error(WEFT_ERANGE, "%s", spent_message(sb, what, sizeof what));
 }
 
 int weft_sandbox_pcall(lua_State *L, int nargs, int nresults)
@@ -470,5 +488,7 @@ weft_sandbox_usage weft_sandbox_get_usage(lua_State *L)
     u.mem_limit = sb->mem_limit;
     u.instr_used = sb->instr_used;
     u.instr_limit = sb->instr_limit;
+    u.time_limit = sb->time_limit;
+    u.deadline = sb->deadline;
     return u;
 }

@@ -40,9 +40,19 @@
  * no hook: call weft_sandbox_hook_thread() on them. The count is exact to
  * within `granularity` instructions per thread.
  *
+ * Time limit: with params.time_limit, the same hook also ends the state's
+ * scripts once that many seconds of wall clock have passed since its
+ * creation: "time limit of S s exceeded", as sticky as a spent budget (every
+ * further instruction raises it; in an unsandboxed state the plain xpcall
+ * runs a Lua message handler with hooks off, so a looping handler outlasts
+ * it). weft_sandbox_get_usage() gives the
+ * deadline, for a host that also waits on work outside Lua.
+ *
  * Not counted: time spent inside one C library call (a long string.rep is
  * capped by memory, but a pathological string.find pattern runs in C without
- * VM instructions). Servers should add a wall-clock limit of their own.
+ * VM instructions, and the time limit cannot interrupt it either). A host
+ * must stop such a state from outside (weft run --time-limit exits the
+ * process a few seconds past the limit).
  *
  * Threading: a state and everything it creates belong to one thread at a time.
  * Errors: functions return 0 or a negative WEFT_E* code with weft_last_error().
@@ -65,10 +75,13 @@ struct lua_State;
 typedef struct weft_sandbox_params {
     bool sandboxed;       /* restricted library (above); false: all of luaL_openlibs */
     size_t mem_limit;     /* bytes the state may hold; 0 = no cap */
-    uint64_t instr_limit; /* VM instructions; 0 = no budget (no hook) */
+    uint64_t instr_limit; /* VM instructions; 0 = no budget */
+    double time_limit;    /* seconds of wall clock from creation; 0 = none (no hook
+                             when there is no budget either) */
 } weft_sandbox_params;
 
-/* sandboxed, 64 MiB, 1e9 instructions (a few seconds of pure Lua). */
+/* sandboxed, 64 MiB, 1e9 instructions (a few seconds of pure Lua), no time
+ * limit. */
 WEFT_API weft_sandbox_params weft_sandbox_default_params(void);
 
 /* Creates a state (params NULL: the defaults). *out is owned by the caller:
@@ -120,6 +133,7 @@ WEFT_API int weft_sandbox_budget_add(struct lua_State *L, uint64_t more);
 typedef struct weft_sandbox_usage {
     size_t mem_used, mem_peak, mem_limit;    /* bytes */
     uint64_t instr_used, instr_limit;        /* instructions */
+    double time_limit, deadline;             /* seconds; deadline in weft_now() time (0: none) */
 } weft_sandbox_usage;
 /* Zeroes when L is not a weft_sandbox state. */
 WEFT_API weft_sandbox_usage weft_sandbox_get_usage(struct lua_State *L);

@@ -157,6 +157,46 @@ TEST(sandboxed_scripts_cannot_escape_or_exhaust_the_host)
     unlink(path);
 }
 
+/* --time-limit, with or without --sandbox: a script running Lua (even one
+ * that swallows errors with pcall), a script waiting on its calls (they are
+ * cancelled), and one stuck inside a C library call (the process exits a few
+ * seconds past the limit) all end with a clear error and exit 1. */
+TEST(time_limit_ends_runs_that_loop_wait_or_hang)
+{
+    char args[2048], path[600];
+    snprintf(path, sizeof path, "%s.slow.lua", script);
+    ASSERT_EQ_INT(write_file(path, "while true do pcall(function() while true do end end) end\n"), 0);
+    double t0 = weft_now();
+    snprintf(args, sizeof args, "run %s -m %s --no-store --time-limit 0.5", path, model_path);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("time limit of 0.5 s exceeded");
+    ASSERT(weft_now() - t0 < 20);
+    snprintf(args, sizeof args, "run %s -m %s --no-store --sandbox --time-limit 0.5", path, model_path);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("time limit of 0.5 s exceeded");
+    /* waiting: 256 calls of 240 tokens each take the tiny model seconds */
+    ASSERT_EQ_INT(write_file(path, "local f = weft.fn{template = 'story {{k}}: {{out}}',\n"
+                                   "  outputs = {out = {max_tokens = 240, ignore_eos = true}}}\n"
+                                   "local vs = {}\n"
+                                   "for k = 1, 256 do vs[k] = f{k = k} end\n"
+                                   "return #table.concat(weft.gather(vs))\n"), 0);
+    snprintf(args, sizeof args, "run %s -m %s --no-store -t 2 --ctx 256 --slots 16 --time-limit 0.3", path,
+             model_path);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("failed: time limit of 0.3 s exceeded");
+    /* stuck in C: string.find backtracking over 30,000 characters */
+    ASSERT_EQ_INT(write_file(path, "print(string.find(string.rep('a', 30000), '.-.-.-.-.-b'))\n"), 0);
+    t0 = weft_now();
+    snprintf(args, sizeof args, "run %s -m %s --no-store --time-limit 0.5", path, model_path);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("time limit of 0.5 s exceeded and the script did not stop");
+    ASSERT(weft_now() - t0 < 20);
+    snprintf(args, sizeof args, "run %s -m %s --no-store --time-limit 0", path, model_path);
+    ASSERT_EQ_INT(run(args), 2);
+    ASSERT_EQ_INT(run("repl --time-limit 5"), 2);
+    unlink(path);
+}
+
 static int64_t only_run_id(void)
 {
     weft_store *s = NULL;
@@ -310,6 +350,7 @@ int main(void)
     RUN(a_script_prints_model_output_and_its_result);
     RUN(repl_runs_lines_and_prints_results_as_they_complete);
     RUN(sandboxed_scripts_cannot_escape_or_exhaust_the_host);
+    RUN(time_limit_ends_runs_that_loop_wait_or_hang);
     RUN(a_run_stores_its_graph);
     RUN(a_killed_run_resumes_without_recomputing_what_completed);
     unlink(model_path);

@@ -224,6 +224,46 @@ TEST(endless_loops_exhaust_the_budget)
     }
 }
 
+/* A time limit ends the same loops without an instruction budget, as
+ * stickily (pcall, coroutines and message handlers cannot outlast it), and
+ * in an unsandboxed state too — but there the plain xpcall runs a Lua
+ * message handler with hooks off, so its loop (the last one) is left to the
+ * host (weft run's exit past the limit); a state with neither has no hook. */
+TEST(time_limit_ends_endless_loops)
+{
+    static const char *const loops[] = {
+        "while true do end",
+        "while true do pcall(function() while true do end end) end",
+        "local co = coroutine.wrap(function() while true do end end) co()",
+        "xpcall(function() while true do end end, function() while true do end end) "
+        "while true do end",
+        NULL,
+    };
+    for (int sandboxed = 0; sandboxed < 2; sandboxed++)
+        for (int i = 0; loops[i] && (sandboxed || loops[i + 1]); i++) {
+            weft_sandbox_params p = {.sandboxed = sandboxed, .time_limit = 0.2};
+            lua_State *L = NULL;
+            ASSERT_EQ_INT(weft_sandbox_create(&p, &L), 0);
+            const weft_sandbox_usage u = weft_sandbox_get_usage(L);
+            ASSERT(u.time_limit == 0.2 && u.deadline > weft_now());
+            const double t0 = weft_now();
+            const int rc = run(L, loops[i]);
+            const double dt = weft_now() - t0;
+            if (rc != WEFT_ERANGE || !strstr(weft_last_error(), "time limit of 0.2 s exceeded"))
+                TEST_FAIL_("loop %d (sandboxed %d): rc %d, \"%s\"", i, sandboxed, rc, weft_last_error());
+            if (dt > 5.0) TEST_FAIL_("loop %d took %.1f s to stop", i, dt);
+            ASSERT_EQ_INT(run(L, "return 1"), WEFT_ERANGE); /* past the limit nothing runs */
+            ASSERT(strstr(weft_last_error(), "time limit of 0.2 s exceeded"));
+            weft_sandbox_destroy(L);
+        }
+    weft_sandbox_params none = {.sandboxed = true};
+    lua_State *L = NULL;
+    ASSERT_EQ_INT(weft_sandbox_create(&none, &L), 0);
+    ASSERT(lua_gethook(L) == NULL);
+    ASSERT(weft_sandbox_get_usage(L).deadline == 0);
+    weft_sandbox_destroy(L);
+}
+
 TEST(budget_can_be_reset_and_extended)
 {
     weft_sandbox_params p = weft_sandbox_default_params();
@@ -370,6 +410,7 @@ int main(void)
     RUN(bytecode_is_refused);
     RUN(memory_bombs_hit_the_cap);
     RUN(endless_loops_exhaust_the_budget);
+    RUN(time_limit_ends_endless_loops);
     RUN(budget_can_be_reset_and_extended);
     RUN(coroutines_share_the_budget);
     RUN(deep_recursion_is_an_error);
