@@ -161,36 +161,43 @@ TEST(sandboxed_scripts_cannot_escape_or_exhaust_the_host)
  * that swallows errors with pcall), a script waiting on its calls (they are
  * cancelled), and one stuck inside a C library call (the process exits a few
  * seconds past the limit) all end with a clear error and exit 1. */
+/* Runs `code` as a script with `opts` added; 0 when weft exits 1 within 20 s
+ * and prints `want`. */
+static int limited_run(const char *path, const char *code, const char *opts, const char *want)
+{
+    char args[2048];
+    if (write_file(path, code) != 0) return -1;
+    const double t0 = weft_now();
+    snprintf(args, sizeof args, "run %s -m %s --no-store %s", path, model_path, opts);
+    const int rc = run(args);
+    if (rc != 1 || !strstr(out, want) || weft_now() - t0 >= 20) {
+        fprintf(stderr, "  %s: exit %d after %.1f s, wanted 1 and '%s' in:\n%s\n", opts, rc, weft_now() - t0,
+                want, out);
+        return -1;
+    }
+    return 0;
+}
+
 TEST(time_limit_ends_runs_that_loop_wait_or_hang)
 {
-    char args[2048], path[600];
+    char path[600], args[2048];
     snprintf(path, sizeof path, "%s.slow.lua", script);
-    ASSERT_EQ_INT(write_file(path, "while true do pcall(function() while true do end end) end\n"), 0);
-    double t0 = weft_now();
-    snprintf(args, sizeof args, "run %s -m %s --no-store --time-limit 0.5", path, model_path);
-    ASSERT_EQ_INT(run(args), 1);
-    ASSERT_OUT_HAS("time limit of 0.5 s exceeded");
-    ASSERT(weft_now() - t0 < 20);
-    snprintf(args, sizeof args, "run %s -m %s --no-store --sandbox --time-limit 0.5", path, model_path);
-    ASSERT_EQ_INT(run(args), 1);
-    ASSERT_OUT_HAS("time limit of 0.5 s exceeded");
+    static const char loop[] = "while true do pcall(function() while true do end end) end\n";
+    ASSERT_EQ_INT(limited_run(path, loop, "--time-limit 0.5", "time limit of 0.5 s exceeded"), 0);
+    ASSERT_EQ_INT(limited_run(path, loop, "--sandbox --time-limit 0.5", "time limit of 0.5 s exceeded"), 0);
     /* waiting: 256 calls of 240 tokens each take the tiny model seconds */
-    ASSERT_EQ_INT(write_file(path, "local f = weft.fn{template = 'story {{k}}: {{out}}',\n"
-                                   "  outputs = {out = {max_tokens = 240, ignore_eos = true}}}\n"
-                                   "local vs = {}\n"
-                                   "for k = 1, 256 do vs[k] = f{k = k} end\n"
-                                   "return #table.concat(weft.gather(vs))\n"), 0);
-    snprintf(args, sizeof args, "run %s -m %s --no-store -t 2 --ctx 256 --slots 16 --time-limit 0.3", path,
-             model_path);
-    ASSERT_EQ_INT(run(args), 1);
-    ASSERT_OUT_HAS("failed: time limit of 0.3 s exceeded");
+    ASSERT_EQ_INT(limited_run(path,
+                              "local f = weft.fn{template = 'story {{k}}: {{out}}',\n"
+                              "  outputs = {out = {max_tokens = 240, ignore_eos = true}}}\n"
+                              "local vs = {}\n"
+                              "for k = 1, 256 do vs[k] = f{k = k} end\n"
+                              "return #table.concat(weft.gather(vs))\n",
+                              "-t 2 --ctx 256 --slots 16 --time-limit 0.3", "failed: time limit of 0.3 s exceeded"),
+                  0);
     /* stuck in C: string.find backtracking over 30,000 characters */
-    ASSERT_EQ_INT(write_file(path, "print(string.find(string.rep('a', 30000), '.-.-.-.-.-b'))\n"), 0);
-    t0 = weft_now();
-    snprintf(args, sizeof args, "run %s -m %s --no-store --time-limit 0.5", path, model_path);
-    ASSERT_EQ_INT(run(args), 1);
-    ASSERT_OUT_HAS("time limit of 0.5 s exceeded and the script did not stop");
-    ASSERT(weft_now() - t0 < 20);
+    ASSERT_EQ_INT(limited_run(path, "print(string.find(string.rep('a', 30000), '.-.-.-.-.-b'))\n",
+                              "--time-limit 0.5", "time limit of 0.5 s exceeded and the script did not stop"),
+                  0);
     snprintf(args, sizeof args, "run %s -m %s --no-store --time-limit 0", path, model_path);
     ASSERT_EQ_INT(run(args), 2);
     ASSERT_EQ_INT(run("repl --time-limit 5"), 2);
