@@ -733,17 +733,6 @@ int amx_pack_bf16(amx_matrix *m)
     return 0;
 }
 
-TGTBF16 void amx_to_bf16(uint16_t *y, const float *x, int64_t n)
-{
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32)
-        _mm512_storeu_si512(y + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
-    for (; i < n; i += 16) {
-        const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-        _mm256_mask_storeu_epi16(y + i, k, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, x + i)));
-    }
-}
-
 /* Row a of the tile layout: group a / 16, block b, row a % 16 of that tile. */
 static uint16_t *bf16_act_at(uint16_t *x, int64_t n_in, int a, int64_t b)
 {
@@ -785,8 +774,9 @@ void amx_bf16_act_pad(uint16_t *x, int64_t n_in, int n_tok)
 /* Two groups of activation rows (g, g + 1) by two weight tiles (t, t + 1)
  * per pass, C in tmm0-3: each A and B tile loaded serves two products. The
  * activations are in the tiles' own layout (amx_to_bf16_row): a tile load
- * reads 1 KB in a row, not 16 rows of the activation matrix 1-3 KB apart,
- * which cost more than the products. The activations of the two groups
+ * reads 1 KB in a row, not 16 rows of the activation matrix 1-3 KB apart
+ * (perf put many of the kernel's samples next to those loads; the measured
+ * gain in the engine was small, near the machine's noise). The activations of the two groups
  * (2 x 16 rows) stay in L1 or L2 while the range's weight tiles go past
  * them. */
 TGTBF16 void amx_matmul_bf16(const amx_matrix *m, const uint16_t *x, int n_tok, const int32_t *rows,
@@ -857,11 +847,6 @@ TGTBF16 void amx_matmul_bf16(const amx_matrix *m, const uint16_t *x, int n_tok, 
 size_t amx_bf16_bytes(const amx_matrix *m) { (void)m; return 0; }
 bool amx_has_bf16(const amx_matrix *m) { (void)m; return false; }
 int amx_pack_bf16(amx_matrix *m) { (void)m; return -1; }
-void amx_to_bf16(uint16_t *y, const float *x, int64_t n)
-{
-    (void)y, (void)x, (void)n;
-    WEFT_ASSERT(!"amx_to_bf16 without AMX-BF16");
-}
 void amx_to_bf16_row(uint16_t *x, const float *f, int64_t n_in, int a)
 {
     (void)x; (void)f; (void)n_in; (void)a;

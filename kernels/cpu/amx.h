@@ -109,8 +109,6 @@ void amx_to_bf16_row(uint16_t *x, const float *f, int64_t n_in, int a);
 void amx_bf16_act_pad(uint16_t *x, int64_t n_in, int n_tok);
 void amx_matmul_bf16(const amx_matrix *m, const uint16_t *x, int n_tok, const int32_t *rows, float *y,
                      size_t ldy, long tlo, long thi);
-/* y[0..n) = x rounded to bf16 (nearest even). Only where amx_bf16_available(). */
-void amx_to_bf16(uint16_t *y, const float *x, int64_t n);
 
 /* Loads a tile configuration (palette 1): tile i has rows[i] rows of
  * colsb[i] bytes (0, 0: unused). For this file's kernels and the attention

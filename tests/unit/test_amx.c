@@ -148,23 +148,26 @@ static void check_bf16(weft_type t)
     ASSERT(amx_bf16_bytes(f.m) == (size_t)(80 * 160 * 2));
     const int n_in = (int)f.n_in, n_out = (int)f.n_out, nt = (int)amx_n_tiles(f.m);
     float *x = rand_vec((int64_t)n_in * max_tok, 2.0f);
-    uint16_t *xb = malloc(sizeof(uint16_t) * (size_t)n_in * max_tok);
-    amx_to_bf16(xb, x, (int64_t)n_in * max_tok);
-    for (int i = 0; i < n_in * max_tok; i++) {
-        uint16_t h;
-        const float r = bf16_round(x[i]);
-        uint32_t u;
-        memcpy(&u, &r, 4);
-        h = (uint16_t)(u >> 16);
-        if (xb[i] != h) TEST_FAIL_("amx_to_bf16: value %d: %04x, expected %04x", i, xb[i], h);
-    }
+    uint16_t *xt = aligned_alloc(64, (amx_bf16_act_size(n_in, max_tok) + 63) & ~(size_t)63);
+    /* amx_to_bf16_row: each value rounded to nearest even, at its place in
+     * the tiles (group a / 16, block i / 32, row a % 16, column i % 32) */
+    for (int a = 0; a < max_tok; a++) amx_to_bf16_row(xt, x + (size_t)a * n_in, n_in, a);
+    for (int a = 0; a < max_tok; a++)
+        for (int i = 0; i < n_in; i++) {
+            const float r = bf16_round(x[(size_t)a * n_in + i]);
+            uint32_t u;
+            memcpy(&u, &r, 4);
+            const uint16_t h = (uint16_t)(u >> 16);
+            const uint16_t got = xt[(((size_t)(a / 16) * (size_t)(n_in / 32) + (size_t)(i / 32)) * 16 +
+                                     (size_t)(a % 16)) * 32 + (size_t)(i % 32)];
+            if (got != h) TEST_FAIL_("amx_to_bf16_row: row %d value %d: %04x, expected %04x", a, i, got, h);
+        }
     float *wf = malloc(sizeof(float) * (size_t)n_in * n_out);
     for (int o = 0; o < n_out; o++) {
         quant_dequantize_row(f.t, f.w + (size_t)o * f.rb, wf + (size_t)o * n_in, n_in);
         for (int i = 0; i < n_in; i++) wf[(size_t)o * n_in + i] = bf16_round(wf[(size_t)o * n_in + i]);
     }
     float *solo = malloc(sizeof(float) * (size_t)max_tok * n_out);
-    uint16_t *xt = aligned_alloc(64, (amx_bf16_act_size(n_in, max_tok) + 63) & ~(size_t)63);
     memset(xt, 0xFF, amx_bf16_act_size(n_in, max_tok)); /* NaN where no row is written */
     for (int k = 0; k < max_tok; k++) {
         amx_to_bf16_row(xt, x + (size_t)k * n_in, n_in, 0);
@@ -227,7 +230,6 @@ static void check_bf16(weft_type t)
     free(y);
     free(solo);
     free(wf);
-    free(xb);
     free(xt);
     free(x);
     teardown(&f);
