@@ -203,7 +203,7 @@ TEST(awaited_work_runs_before_throughput_work)
     const char *script =
         /* background calls long enough that the loop thread submits c2
          * before a second one could run */
-        "local bg = weft.fn{template = 'background {{i}}:{{o}}', outputs = {o = {max_tokens = 48, ignore_eos = true}}, name = 'bg'}\n"
+        "local bg = weft.fn{template = 'background {{i}}:{{o}}', outputs = {o = {max_tokens = 192, ignore_eos = true}}, name = 'bg'}\n"
         "local f = weft.fn{template = 'first {{x}}:{{o}}', outputs = {o = {max_tokens = 3, ignore_eos = true}}, name = 'first'}\n"
         "local g = weft.fn{template = 'then {{x}}:{{o}}', outputs = {o = {max_tokens = 3, ignore_eos = true}}, name = 'then'}\n"
         "local bgs = {}\n"
