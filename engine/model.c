@@ -341,7 +341,7 @@ int weft_model_load(const char *path, weft_model **out)
     if ((rc = tok_load(m->gguf, &m->vocab)) < 0) goto fail;
     m->hp.n_vocab = tok_n_vocab(m->vocab);
     if ((rc = load_tensors(m)) < 0) goto fail;
-    if (amx_available()) {
+    if (amx_available() || amx_compact_only()) {
         /* the copies are read on every step: 2 MB pages spare the TLB misses
          * (bench/ab.sh, weft bench -c 1 -n 256: TPOT 2.5-3.0 ms against
          * 2.9-3.5 with each copy its own malloc, on 4 KB pages);

@@ -112,9 +112,17 @@ bool amx_bf16_available(void)
 {
     return amx_available() && amx_bf16_ok;
 }
+
+static bool nib_off(void);
+
+bool amx_compact_only(void)
+{
+    return !amx_available() && quant_simd() == QUANT_SIMD_AVX512_VNNI && !nib_off();
+}
 #else
 bool amx_available(void) { return false; }
 bool amx_bf16_available(void) { return false; }
+bool amx_compact_only(void) { return false; }
 #endif
 
 /* The 32 integer values of block b of a row, its scale and minimum. */
@@ -148,11 +156,52 @@ amx_matrix *amx_pack(int type, const void *data, size_t row_bytes, int64_t n_in,
     return amx_pack_in(NULL, type, data, row_bytes, n_in, n_out);
 }
 
+/* Block b of weight tile t, in the int8 tile layout. */
+static void fill_block(int type, const void *data, size_t row_bytes, long t, int64_t b, amx_block *ab)
+{
+    for (int n = 0; n < AMX_ROWS; n++) {
+        int8_t v[AMX_K];
+        const char *row = (const char *)data + (size_t)(t * AMX_ROWS + n) * row_bytes;
+        block_values(type, row, b, v, &ab->dw[n], &ab->mw[n]);
+        int32_t sum = 0;
+        for (int k = 0; k < AMX_K; k++) {
+            ab->q[k / 4][4 * n + k % 4] = v[k];
+            sum += v[k];
+        }
+        ab->cs[n] = 128 * sum;
+    }
+}
+
+/* The compact forms of an int8 block: nibbles (Q4_0 + 8, Q4_1 as is) or
+ * bytes + 128 (Q8_0), with f16 scales (exact: they come from f16). */
+static void nib_block(const amx_block *ab, int bias, amx_nblock *nb4)
+{
+    for (int r = 0; r < AMX_K / 8; r++)
+        for (int j = 0; j < 4 * AMX_ROWS; j++)
+            nb4->q[r][j] = (uint8_t)(((ab->q[r][j] + bias) & 0x0F) | (((ab->q[r + 4][j] + bias) & 0x0F) << 4));
+    for (int n = 0; n < AMX_ROWS; n++) {
+        nb4->dw[n] = quant_f32_to_f16(ab->dw[n]);
+        nb4->mw[n] = quant_f32_to_f16(ab->mw[n]);
+    }
+}
+
+static void byte_block(const amx_block *ab, amx_bblock *bb)
+{
+    for (int r = 0; r < AMX_K / 4; r++)
+        for (int j = 0; j < 4 * AMX_ROWS; j++) bb->q[r][j] = (uint8_t)(ab->q[r][j] + 128);
+    for (int n = 0; n < AMX_ROWS; n++) {
+        bb->dw[n] = quant_f32_to_f16(ab->dw[n]);
+        bb->pad[n] = 0;
+    }
+}
+
 amx_matrix *amx_pack_in(weft_arena *arena, int type, const void *data, size_t row_bytes, int64_t n_in,
                         int64_t n_out)
 {
     if (type != WEFT_TYPE_Q4_0 && type != WEFT_TYPE_Q4_1 && type != WEFT_TYPE_Q8_0) return NULL;
-    if (n_out <= 0 || n_in <= 0 || n_out % AMX_ROWS || n_in % AMX_K || !amx_available()) return NULL;
+    if (n_out <= 0 || n_in <= 0 || n_out % AMX_ROWS || n_in % AMX_K) return NULL;
+    const bool compact = !amx_available(); /* no tiles: only the compact copy is made */
+    if (compact && !amx_compact_only()) return NULL;
     amx_matrix *m = weft_calloc(1, sizeof *m);
     if (!m) return NULL;
     m->type = type;
@@ -162,42 +211,37 @@ amx_matrix *amx_pack_in(weft_arena *arena, int type, const void *data, size_t ro
     m->nb = n_in / AMX_K;
     m->nt = (long)(n_out / AMX_ROWS);
     m->arena = arena;
-    const size_t bytes = (size_t)m->nt * (size_t)m->nb * sizeof(amx_block);
-    if (!(m->blocks = copy_mem(m, bytes, &m->raw))) {
+    const long n_blocks = m->nt * (long)m->nb;
+    const int bias = type == WEFT_TYPE_Q4_0 ? 8 : 0;
+    if (compact) {
+        /* one int8 block at a time, straight into the compact copy */
+        const bool q8 = type == WEFT_TYPE_Q8_0;
+        if (q8 ? !(m->bblocks = copy_mem(m, (size_t)n_blocks * sizeof(amx_bblock), &m->braw))
+               : !(m->nblocks = copy_mem(m, (size_t)n_blocks * sizeof(amx_nblock), &m->nraw))) {
+            amx_free(m);
+            return NULL;
+        }
+        amx_block ab;
+        for (long t = 0; t < m->nt; t++)
+            for (int64_t b = 0; b < m->nb; b++) {
+                fill_block(type, data, row_bytes, t, b, &ab);
+                if (q8)
+                    byte_block(&ab, &m->bblocks[t * m->nb + b]);
+                else
+                    nib_block(&ab, bias, &m->nblocks[t * m->nb + b]);
+            }
+        return m;
+    }
+    if (!(m->blocks = copy_mem(m, (size_t)n_blocks * sizeof(amx_block), &m->raw))) {
         weft_free(m);
         return NULL;
     }
     for (long t = 0; t < m->nt; t++)
-        for (int64_t b = 0; b < m->nb; b++) {
-            amx_block *ab = &m->blocks[t * m->nb + b];
-            for (int n = 0; n < AMX_ROWS; n++) {
-                int8_t v[AMX_K];
-                const char *row = (const char *)data + (size_t)(t * AMX_ROWS + n) * row_bytes;
-                block_values(type, row, b, v, &ab->dw[n], &ab->mw[n]);
-                int32_t sum = 0;
-                for (int k = 0; k < AMX_K; k++) {
-                    ab->q[k / 4][4 * n + k % 4] = v[k];
-                    sum += v[k];
-                }
-                ab->cs[n] = 128 * sum;
-            }
-        }
+        for (int64_t b = 0; b < m->nb; b++) fill_block(type, data, row_bytes, t, b, &m->blocks[t * m->nb + b]);
     if (type != WEFT_TYPE_Q8_0) { /* the 4-bit copy; without it (memory) the int8 blocks serve */
-        m->nblocks = copy_mem(m, (size_t)m->nt * (size_t)m->nb * sizeof(amx_nblock), &m->nraw);
-        if (m->nblocks) {
-            const int bias = type == WEFT_TYPE_Q4_0 ? 8 : 0;
-            for (long i = 0; i < m->nt * m->nb; i++) {
-                const amx_block *ab = &m->blocks[i];
-                amx_nblock *nb4 = &m->nblocks[i];
-                for (int r = 0; r < AMX_K / 8; r++)
-                    for (int j = 0; j < 4 * AMX_ROWS; j++)
-                        nb4->q[r][j] = (uint8_t)(((ab->q[r][j] + bias) & 0x0F) | (((ab->q[r + 4][j] + bias) & 0x0F) << 4));
-                for (int n = 0; n < AMX_ROWS; n++) {
-                    nb4->dw[n] = quant_f32_to_f16(ab->dw[n]);
-                    nb4->mw[n] = quant_f32_to_f16(ab->mw[n]);
-                }
-            }
-        }
+        m->nblocks = copy_mem(m, (size_t)n_blocks * sizeof(amx_nblock), &m->nraw);
+        if (m->nblocks)
+            for (long i = 0; i < n_blocks; i++) nib_block(&m->blocks[i], bias, &m->nblocks[i]);
     }
     return m;
 }
@@ -206,17 +250,9 @@ int amx_pack_bytes(amx_matrix *m)
 {
     if (!m || m->type != WEFT_TYPE_Q8_0) return -1;
     if (m->bblocks) return 0;
+    if (!m->blocks) return -1;
     if (!(m->bblocks = copy_mem(m, (size_t)m->nt * (size_t)m->nb * sizeof(amx_bblock), &m->braw))) return -1;
-    for (long i = 0; i < m->nt * m->nb; i++) {
-        const amx_block *ab = &m->blocks[i];
-        amx_bblock *bb = &m->bblocks[i];
-        for (int r = 0; r < AMX_K / 4; r++)
-            for (int j = 0; j < 4 * AMX_ROWS; j++) bb->q[r][j] = (uint8_t)(ab->q[r][j] + 128);
-        for (int n = 0; n < AMX_ROWS; n++) {
-            bb->dw[n] = quant_f32_to_f16(ab->dw[n]);
-            bb->pad[n] = 0;
-        }
-    }
+    for (long i = 0; i < m->nt * m->nb; i++) byte_block(&m->blocks[i], &m->bblocks[i]);
     return 0;
 }
 
@@ -645,6 +681,38 @@ TGTAMX static void few_rows_n(const amx_matrix *mat, long tlo, long thi, const a
 #undef FEW_RANGE
 }
 
+/* Any number of rows over tiles tlo..thi-1, 8 rows at a time, each tile's
+ * compact blocks read by every group while they are in L1/L2 (from memory
+ * once a call). The same numbers for a row as few_rows_n gives it alone:
+ * where there are no tiles (amx_compact_only()) this serves every call. */
+TGTAMX static void few_rows_groups(const amx_matrix *mat, long tlo, long thi, const act_view *v, int n,
+                                   float *y, size_t ldy)
+{
+    const long lim = thi * (long)mat->nb;
+    const size_t nb = (size_t)mat->nb, lda = (size_t)mat->n_in;
+    for (long t = tlo; t < thi; t++)
+        for (int g = 0; g < n; g += FEW_MAX_ROWS) {
+            const int M = n - g < FEW_MAX_ROWS ? n - g : FEW_MAX_ROWS;
+            const uint8_t *u = v->u + (size_t)g * lda;
+            const float *da = v->da + (size_t)g * nb, *sa = v->sa + (size_t)g * nb;
+            const int32_t *is8 = v->is8 + (size_t)g * nb;
+            float *yg = y + (size_t)g * ldy;
+            const long pf = g == 0 ? lim : 0; /* the first group brings the tile in */
+#define FEW_GROUP(M_)                                                                                  do {                                                                                                   if (mat->bblocks)                                                                                      few_rows(mat, t, u, da, sa, is8, M_, true, false, pf, yg, ldy);                                else if (mat->type == WEFT_TYPE_Q4_1)                                                                  few_rows(mat, t, u, da, sa, is8, M_, false, true, pf, yg, ldy);                                else                                                                                                   few_rows(mat, t, u, da, sa, is8, M_, false, false, pf, yg, ldy);                           } while (0)
+            switch (M) {
+            case 1: FEW_GROUP(1); break;
+            case 2: FEW_GROUP(2); break;
+            case 3: FEW_GROUP(3); break;
+            case 4: FEW_GROUP(4); break;
+            case 5: FEW_GROUP(5); break;
+            case 6: FEW_GROUP(6); break;
+            case 7: FEW_GROUP(7); break;
+            default: FEW_GROUP(8); break;
+            }
+#undef FEW_GROUP
+        }
+}
+
 TGTAMX void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int first, int n_tok,
                             float *y, size_t ldy, long tlo, long thi)
 {
@@ -657,6 +725,10 @@ TGTAMX void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int
     v.is8 += (size_t)first * nb;
     if (n_tok <= FEW_MAX_ROWS && (m->nblocks || m->bblocks) && !nib_off()) {
         few_rows_n(m, tlo, thi, &v, n_tok, y, ldy);
+        return;
+    }
+    if (!m->blocks) { /* amx_compact_only(): no tiles, groups of 8 rows */
+        few_rows_groups(m, tlo, thi, &v, n_tok, y, ldy);
         return;
     }
     if (n_tok <= SMALL_M) {

@@ -46,11 +46,22 @@ bool amx_available(void);
  * (the attention kernel in ops.c uses them). */
 bool amx_bf16_available(void);
 
+/* True on CPUs with the AVX512-VNNI kernels in use but no AMX (AMD Zen 4,
+ * say), unless WEFT_NO_NIB is set: amx_pack then keeps only the compact
+ * copies (Q4_0/Q4_1's nibbles, Q8_0's bytes; 0.625 and 1.125 bytes a
+ * weight), and amx_matmul runs every call on the vpdpbusd kernel of 1-8
+ * rows, 8 rows at a time — the same exact block sums and float steps as
+ * the tiles, so the same numbers as on an AMX CPU, batch-invariant too.
+ * (The vpdpbusd kernels of quant.c, bitwise llama.cpp's, scale every
+ * 8-lane partial sum of every block: on such a CPU one sequence decoded
+ * at 1/3 of the rate memory allows.) amx_pack_bf16 is not available. */
+bool amx_compact_only(void);
+
 /* Repacks a (n_out x n_in) matrix of Q4_0, Q4_1 or Q8_0 rows (row_bytes
  * apart). Returns NULL when the type or shape does not fit (n_out not a
- * multiple of 16, n_in not a multiple of 32), when AMX is not available or
- * on out of memory — the caller then uses the other kernels. Owned by the
- * caller: amx_free. */
+ * multiple of 16, n_in not a multiple of 32), when neither AMX nor
+ * amx_compact_only() is available or on out of memory — the caller then
+ * uses the other kernels. Owned by the caller: amx_free. */
 amx_matrix *amx_pack(int type, const void *data, size_t row_bytes, int64_t n_in, int64_t n_out);
 /* amx_pack with every copy of the weights (this one and those amx_pack_bf16
  * and amx_pack_bytes add) taken from `arena` (common/arena.h: 2 MB pages),
@@ -84,7 +95,8 @@ void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int first,
  * blocks, 576 bytes a block, not 704 (values + 128 and f16 scales), which
  * calls of 1-8 rows read — decoding a few sequences is bound by reading the
  * weights; the numbers are the same. 0, or -1 (not Q8_0, or no memory: m is
- * unchanged). About 1.1 bytes a weight more. */
+ * unchanged). About 1.1 bytes a weight more. (Under amx_compact_only()
+ * amx_pack makes it, and it is the only copy.) */
 int amx_pack_bytes(amx_matrix *m);
 
 /* Prompt rows on AMX-BF16 tiles. amx_pack_bf16 adds to m a second copy of

@@ -105,9 +105,11 @@ static void *amx_part(void *slot, int64_t n_in, int n_tok)
     return (char *)slot + ((((size_t)n_in * sizeof(float) * (size_t)n_tok) + 63) & ~(size_t)63);
 }
 
+/* The matrix's generated rows go to amx.h: on its tiles, or under
+ * amx_compact_only() on its vpdpbusd kernel of 1-8 rows. */
 static bool use_amx(const op_matrix *w)
 {
-    return w->amx && amx_available();
+    return w->amx && (amx_available() || amx_compact_only());
 }
 
 static size_t al64(size_t x) { return (x + 63) & ~(size_t)63; }
@@ -163,7 +165,7 @@ void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_mat
         if (s == n_slots) vts[n_slots++] = vt;
         slot_of[i] = s;
         amx[s] |= use_amx(ws[i]);
-        const bool wbf = prompt && !use_amx(ws[i]) && ws[i]->wbf;
+        const bool wbf = prompt && ws[i]->wbf;
         bf16[i] = (prompt && use_amx(ws[i]) && amx_has_bf16(ws[i]->amx)) || wbf;
         all_bf16[s] &= bf16[i];
         any_bf16 |= bf16[i];
@@ -213,44 +215,34 @@ void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_mat
         const long n_tiles = (long)((ws[i]->n_out + MM_TILE_ROWS - 1) / MM_TILE_ROWS);
         long tlo, thi;
         pool_range(t, n_tiles, &tlo, &thi);
-        if (!use_amx(ws[i]) && !bf16[i]) {
+        const bool on_amx = use_amx(ws[i]);
+        if (!on_amx && !bf16[i]) {
             matmul_tiles(ys[i], ws[i], biases ? biases[i] : NULL, act,
                          quant_row_size(vts[s], n_in), n_tok, tlo, thi);
             continue;
         }
-        if (!use_amx(ws[i])) {
-            /* prompt rows all at once on AVX512-BF16, the runs of the others
-             * on the int8 kernels */
-            const int64_t n_out = ws[i]->n_out;
-            const float *bias = biases ? biases[i] : NULL;
-            const size_t arow = quant_row_size(vts[s], n_in);
-            if (n_prompt) {
-                bf16mm_matmul(ws[i]->wbf, n_in, xbf, n_prompt, prow, ys[i], (size_t)n_out, tlo, thi);
-                for (int p = 0; bias && p < n_prompt; p++)
-                    for (int64_t r = tlo * MM_TILE_ROWS; r < thi * MM_TILE_ROWS && r < n_out; r++)
-                        ys[i][(size_t)prow[p] * n_out + r] += bias[r];
-            }
-            for (int r0 = 0, r1; r0 < n_tok; r0 = r1) {
-                const bool bf = prompt[r0] != 0;
-                for (r1 = r0 + 1; r1 < n_tok && (prompt[r1] != 0) == bf; r1++) {}
-                if (!bf)
-                    matmul_tiles(ys[i] + (size_t)r0 * (size_t)n_out, ws[i], bias,
-                                 (const char *)act + (size_t)r0 * arow, arow, r1 - r0, tlo, thi);
-            }
-            continue;
-        }
         const int64_t n_out = ws[i]->n_out;
-        /* the prompt rows, all at once, on the bf16 tiles; the runs of the
-         * other rows on the int8 ones (in the engine's batches the
-         * generated tokens come first, then the prompt chunks) */
-        if (bf16[i] && n_prompt)
-            amx_matmul_bf16(ws[i]->amx, xbf, n_prompt, prow, ys[i], (size_t)n_out, tlo, thi);
+        const size_t arow = quant_row_size(vts[s], n_in);
+        /* the prompt rows, all at once, on the bf16 kernel (AMX-BF16 tiles
+         * or AVX512-BF16); the runs of the other rows on the int8 ones (in
+         * the engine's batches the generated tokens come first, then the
+         * prompt chunks) */
+        if (bf16[i] && n_prompt) {
+            if (ws[i]->wbf)
+                bf16mm_matmul(ws[i]->wbf, n_in, xbf, n_prompt, prow, ys[i], (size_t)n_out, tlo, thi);
+            else
+                amx_matmul_bf16(ws[i]->amx, xbf, n_prompt, prow, ys[i], (size_t)n_out, tlo, thi);
+        }
         for (int r0 = 0, r1; r0 < n_tok; r0 = r1) {
             const bool bf = bf16[i] && prompt[r0];
             for (r1 = r0 + 1; r1 < n_tok && (bf16[i] && prompt[r1]) == bf; r1++) {}
-            if (!bf)
+            if (bf) continue;
+            if (on_amx)
                 amx_matmul_rows(ws[i]->amx, amx_part(act, n_in, n_tok), n_tok, r0, r1 - r0,
                                 ys[i] + (size_t)r0 * (size_t)n_out, (size_t)n_out, tlo, thi);
+            else
+                matmul_tiles(ys[i] + (size_t)r0 * (size_t)n_out, ws[i], NULL, (const char *)act + (size_t)r0 * arow,
+                             arow, r1 - r0, tlo, thi);
         }
         const float *bias = biases ? biases[i] : NULL;
         if (bias)

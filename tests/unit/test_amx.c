@@ -1,6 +1,8 @@
 /* AMX matrix products (kernels/cpu/amx.h): exact block sums against a double
  * reference, a token's result independent of the batch it is in (bitwise),
- * and agreement with the vpdpbusd kernels. Skipped where the CPU has no AMX. */
+ * and agreement with the vpdpbusd kernels. Where the CPU has AVX512-VNNI but
+ * no AMX, the same checks on amx_compact_only()'s kernel (the bf16 ones need
+ * AMX-BF16); skipped where it has neither. */
 #include "kernels/cpu/amx.h"
 #include "kernels/quant.h"
 #include "test.h"
@@ -249,7 +251,10 @@ TEST(pack_refuses_what_it_cannot_run)
 
 int main(void)
 {
-    if (!amx_available()) TEST_SKIP("no AMX on this CPU (or WEFT_NO_AMX set)");
+    if (!amx_available() && !amx_compact_only())
+        TEST_SKIP("no AMX or AVX512-VNNI on this CPU (or WEFT_NO_AMX / WEFT_NO_NIB set)");
+    if (!amx_available()) /* the same checks: every call on the compact copies */
+        printf("no AMX: checking amx_compact_only()'s kernel (1-8 rows, 8 at a time past that)\n");
     RUN(q4_0);
     RUN(q4_1);
     RUN(q8_0);
