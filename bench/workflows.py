@@ -47,10 +47,16 @@ cost the same in both modes. Chains bound it further: multi-agent decodes
 (the architect's 128 and the reviewer's 64 are a chain); map-reduce ends in
 a reduce call whose 128 tokens are decoded alone at a ~1,900-token context in
 both modes. The "bound" line puts numbers on this for each run: on the
-2-core machine of 2026-11-22, batching for free would give map-reduce
+2-core AMX machine of 2026-11-22, batching for free would give map-reduce
 2.0-2.1x and multi-agent 1.6-1.7x, and prompt tokens for free on top 10.8x
-and 2.2x — the 3x and 2x goals need the prompt tokens to cost less in graph
-mode, which computing them exactly cannot give. Machine load from other
+and 2.2x; on the 2-core AMD EPYC without AMX of 2026-12-02 (prompt rows on
+AVX512-BF16, 1,300-1,400 tok/s; generated rows on the same 1-8 row
+vpdpbusd kernel, 8 rows at a time past that, a 30-row step about four
+one-row steps) 2.15x and 1.46x, then 11.3x and 2.2x — the 3x and 2x goals
+need the prompt tokens to cost less in graph mode, which computing them
+exactly cannot give. Every speed-up of one stream lowers the ratios: that
+day, before generated rows left the llama.cpp-equal kernels (one stream at
+~90 tok/s instead of ~240), map-reduce measured 2.45x. Machine load from other
 processes slows the one-sequence runs more than the batched ones; the load
 average is recorded with each run, and --reps R keeps the median of R runs
 per mode, alternating the modes.
