@@ -8,7 +8,6 @@
 #include "common/arena.h"
 #include "engine/model_internal.h"
 #include "kernels/cpu/amx.h"
-#include "kernels/cpu/bf16mm.h"
 
 const char *weft_default_model_path(char *buf, size_t cap)
 {
@@ -274,33 +273,11 @@ static void pack_bf16_copy(op_matrix *w, void *unused)
     if (w->amx) amx_pack_bf16((amx_matrix *)w->amx); /* on failure: int8 for this one */
 }
 
-/* Without AMX, on AVX512-BF16 (bf16mm.h): the same copy in bf16mm's layout,
- * from the model's arena. */
-static void add_wbf_bytes(op_matrix *w, void *total)
-{
-    if (w->data) *(size_t *)total += bf16mm_bytes(w->n_in, w->n_out);
-}
-
-static void pack_wbf(op_matrix *w, void *arena)
-{
-    const size_t n = w->data ? bf16mm_bytes(w->n_in, w->n_out) : 0;
-    uint16_t *wbf = n ? weft_arena_alloc(arena, n) : NULL;
-    /* on failure (memory, shape) this matrix keeps int8 for every row */
-    if (wbf && bf16mm_pack(wbf, w->type, w->data, w->row_bytes, w->n_in, w->n_out) == 0) w->wbf = wbf;
-}
-
 static void pack_prompt_bf16(weft_model *m)
 {
     size_t total = 0;
-    if (!bf16mm_available()) {
-        each_matrix_ctx(m, false, add_bf16_bytes, &total);
-        if (total <= PROMPT_BF16_MAX) each_matrix_ctx(m, false, pack_bf16_copy, NULL);
-        return;
-    }
-    each_matrix_ctx(m, false, add_wbf_bytes, &total);
-    if (total > PROMPT_BF16_MAX) return;
-    if (!m->arena) m->arena = weft_arena_create();
-    if (m->arena) each_matrix_ctx(m, false, pack_wbf, m->arena);
+    each_matrix_ctx(m, false, add_bf16_bytes, &total);
+    if (total <= PROMPT_BF16_MAX) each_matrix_ctx(m, false, pack_bf16_copy, NULL);
 }
 
 /* Fingerprint: hyper-parameters and every tensor's name, shape, type and bytes. */

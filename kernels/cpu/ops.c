@@ -10,7 +10,6 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/bf16_tile.h"
-#include "kernels/cpu/bf16mm.h"
 #endif
 
 #include "kernels/cpu/amx.h"
@@ -105,8 +104,9 @@ static void *amx_part(void *slot, int64_t n_in, int n_tok)
     return (char *)slot + ((((size_t)n_in * sizeof(float) * (size_t)n_tok) + 63) & ~(size_t)63);
 }
 
-/* The matrix's generated rows go to amx.h: on its tiles, or under
- * amx_compact_only() on its vpdpbusd kernel of 1-8 rows. */
+/* The matrix's rows go to amx.h: on its tiles, or under amx_compact_only()
+ * on its vpdpbusd kernel (8 rows at a time) — prompt rows too, which there
+ * run faster on it than on AVX512-BF16 (vdpbf16ps). */
 static bool use_amx(const op_matrix *w)
 {
     return w->amx && (amx_available() || amx_compact_only());
@@ -114,16 +114,9 @@ static bool use_amx(const op_matrix *w)
 
 static size_t al64(size_t x) { return (x + 63) & ~(size_t)63; }
 
-/* Bytes of the bf16 prompt rows: in the AMX tiles' layout or bf16mm's. */
-static size_t bf16_act_size(int64_t n_in, int n_tok)
-{
-    const size_t a = amx_bf16_act_size(n_in, n_tok), b = bf16mm_act_size(n_in, n_tok);
-    return al64(a > b ? a : b);
-}
-
 size_t op_qbuf_size(int64_t n_in, int n_tok)
 {
-    return 3 * op_qslot_size(n_in, n_tok) + bf16_act_size(n_in, n_tok) +
+    return 3 * op_qslot_size(n_in, n_tok) + al64(amx_bf16_act_size(n_in, n_tok)) +
            al64((size_t)n_tok * sizeof(int32_t));
 }
 
@@ -133,7 +126,7 @@ static pthread_once_t prompt_bf16_once = PTHREAD_ONCE_INIT;
 static void prompt_bf16_probe(void)
 {
     const char *e = getenv("WEFT_PROMPT_BF16");
-    prompt_bf16_ok = (amx_bf16_available() || bf16mm_available()) && !(e && strcmp(e, "0") == 0);
+    prompt_bf16_ok = amx_bf16_available() && !(e && strcmp(e, "0") == 0);
 }
 
 bool op_prompt_bf16(void)
@@ -154,7 +147,7 @@ void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_mat
     bool amx[3] = {false, false, false};
     bool all_bf16[3] = {true, true, true}; /* prompt rows of slot s need no int8 form */
     bool bf16[3];                          /* prompt rows of ws[i] take its bf16 kernel */
-    bool any_bf16 = false, any_wbf = false;
+    bool any_bf16 = false;
     int n_slots = 0;
     int slot_of[3];
     for (int i = 0; i < k; i++) {
@@ -165,36 +158,26 @@ void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_mat
         if (s == n_slots) vts[n_slots++] = vt;
         slot_of[i] = s;
         amx[s] |= use_amx(ws[i]);
-        const bool wbf = prompt && ws[i]->wbf;
-        bf16[i] = (prompt && use_amx(ws[i]) && amx_has_bf16(ws[i]->amx)) || wbf;
+        bf16[i] = prompt && use_amx(ws[i]) && amx_has_bf16(ws[i]->amx);
         all_bf16[s] &= bf16[i];
         any_bf16 |= bf16[i];
-        any_wbf |= wbf;
     }
-    /* a CPU takes one of the two bf16 kernels (bf16mm_available() is false
-     * where AMX-BF16 is), so one layout serves every matrix of the call */
-    WEFT_ASSERT(!any_wbf || !amx_bf16_available());
     /* after the three slots (qbuf is op_qbuf_size bytes when prompt rows
      * come): the prompt rows in bf16, the p-th of them as row p of the
-     * bf16 kernel's layout, then prow[p] = its row in the batch */
+     * bf16 kernel's tile layout, then prow[p] = its row in the batch */
     uint16_t *xbf = any_bf16 ? (uint16_t *)((char *)qbuf + 3 * slot) : NULL;
-    int32_t *prow = any_bf16 ? (int32_t *)((char *)xbf + bf16_act_size(n_in, n_tok)) : NULL;
+    int32_t *prow = any_bf16 ? (int32_t *)((char *)xbf + al64(amx_bf16_act_size(n_in, n_tok))) : NULL;
     long lo, hi;
     pool_range(t, n_tok, &lo, &hi);
     int n_prompt = 0;
     if (any_bf16) {
         for (int r = 0; r < n_tok; r++) {
             if (!prompt[r]) continue;
-            if (r >= lo && r < hi) {
-                if (any_wbf)
-                    bf16mm_act_row(xbf, x + (size_t)r * n_in, n_in, n_prompt);
-                else
-                    amx_to_bf16_row(xbf, x + (size_t)r * n_in, n_in, n_prompt);
-            }
+            if (r >= lo && r < hi) amx_to_bf16_row(xbf, x + (size_t)r * n_in, n_in, n_prompt);
             if (t->ith == 0) prow[n_prompt] = r;
             n_prompt++;
         }
-        if (t->ith == 0 && !any_wbf) amx_bf16_act_pad(xbf, n_in, n_prompt);
+        if (t->ith == 0) amx_bf16_act_pad(xbf, n_in, n_prompt);
     }
     for (int s = 0; s < n_slots; s++) {
         if (vts[s] == WEFT_TYPE_F32) continue; /* used in place */
@@ -215,34 +198,23 @@ void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_mat
         const long n_tiles = (long)((ws[i]->n_out + MM_TILE_ROWS - 1) / MM_TILE_ROWS);
         long tlo, thi;
         pool_range(t, n_tiles, &tlo, &thi);
-        const bool on_amx = use_amx(ws[i]);
-        if (!on_amx && !bf16[i]) {
+        if (!use_amx(ws[i])) {
             matmul_tiles(ys[i], ws[i], biases ? biases[i] : NULL, act,
                          quant_row_size(vts[s], n_in), n_tok, tlo, thi);
             continue;
         }
         const int64_t n_out = ws[i]->n_out;
-        const size_t arow = quant_row_size(vts[s], n_in);
-        /* the prompt rows, all at once, on the bf16 kernel (AMX-BF16 tiles
-         * or AVX512-BF16); the runs of the other rows on the int8 ones (in
-         * the engine's batches the generated tokens come first, then the
-         * prompt chunks) */
-        if (bf16[i] && n_prompt) {
-            if (ws[i]->wbf)
-                bf16mm_matmul(ws[i]->wbf, n_in, xbf, n_prompt, prow, ys[i], (size_t)n_out, tlo, thi);
-            else
-                amx_matmul_bf16(ws[i]->amx, xbf, n_prompt, prow, ys[i], (size_t)n_out, tlo, thi);
-        }
+        /* the prompt rows, all at once, on the bf16 tiles; the runs of the
+         * other rows on the int8 ones (in the engine's batches the
+         * generated tokens come first, then the prompt chunks) */
+        if (bf16[i] && n_prompt)
+            amx_matmul_bf16(ws[i]->amx, xbf, n_prompt, prow, ys[i], (size_t)n_out, tlo, thi);
         for (int r0 = 0, r1; r0 < n_tok; r0 = r1) {
             const bool bf = bf16[i] && prompt[r0];
             for (r1 = r0 + 1; r1 < n_tok && (bf16[i] && prompt[r1]) == bf; r1++) {}
-            if (bf) continue;
-            if (on_amx)
+            if (!bf)
                 amx_matmul_rows(ws[i]->amx, amx_part(act, n_in, n_tok), n_tok, r0, r1 - r0,
                                 ys[i] + (size_t)r0 * (size_t)n_out, (size_t)n_out, tlo, thi);
-            else
-                matmul_tiles(ys[i] + (size_t)r0 * (size_t)n_out, ws[i], NULL, (const char *)act + (size_t)r0 * arow,
-                             arow, r1 - r0, tlo, thi);
         }
         const float *bias = biases ? biases[i] : NULL;
         if (bias)

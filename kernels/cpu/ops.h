@@ -23,8 +23,6 @@ typedef struct op_matrix {
     int64_t n_out;
     size_t row_bytes;
     const struct amx_matrix *amx; /* the same rows repacked for AMX, or NULL */
-    const uint16_t *wbf;          /* the same rows in bf16 for prompt rows on
-                                   * AVX512-BF16 (bf16mm.h), or NULL */
 } op_matrix;
 
 /* y[r] = x[r] / rms(x[r]) * w, for r < n_rows (no barrier). */
@@ -46,10 +44,9 @@ size_t op_qbuf_size(int64_t n_in, int n_tok);
  * this starts (a barrier between them), and ys must not alias x.
  * prompt (n_tok flags, or NULL): rows marked are prompt tokens
  * (weft_batch.prompt); where op_prompt_bf16() and the matrix has its bf16
- * copy (amx_pack_bf16, or wbf) they run on AMX-BF16 tiles or on
- * AVX512-BF16 (bf16mm.h) — weights and activations rounded to bf16, f32
- * sums, several times faster from a few dozen rows on — and the others on
- * the int8 kernels. Which kernel a row
+ * copy (amx_pack_bf16) they run on AMX-BF16 tiles — weights and
+ * activations rounded to bf16, f32 sums, several times faster from a few
+ * dozen rows on — and the others on the int8 kernels. Which kernel a row
  * takes depends only on its own flag, so a token's result does not depend
  * on its batch. */
 void op_matmul_multi(const pool_thread *t, int k, float *const *ys, const op_matrix *const *ws,
@@ -61,8 +58,7 @@ void op_matmul(const pool_thread *t, float *y, const op_matrix *w, const float *
                const float *x, int n_tok, void *qbuf, const int8_t *prompt);
 
 /* True when prompt rows may take the bf16 kernels: the CPU has AMX-BF16
- * (amx.h) or AVX512-BF16 (bf16mm.h), and WEFT_PROMPT_BF16 is not "0".
- * Checked once. */
+ * and WEFT_PROMPT_BF16 is not "0". Checked once. */
 bool op_prompt_bf16(void);
 
 /* Rotary embedding, in two steps: the angles depend on the position only,

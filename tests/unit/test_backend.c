@@ -214,7 +214,7 @@ TEST(matmul_f32_matches_reference)
     float *w = rand_vec((int64_t)n_out * n_in, 1.0f), *x = rand_vec((int64_t)n_tok * n_in, 1.0f);
     float *y = malloc(sizeof(float) * n_out * n_tok);
     double *ref = malloc(sizeof(double) * n_out * n_tok);
-    op_matrix m = {w, WEFT_TYPE_F32, n_in, n_out, sizeof(float) * n_in, NULL, NULL};
+    op_matrix m = {w, WEFT_TYPE_F32, n_in, n_out, sizeof(float) * n_in, NULL};
     ASSERT_EQ_INT(be.matmul(be.ctx, y, &m, x, n_tok), 0);
     matmul_ref(ref, w, x, n_out, n_in, n_tok);
     for (int i = 0; i < n_out * n_tok; i++) ASSERT_NEAR(y[i], ref[i], 1e-4);
@@ -240,7 +240,7 @@ TEST(matmul_q8_0_matches_reference)
     }
     float *y = malloc(sizeof(float) * n_out * n_tok);
     double *ref = malloc(sizeof(double) * n_out * n_tok);
-    op_matrix m = {wq, t, n_in, n_out, rb, NULL, NULL};
+    op_matrix m = {wq, t, n_in, n_out, rb, NULL};
     ASSERT_EQ_INT(be.matmul(be.ctx, y, &m, x, n_tok), 0);
     matmul_ref(ref, wf, x, n_out, n_in, n_tok);
     for (int tk = 0; tk < n_tok; tk++) {
@@ -268,14 +268,14 @@ TEST(matmul_q8_0_matches_reference)
 TEST(matmul_rejects_bad_arguments)
 {
     float w[64] = {0}, x[64] = {0};
-    op_matrix m = {w, WEFT_TYPE_F32, 8, 8, 8 * sizeof(float), NULL, NULL};
+    op_matrix m = {w, WEFT_TYPE_F32, 8, 8, 8 * sizeof(float), NULL};
     /* Output over the input: op_matmul would read what it has written. */
     ASSERT_EQ_INT(be.matmul(be.ctx, x, &m, x, 2), WEFT_EINVAL);
-    op_matrix short_rows = {w, WEFT_TYPE_F32, 8, 4, 4 * sizeof(float), NULL, NULL};
+    op_matrix short_rows = {w, WEFT_TYPE_F32, 8, 4, 4 * sizeof(float), NULL};
     ASSERT_EQ_INT(be.matmul(be.ctx, x + 32, &short_rows, x, 1), WEFT_EINVAL);
-    op_matrix q = {w, WEFT_TYPE_Q8_0, 33, 1, 40, NULL, NULL};
+    op_matrix q = {w, WEFT_TYPE_Q8_0, 33, 1, 40, NULL};
     ASSERT_EQ_INT(be.matmul(be.ctx, x + 32, &q, x, 1), WEFT_EINVAL);
-    op_matrix k = {w, WEFT_TYPE_Q8_K, 256, 1, 292, NULL, NULL};
+    op_matrix k = {w, WEFT_TYPE_Q8_K, 256, 1, 292, NULL};
     ASSERT_EQ_INT(be.matmul(be.ctx, x + 32, &k, x, 1), WEFT_EUNSUPPORTED);
 }
 

@@ -241,14 +241,14 @@ static void check_matmul(weft_type t, int n_out, int n_in, int n_tok)
             tol[(size_t)tk * n_out + o] = bound + 1e-5 * mag + 1e-5;
         }
     }
-    op_matrix mc = {wq, t, n_in, n_out, rb, NULL, NULL};
+    op_matrix mc = {wq, t, n_in, n_out, rb, NULL};
     ASSERT_EQ_INT(cpu.matmul(cpu.ctx, yc, &mc, x, n_tok), 0);
 
     void *dw = to_gpu(wq, rb * (size_t)n_out);
     float *dx = to_gpu(x, sizeof(float) * n_tok * n_in), *dy = NULL;
     ASSERT(dw && dx);
     ASSERT_EQ_INT(gpu.alloc(gpu.ctx, (void **)&dy, sizeof(float) * ny), 0);
-    op_matrix mg = {dw, t, n_in, n_out, rb, NULL, NULL};
+    op_matrix mg = {dw, t, n_in, n_out, rb, NULL};
     ASSERT_EQ_INT(gpu.matmul(gpu.ctx, dy, &mg, dx, n_tok), 0);
     ASSERT_EQ_INT(from_gpu(yg, dy, ny), 0);
     for (int64_t i = 0; i < ny; i++)
