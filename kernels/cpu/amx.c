@@ -195,6 +195,46 @@ static void byte_block(const amx_block *ab, amx_bblock *bb)
     }
 }
 
+/* Block b of tile t in its compact form straight from the rows, without the
+ * int8 block: byte 4n + k of the nibble copy's q[r] is byte 4r + k of row
+ * n's qs (value 4r + k in its low nibble, 4r + k + 16 in its high one: as
+ * nib_block stores them, Q4_0's values + 8 being its raw nibbles), Q8_0's
+ * byte copy is the values + 128, and the scales are the rows' f16 fields
+ * (nib_block's f32 -> f16 of them is exact). A 32-bit copy per row and 4
+ * values, not a value at a time (model load: 0.11 s of fill_block here). */
+static void compact_block(int type, const void *data, size_t row_bytes, long t, int64_t b, amx_nblock *nb4,
+                          amx_bblock *bb)
+{
+    for (int n = 0; n < AMX_ROWS; n++) {
+        const char *row = (const char *)data + (size_t)(t * AMX_ROWS + n) * row_bytes;
+        if (type == WEFT_TYPE_Q8_0) {
+            const block_q8_0 *x = (const block_q8_0 *)row + b;
+            for (int r = 0; r < AMX_K / 4; r++) {
+                uint32_t w;
+                memcpy(&w, x->qs + 4 * r, 4);
+                w ^= 0x80808080u;
+                memcpy(&bb->q[r][4 * n], &w, 4);
+            }
+            bb->dw[n] = x->d;
+            bb->pad[n] = 0;
+        } else {
+            const uint8_t *qs;
+            if (type == WEFT_TYPE_Q4_1) {
+                const block_q4_1 *x = (const block_q4_1 *)row + b;
+                qs = x->qs;
+                nb4->dw[n] = x->d;
+                nb4->mw[n] = x->m;
+            } else {
+                const block_q4_0 *x = (const block_q4_0 *)row + b;
+                qs = x->qs;
+                nb4->dw[n] = x->d;
+                nb4->mw[n] = 0; /* f16 +0, as nib_block's conversion of 0.0f */
+            }
+            for (int r = 0; r < AMX_K / 8; r++) memcpy(&nb4->q[r][4 * n], qs + 4 * r, 4);
+        }
+    }
+}
+
 amx_matrix *amx_pack_in(weft_arena *arena, int type, const void *data, size_t row_bytes, int64_t n_in,
                         int64_t n_out)
 {
@@ -214,21 +254,16 @@ amx_matrix *amx_pack_in(weft_arena *arena, int type, const void *data, size_t ro
     const long n_blocks = m->nt * (long)m->nb;
     const int bias = type == WEFT_TYPE_Q4_0 ? 8 : 0;
     if (compact) {
-        /* one int8 block at a time, straight into the compact copy */
         const bool q8 = type == WEFT_TYPE_Q8_0;
         if (q8 ? !(m->bblocks = copy_mem(m, (size_t)n_blocks * sizeof(amx_bblock), &m->braw))
                : !(m->nblocks = copy_mem(m, (size_t)n_blocks * sizeof(amx_nblock), &m->nraw))) {
             amx_free(m);
             return NULL;
         }
-        amx_block ab;
         for (long t = 0; t < m->nt; t++)
             for (int64_t b = 0; b < m->nb; b++) {
-                fill_block(type, data, row_bytes, t, b, &ab);
-                if (q8)
-                    byte_block(&ab, &m->bblocks[t * m->nb + b]);
-                else
-                    nib_block(&ab, bias, &m->nblocks[t * m->nb + b]);
+                const long i = t * (long)m->nb + (long)b;
+                compact_block(type, data, row_bytes, t, b, q8 ? NULL : &m->nblocks[i], q8 ? &m->bblocks[i] : NULL);
             }
         return m;
     }
