@@ -684,6 +684,33 @@ few_rows(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const
         _mm512_storeu_ps(y + (size_t)m * ldy + (size_t)t * AMX_ROWS, acc[m]);
 }
 
+/* few_rows for M (1..FEW_MAX_ROWS) rows known at run time: the kernel takes
+ * M and the weights' kind as compile-time constants. */
+TGTAMX static void few_rows_m(const amx_matrix *mat, long t, const uint8_t *u, const float *da, const float *sa,
+                              const int32_t *is8, int M, long pf_lim, float *y, size_t ldy)
+{
+#define FEW_M(M_)                                                                                  \
+    do {                                                                                           \
+        if (mat->bblocks)                                                                          \
+            few_rows(mat, t, u, da, sa, is8, M_, true, false, pf_lim, y, ldy);                     \
+        else if (mat->type == WEFT_TYPE_Q4_1)                                                      \
+            few_rows(mat, t, u, da, sa, is8, M_, false, true, pf_lim, y, ldy);                     \
+        else                                                                                       \
+            few_rows(mat, t, u, da, sa, is8, M_, false, false, pf_lim, y, ldy);                    \
+    } while (0)
+    switch (M) {
+    case 1: FEW_M(1); break;
+    case 2: FEW_M(2); break;
+    case 3: FEW_M(3); break;
+    case 4: FEW_M(4); break;
+    case 5: FEW_M(5); break;
+    case 6: FEW_M(6); break;
+    case 7: FEW_M(7); break;
+    default: FEW_M(8); break;
+    }
+#undef FEW_M
+}
+
 /* n rows (<= FEW_MAX_ROWS) over tiles tlo..thi-1. Past 8 rows the tiles
  * are faster: 16 rows as two groups of 8 here took 8.0 ms a step of the
  * layers' matrices (bench_amx's sweep) against their 7.1-7.6. */
@@ -691,29 +718,7 @@ TGTAMX static void few_rows_n(const amx_matrix *mat, long tlo, long thi, const a
                               size_t ldy)
 {
     const long lim = thi * (long)mat->nb;
-#define FEW_RANGE(M_)                                                                              \
-    do {                                                                                           \
-        if (mat->bblocks)                                                                          \
-            for (long t = tlo; t < thi; t++)                                                       \
-                few_rows(mat, t, v->u, v->da, v->sa, v->is8, M_, true, false, lim, y, ldy);        \
-        else if (mat->type == WEFT_TYPE_Q4_1)                                                      \
-            for (long t = tlo; t < thi; t++)                                                       \
-                few_rows(mat, t, v->u, v->da, v->sa, v->is8, M_, false, true, lim, y, ldy);        \
-        else                                                                                       \
-            for (long t = tlo; t < thi; t++)                                                       \
-                few_rows(mat, t, v->u, v->da, v->sa, v->is8, M_, false, false, lim, y, ldy);       \
-    } while (0)
-    switch (n) {
-    case 1: FEW_RANGE(1); break;
-    case 2: FEW_RANGE(2); break;
-    case 3: FEW_RANGE(3); break;
-    case 4: FEW_RANGE(4); break;
-    case 5: FEW_RANGE(5); break;
-    case 6: FEW_RANGE(6); break;
-    case 7: FEW_RANGE(7); break;
-    default: FEW_RANGE(8); break;
-    }
-#undef FEW_RANGE
+    for (long t = tlo; t < thi; t++) few_rows_m(mat, t, v->u, v->da, v->sa, v->is8, n, lim, y, ldy);
 }
 
 /* Any number of rows over tiles tlo..thi-1, 8 rows at a time, each tile's
@@ -726,26 +731,10 @@ TGTAMX static void few_rows_groups(const amx_matrix *mat, long tlo, long thi, co
     const long lim = thi * (long)mat->nb;
     const size_t nb = (size_t)mat->nb, lda = (size_t)mat->n_in;
     for (long t = tlo; t < thi; t++)
-        for (int g = 0; g < n; g += FEW_MAX_ROWS) {
-            const int M = n - g < FEW_MAX_ROWS ? n - g : FEW_MAX_ROWS;
-            const uint8_t *u = v->u + (size_t)g * lda;
-            const float *da = v->da + (size_t)g * nb, *sa = v->sa + (size_t)g * nb;
-            const int32_t *is8 = v->is8 + (size_t)g * nb;
-            float *yg = y + (size_t)g * ldy;
-            const long pf = g == 0 ? lim : 0; /* the first group brings the tile in */
-#define FEW_GROUP(M_)                                                                                  do {                                                                                                   if (mat->bblocks)                                                                                      few_rows(mat, t, u, da, sa, is8, M_, true, false, pf, yg, ldy);                                else if (mat->type == WEFT_TYPE_Q4_1)                                                                  few_rows(mat, t, u, da, sa, is8, M_, false, true, pf, yg, ldy);                                else                                                                                                   few_rows(mat, t, u, da, sa, is8, M_, false, false, pf, yg, ldy);                           } while (0)
-            switch (M) {
-            case 1: FEW_GROUP(1); break;
-            case 2: FEW_GROUP(2); break;
-            case 3: FEW_GROUP(3); break;
-            case 4: FEW_GROUP(4); break;
-            case 5: FEW_GROUP(5); break;
-            case 6: FEW_GROUP(6); break;
-            case 7: FEW_GROUP(7); break;
-            default: FEW_GROUP(8); break;
-            }
-#undef FEW_GROUP
-        }
+        for (int g = 0; g < n; g += FEW_MAX_ROWS) /* the first group brings the tile in */
+            few_rows_m(mat, t, v->u + (size_t)g * lda, v->da + (size_t)g * nb, v->sa + (size_t)g * nb,
+                       v->is8 + (size_t)g * nb, n - g < FEW_MAX_ROWS ? n - g : FEW_MAX_ROWS, g == 0 ? lim : 0,
+                       y + (size_t)g * ldy, ldy);
 }
 
 TGTAMX void amx_matmul_rows(const amx_matrix *m, const void *act, int n_act, int first, int n_tok,
