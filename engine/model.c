@@ -241,9 +241,10 @@ static void each_matrix(weft_model *m, void (*fn)(op_matrix *))
     each_matrix_ctx(m, true, call_plain, &p);
 }
 
-/* Repacks a matrix for AMX (see kernels/cpu/amx.h) when the CPU has it; a
- * matrix that cannot be repacked (type, shape, memory) keeps the vpdpbusd
- * kernels, for every batch size alike. */
+/* Repacks a matrix for AMX (see kernels/cpu/amx.h) when the CPU has it, or
+ * into the compact copies alone on AVX512-VNNI without AMX
+ * (amx_compact_only); a matrix that cannot be repacked (type, shape,
+ * memory) keeps quant.c's vpdpbusd kernels, for every batch size alike. */
 static void pack_amx(op_matrix *w, void *arena)
 {
     if (w->data) w->amx = amx_pack_in(arena, w->type, w->data, w->row_bytes, w->n_in, w->n_out);

@@ -22,7 +22,8 @@ typedef struct op_matrix {
     int64_t n_in;
     int64_t n_out;
     size_t row_bytes;
-    const struct amx_matrix *amx; /* the same rows repacked for AMX, or NULL */
+    const struct amx_matrix *amx; /* the same rows repacked for amx.h (AMX tiles, or
+                                   * amx_compact_only()'s copies), or NULL */
 } op_matrix;
 
 /* y[r] = x[r] / rms(x[r]) * w, for r < n_rows (no barrier). */

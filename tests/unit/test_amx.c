@@ -252,7 +252,7 @@ TEST(pack_refuses_what_it_cannot_run)
 int main(void)
 {
     if (!amx_available() && !amx_compact_only())
-        TEST_SKIP("no AMX or AVX512-VNNI on this CPU (or WEFT_NO_AMX / WEFT_NO_NIB set)");
+        TEST_SKIP("no AMX or AVX512-VNNI on this CPU (or WEFT_NO_NIB set without AMX)");
     if (!amx_available()) /* the same checks: every call on the compact copies */
         printf("no AMX: checking amx_compact_only()'s kernel (1-8 rows, 8 at a time past that)\n");
     RUN(q4_0);
