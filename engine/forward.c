@@ -190,6 +190,7 @@ typedef struct {
     float *qf, *sc, **outs;
     const uint16_t **kb, **vb;
     int32_t *n_kv;
+    uint16_t *vs;
 } attn_scratch;
 
 static size_t attn_scratch_layout(const weft_ctx *c, char *base, attn_scratch *a)
@@ -211,6 +212,7 @@ static size_t attn_scratch_layout(const weft_ctx *c, char *base, attn_scratch *a
     CARVE(kb, const uint16_t **, (size_t)c->max_blocks);
     CARVE(vb, const uint16_t **, (size_t)c->max_blocks);
     CARVE(n_kv, int32_t *, nq);
+    CARVE(vs, uint16_t *, op_attention_vs_size((int)hd, ld) / sizeof(uint16_t));
 #undef CARVE
     return (off + 63) & ~(size_t)63;
 }
@@ -258,7 +260,7 @@ static void attention_tiled(const pool_thread *t, weft_ctx *c, const fwd_job *j,
                 a.kb[p / KV_BLOCK_TOKENS] = kv_kt(c, s, layer, p) + (size_t)kvh * hd * KV_BLOCK_TOKENS;
                 a.vb[p / KV_BLOCK_TOKENS] = kv_v(c, s, layer, p) + kvh * hd;
             }
-            op_attention(hd, nq, a.qf, a.kb, a.vb, stride, a.n_kv, scale, a.sc, ld, a.outs, prompt);
+            op_attention(hd, nq, a.qf, a.kb, a.vb, stride, a.n_kv, scale, a.sc, ld, a.outs, prompt, a.vs);
         }
         tk0 += nt;
     }

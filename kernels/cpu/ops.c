@@ -7,6 +7,7 @@
 #include <string.h>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include "kernels/cpu/bf16_tile.h"
@@ -892,6 +893,168 @@ TGTAMXBF static void attn_amx(int hd, int nq, const float *qf, const uint16_t *c
     }
 }
 
+/* ---- prompt attention on AVX512-BF16 (no AMX) ----------------------------
+ * The AMX path's contract — q, K, V and the softmax weights in bf16
+ * (softmax_bf16_row: the division by the sum scales the output row), f32
+ * sums — on vdpbf16ps, where the CPU has AVX512-BF16 but no AMX (AMD Zen 4,
+ * say). One vdpbf16ps does 32 multiply-adds, twice an FMA's 16, and each
+ * converted K block serves up to ATTN_BF_Q queries. Per query the same
+ * operations in the same order whatever it is computed with: a score is
+ * one chain over the dimension pairs, an output chunk one chain over the
+ * position pairs. */
+#define TGTBF __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,f16c,fma")))
+#define ATTN_BF_Q 48
+
+TGTBF static inline __m512 f16v(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+
+/* (x0[n], x1[n]) as the bf16 pair of 32-bit lane n (x0 in the low half). */
+TGTBF static inline __m512bh bf_pairs(__m512 x0, __m512 x1)
+{
+    static const uint16_t il[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                    8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    return (__m512bh)_mm512_permutexvar_epi16(_mm512_loadu_si512(il), (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+}
+
+/* The bf16 pair at p (an even index) in all 16 lanes. */
+TGTBF static inline __m512bh bf_bcast(const uint16_t *p)
+{
+    uint32_t u;
+    memcpy(&u, p, 4);
+    return (__m512bh)_mm512_set1_epi32((int)u);
+}
+
+/* Scores of queries i..i+U-1 (U <= 8, known at compile time) against the
+ * converted K block kp (HD / 2 vectors of 16 position pairs) at column p. */
+TGTBF static inline __attribute__((always_inline)) void
+bf_scores(const int HD, const int U, int i, int i0, const uint16_t (*qa)[128], const uint16_t (*kp)[32], int32_t p,
+          const int32_t *n_kv, float *s0, size_t ldsc)
+{
+    __m512 a[8];
+#pragma GCC unroll 8
+    for (int u = 0; u < U; u++) a[u] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int dp = 0; dp < HD / 2; dp++) {
+        const __m512bh b = (__m512bh)_mm512_load_si512(kp[dp]);
+#pragma GCC unroll 8
+        for (int u = 0; u < U; u++) a[u] = _mm512_dpbf16_ps(a[u], bf_bcast(&qa[i + u][2 * dp]), b);
+    }
+#pragma GCC unroll 8
+    for (int u = 0; u < U; u++)
+        if (p < n_kv[i0 + i + u]) _mm512_storeu_ps(s0 + (size_t)(i + u) * ldsc + p, a[u]);
+}
+
+/* Outputs of queries i..i+U-1 (U <= 8): the weights (bf16 over their score
+ * rows) times V, two positions a step, from vs (V as bf16 pairs: for the
+ * positions 2pp, 2pp + 1, HD / 16 vectors of 16 dimensions). */
+TGTBF static inline __attribute__((always_inline)) void
+bf_pv(const int HD, const int U, int i, int i0, const uint16_t *vs, int32_t n16, const float *s0, size_t ldsc,
+      const float *inv, float *const *outs)
+{
+    const uint16_t *w[8];
+#pragma GCC unroll 8
+    for (int u = 0; u < U; u++) w[u] = (const uint16_t *)(s0 + (size_t)(i + u) * ldsc);
+    for (int j = 0; j < HD / 16; j++) {
+        __m512 a[8];
+#pragma GCC unroll 8
+        for (int u = 0; u < U; u++) a[u] = _mm512_setzero_ps();
+        for (int32_t p = 0; p < n16; p += 2) {
+            const __m512bh b = (__m512bh)_mm512_load_si512(vs + ((size_t)(p / 2) * (HD / 16) + (size_t)j) * 32);
+#pragma GCC unroll 8
+            for (int u = 0; u < U; u++) a[u] = _mm512_dpbf16_ps(a[u], bf_bcast(w[u] + p), b);
+        }
+#pragma GCC unroll 8
+        for (int u = 0; u < U; u++)
+            _mm512_storeu_ps(outs[i0 + i + u] + 16 * j, _mm512_mul_ps(a[u], _mm512_set1_ps(inv[i + u])));
+    }
+}
+
+TGTBF static void attn_bf16_rows(const int HD, int i0, int nr, const float *qf, const uint16_t *const *kb,
+                                 const uint16_t *const *vb, size_t stride, const int32_t *n_kv, float scale,
+                                 float *sc, size_t ldsc, float *const *outs, const uint16_t *vs)
+{
+    uint16_t qa[ATTN_BF_Q][128] __attribute__((aligned(64)));
+    uint16_t kp[64][32] __attribute__((aligned(64)));
+    int32_t n_max = 0;
+    for (int i = 0; i < nr; i++) n_max = n_kv[i0 + i] > n_max ? n_kv[i0 + i] : n_max;
+    const int32_t n16 = (n_max + 15) & ~15;
+    for (int i = 0; i < nr; i++)
+        for (int d = 0; d < HD; d += 32) {
+            const float *q = qf + (size_t)(i0 + i) * HD + d;
+            _mm512_store_si512(&qa[i][d], (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(q + 16), _mm512_loadu_ps(q)));
+        }
+    float *s0 = sc + (size_t)i0 * ldsc;
+    /* scores, a block of 16 positions at a time: K comes transposed, so the
+     * pair of dimensions 2dp, 2dp + 1 is two rows of kt */
+    for (int32_t p = 0; p < n_max; p += 16) {
+        const uint16_t *kt = kb[p / 16];
+        if (p + 16 < n_max)
+            for (int off = 0; off < HD * 16; off += 32) _mm_prefetch((const char *)(kb[p / 16 + 1] + off), _MM_HINT_T0);
+        for (int dp = 0; dp < HD / 2; dp++)
+            _mm512_store_si512(kp[dp], (__m512i)bf_pairs(f16v(kt + (size_t)(2 * dp) * 16), f16v(kt + (size_t)(2 * dp + 1) * 16)));
+        int i = 0;
+        for (; i + 8 <= nr; i += 8) bf_scores(HD, 8, i, i0, qa, kp, p, n_kv, s0, ldsc);
+        switch (nr - i) {
+        case 7: bf_scores(HD, 7, i, i0, qa, kp, p, n_kv, s0, ldsc); break;
+        case 6: bf_scores(HD, 6, i, i0, qa, kp, p, n_kv, s0, ldsc); break;
+        case 5: bf_scores(HD, 5, i, i0, qa, kp, p, n_kv, s0, ldsc); break;
+        case 4: bf_scores(HD, 4, i, i0, qa, kp, p, n_kv, s0, ldsc); break;
+        case 3: bf_scores(HD, 3, i, i0, qa, kp, p, n_kv, s0, ldsc); break;
+        case 2: bf_scores(HD, 2, i, i0, qa, kp, p, n_kv, s0, ldsc); break;
+        case 1: bf_scores(HD, 1, i, i0, qa, kp, p, n_kv, s0, ldsc); break;
+        default: break;
+        }
+    }
+    /* weights, in bf16 over their score rows, zero from each query's end up
+     * to n16 rounded to 32 */
+    const int32_t n32 = (n16 + 31) & ~31;
+    float inv[ATTN_BF_Q];
+    for (int i = 0; i < nr; i++) inv[i] = softmax_bf16_row(s0 + (size_t)i * ldsc, n_kv[i0 + i], n32, scale);
+    /* outputs, up to 8 queries at a time over V converted once (attn_bf16) */
+    int i = 0;
+    for (; i + 8 <= nr; i += 8) bf_pv(HD, 8, i, i0, vs, n16, s0, ldsc, inv, outs);
+    switch (nr - i) {
+    case 7: bf_pv(HD, 7, i, i0, vs, n16, s0, ldsc, inv, outs); break;
+    case 6: bf_pv(HD, 6, i, i0, vs, n16, s0, ldsc, inv, outs); break;
+    case 5: bf_pv(HD, 5, i, i0, vs, n16, s0, ldsc, inv, outs); break;
+    case 4: bf_pv(HD, 4, i, i0, vs, n16, s0, ldsc, inv, outs); break;
+    case 3: bf_pv(HD, 3, i, i0, vs, n16, s0, ldsc, inv, outs); break;
+    case 2: bf_pv(HD, 2, i, i0, vs, n16, s0, ldsc, inv, outs); break;
+    case 1: bf_pv(HD, 1, i, i0, vs, n16, s0, ldsc, inv, outs); break;
+    default: break;
+    }
+}
+
+/* V of positions [0, n16) as bf16 pairs into vs (zero past n_max: those
+ * cache rows may hold anything), once for all the call's queries. */
+TGTBF static void bf_convert_v(const int HD, const uint16_t *const *vb, size_t stride, int32_t n_max, int32_t n16,
+                               uint16_t *vs)
+{
+    for (int32_t p = 0; p < n16; p += 2) {
+        const uint16_t *r0 = vb[p / 16] + (size_t)(p % 16) * stride, *r1 = r0 + stride;
+        for (int j = 0; j < HD / 16; j++) {
+            const __m512 x0 = p < n_max ? f16v(r0 + 16 * j) : _mm512_setzero_ps();
+            const __m512 x1 = p + 1 < n_max ? f16v(r1 + 16 * j) : _mm512_setzero_ps();
+            _mm512_store_si512(vs + ((size_t)(p / 2) * (HD / 16) + (size_t)j) * 32, (__m512i)bf_pairs(x0, x1));
+        }
+    }
+}
+
+TGTBF static void attn_bf16(int hd, int nq, const float *qf, const uint16_t *const *kb,
+                            const uint16_t *const *vb, size_t stride, const int32_t *n_kv,
+                            float scale, float *sc, size_t ldsc, float *const *outs, uint16_t *vs)
+{
+    int32_t n_max = 0;
+    for (int i = 0; i < nq; i++) n_max = n_kv[i] > n_max ? n_kv[i] : n_max;
+    bf_convert_v(hd, vb, stride, n_max, (n_max + 15) & ~15, vs);
+    for (int i0 = 0; i0 < nq; i0 += ATTN_BF_Q) {
+        const int nr = nq - i0 < ATTN_BF_Q ? nq - i0 : ATTN_BF_Q;
+        if (hd == 64)
+            attn_bf16_rows(64, i0, nr, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs, vs);
+        else
+            attn_bf16_rows(128, i0, nr, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs, vs);
+    }
+}
+
 TGT512A static void attn_avx512(int hd, int nq, const float *qf, const uint16_t *const *kb,
                                 const uint16_t *const *vb, size_t stride, const int32_t *n_kv,
                                 float scale, float *sc, size_t ldsc, float *const *outs)
@@ -903,13 +1066,20 @@ TGT512A static void attn_avx512(int hd, int nq, const float *qf, const uint16_t 
 }
 #endif
 
-/* WEFT_ATTN_TILES=0 keeps prompt tokens' attention on AVX-512 FMAs too. */
-static bool attn_tiles_ok;
+/* WEFT_ATTN_TILES=0 keeps prompt tokens' attention on AVX-512 FMAs too
+ * (off the AMX-BF16 tiles, or off AVX512-BF16 where there is no AMX). */
+static bool attn_tiles_ok, attn_bf16_ok;
 static pthread_once_t attn_tiles_once = PTHREAD_ONCE_INIT;
 static void attn_tiles_probe(void)
 {
     const char *e = getenv("WEFT_ATTN_TILES");
-    attn_tiles_ok = amx_bf16_available() && !(e && strcmp(e, "0") == 0);
+    const bool on = !(e && strcmp(e, "0") == 0);
+    attn_tiles_ok = amx_bf16_available() && on;
+#if defined(__x86_64__)
+    unsigned a, b, c, d; /* AVX512-BF16: leaf 7 subleaf 1 eax bit 5 */
+    attn_bf16_ok = on && !attn_tiles_ok && quant_simd() == QUANT_SIMD_AVX512_VNNI &&
+                   __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));
+#endif
 }
 
 bool op_attention_available(int hd)
@@ -922,20 +1092,27 @@ bool op_attention_available(int hd)
 #endif
 }
 
+size_t op_attention_vs_size(int hd, size_t ldsc)
+{
+    return ldsc * (size_t)(hd > 0 ? hd : 0) * sizeof(uint16_t); /* V of ldsc positions in bf16 */
+}
+
 void op_attention(int hd, int nq, const float *qf, const uint16_t *const *kb,
                   const uint16_t *const *vb, size_t stride, const int32_t *n_kv, float scale,
-                  float *sc, size_t ldsc, float *const *outs, bool prompt)
+                  float *sc, size_t ldsc, float *const *outs, bool prompt, uint16_t *vs)
 {
 #if defined(__x86_64__)
     WEFT_ASSERT(op_attention_available(hd));
     pthread_once(&attn_tiles_once, attn_tiles_probe);
     if (attn_tiles_ok && prompt)
         attn_amx(hd, nq, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs);
+    else if (attn_bf16_ok && prompt && vs)
+        attn_bf16(hd, nq, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs, vs);
     else
         attn_avx512(hd, nq, qf, kb, vb, stride, n_kv, scale, sc, ldsc, outs);
 #else
     (void)hd, (void)nq, (void)qf, (void)kb, (void)vb, (void)stride, (void)n_kv, (void)scale;
-    (void)sc, (void)ldsc, (void)outs, (void)prompt;
+    (void)sc, (void)ldsc, (void)outs, (void)prompt, (void)vs;
     WEFT_ASSERT(!"op_attention without AVX-512");
 #endif
 }

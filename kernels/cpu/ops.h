@@ -122,14 +122,19 @@ void vec_mad_f16_rows(int64_t hd, float *out, const uint16_t *base, size_t strid
  * n_kv rounded up to 16. Each block is read once for all the queries, so a prefill chunk's
  * tokens and a GQA group's heads share it. prompt: the queries are prompt
  * tokens (weft_batch.prompt); where the CPU has AMX-BF16 they run on tiles
- * in bf16 (many queries share each converted block; WEFT_ATTN_TILES=0
- * turns this off), generated tokens always on the f32 FMA path.
+ * in bf16 (many queries share each converted block), where it has
+ * AVX512-BF16 but no AMX on vdpbf16ps with the same bf16 contract (V
+ * converted once a call into vs); WEFT_ATTN_TILES=0 turns both off.
+ * Generated tokens always take the f32 FMA path. vs: scratch of
+ * op_attention_vs_size(hd, ldsc) bytes, 64-byte aligned (NULL: prompt
+ * tokens take the f32 path where they would take vdpbf16ps).
  * Each output depends only on its own query and positions — not on nq or on
  * the other queries. Only where op_attention_available(hd) (AVX-512). */
 bool op_attention_available(int hd);
+size_t op_attention_vs_size(int hd, size_t ldsc);
 void op_attention(int hd, int nq, const float *qf, const uint16_t *const *kb,
                   const uint16_t *const *vb, size_t stride, const int32_t *n_kv, float scale,
-                  float *sc, size_t ldsc, float *const *outs, bool prompt);
+                  float *sc, size_t ldsc, float *const *outs, bool prompt, uint16_t *vs);
 
 /* In-place softmax of x[0..n) times... returns nothing; x[i] = exp(x[i]-max)/sum. */
 void vec_softmax(float *x, int64_t n);

@@ -226,8 +226,9 @@ TEST(every_simd_level_matches_reference)
     quant_simd_set(top);
 }
 
-/* Prompt tokens (on AMX-BF16 tiles where the CPU has them; the same path
- * as the rest elsewhere) against the reference. */
+/* Prompt tokens (their attention on AMX-BF16 tiles or AVX512-BF16 where
+ * the CPU has them; the same path as the rest elsewhere) against the
+ * reference, at head sizes 64 and 128. */
 TEST(prompt_tokens_match_reference)
 {
     mark_prompt = 1;
@@ -237,6 +238,10 @@ TEST(prompt_tokens_match_reference)
     sp.weight_type = WEFT_TYPE_Q4_1;
     sp.embd_type = WEFT_TYPE_Q8_0;
     check_against_ref(sp, 4e-2, "q4_1 prompt");
+    sp = tiny_default();
+    sp.n_head = 2; /* head size 128 */
+    sp.n_head_kv = 1;
+    check_against_ref(sp, 2e-3, "hd128 prompt");
     mark_prompt = 0;
 }
 
