@@ -51,8 +51,8 @@ both modes. The "bound" line puts numbers on this for each run: on the
 2.0-2.1x and multi-agent 1.6-1.7x, and prompt tokens for free on top 10.8x
 and 2.2x; on the 2-core AMD EPYC without AMX of 2026-12-02 (every row on
 the same 1-8 row vpdpbusd kernel, 8 rows at a time past that: prompts at
-1,400-1,600 tok/s, a 30-row step about four one-row steps) 2.00x and
-1.64x, then 11.0x and 2.2x — the 3x and 2x goals
+1,400-2,100 tok/s, a 30-row step about four one-row steps) 2.0-2.2x and
+1.6-1.7x, then 11.0x and 2.2x — the 3x and 2x goals
 need the prompt tokens to cost less in graph mode, which computing them
 exactly cannot give. Every speed-up of one stream lowers the ratios: that
 day, before generated rows left the llama.cpp-equal kernels (one stream at
