@@ -968,6 +968,24 @@ bf_pv(const int HD, const int U, int i, int i0, const uint16_t *vs, int32_t n16,
     }
 }
 
+/* CALL(U, i) for the queries in groups of 8 from i = 0, then the rest:
+ * U is a compile-time constant in every call, as the kernels need. */
+#define BF_BY8(nr, CALL)                                                                           \
+    do {                                                                                           \
+        int i_ = 0;                                                                                \
+        for (; i_ + 8 <= (nr); i_ += 8) CALL(8, i_);                                               \
+        switch ((nr) - i_) {                                                                       \
+        case 7: CALL(7, i_); break;                                                                \
+        case 6: CALL(6, i_); break;                                                                \
+        case 5: CALL(5, i_); break;                                                                \
+        case 4: CALL(4, i_); break;                                                                \
+        case 3: CALL(3, i_); break;                                                                \
+        case 2: CALL(2, i_); break;                                                                \
+        case 1: CALL(1, i_); break;                                                                \
+        default: break;                                                                            \
+        }                                                                                          \
+    } while (0)
+
 TGTBF static void attn_bf16_rows(const int HD, int i0, int nr, const float *qf, const uint16_t *const *kb,
                                  const uint16_t *const *vb, size_t stride, const int32_t *n_kv, float scale,
                                  float *sc, size_t ldsc, float *const *outs, const uint16_t *vs)
@@ -991,18 +1009,9 @@ TGTBF static void attn_bf16_rows(const int HD, int i0, int nr, const float *qf, 
             for (int off = 0; off < HD * 16; off += 32) _mm_prefetch((const char *)(kb[p / 16 + 1] + off), _MM_HINT_T0);
         for (int dp = 0; dp < HD / 2; dp++)
             _mm512_store_si512(kp[dp], (__m512i)bf_pairs(f16v(kt + (size_t)(2 * dp) * 16), f16v(kt + (size_t)(2 * dp + 1) * 16)));
-        int i = 0;
-        for (; i + 8 <= nr; i += 8) bf_scores(HD, 8, i, i0, qa, kp, p, n_kv, s0, ldsc);
-        switch (nr - i) {
-        case 7: bf_scores(HD, 7, i, i0, qa, kp, p, n_kv, s0, ldsc); break;
-        case 6: bf_scores(HD, 6, i, i0, qa, kp, p, n_kv, s0, ldsc); break;
-        case 5: bf_scores(HD, 5, i, i0, qa, kp, p, n_kv, s0, ldsc); break;
-        case 4: bf_scores(HD, 4, i, i0, qa, kp, p, n_kv, s0, ldsc); break;
-        case 3: bf_scores(HD, 3, i, i0, qa, kp, p, n_kv, s0, ldsc); break;
-        case 2: bf_scores(HD, 2, i, i0, qa, kp, p, n_kv, s0, ldsc); break;
-        case 1: bf_scores(HD, 1, i, i0, qa, kp, p, n_kv, s0, ldsc); break;
-        default: break;
-        }
+#define SCORES(U_, I_) bf_scores(HD, U_, I_, i0, qa, kp, p, n_kv, s0, ldsc)
+        BF_BY8(nr, SCORES);
+#undef SCORES
     }
     /* weights, in bf16 over their score rows, zero from each query's end up
      * to n16 rounded to 32 */
@@ -1010,19 +1019,11 @@ TGTBF static void attn_bf16_rows(const int HD, int i0, int nr, const float *qf, 
     float inv[ATTN_BF_Q];
     for (int i = 0; i < nr; i++) inv[i] = softmax_bf16_row(s0 + (size_t)i * ldsc, n_kv[i0 + i], n32, scale);
     /* outputs, up to 8 queries at a time over V converted once (attn_bf16) */
-    int i = 0;
-    for (; i + 8 <= nr; i += 8) bf_pv(HD, 8, i, i0, vs, n16, s0, ldsc, inv, outs);
-    switch (nr - i) {
-    case 7: bf_pv(HD, 7, i, i0, vs, n16, s0, ldsc, inv, outs); break;
-    case 6: bf_pv(HD, 6, i, i0, vs, n16, s0, ldsc, inv, outs); break;
-    case 5: bf_pv(HD, 5, i, i0, vs, n16, s0, ldsc, inv, outs); break;
-    case 4: bf_pv(HD, 4, i, i0, vs, n16, s0, ldsc, inv, outs); break;
-    case 3: bf_pv(HD, 3, i, i0, vs, n16, s0, ldsc, inv, outs); break;
-    case 2: bf_pv(HD, 2, i, i0, vs, n16, s0, ldsc, inv, outs); break;
-    case 1: bf_pv(HD, 1, i, i0, vs, n16, s0, ldsc, inv, outs); break;
-    default: break;
-    }
+#define PV(U_, I_) bf_pv(HD, U_, I_, i0, vs, n16, s0, ldsc, inv, outs)
+    BF_BY8(nr, PV);
+#undef PV
 }
+#undef BF_BY8
 
 /* V of positions [0, n16) as bf16 pairs into vs (zero past n_max: those
  * cache rows may hold anything), once for all the call's queries. */
