@@ -701,6 +701,8 @@ attn_zmm(const int HD, int nq, const float *qf, const uint16_t *const *kb, const
  * A tile's rows are independent, so a query's result does not depend on
  * what it is computed with. */
 #define TGTAMXBF __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,f16c,fma")))
+/* the helpers both bf16 attention kernels use (no tile instruction) */
+#define TGTBF __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,f16c,fma")))
 
 /* tmm0-2: C, one per chunk of 16 query rows (16 x 16 f32); tmm3: A (16 x 32
  * bf16); tmm4-7: B (16 rows x 16 pairs of bf16); all 16 rows of 64 bytes. */
@@ -717,7 +719,7 @@ static void attn_tiles(void)
     amx_tile_config(rows, colsb);
 }
 
-TGTAMXBF static inline __m512 f16x16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+TGTBF static inline __m512 f16x16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 
 
 /* Scores of chunk C (query rows 16C..16C+15 of qa) against the K block
@@ -751,7 +753,7 @@ TGTAMXBF static inline __m512 f16x16(const uint16_t *p) { return _mm512_cvtph_ps
  * (relative error under 7.5e-5, against bf16's 3.9e-3) scaled exactly by
  * 2^round(t) (vscalefps: 0 far below) — a third of exp512's operations,
  * for weights that end in bf16. */
-TGTAMXBF static inline __m512 exp2_neg(__m512 t)
+TGTBF static inline __m512 exp2_neg(__m512 t)
 {
     const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(t, n);
@@ -774,7 +776,7 @@ static inline __mmask16 lanes16(int32_t r)
  * over the row's own memory (weight p where float p / 2 was: each float is
  * read before its bytes are written), zero from n up to n32 (a multiple of
  * 32; the row has room for n32 / 2 floats). */
-TGTAMXBF static float softmax_bf16_row(float *x, int32_t n, int32_t n32, float scale)
+TGTBF static float softmax_bf16_row(float *x, int32_t n, int32_t n32, float scale)
 {
     uint16_t *w = (uint16_t *)x;
     if (n <= 0) {
@@ -902,18 +904,7 @@ TGTAMXBF static void attn_amx(int hd, int nq, const float *qf, const uint16_t *c
  * operations in the same order whatever it is computed with: a score is
  * one chain over the dimension pairs, an output chunk one chain over the
  * position pairs. */
-#define TGTBF __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,f16c,fma")))
 #define ATTN_BF_Q 48
-
-TGTBF static inline __m512 f16v(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
-
-/* (x0[n], x1[n]) as the bf16 pair of 32-bit lane n (x0 in the low half). */
-TGTBF static inline __m512bh bf_pairs(__m512 x0, __m512 x1)
-{
-    static const uint16_t il[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
-                                    8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-    return (__m512bh)_mm512_permutexvar_epi16(_mm512_loadu_si512(il), (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
-}
 
 /* The bf16 pair at p (an even index) in all 16 lanes. */
 TGTBF static inline __m512bh bf_bcast(const uint16_t *p)
@@ -1008,7 +999,7 @@ TGTBF static void attn_bf16_rows(const int HD, int i0, int nr, const float *qf, 
         if (p + 16 < n_max)
             for (int off = 0; off < HD * 16; off += 32) _mm_prefetch((const char *)(kb[p / 16 + 1] + off), _MM_HINT_T0);
         for (int dp = 0; dp < HD / 2; dp++)
-            _mm512_store_si512(kp[dp], (__m512i)bf_pairs(f16v(kt + (size_t)(2 * dp) * 16), f16v(kt + (size_t)(2 * dp + 1) * 16)));
+            _mm512_store_si512(kp[dp], bf16_pairs(f16x16(kt + (size_t)(2 * dp) * 16), f16x16(kt + (size_t)(2 * dp + 1) * 16)));
 #define SCORES(U_, I_) bf_scores(HD, U_, I_, i0, qa, kp, p, n_kv, s0, ldsc)
         BF_BY8(nr, SCORES);
 #undef SCORES
@@ -1033,9 +1024,9 @@ TGTBF static void bf_convert_v(const int HD, const uint16_t *const *vb, size_t s
     for (int32_t p = 0; p < n16; p += 2) {
         const uint16_t *r0 = vb[p / 16] + (size_t)(p % 16) * stride, *r1 = r0 + stride;
         for (int j = 0; j < HD / 16; j++) {
-            const __m512 x0 = p < n_max ? f16v(r0 + 16 * j) : _mm512_setzero_ps();
-            const __m512 x1 = p + 1 < n_max ? f16v(r1 + 16 * j) : _mm512_setzero_ps();
-            _mm512_store_si512(vs + ((size_t)(p / 2) * (HD / 16) + (size_t)j) * 32, (__m512i)bf_pairs(x0, x1));
+            const __m512 x0 = p < n_max ? f16x16(r0 + 16 * j) : _mm512_setzero_ps();
+            const __m512 x1 = p + 1 < n_max ? f16x16(r1 + 16 * j) : _mm512_setzero_ps();
+            _mm512_store_si512(vs + ((size_t)(p / 2) * (HD / 16) + (size_t)j) * 32, bf16_pairs(x0, x1));
         }
     }
 }
