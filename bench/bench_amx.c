@@ -9,13 +9,17 @@
  * one matrix stay in L2 after the first round, so this is the kernel's own
  * speed; the forward pass adds memory traffic on top. Where the CPU has
  * AMX-BF16, the same product on the bf16 tiles that prompt rows take
- * (amx_matmul_bf16) follows on each line, with its speed-up over int8.
- * Then a sweep like one forward step: 30 layers of the seven matrices
+ * (amx_matmul_bf16) follows on each line, with its speed-up over int8; and
+ * on every line the same product through quant.c's vpdpbusd kernels
+ * (quant_vec_dot_tile, bitwise llama.cpp's, what a matrix without an amx.h
+ * copy runs). Then a sweep like one forward step: 30 layers of the seven matrices
  * (about 150 MB, more than the caches hold), each multiplied by M rows in
  * turn, so the weights come from memory as in the engine — on one thread,
  * and on two with each taking half of every matrix's tiles; then the same
  * for prompt rows on the bf16 copies (amx_matmul_bf16), 64 and 256 rows.
- * Prints "AMX not available" and exits 0 on a CPU without it.
+ * Without AMX but with AVX512-VNNI (amx_compact_only) amx_matmul runs the
+ * compact copies' kernel and everything but the bf16 parts runs; with
+ * neither it prints "AMX not available" and exits 0.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -91,10 +95,13 @@ int main(int argc, char **argv)
         printf("usage: bench_amx\n(times amx_matmul on SmolLM2-135M shapes; no options)\n");
         return 0;
     }
-    if (!amx_available()) {
-        printf("AMX not available\n");
+    if (!amx_available() && !amx_compact_only()) {
+        printf("AMX not available (nor AVX512-VNNI for the compact copies)\n");
         return 0;
     }
+    if (!amx_available())
+        printf("no AMX: amx_matmul runs the compact copies' vpdpbusd kernel, 8 rows at a time "
+               "(amx_compact_only)\n");
     static const struct {
         const char *name;
         int64_t n_in, n_out;
@@ -102,7 +109,8 @@ int main(int argc, char **argv)
                   {"ffn down 1536->576", 1536, 576}};
     static const int ms[] = {1, 2, 4, 8, 16, 64, 256};
     unsigned seed = 1;
-    printf("%-24s %5s %10s %10s %12s\n", "shape", "rows", "ms/call", "GMAC/s", "cycles/block");
+    printf("%-24s %5s %10s %10s %12s  %s\n", "shape", "rows", "ms/call", "GMAC/s", "cycles/block",
+           "quant.c's kernels (llama.cpp's numbers), same product");
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int64_t n_in = shapes[si].n_in, n_out = shapes[si].n_out;
         float *f = malloc((size_t)(n_in > n_out ? n_in : n_out) * 4);
@@ -118,11 +126,11 @@ int main(int argc, char **argv)
         for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
             const int M = ms[mi];
             void *act = aligned_alloc(64, (amx_act_size(n_in, M) + 63) & ~(size_t)63);
-            char *q = malloc(ab);
+            char *q = malloc(ab * (size_t)M); /* every row, for quant.c's kernels too */
             for (int a = 0; a < M; a++) {
                 for (int64_t i = 0; i < n_in; i++) f[i] = frand(&seed);
-                quant_quantize_row((weft_type)at, f, q, n_in);
-                amx_act_fill(act, n_in, M, a, at, q);
+                quant_quantize_row((weft_type)at, f, q + (size_t)a * ab, n_in);
+                amx_act_fill(act, n_in, M, a, at, q + (size_t)a * ab);
             }
             float *y = malloc((size_t)M * (size_t)n_out * 4);
             double best = 1e9, cyc = 1e18;
@@ -138,6 +146,20 @@ int main(int argc, char **argv)
             const double blocks = (double)((M + 15) / 16) * (double)(n_out / 16) * (double)(n_in / 32);
             printf("%-24s %5d %10.4f %10.1f %12.1f", shapes[si].name, M, best * 1e3,
                    macs / best * 1e-9, cyc / blocks);
+            /* quant.c: 16 weight rows by up to 64 activation rows, as ops.c's
+             * matmul_tiles calls it */
+            double qbest = 1e9;
+            for (int round = 0; round < 20; round++) {
+                const double t0 = now();
+                for (int64_t r0 = 0; r0 < n_out; r0 += 16)
+                    for (int a0 = 0; a0 < M; a0 += 64)
+                        quant_vec_dot_tile(WEFT_TYPE_Q4_1, n_in, w + (size_t)r0 * rb, rb, 16, q + (size_t)a0 * ab, ab,
+                                           M - a0 < 64 ? M - a0 : 64, y + (size_t)a0 * (size_t)n_out + (size_t)r0,
+                                           (size_t)n_out);
+                const double t = now() - t0;
+                if (t < qbest) qbest = t;
+            }
+            printf("  %9.4f ms %8.1f GMAC/s", qbest * 1e3, macs / qbest * 1e-9);
             if (amx_bf16_available()) { /* the same product on bf16 tiles (prompt rows) */
                 uint16_t *xb = aligned_alloc(64, (amx_bf16_act_size(n_in, M) + 63) & ~(size_t)63);
                 amx_pack_bf16(m);
