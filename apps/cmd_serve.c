@@ -2,8 +2,8 @@
  *
  * Threads: one libevent loop thread owns HTTP (evhttp), the jobs and the
  * metrics. The engine delivers events on its own thread; on_engine_event
- * copies each into a message, appends it to a locked queue and wakes the loop
- * with event_active(); the loop drains the queue in on_notify. Nothing of
+ * copies each into the event queue (orchestrator/evq.h), which wakes the
+ * loop; the loop drains the queue in on_notify. Nothing of
  * libevent's HTTP side is touched off the loop thread.
  *
  * Lifetimes: a job is one generation HTTP request with one choice per
@@ -24,7 +24,6 @@
 #include <event2/thread.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +34,7 @@
 #include "cli.h"
 #include "oai.h"
 #include "serve_metrics.h"
+#include "orchestrator/evq.h"
 #include "weft/engine.h"
 
 static void usage(FILE *f)
@@ -73,21 +73,6 @@ typedef struct srv srv;
 typedef struct job job;
 typedef struct choice choice;
 
-/* An engine event copied for the loop thread. */
-typedef struct srv_msg {
-    struct srv_msg *next;
-    choice *c;
-    int32_t token;
-    float logprob;
-    bool done, embedded;
-    int status;
-    const char *finish; /* the engine's static strings */
-    int32_t n_prompt, n_cached, n_generated;
-    double t;           /* when the engine delivered it */
-    size_t len;
-    char *text;         /* follows the struct in the same allocation */
-} srv_msg;
-
 struct choice {
     job *j;
     int index;
@@ -100,7 +85,7 @@ struct choice {
     json_t *logprobs;    /* non-streamed, when asked for */
     int32_t n_prompt, n_cached, n_generated;
     double t_first, t_last;
-    srv_msg fallback;    /* the final event when malloc fails */
+    evq_msg final;       /* where the final event goes when memory runs out */
 };
 
 struct job {
@@ -133,8 +118,7 @@ struct srv {
     size_t max_body;
     double drain_s;
     bool verbose;
-    pthread_mutex_t mu;  /* guards q_head, q_tail */
-    srv_msg *q_head, *q_tail;
+    evq *q;              /* engine events for the loop; expects each choice's final event */
     job *jobs;
     int n_jobs;
     int n_sending;       /* replies handed to evhttp and not yet written */
@@ -409,45 +393,16 @@ static void job_watch(job *j, struct evhttp_request *req)
 
 /* ---- engine events ---------------------------------------------------------------- */
 
-/* Engine thread: copy the event, queue it, wake the loop. */
+/* Engine thread: copy the event, queue it, wake the loop (a token's event
+ * that cannot be copied for want of memory loses its text). */
 static void on_engine_event(const weft_event *ev, void *user)
 {
     choice *c = (choice *)user + ev->index; /* user: the prompt's first choice */
-    srv *s = c->j->s;
-    srv_msg *m = malloc(sizeof *m + ev->text_len);
-    if (m) {
-        memset(m, 0, sizeof *m);
-        m->text = (char *)(m + 1);
-        m->len = ev->text_len;
-        memcpy(m->text, ev->text, ev->text_len);
-    } else if (ev->done) {
-        m = &c->fallback; /* the final event must get through: the job waits for it */
-        memset(m, 0, sizeof *m);
-        m->embedded = true;
-    } else {
-        return; /* out of memory: this token's text is lost */
-    }
-    m->c = c;
-    m->token = ev->token;
-    m->logprob = ev->logprob;
-    m->done = ev->done;
-    m->status = ev->status;
-    m->finish = ev->finish;
-    m->n_prompt = ev->n_prompt;
-    m->n_cached = ev->n_cached;
-    m->n_generated = ev->n_generated;
-    m->t = weft_now();
-    pthread_mutex_lock(&s->mu);
-    const bool was_empty = s->q_head == NULL;
-    if (s->q_tail) s->q_tail->next = m;
-    else s->q_head = m;
-    s->q_tail = m;
-    pthread_mutex_unlock(&s->mu);
-    if (was_empty) event_active(s->notify, EV_READ, 0);
+    (void)evq_push(c->j->s->q, ev, user, &c->final);
 }
 
 /* Output text (and the sampled token's log-probability) of one choice. */
-static void choice_output(choice *c, const srv_msg *m, const char *finish)
+static void choice_output(choice *c, const evq_msg *m, const char *finish)
 {
     job *j = c->j;
     json_t *lp = NULL;
@@ -479,7 +434,7 @@ static void choice_output(choice *c, const srv_msg *m, const char *finish)
     json_decref(lp);
 }
 
-static void choice_final(choice *c, const srv_msg *m)
+static void choice_final(choice *c, const evq_msg *m)
 {
     job *j = c->j;
     srv *s = j->s;
@@ -505,9 +460,9 @@ static void choice_final(choice *c, const srv_msg *m)
     if (j->n_done == j->n_submitted) job_finish(j);
 }
 
-static void handle_msg(srv_msg *m)
+static void handle_msg(evq_msg *m)
 {
-    choice *c = m->c;
+    choice *c = (choice *)m->owner + m->index;
     if (m->done) {
         choice_final(c, m);
         return;
@@ -521,15 +476,12 @@ static void handle_msg(srv_msg *m)
 static void on_notify(evutil_socket_t fd, short what, void *arg)
 {
     srv *s = arg;
-    pthread_mutex_lock(&s->mu);
-    srv_msg *m = s->q_head;
-    s->q_head = s->q_tail = NULL;
-    pthread_mutex_unlock(&s->mu);
+    evq_msg *m = evq_take(s->q);
     while (m) {
-        srv_msg *next = m->next;
-        const bool embedded = m->embedded;
-        handle_msg(m); /* may free the job, and with it an embedded message */
-        if (!embedded) free(m);
+        evq_msg *next = m->next;
+        const bool in_slot = m->in_slot;
+        handle_msg(m); /* may free the job, and with it a message in a choice's slot */
+        if (!in_slot) evq_msg_free(m);
         m = next;
     }
 }
@@ -578,8 +530,10 @@ static int job_submit(job *j, oai_error *e)
             }
         }
         uint64_t id = 0;
+        evq_expect(s->q, r->n); /* one final event per choice */
         int rc = weft_engine_submit(s->eng, &rq, on_engine_event, first, &id);
         if (rc < 0) {
+            evq_expect(s->q, -r->n);
             engine_error(e, rc);
             goto fail;
         }
@@ -939,11 +893,8 @@ static int listen_http(srv *s, const serve_opts *o)
 static void srv_close(srv *s)
 {
     weft_engine_destroy(s->eng); /* nothing in flight: no more events */
-    for (srv_msg *m = s->q_head; m;) {
-        srv_msg *next = m->next;
-        if (!m->embedded) free(m);
-        m = next;
-    }
+    if (s->q) evq_wait_idle(s->q);
+    evq_destroy(s->q);
     if (s->http) evhttp_free(s->http);
     if (s->notify) event_free(s->notify);
     if (s->sig_int) event_free(s->sig_int);
@@ -951,7 +902,6 @@ static void srv_close(srv *s)
     if (s->grace) event_free(s->grace);
     if (s->base) event_base_free(s->base);
     weft_model_free(s->model);
-    pthread_mutex_destroy(&s->mu);
 }
 
 int cmd_serve(int argc, char **argv)
@@ -963,12 +913,12 @@ int cmd_serve(int argc, char **argv)
              .verbose = o.verbose, .started = (long long)time(NULL)};
     s.rng = (((uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull) ^ (uint64_t)clock()) | 1;
     metrics_init(&s.m);
-    pthread_mutex_init(&s.mu, NULL);
     signal(SIGPIPE, SIG_IGN); /* a client gone mid-write is an error return, not a signal */
     rc = 1;
     if (evthread_use_pthreads() < 0 || load_engine(&s, &o) < 0) goto out;
     if (!(s.base = event_base_new())) goto out;
     s.notify = event_new(s.base, -1, 0, on_notify, &s);
+    if (!s.notify || evq_create(s.notify, &s.q) < 0) goto out;
     s.sig_int = evsignal_new(s.base, SIGINT, on_signal, &s);
     s.sig_term = evsignal_new(s.base, SIGTERM, on_signal, &s);
     if (!s.notify || !s.sig_int || !s.sig_term || evsignal_add(s.sig_int, NULL) < 0 ||

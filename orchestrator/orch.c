@@ -3,8 +3,8 @@
  * propagation, and the hand-off between the engine thread and the loop
  * thread (see weft/orch.h).
  *
- * Engine events are copied on the engine thread into `q` (a locked FIFO) and
- * `ev` is activated. On the loop thread, on_notify drains the queue into the
+ * Engine events are copied on the engine thread into `q` (evq.h), which
+ * activates `ev`. On the loop thread, on_notify drains the queue into the
  * graph, flushes ready calls, then delivers what happened (text pieces and
  * completed variables, in order) to the listener. Delivery goes through the
  * `out` list so that the listener is never entered from inside an orch_*
@@ -14,13 +14,13 @@
 #include "weft/orch.h"
 
 #include <event2/event.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 
+#include "orchestrator/evq.h"
 #include "weft/tokenizer.h"
 
 enum { CALL_WAITING, CALL_READY, CALL_SUBMITTED, CALL_DONE, CALL_FAILED };
@@ -38,24 +38,12 @@ typedef struct cmsg {
     int n_segs;
 } cmsg;
 
-/* One engine event copied off the engine thread. */
-typedef struct enode {
-    struct enode *next;
-    struct ocall *c;
-    int32_t index; /* which completion */
-    bool done;
-    int status;
-    int32_t n_prompt, n_cached, n_generated;
-    size_t len;
-    char *text; /* len bytes, allocated with the node */
-} enode;
-
 /* One completion of a call: its text so far, its final event. */
 typedef struct ostream {
     char *text;
     size_t len, cap;
     bool lost; /* an event copy failed: this completion fails */
-    enode final; /* the done event needs no allocation */
+    evq_msg final; /* where the final event goes when memory runs out */
 } ostream;
 
 typedef struct ocall {
@@ -130,11 +118,8 @@ struct orch {
     bool any_dirty;      /* some call has warm_dirty set */
     int32_t n_warmed_heads;
     /* shared with the engine thread */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    enode *q_head, *q_tail;
-    int32_t n_inflight; /* submitted, final event not yet queued */
-    int32_t n_warm_inflight; /* of those, warming requests (warm_call) */
+    evq *q;                          /* expects every submitted completion's final event */
+    _Atomic int32_t n_warm_inflight; /* warming requests not yet done (warm_call) */
 };
 
 orch_params orch_default_params(void)
@@ -753,9 +738,7 @@ static void submit(orch *o, pending_sub *s)
                       .max_tokens = c->max_tokens, .stop = (const char *const *)c->stop,
                       .n_stop = c->n_stop, .priority = c->priority, .ignore_eos = c->ignore_eos,
                       .n = c->n_out};
-    pthread_mutex_lock(&o->mu);
-    o->n_inflight += c->n_out; /* each completion has its final event */
-    pthread_mutex_unlock(&o->mu);
+    evq_expect(o->q, c->n_out); /* each completion has its final event */
     c->state = CALL_SUBMITTED;
     c->t_submit = weft_now();
     c->n_prompt = s->n_tokens;
@@ -763,9 +746,7 @@ static void submit(orch *o, pending_sub *s)
     weft_free(s->tokens);
     s->tokens = NULL;
     if (rc < 0) {
-        pthread_mutex_lock(&o->mu);
-        o->n_inflight -= c->n_out;
-        pthread_mutex_unlock(&o->mu);
+        evq_expect(o->q, -c->n_out);
         c->state = CALL_READY; /* so that call_fail_self finishes it */
         call_fail_self(o, c, "%s: %s", weft_strerror(rc), weft_last_error());
         return;
@@ -922,16 +903,14 @@ static char *head_text(orch *o, const ocall *c, size_t *len)
     return out;
 }
 
-/* Engine thread: a warming request's events carry nothing wanted. */
+/* Engine thread: a warming request's events carry nothing wanted. Its
+ * final event is counted, not queued; o is not touched after the count. */
 static void on_warm_event(const weft_event *ev, void *user)
 {
     orch *o = user;
     if (!ev->done) return;
-    pthread_mutex_lock(&o->mu);
-    o->n_inflight--;
     o->n_warm_inflight--;
-    pthread_cond_broadcast(&o->cv);
-    pthread_mutex_unlock(&o->mu);
+    evq_expect(o->q, -1);
 }
 
 static void warm_call(orch *o, ocall *c)
@@ -960,16 +939,12 @@ static void warm_call(orch *o, ocall *c)
         }
     weft_request r = {.tokens = ids, .n_tokens = n, .sampling = weft_sampling_greedy(),
                       .max_tokens = 1, .priority = c->priority};
-    pthread_mutex_lock(&o->mu);
-    o->n_inflight++;
     o->n_warm_inflight++;
-    pthread_mutex_unlock(&o->mu);
+    evq_expect(o->q, 1);
     uint64_t id;
     if (weft_engine_submit(o->e, &r, on_warm_event, o, &id) < 0) { /* busy or too long: skip */
-        pthread_mutex_lock(&o->mu);
-        o->n_inflight--;
         o->n_warm_inflight--;
-        pthread_mutex_unlock(&o->mu);
+        evq_expect(o->q, -1);
     } else {
         c->n_warmed = n;
         o->warmed[o->n_warmed_heads++ % (int32_t)(sizeof o->warmed / sizeof o->warmed[0])] = h;
@@ -993,9 +968,7 @@ static void warm_heads(orch *o)
             c->warm_dirty = false;
             continue;
         }
-        pthread_mutex_lock(&o->mu);
         const bool full = o->n_warm_inflight >= WARM_MAX_INFLIGHT;
-        pthread_mutex_unlock(&o->mu);
         if (full || tried >= WARM_MAX_PER_FLUSH) { /* this one and later ones wait for a later flush */
             o->any_dirty = true;
             break;
@@ -1071,43 +1044,9 @@ int orch_await(orch *o, int32_t var)
 static void on_engine_event(const weft_event *ev, void *user)
 {
     ocall *c = user;
-    orch *o = c->o;
     const int32_t index = ev->index >= 0 && ev->index < c->n_out ? ev->index : 0;
-    enode *nd;
-    if (ev->done) {
-        nd = &c->streams[index].final;
-        nd->len = 0;
-        nd->text = NULL;
-    } else {
-        nd = malloc(sizeof *nd + ev->text_len);
-        if (!nd) {
-            c->streams[index].lost = true; /* read on the loop thread after the final event */
-            return;
-        }
-        nd->len = ev->text_len;
-        nd->text = (char *)(nd + 1);
-        if (ev->text_len) memcpy(nd->text, ev->text, ev->text_len);
-    }
-    nd->next = NULL;
-    nd->c = c;
-    nd->index = index;
-    nd->done = ev->done;
-    nd->status = ev->status;
-    nd->n_prompt = ev->n_prompt;
-    nd->n_cached = ev->n_cached;
-    nd->n_generated = ev->n_generated;
-    pthread_mutex_lock(&o->mu);
-    if (o->q_tail) o->q_tail->next = nd;
-    else o->q_head = nd;
-    o->q_tail = nd;
-    /* woken before the unlock: once the last final event is counted,
-     * orch_destroy may free o (and o->ev) the moment it gets the lock */
-    event_active(o->ev, EV_READ, 0);
-    if (ev->done) {
-        o->n_inflight--;
-        pthread_cond_broadcast(&o->cv);
-    }
-    pthread_mutex_unlock(&o->mu);
+    if (evq_push(c->o->q, ev, c, &c->streams[index].final) < 0)
+        c->streams[index].lost = true; /* read on the loop thread after the final event */
 }
 
 /* Completion i of c failed: its variable fails, the others go on. */
@@ -1119,7 +1058,7 @@ static void index_fail(orch *o, ocall *c, int32_t i, const char *why)
     var_fail(o, c->out + i, root, root ? root : why);
 }
 
-static void engine_done(orch *o, ocall *c, const enode *nd)
+static void engine_done(orch *o, ocall *c, const evq_msg *nd)
 {
     const bool last = --c->n_left == 0;
     if (last) o->n_engine--;
@@ -1134,7 +1073,7 @@ static void engine_done(orch *o, ocall *c, const enode *nd)
     ostream *s = &c->streams[nd->index];
     char *v = NULL;
     if (nd->status != 0) index_fail(o, c, nd->index, weft_strerror(nd->status));
-    else if (s->lost) index_fail(o, c, nd->index, "out of memory while collecting its text");
+    else if (s->lost || nd->lost) index_fail(o, c, nd->index, "out of memory while collecting its text");
     else if (!(v = s->text ? s->text : dup_len("", 0))) index_fail(o, c, nd->index, "out of memory");
     const size_t len = s->len;
     if (!v) weft_free(s->text); /* else the variable owns it */
@@ -1153,25 +1092,23 @@ static void engine_done(orch *o, ocall *c, const enode *nd)
     }
 }
 
+/* The final event may carry text too: what was held back in case it began a
+ * stop string, and an incomplete UTF-8 tail (weft/engine.h). */
 static void drain_engine(orch *o)
 {
-    pthread_mutex_lock(&o->mu);
-    enode *nd = o->q_head;
-    o->q_head = o->q_tail = NULL;
-    pthread_mutex_unlock(&o->mu);
-    while (nd) {
-        enode *next = nd->next;
-        ocall *c = nd->c;
-        if (nd->done) {
-            engine_done(o, c, nd);
-        } else {
-            if (nd->len && c->state == CALL_SUBMITTED) {
-                append_text(&c->streams[nd->index], nd->text, nd->len);
-                note(o, c->out + nd->index, false, nd->text, nd->len);
-            }
-            free(nd);
+    evq_msg *m = evq_take(o->q);
+    while (m) {
+        evq_msg *next = m->next;
+        ocall *c = m->owner;
+        const int32_t index = m->index >= 0 && m->index < c->n_out ? m->index : 0;
+        m->index = index;
+        if (m->len && c->state == CALL_SUBMITTED) {
+            append_text(&c->streams[index], m->text, m->len);
+            note(o, c->out + index, false, m->text, m->len);
         }
-        nd = next;
+        if (m->done) engine_done(o, c, m);
+        evq_msg_free(m);
+        m = next;
     }
 }
 
@@ -1215,13 +1152,11 @@ int orch_create(weft_engine *e, const weft_model *m, struct event_base *base,
     o->m = m;
     o->p = p ? *p : orch_default_params();
     if (o->p.latency_priority <= ORCH_PRIO_THROUGHPUT) o->p.latency_priority = ORCH_PRIO_LATENCY;
-    pthread_mutex_init(&o->mu, NULL);
-    pthread_cond_init(&o->cv, NULL);
     /* a timeout keeps the event pending, so the loop blocks instead of
      * returning "no events"; event_active wakes it */
     struct timeval hour = {3600, 0};
     o->ev = event_new(base, -1, EV_PERSIST, on_notify, o);
-    if (!o->ev || event_add(o->ev, &hour) < 0) {
+    if (!o->ev || event_add(o->ev, &hour) < 0 || evq_create(o->ev, &o->q) < 0) {
         orch_destroy(o);
         return weft_error(WEFT_ENOMEM, "orchestrator: cannot create its event");
     }
@@ -1245,16 +1180,8 @@ void orch_destroy(orch *o)
     if (!o) return;
     for (int32_t i = 0; i < o->n_calls; i++)
         if (o->calls[i]->state == CALL_SUBMITTED) weft_engine_cancel(o->e, o->calls[i]->req_id);
-    pthread_mutex_lock(&o->mu);
-    while (o->n_inflight > 0) pthread_cond_wait(&o->cv, &o->mu);
-    enode *nd = o->q_head;
-    o->q_head = o->q_tail = NULL;
-    pthread_mutex_unlock(&o->mu);
-    while (nd) {
-        enode *next = nd->next;
-        if (!nd->done) free(nd);
-        nd = next;
-    }
+    if (o->q) evq_wait_idle(o->q); /* no event of the engine's reaches o after this */
+    evq_destroy(o->q);
     if (o->ev) event_free(o->ev);
     for (int32_t i = 0; i < o->n_calls; i++) call_free(o->calls[i]);
     for (int32_t i = 0; i < o->n_vars; i++) {
@@ -1270,8 +1197,6 @@ void orch_destroy(orch *o)
     weft_free(o->ready);
     weft_free(o->ord_keys);
     weft_free(o->ord_counts);
-    pthread_mutex_destroy(&o->mu);
-    pthread_cond_destroy(&o->cv);
     weft_free(o);
 }
 

@@ -428,6 +428,42 @@ TEST(forked_completions_share_one_prefill)
     for (int i = 0; i < ms.n; i++) free(ms.vals[i]);
 }
 
+/* A completion that ends by length while its tail could begin a stop string
+ * gets that tail in the engine's final event: the value and the streamed
+ * pieces keep it (they once lost it, and the incomplete UTF-8 tail with it). */
+TEST(held_back_tail_reaches_the_value_and_the_stream)
+{
+    rig r;
+    ASSERT_EQ_INT(rig_open(&r, 8, false), 0);
+    const char *script =
+        "local plain = weft.fn{template = 'tail {{x}}:{{o}}', outputs = {o = {max_tokens = 12, ignore_eos = true}}}\n"
+        "local v = plain{x = 'a'}:get()\n"
+        "assert(#v > 0, 'the tiny model wrote something')\n"
+        "local z\n"
+        "for b = 33, 126 do if not v:find(string.char(b), 1, true) then z = string.char(b) break end end\n"
+        "assert(z, 'a byte the text lacks')\n"
+        "local held = weft.fn{template = 'tail {{x}}:{{o}}',\n"
+        "  outputs = {o = {max_tokens = 12, ignore_eos = true, stop = {v:sub(-1) .. z}}}}\n"
+        "local w = held{x = 'a'}\n"
+        "local pieces = {}\n"
+        "weft.stream(w, function(p) pieces[#pieces + 1] = p end)\n"
+        "plain_text, held_text, streamed = v, w:get(), table.concat(pieces)\n";
+    ASSERT_EQ_INT(dsl_run_string(r.d, script, "=held"), 0);
+    lua_State *L = dsl_lua(r.d);
+    lua_getglobal(L, "plain_text");
+    lua_getglobal(L, "held_text");
+    lua_getglobal(L, "streamed");
+    size_t lp, lh, ls;
+    const char *p = lua_tolstring(L, -3, &lp), *h = lua_tolstring(L, -2, &lh), *st = lua_tolstring(L, -1, &ls);
+    ASSERT(p && h && st);
+    ASSERT_EQ_INT((long)lh, (long)lp);
+    ASSERT(memcmp(h, p, lp) == 0);
+    ASSERT_EQ_INT((long)ls, (long)lp);
+    ASSERT(memcmp(st, p, lp) == 0);
+    lua_pop(L, 3);
+    rig_close(&r);
+}
+
 TEST(bad_lua_arguments_are_errors_not_crashes)
 {
     rig r;
@@ -496,6 +532,7 @@ int main(void)
     RUN(sequential_mode_gives_the_same_values_one_call_at_a_time);
     RUN(stored_values_replace_calls_without_the_engine);
     RUN(forked_completions_share_one_prefill);
+    RUN(held_back_tail_reaches_the_value_and_the_stream);
     RUN(bad_lua_arguments_are_errors_not_crashes);
     weft_model_free(model);
     unlink(path);
