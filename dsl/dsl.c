@@ -126,20 +126,28 @@ static int on_done_l(lua_State *L)
     return 0;
 }
 
+/* A stream callback's error is the script's: the run fails with it (the
+ * driver cancels the calls; a script waiting in get() gets the message), as
+ * it would had the script called the function itself. */
 static int on_text_l(lua_State *L)
 {
+    dsl *d = lua_touserdata(L, 1);
     const lua_Integer var = lua_tointeger(L, 2);
     size_t len;
     const char *text = lua_tolstring(L, 3, &len);
+    if (d->stream_error) return 0; /* failing already: no more script code */
     lua_getfield(L, LUA_REGISTRYINDEX, DSL_STREAMS);
     if (lua_rawgeti(L, -1, var) != LUA_TTABLE) return 0;
     const lua_Integer n = luaL_len(L, -1);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, i);
         lua_pushlstring(L, text, len);
-        if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-            fprintf(stderr, "weft.stream callback: %s\n", lua_tostring(L, -1));
-            lua_pop(L, 1);
+        if (weft_sandbox_pcall(L, 1, 0) < 0) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "weft.stream callback failed: %s", weft_last_error());
+            d->stream_error = weft_strdup(msg);
+            if (!d->stream_error) d->stream_error = weft_strdup("weft.stream callback failed");
+            break;
         }
     }
     return 0;
@@ -223,6 +231,7 @@ void dsl_destroy(dsl *d)
     orch_set_listener(d->o, NULL);
     weft_sandbox_destroy(d->L);
     weft_free(d->result);
+    weft_free(d->stream_error);
     weft_free(d);
 }
 
@@ -308,6 +317,10 @@ static int run_loaded(dsl *d)
     char limit_msg[96];
     snprintf(limit_msg, sizeof limit_msg, "time limit of %g s exceeded", u.time_limit);
     d->main_status = 0;
+    weft_free(d->result); /* a failed run has no result: not the last one's */
+    d->result = NULL;
+    weft_free(d->stream_error);
+    d->stream_error = NULL;
     d->on_task_done = main_done;
     lua_pushcfunction(L, start_main_l);
     lua_pushlightuserdata(L, d);
@@ -332,6 +345,10 @@ static int run_loaded(dsl *d)
             orch_cancel_all(d->o, "the script failed");
             cancelled = true;
         }
+        if (d->stream_error && !cancelled) { /* a waiting script resumes into the error */
+            orch_cancel_all(d->o, d->stream_error);
+            cancelled = true;
+        }
         if (d->main_status != 0 && orch_idle(d->o)) break;
         if (d->main_status == 0 && orch_idle(d->o)) {
             fprintf(stderr, "weft run: the script is suspended but nothing it waits for is "
@@ -344,6 +361,10 @@ static int run_loaded(dsl *d)
     }
     d->on_task_done = NULL;
     if (wake) event_free(wake);
+    if (d->stream_error && d->main_status > 0) { /* the script had ended before the callback failed */
+        d->main_status = -1;
+        weft_error(WEFT_EINVAL, "%s", d->stream_error);
+    }
     if (timed_out && d->main_status > 0) { /* the script had ended; calls it left were cut */
         d->main_status = -1;
         fprintf(stderr, "weft run: %s (calls still running were cancelled)\n", limit_msg);

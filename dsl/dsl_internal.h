@@ -36,6 +36,7 @@ struct dsl {
     bool yield_ok;   /* set by get() right before it yields */
     void (*print_watch)(dsl *d, int label, int32_t var); /* REPL */
     char *result;    /* the script's first return value as text, or NULL */
+    char *stream_error; /* a weft.stream callback failed: the run fails with this */
 };
 
 dsl *dsl_of(lua_State *L);

@@ -92,8 +92,10 @@ static int tmpl_add(tmpl *t, const char *text, size_t len, const char *name, siz
         p->name = strndup(name, nlen);
         if (!p->name) return -1;
     } else {
-        p->text = strndup(text, len);
+        p->text = malloc(len + 1); /* len bytes: the text is not cut at a NUL */
         if (!p->text) return -1;
+        memcpy(p->text, text, len);
+        p->text[len] = 0;
         p->len = len;
     }
     t->n++;
@@ -182,30 +184,36 @@ static void read_out(lua_State *L, int idx, fout *o)
                        k ? k : luaL_typename(L, -2));
         lua_pop(L, 1);
     }
-#define NUM(key, dst, cast)                                                         \
-    if (lua_getfield(L, idx, key) != LUA_TNIL) {                                  \
-        if (!lua_isnumber(L, -1))                                                  \
-            luaL_error(L, "weft.fn: outputs.%s.%s must be a number", o->name, key); \
-        dst = (cast)lua_tonumber(L, -1);                                           \
-    }                                                                              \
+/* a number in [lo, hi] (NaN is not): converting one out of its type's range
+ * would be undefined */
+#define NUM_IN(key, dst, cast, lo, hi)                                                             \
+    if (lua_getfield(L, idx, key) != LUA_TNIL) {                                                 \
+        const lua_Number x_ = lua_tonumber(L, -1);                                                \
+        if (!lua_isnumber(L, -1) || !(x_ >= (lo) && x_ <= (hi)))                                  \
+            luaL_error(L, "weft.fn: outputs.%s.%s must be a number in %f..%f", o->name, key,     \
+                       (lua_Number)(lo), (lua_Number)(hi));                                       \
+        dst = (cast)x_;                                                                           \
+    }                                                                                             \
     lua_pop(L, 1)
+#define NUM(key, dst, cast) NUM_IN(key, dst, cast, -1e30, 1e30)
     lua_Number mt = o->max_tokens;
     NUM("max_tokens", mt, lua_Number);
-    if (mt < 1 || mt > 1e6) luaL_error(L, "weft.fn: outputs.%s.max_tokens must be in 1..1e6", o->name);
+    if (!(mt >= 1 && mt <= 1e6)) luaL_error(L, "weft.fn: outputs.%s.max_tokens must be in 1..1e6", o->name);
     o->max_tokens = (int32_t)mt;
     NUM("temperature", o->sp.temperature, float);
-    NUM("top_k", o->sp.top_k, int32_t);
+    NUM_IN("top_k", o->sp.top_k, int32_t, 0, 1e9);
     NUM("top_p", o->sp.top_p, float);
     NUM("min_p", o->sp.min_p, float);
     NUM("repeat_penalty", o->sp.repeat_penalty, float);
-    NUM("repeat_last_n", o->sp.repeat_last_n, int32_t);
-    NUM("seed", o->sp.seed, uint64_t);
+    NUM_IN("repeat_last_n", o->sp.repeat_last_n, int32_t, 0, 1 << 20);
+    NUM_IN("seed", o->sp.seed, uint64_t, 0, 18446744073709549568.0); /* the largest double below 2^64 */
     lua_Number forks = 1;
     NUM("n", forks, lua_Number);
     if (forks < 1 || forks > ORCH_MAX_N || forks != (int32_t)forks)
         luaL_error(L, "weft.fn: outputs.%s.n must be an integer in 1..%d", o->name, ORCH_MAX_N);
     o->n = (int32_t)forks;
 #undef NUM
+#undef NUM_IN
     if (lua_getfield(L, idx, "ignore_eos") != LUA_TNIL) o->ignore_eos = lua_toboolean(L, -1);
     lua_pop(L, 1);
     const int t = lua_getfield(L, idx, "stop");
@@ -285,6 +293,7 @@ static void fn_build_chat(lua_State *L, fn *f, int idx)
             luaL_error(L, "weft.fn: messages[%d].role must be system, user or assistant", (int)i);
         size_t cl;
         const char *content = lua_tolstring(L, -1, &cl);
+        if (memchr(content, 0, cl)) luaL_error(L, "weft.fn: messages[%d].content holds a NUL byte", (int)i);
         f->roles[i - 1] = strdup(role);
         f->n_msgs = (int)i;
         if (!f->roles[i - 1]) luaL_error(L, "out of memory");
@@ -375,6 +384,7 @@ static int l_fn(lua_State *L)
     if (has_t) {
         size_t tl;
         const char *t = lua_tolstring(L, ti, &tl);
+        if (memchr(t, 0, tl)) return luaL_error(L, "weft.fn: the template holds a NUL byte");
         const char *err = tmpl_parse(t, tl, &f->raw);
         if (err) return luaL_error(L, "weft.fn: %s", err);
         fn_build_raw(L, f);
@@ -391,7 +401,7 @@ static int l_fn(lua_State *L)
     } else {
         for (int m = 0; m < f->n_msgs; m++) {
             luaL_addstring(&b, f->roles[m]);
-            luaL_addchar(&b, 0);
+            luaL_addchar(&b, '\x1e'); /* not NUL: fn_id is a C string (templates hold no NUL) */
             for (int i = 0; i < f->msgs[m].n; i++) {
                 const tpart *p = &f->msgs[m].parts[i];
                 if (p->name) {
@@ -402,7 +412,7 @@ static int l_fn(lua_State *L)
                     luaL_addlstring(&b, p->text, p->len);
                 }
             }
-            luaL_addchar(&b, 0);
+            luaL_addchar(&b, '\x1e');
         }
     }
     luaL_pushresult(&b);
@@ -475,7 +485,8 @@ static void render_parts(lua_State *L, const fn *f, const tmpl *t, int end, int 
             seg_push(L, b, NULL, 0, out_vars[k]);
             continue;
         }
-        lua_getfield(L, ai, p->name); /* anchored by the args table */
+        lua_pushstring(L, p->name); /* the value is anchored by the private inputs table (check_args) */
+        lua_rawget(L, ai);
         const lvar *v = test_var(L, -1);
         if (v) {
             seg_push(L, b, NULL, 0, v->id);
@@ -488,9 +499,15 @@ static void render_parts(lua_State *L, const fn *f, const tmpl *t, int end, int 
     }
 }
 
-/* Checks the inputs: args at ai becomes a table holding every input. */
+/* Checks the inputs and replaces args at ai with a private table of them:
+ * each input read once (an __index metamethod runs once), numbers as their
+ * text, strings and variables as they are. The rendered segments borrow
+ * their strings from this table, which the stack anchors; the caller's
+ * table is left as it was. */
 static void check_args(lua_State *L, const fn *f, int ai)
 {
+    lua_createtable(L, 0, f->n_inputs);
+    const int ci = lua_gettop(L);
     if (!lua_istable(L, ai)) {
         /* f(x) for a function with one input */
         if (f->n_inputs != 1)
@@ -505,14 +522,18 @@ static void check_args(lua_State *L, const fn *f, int ai)
         lua_getfield(L, ai, f->inputs[i]);
         const int t = lua_type(L, -1);
         if (t == LUA_TNIL) luaL_error(L, "%s: missing input '%s'", f->name, f->inputs[i]);
-        if (t == LUA_TNUMBER) { /* store its text so that the pointer is anchored */
+        if (t == LUA_TNUMBER) {
             lua_pushstring(L, lua_tostring(L, -1));
-            lua_setfield(L, ai, f->inputs[i]);
-        } else if (t != LUA_TSTRING && !test_var(L, -1)) {
+            lua_replace(L, -2);
+        } else if (t == LUA_TSTRING) {
+            size_t len;
+            const char *v = lua_tolstring(L, -1, &len);
+            if (memchr(v, 0, len)) luaL_error(L, "%s: input '%s' holds a NUL byte", f->name, f->inputs[i]);
+        } else if (!test_var(L, -1)) {
             luaL_error(L, "%s: input '%s' must be a string or a weft variable, not %s", f->name,
                        f->inputs[i], luaL_typename(L, -1));
         }
-        lua_pop(L, 1);
+        lua_setfield(L, ci, f->inputs[i]);
     }
     lua_pushnil(L);
     while (lua_next(L, ai)) {
@@ -522,6 +543,7 @@ static void check_args(lua_State *L, const fn *f, int ai)
         for (int i = 0; k && i < f->n_inputs && !known; i++) known = strcmp(k, f->inputs[i]) == 0;
         if (!known) luaL_error(L, "%s: '%s' is not an input of this function", f->name, k ? k : "?");
     }
+    lua_replace(L, ai); /* the private table takes the arguments' place */
 }
 
 typedef struct call_scratch {
@@ -598,6 +620,7 @@ static int fn_call(lua_State *L)
         if (orch_call(d->o, &spec, &s->out_vars[k]) < 0)
             return luaL_error(L, "%s: %s", f->name, weft_last_error());
     }
+    luaL_checkstack(L, f->n_outs, "too many outputs");
     for (int k = 0; k < f->n_outs; k++) {
         if (f->outs[k].n <= 1) {
             dsl_push_var(L, s->out_vars[k]);
@@ -632,18 +655,22 @@ static int l_join(lua_State *L)
     const lua_Integer n = luaL_len(L, 1);
     if (n > 1000000) return luaL_error(L, "weft.join: too many pieces");
     call_scratch *s = push_scratch(L);
+    lua_newtable(L); /* numbers' texts */
+    const int anchor = lua_gettop(L);
     for (lua_Integer i = 1; i <= n; i++) {
-        lua_rawgeti(L, 1, i); /* anchored in the table */
+        lua_rawgeti(L, 1, i); /* a string or variable: anchored in the table */
         const lvar *v = test_var(L, -1);
         if (i > 1 && sl) seg_push(L, &s->segs, sep, sl, -1);
         if (v) {
             seg_push(L, &s->segs, NULL, 0, v->id);
-        } else if (lua_type(L, -1) == LUA_TSTRING) {
+        } else if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
             size_t len;
-            const char *t = lua_tolstring(L, -1, &len);
+            const char *t = lua_tolstring(L, -1, &len); /* a number becomes its text, here */
+            lua_pushvalue(L, -1);
+            lua_rawseti(L, anchor, i); /* anchored until orch_join has copied it */
             seg_push(L, &s->segs, t, len, -1);
         } else {
-            return luaL_error(L, "weft.join: item %d is a %s, not a string or a weft variable",
+            return luaL_error(L, "weft.join: item %d is a %s, not a string, number or weft variable",
                               (int)i, luaL_typename(L, -1));
         }
         lua_pop(L, 1);
@@ -673,12 +700,28 @@ static void list_append(lua_State *L, const char *table, int32_t id)
     lua_pop(L, 2);
 }
 
+/* True when L can wait in get(): a weft task, yieldable. */
+static bool can_wait(lua_State *L)
+{
+    if (!lua_isyieldable(L)) return false;
+    lua_getfield(L, LUA_REGISTRYINDEX, DSL_TASKS);
+    lua_pushthread(L);
+    const bool task = lua_rawget(L, -2) != LUA_TNIL;
+    lua_pop(L, 2);
+    return task;
+}
+
 static int var_wait(lua_State *L, int32_t id)
 {
     dsl *d = dsl_of(L);
     if (!lua_isyieldable(L))
         return luaL_error(L, "v:get() cannot wait here (inside a weft.stream callback or a "
                              "metamethod); wait in the script's own code");
+    /* a coroutine the script made would yield to the script's resume, not
+     * to weft: the wait would be lost, and the script misled */
+    if (!can_wait(L))
+        return luaL_error(L, "v:get() cannot wait inside a coroutine the script made "
+                             "(coroutine.create/wrap): wait in the script's own code, or test v:ready()");
     orch_await(d->o, id);
     lua_pushthread(L);
     list_append(L, DSL_WAITERS, id);
@@ -686,17 +729,21 @@ static int var_wait(lua_State *L, int32_t id)
     return lua_yieldk(L, 0, (lua_KContext)id, var_get_k);
 }
 
+/* A value (or error) is returned once it has been announced, so that the
+ * variable's weft.stream watchers have had all of its text; where the
+ * script cannot wait, as soon as it is there. */
 static int var_get_k(lua_State *L, int status, lua_KContext ctx)
 {
     const int32_t id = (int32_t)ctx;
     dsl *d = dsl_of(L);
     size_t len;
     const char *v = orch_var_value(d->o, id, &len);
+    const char *err = v ? NULL : orch_var_error(d->o, id);
+    if ((v || err) && !orch_var_announced(d->o, id) && can_wait(L)) return var_wait(L, id);
     if (v) {
         lua_pushlstring(L, v, len);
         return 1;
     }
-    const char *err = orch_var_error(d->o, id);
     if (err) return luaL_error(L, "%s", err);
     return var_wait(L, id);
 }
@@ -739,8 +786,16 @@ static int var_tostring(lua_State *L)
     return 1;
 }
 
+/* weft._await(v, i): gather's first pass (the error names gather's caller) */
 static int l_await(lua_State *L)
 {
+    if (!test_var(L, 1)) {
+        luaL_where(L, 2);
+        lua_pushfstring(L, "weft.gather: item %d is a %s, not a string or a weft variable",
+                        (int)luaL_optinteger(L, 2, 0), luaL_typename(L, 1));
+        lua_concat(L, 2);
+        return lua_error(L);
+    }
     orch_await(dsl_of(L)->o, check_var(L, 1));
     return 0;
 }
@@ -760,6 +815,12 @@ static int l_stream(lua_State *L)
     }
     if (orch_var_state_of(d->o, id) != ORCH_VAR_PENDING) return 0;
     orch_await(d->o, id); /* someone is watching it: latency */
+    const char *head = orch_var_streamed(d->o, id, &len);
+    if (head) { /* started late: what the others were given, first */
+        lua_pushvalue(L, 2);
+        lua_pushlstring(L, head, len);
+        lua_call(L, 1, 0);
+    }
     lua_pushvalue(L, 2);
     list_append(L, DSL_STREAMS, id);
     return 0;
@@ -790,7 +851,7 @@ static const char prelude[] =
     "local weft = ...\n"
     "function weft.gather(vars)\n"
     "  if type(vars) ~= 'table' then error('weft.gather: expects a list of variables', 2) end\n"
-    "  for _, v in ipairs(vars) do if type(v) ~= 'string' then weft._await(v) end end\n"
+    "  for i, v in ipairs(vars) do if type(v) ~= 'string' then weft._await(v, i) end end\n"
     "  local out = {}\n"
     "  for i, v in ipairs(vars) do\n"
     "    if type(v) == 'string' then out[i] = v else out[i] = v:get() end\n"

@@ -79,13 +79,17 @@ typedef struct ovar {
     int32_t producer;
     int32_t *users; /* calls that take this variable as input */
     int n_users, cap_users;
+    size_t n_noted;     /* bytes of its text queued for on_text */
+    size_t n_delivered; /* of those, bytes on_text has been given */
+    bool announced;     /* on_done was called (or it never has to be: orch_var_new) */
 } ovar;
 
 /* Something to tell the listener. */
 typedef struct onote {
     int32_t var;
     bool done;
-    char *text; /* owned, for text pieces */
+    bool borrowed; /* text points into the variable's value */
+    char *text;    /* owned unless borrowed, for text pieces */
     size_t len;
 } onote;
 
@@ -173,12 +177,14 @@ static void note(orch *o, int32_t var, bool done, const char *text, size_t len)
     onote *n = &o->out[o->n_out];
     n->var = var;
     n->done = done;
+    n->borrowed = false;
     n->text = NULL;
     n->len = 0;
     if (!done) {
         n->text = dup_len(text, len);
         if (!n->text) return;
         n->len = len;
+        o->vars[var]->n_noted += len;
     }
     o->n_out++;
     event_active(o->ev, EV_READ, 0);
@@ -246,6 +252,13 @@ static void var_complete(orch *o, int32_t id, char *value, size_t len)
     v->state = ORCH_VAR_READY;
     v->value = value;
     v->len = len;
+    /* on_text's pieces add up to the value: what was not streamed (a
+     * join's, a stored value's, all of it) goes now, in one piece */
+    if (v->n_noted < len && grow((void **)&o->out, &o->cap_out, o->n_out + 1, sizeof *o->out) == 0) {
+        o->out[o->n_out++] = (onote){.var = id, .borrowed = true, .text = value + v->n_noted,
+                                     .len = len - v->n_noted};
+        v->n_noted = len;
+    }
     note(o, id, true, NULL, 0);
     for (int i = 0; i < v->n_users; i++) {
         ocall *u = o->calls[v->users[i]];
@@ -436,6 +449,7 @@ int orch_var_new(orch *o, const char *value, size_t len, int32_t *var)
     x->state = ORCH_VAR_READY;
     x->value = v;
     x->len = len;
+    x->announced = true; /* nothing to deliver: ready from the start */
     return 0;
 }
 
@@ -1121,11 +1135,13 @@ static void deliver(orch *o)
         onote n = o->out[i];
         o->out[i].text = NULL;
         if (n.done) {
+            o->vars[n.var]->announced = true;
             if (o->lis.on_done) o->lis.on_done(o->lis.user, n.var);
-        } else if (o->lis.on_text) {
-            o->lis.on_text(o->lis.user, n.var, n.text, n.len);
+        } else {
+            o->vars[n.var]->n_delivered += n.len;
+            if (o->lis.on_text) o->lis.on_text(o->lis.user, n.var, n.text, n.len);
         }
-        weft_free(n.text);
+        if (!n.borrowed) weft_free(n.text);
         if (i == o->n_out - 1) orch_flush(o); /* what the listener made ready */
     }
     o->n_out = 0;
@@ -1225,6 +1241,25 @@ const char *orch_var_value(const orch *o, int32_t var, size_t *len)
     if (!v || v->state != ORCH_VAR_READY) return NULL;
     if (len) *len = v->len;
     return v->value;
+}
+
+bool orch_var_announced(const orch *o, int32_t var)
+{
+    const ovar *v = o ? var_at(o, var) : NULL;
+    return v && v->announced;
+}
+
+const char *orch_var_streamed(const orch *o, int32_t var, size_t *len)
+{
+    *len = 0;
+    const ovar *v = o ? var_at(o, var) : NULL;
+    if (!v || v->state != ORCH_VAR_PENDING || v->producer < 0 || v->n_delivered == 0) return NULL;
+    const ocall *c = o->calls[v->producer];
+    if (c->kind != KIND_LLM || var < c->out || var >= c->out + c->n_out) return NULL;
+    const ostream *s = &c->streams[var - c->out];
+    if (!s->text) return NULL;
+    *len = s->len < v->n_delivered ? s->len : v->n_delivered;
+    return s->text;
 }
 
 const char *orch_var_error(const orch *o, int32_t var)

@@ -101,7 +101,10 @@ typedef struct orch_call_spec {
 #define ORCH_MAX_N 64
 
 typedef struct orch_listener {
-    /* A piece of the text of var as it is generated (borrowed, not NUL-terminated). */
+    /* A piece of the text of var as it is generated (borrowed, not
+     * NUL-terminated). A variable's pieces, in order, add up to its value:
+     * one made without the model (a join, a value from the store) gets
+     * its value as one piece, right before on_done. */
     void (*on_text)(void *user, int32_t var, const char *text, size_t len);
     /* var became ready or failed. */
     void (*on_done)(void *user, int32_t var);
@@ -157,6 +160,15 @@ WEFT_API int32_t orch_n_vars(const orch *o);
 WEFT_API orch_var_state orch_var_state_of(const orch *o, int32_t var); /* FAILED for a bad id */
 /* Value of a ready variable (borrowed, NUL-terminated; NULL if not ready). */
 WEFT_API const char *orch_var_value(const orch *o, int32_t var, size_t *len);
+/* True once the listener's on_done has been called for var (a variable
+ * made by orch_var_new: always): its on_text pieces have all been given.
+ * A value can be ready a little before that, while the loop delivers what
+ * came before it; a waiter that wants the pieces first waits for this. */
+WEFT_API bool orch_var_announced(const orch *o, int32_t var);
+/* The text of a pending variable that the listener's on_text has been given
+ * so far, the head of its value (borrowed until the next orch call; NULL and
+ * *len 0 when nothing was). A watcher that starts late begins with it. */
+WEFT_API const char *orch_var_streamed(const orch *o, int32_t var, size_t *len);
 /* Error of a failed variable (borrowed; NULL if not failed). */
 WEFT_API const char *orch_var_error(const orch *o, int32_t var);
 

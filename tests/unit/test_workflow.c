@@ -464,6 +464,42 @@ TEST(held_back_tail_reaches_the_value_and_the_stream)
     rig_close(&r);
 }
 
+/* weft.stream's pieces add up to the value whatever made it (a call, a
+ * join) and however late the watcher came; an error in a callback fails
+ * the run with its message; a failed run leaves no result behind. */
+TEST(streams_give_whole_values_and_their_errors_fail_the_run)
+{
+    rig r;
+    ASSERT_EQ_INT(rig_open(&r, 8, false), 0);
+    const char *script =
+        "local long = weft.fn{template = 'long {{x}}:{{o}}', outputs = {o = {max_tokens = 40, ignore_eos = true}}}\n"
+        "local short = weft.fn{template = 'short {{x}}:{{o}}', outputs = {o = {max_tokens = 2, ignore_eos = true}}}\n"
+        "local a, b = long{x = 'a'}, short{x = 'b'}\n"
+        "b:get()\n"
+        "local late = {}\n"
+        "weft.stream(a, function(p) late[#late + 1] = p end)\n"
+        "local j = weft.join({a, '!', b})\n"
+        "local jp = {}\n"
+        "weft.stream(j, function(p) jp[#jp + 1] = p end)\n"
+        "local av = a:get() -- first: the watchers' pieces are complete once it returns\n"
+        "assert(table.concat(late) == av, 'a late watcher gets all of the text')\n"
+        "assert(j:get() == a:get() .. '!' .. b:get())\n"
+        "assert(table.concat(jp) == j:get(), 'a join streams its value')\n"
+        "return 'first result'\n";
+    ASSERT_EQ_INT(dsl_run_string(r.d, script, "=streams"), 0);
+    ASSERT_STR_EQ(dsl_result(r.d), "first result");
+    const char *failing =
+        "local long = weft.fn{template = 'again {{x}}:{{o}}', outputs = {o = {max_tokens = 30, ignore_eos = true}}}\n"
+        "local a = long{x = 'c'}\n"
+        "weft.stream(a, function(p) error('callback broke') end)\n"
+        "a:get()\n"
+        "return 'never'\n";
+    ASSERT_EQ_INT(dsl_run_string(r.d, failing, "=failing"), WEFT_EINVAL);
+    ASSERT(strstr(weft_last_error(), "callback broke") != NULL);
+    ASSERT(dsl_result(r.d) == NULL);
+    rig_close(&r);
+}
+
 TEST(bad_lua_arguments_are_errors_not_crashes)
 {
     rig r;
@@ -493,7 +529,34 @@ TEST(bad_lua_arguments_are_errors_not_crashes)
         "fails('must be a string or a weft variable', f, {x = {}, y = 'b'})\n"
         "fails('table of its inputs', f, 'positional')\n"
         "fails('weft.Var', weft.var('x').get, {})\n"
-        "fails('not a string or a weft variable', weft.join, {1, {}})\n"
+        "fails('not a string, number or weft variable', weft.join, {1, {}})\n"
+        "assert(weft.join({1, 'x', 2.5}, '-'):get() == '1-x-2.5', 'numbers join as their text')\n"
+        "fails('NUL byte', weft.fn, {template = 'a\\0b{{a}}', outputs = {a = {}}})\n"
+        "fails('NUL byte', weft.fn, {messages = {{role = 'user', content = 'a\\0b'}}, outputs = {a = {}}})\n"
+        "fails('NUL byte', f, {x = 'a\\0b', y = 'c'})\n"
+        "fails('max_tokens', weft.fn, {template = 'x{{a}}', outputs = {a = {max_tokens = 0/0}}})\n"
+        "fails('top_k', weft.fn, {template = 'x{{a}}', outputs = {a = {top_k = 1e300}}})\n"
+        "fails('seed', weft.fn, {template = 'x{{a}}', outputs = {a = {seed = -1}}})\n"
+        /* the caller's table is read once (__index included) and left as it was */
+        "local reads, t = 0, {x = 42}\n"
+        "local proxy = setmetatable({}, {__index = function(_, k) reads = reads + 1 collectgarbage() return k .. reads end,\n"
+        "  __newindex = function() error('read-only') end})\n"
+        "local pv = f(proxy)\n"
+        "assert(reads == 2, 'each input read once, not ' .. reads)\n"
+        "local tv = f{x = t.x, y = 'b'}\n"
+        "f(setmetatable({y = 'b'}, {__index = t}))\n"
+        "assert(math.type(t.x) == 'integer', 'the caller table keeps its number')\n"
+        /* get() that would wait inside the script's own coroutine is refused */
+        "local co = coroutine.wrap(function() return pcall(pv.get, pv) end)\n"
+        "local ok, err = co()\n"
+        "assert(ok or tostring(err):find('coroutine the script made'), tostring(err))\n"
+        /* many outputs come back, none lost to the C stack */
+        "local parts = {}\n"
+        "for i = 1, 200 do parts[#parts + 1] = ' {{o' .. i .. '}}' end\n"
+        "local outs = {}\n"
+        "for i = 1, 200 do outs['o' .. i] = {max_tokens = 1} end\n"
+        "local many = weft.fn{template = 'many:' .. table.concat(parts), outputs = outs}\n"
+        "assert(select('#', many{}) == 200)\n"
         "fails('string expected', weft.var, {})\n"
         "local v = f{x = 1, y = weft.var('two')}\n"
         "local w = f{x = v, y = 'later'}\n" /* pending while v streams */
@@ -533,6 +596,7 @@ int main(void)
     RUN(stored_values_replace_calls_without_the_engine);
     RUN(forked_completions_share_one_prefill);
     RUN(held_back_tail_reaches_the_value_and_the_stream);
+    RUN(streams_give_whole_values_and_their_errors_fail_the_run);
     RUN(bad_lua_arguments_are_errors_not_crashes);
     weft_model_free(model);
     unlink(path);
