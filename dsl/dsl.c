@@ -155,7 +155,8 @@ static int on_text_l(lua_State *L)
 
 static void report_internal(lua_State *L, const char *where)
 {
-    fprintf(stderr, "weft: %s: %s\n", where, lua_tostring(L, -1));
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "weft: %s: %s\n", where, msg ? msg : luaL_typename(L, -1));
     lua_pop(L, 1);
 }
 
@@ -221,6 +222,7 @@ int dsl_create(orch *o, const weft_model *m, struct event_base *base,
     }
     orch_listener lis = {.on_text = listen_text, .on_done = listen_done, .user = d};
     orch_set_listener(o, &lis);
+    if (sb && sb->sandboxed && sb->mem_limit) orch_set_max_value(o, sb->mem_limit);
     *out = d;
     return 0;
 }

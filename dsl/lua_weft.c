@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "dsl/dsl_internal.h"
+#include "weft/sandbox.h"
 
 /* ---- templates ---- */
 
@@ -102,11 +103,14 @@ static int tmpl_add(tmpl *t, const char *text, size_t len, const char *name, siz
     return 0;
 }
 
+#define TMPL_MAX_PLACEHOLDERS 4096
+#define TMPL_MAX_PLACEHOLDERS_S "4096"
+
 /* Splits s into literal text and {{name}} placeholders. Returns NULL or an
  * error message (static). A "{{" not followed by name}} is literal text. */
 static const char *tmpl_parse(const char *s, size_t n, tmpl *t)
 {
-    size_t lit = 0, i = 0;
+    size_t lit = 0, i = 0, n_names = 0;
     while (i < n) {
         if (i + 1 < n && s[i] == '{' && s[i + 1] == '{') {
             size_t j = i + 2;
@@ -117,6 +121,8 @@ static const char *tmpl_parse(const char *s, size_t n, tmpl *t)
             while (j < n && s[j] == ' ') j++;
             if (name_len > 0 && !isdigit((unsigned char)s[name_at]) && j + 1 < n && s[j] == '}' &&
                 s[j + 1] == '}') {
+                if (++n_names > TMPL_MAX_PLACEHOLDERS) /* names are looked up by scanning */
+                    return "too many placeholders in one template (at most " TMPL_MAX_PLACEHOLDERS_S ")";
                 if ((i > lit && tmpl_add(t, s + lit, i - lit, NULL, 0) < 0) ||
                     tmpl_add(t, NULL, 0, s + name_at, name_len) < 0)
                     return "out of memory";
@@ -423,6 +429,8 @@ static int l_fn(lua_State *L)
     f->name = strdup(lua_isnil(L, -1) ? f->outs[0].name : lua_tostring(L, -1));
     lua_pop(L, 1);
     if (!f->fn_id || !f->name) return luaL_error(L, "out of memory");
+    /* the parts and fn_id hold about the template twice, outside the Lua heap */
+    weft_sandbox_charge(L, 2 * strlen(f->fn_id) + 256);
     lua_settop(L, fi);
     return 1;
 }
@@ -578,6 +586,17 @@ static call_scratch *push_scratch(lua_State *L)
     return s;
 }
 
+/* Bytes of literal text in segs: what the orchestrator copies of them. */
+static size_t segs_bytes(const segbuf *b)
+{
+    size_t n = 0;
+    for (int i = 0; i < b->n; i++) n += b->s[i].len;
+    return n;
+}
+
+/* What the orchestrator keeps of one call or variable besides its text. */
+#define CALL_OVERHEAD 512
+
 static int fn_call(lua_State *L)
 {
     const fn *f = luaL_checkudata(L, 1, DSL_FN_MT);
@@ -610,12 +629,16 @@ static int fn_call(lua_State *L)
             }
             spec.msgs = s->msgs;
             spec.n_msgs = o->where;
+            size_t bytes = CALL_OVERHEAD;
+            for (int m = 0; m < o->where; m++) bytes += segs_bytes(&s->msegs[m]);
+            weft_sandbox_charge(L, bytes); /* the host's copies count against the cap */
         } else {
             s->segs.n = 0;
             render_parts(L, f, &f->raw, o->where, 2, s->out_vars, &s->segs);
             spec.segs = s->segs.s;
             spec.n_segs = s->segs.n;
             if (spec.n_segs == 0) return luaL_error(L, "%s: the prompt of '%s' is empty", f->name, o->name);
+            weft_sandbox_charge(L, CALL_OVERHEAD + segs_bytes(&s->segs));
         }
         if (orch_call(d->o, &spec, &s->out_vars[k]) < 0)
             return luaL_error(L, "%s: %s", f->name, weft_last_error());
@@ -641,6 +664,7 @@ static int l_var(lua_State *L)
 {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
+    weft_sandbox_charge(L, CALL_OVERHEAD + len);
     int32_t id;
     if (orch_var_new(dsl_of(L)->o, s, len, &id) < 0) return luaL_error(L, "weft.var: %s", weft_last_error());
     dsl_push_var(L, id);
@@ -675,6 +699,7 @@ static int l_join(lua_State *L)
         }
         lua_pop(L, 1);
     }
+    weft_sandbox_charge(L, CALL_OVERHEAD + segs_bytes(&s->segs) + (size_t)s->segs.n * sizeof(orch_seg));
     int32_t id;
     if (orch_join(dsl_of(L)->o, "join", s->segs.s, s->segs.n, &id) < 0)
         return luaL_error(L, "weft.join: %s", weft_last_error());
@@ -864,13 +889,19 @@ int dsl_open_weft(lua_State *L)
     static const luaL_Reg var_methods[] = {{"get", var_get},     {"ready", var_ready},
                                            {"error", var_error}, {"id", var_id},
                                            {NULL, NULL}};
+    /* __metatable: getmetatable(v) must not hand a script the shared
+     * metatables, where a __gc it set would run unmetered (at lua_close too) */
     luaL_newmetatable(L, DSL_VAR_MT);
+    lua_pushliteral(L, "weft.Var");
+    lua_setfield(L, -2, "__metatable");
     luaL_newlib(L, var_methods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, var_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
     luaL_newmetatable(L, DSL_FN_MT);
+    lua_pushliteral(L, "weft.Fn");
+    lua_setfield(L, -2, "__metatable");
     lua_pushcfunction(L, fn_call);
     lua_setfield(L, -2, "__call");
     lua_pushcfunction(L, fn_gc);

@@ -76,6 +76,26 @@ static bool is_spent_message(const char *msg)
     return strstr(msg, "instruction budget of") || strstr(msg, "time limit of");
 }
 
+static void count_hook(lua_State *L, lua_Debug *ar);
+
+/* The budget is spent: raises its error in L, stickily — from now on every
+ * instruction of L lands in the hook, so a pcall in the script cannot catch
+ * the error and go on; so does the main thread's, which may resume L and
+ * catch it there; other threads switch at their next hook call. */
+static int raise_spent(lua_State *L, sandbox *sb)
+{
+    lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    lua_State *main = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    if (main && main != L) lua_sethook(main, count_hook, LUA_MASKCOUNT, 1);
+    char what[96];
+    luaL_where(L, 0);
+    lua_pushstring(L, spent_message(sb, what, sizeof what));
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
 static void count_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
@@ -83,22 +103,7 @@ static void count_hook(lua_State *L, lua_Debug *ar)
     if (!sb) return;
     const int step = lua_gethookcount(L);
     sb->instr_used += (uint64_t)step;
-    if (budget_spent(sb)) {
-        /* From now on every instruction of this thread lands here, so the
-         * error cannot be caught by a pcall in the script and ignored. */
-        if (step != 1) lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
-        /* and of the main thread, which may resume this coroutine and catch
-         * its error; other threads switch at their next hook call */
-        lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-        lua_State *main = lua_tothread(L, -1);
-        lua_pop(L, 1);
-        if (main && main != L) lua_sethook(main, count_hook, LUA_MASKCOUNT, 1);
-        char what[96];
-        luaL_where(L, 0);
-        lua_pushstring(L, spent_message(sb, what, sizeof what));
-        lua_concat(L, 2);
-        lua_error(L);
-    }
+    if (budget_spent(sb)) raise_spent(L, sb);
     if (step != sb->granularity) /* after a reset, or a granularity change */
         lua_sethook(L, count_hook, LUA_MASKCOUNT, sb->granularity);
 }
@@ -214,6 +219,25 @@ static int safe_setmetatable(lua_State *L)
     return 1;
 }
 
+/* coroutine.create and coroutine.wrap, charged: a new thread starts a fresh
+ * hook countdown, so one that runs fewer than `granularity` instructions
+ * would never be counted, and a script could do unbounded work in many
+ * short coroutines. Each new thread is charged the countdown it starts
+ * with, up front (an overcount of at most that, never an undercount).
+ * Upvalue 1: the original. */
+static int charged_thread(lua_State *L)
+{
+    sandbox *sb = sandbox_of(L);
+    if (sb && (sb->instr_limit || sb->deadline > 0)) {
+        sb->instr_used += (uint64_t)sb->granularity;
+        if (budget_spent(sb)) return raise_spent(L, sb);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
 static void wrap_global(lua_State *L, const char *name, lua_CFunction f)
 {
     lua_getfield(L, -1, name);
@@ -248,6 +272,10 @@ static int open_libs(lua_State *L)
     wrap_global(L, "collectgarbage", safe_collectgarbage);
     wrap_global(L, "xpcall", safe_xpcall);
     wrap_global(L, "setmetatable", safe_setmetatable);
+    lua_getfield(L, -1, LUA_COLIBNAME);
+    wrap_global(L, "create", charged_thread);
+    wrap_global(L, "wrap", charged_thread);
+    lua_pop(L, 1);
     lua_getfield(L, -1, LUA_STRLIBNAME);
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
@@ -437,6 +465,19 @@ int weft_sandbox_resume(lua_State *co, lua_State *from, int nargs, int *nresults
     if (st == LUA_YIELD) return 1;
     *nresults = 0;
     return weft_sandbox_error(co, st);
+}
+
+void weft_sandbox_charge(lua_State *L, size_t bytes)
+{
+    sandbox *sb = sandbox_of(L);
+    if (!sb) return;
+    if (sb->mem_limit && (bytes > sb->mem_limit || sb->mem_used > sb->mem_limit - bytes)) {
+        sb->mem_hit = true; /* weft_sandbox_error words it as the cap's */
+        lua_pushliteral(L, "not enough memory");
+        lua_error(L);
+    }
+    sb->mem_used += bytes;
+    if (sb->mem_used > sb->mem_peak) sb->mem_peak = sb->mem_used;
 }
 
 int weft_sandbox_hook_thread(lua_State *co)

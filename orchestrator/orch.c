@@ -118,6 +118,7 @@ struct orch {
     int32_t *ord_counts;
     int32_t ord_cap, ord_n;
     orch_stats st;
+    size_t max_value;    /* longest text a join or prompt may render (0: no limit) */
     uint64_t warmed[64]; /* hashes of heads already sent (ring) */
     bool any_dirty;      /* some call has warm_dirty set */
     int32_t n_warmed_heads;
@@ -535,12 +536,23 @@ int orch_join(orch *o, const char *name, const orch_seg *segs, int n_segs, int32
 
 /* Concatenates segments whose variables are all ready into a NUL-terminated
  * weft_malloc'd string. */
-static char *render_segs(const orch *o, const seg *s, int n, size_t *len)
+/* The text of segments, variables filled in. NULL when it would be longer
+ * than the limit (orch_set_max_value: a join of a large value with itself
+ * a thousand times is a few bytes of script) or memory runs out, with *why
+ * saying which when why is not NULL. */
+static char *render_segs(const orch *o, const seg *s, int n, size_t *len, const char **why)
 {
     size_t total = 0;
     for (int i = 0; i < n; i++) total += s[i].var >= 0 ? o->vars[s[i].var]->len : s[i].len;
+    if (o->max_value && total > o->max_value) {
+        if (why) *why = "its text would pass the run's size limit for one value (the sandbox's memory cap)";
+        return NULL;
+    }
     char *r = weft_malloc(total + 1);
-    if (!r) return NULL;
+    if (!r) {
+        if (why) *why = "out of memory";
+        return NULL;
+    }
     size_t at = 0;
     for (int i = 0; i < n; i++) {
         const char *t = s[i].var >= 0 ? o->vars[s[i].var]->value : s[i].text;
@@ -558,14 +570,14 @@ static char *render_segs(const orch *o, const seg *s, int n, size_t *len)
 static char *render_prompt(orch *o, ocall *c, size_t *len, const char **why)
 {
     *why = "out of memory";
-    if (c->n_msgs == 0) return render_segs(o, c->segs, c->n_segs, len);
+    if (c->n_msgs == 0) return render_segs(o, c->segs, c->n_segs, len, why);
     char **contents = weft_calloc((size_t)c->n_msgs, sizeof *contents);
     tok_chat_msg *msgs = weft_calloc((size_t)c->n_msgs, sizeof *msgs);
     char *out = NULL;
     bool ok = contents && msgs;
     for (int i = 0; ok && i < c->n_msgs; i++) {
         size_t l;
-        contents[i] = render_segs(o, c->msgs[i].segs, c->msgs[i].n_segs, &l);
+        contents[i] = render_segs(o, c->msgs[i].segs, c->msgs[i].n_segs, &l, why);
         ok = contents[i] != NULL;
         msgs[i] = (tok_chat_msg){c->msgs[i].role, contents[i]};
     }
@@ -798,9 +810,10 @@ static int32_t take_ready(orch *o, pending_sub **subs, int32_t *cap, int32_t lim
         if (c->state != CALL_READY) continue;
         if (c->kind == KIND_JOIN) {
             size_t len;
-            char *v = render_segs(o, c->segs, c->n_segs, &len);
+            const char *why = "out of memory";
+            char *v = render_segs(o, c->segs, c->n_segs, &len, &why);
             if (v) call_complete(o, c, v, len);
-            else call_fail_self(o, c, "out of memory");
+            else call_fail_self(o, c, "%s", why);
             continue;
         }
         if (grow((void **)subs, cap, n + 1, sizeof **subs) < 0) {
@@ -853,6 +866,7 @@ static void append_text(ostream *s, const char *t, size_t n)
 static bool head_segs(const orch *o, const seg *s, int n, ostream *b, int depth)
 {
     for (int i = 0; i < n; i++) {
+        if (b->len > WARM_MAX_BYTES) return false; /* too long to warm: stop copying */
         if (s[i].var < 0) {
             append_text(b, s[i].text, s[i].len);
             continue;
@@ -1214,6 +1228,11 @@ void orch_destroy(orch *o)
     weft_free(o->ord_keys);
     weft_free(o->ord_counts);
     weft_free(o);
+}
+
+void orch_set_max_value(orch *o, size_t bytes)
+{
+    if (o) o->max_value = bytes;
 }
 
 void orch_set_listener(orch *o, const orch_listener *l)

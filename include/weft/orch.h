@@ -144,6 +144,11 @@ WEFT_API int orch_create(weft_engine *e, const weft_model *m, struct event_base 
 WEFT_API void orch_destroy(orch *o);
 
 WEFT_API void orch_set_listener(orch *o, const orch_listener *l);
+/* The longest text a join's value or a call's prompt may be rendered to;
+ * past it that call fails, naming the limit (0, the default: none). A
+ * sandboxed run sets its memory cap here: the values are the host's memory,
+ * not the script's Lua heap. */
+WEFT_API void orch_set_max_value(orch *o, size_t bytes);
 WEFT_API void orch_set_hooks(orch *o, const orch_hooks *h);
 
 /* A variable that is ready at once with value[0..len) (copied). */

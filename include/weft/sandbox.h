@@ -38,7 +38,14 @@
  * counted against the same shared budget — no per-coroutine setup. Threads
  * created before a budget was first set (a state created with budget 0) have
  * no hook: call weft_sandbox_hook_thread() on them. The count is exact to
- * within `granularity` instructions per thread.
+ * within `granularity` instructions per thread; because a new thread starts
+ * a fresh countdown, a sandboxed state's coroutine.create and coroutine.wrap
+ * charge each new thread `granularity` instructions up front, so that many
+ * short coroutines cannot run uncounted.
+ *
+ * Memory the host keeps for a script outside the Lua heap (the weft
+ * module's copies of templates, prompts and values) is charged to the same
+ * cap with weft_sandbox_charge().
  *
  * Time limit: with params.time_limit, the same hook also ends the state's
  * scripts once that many seconds of wall clock have passed since its
@@ -118,6 +125,13 @@ WEFT_API int weft_sandbox_resume(struct lua_State *co, struct lua_State *from, i
  * pops the value. LUA_OK gives 0 and pops nothing. Works on any lua_State;
  * the memory/budget messages need a state from weft_sandbox_create. */
 WEFT_API int weft_sandbox_error(struct lua_State *L, int status);
+
+/* Charges `bytes` that the host keeps for the script outside the Lua heap
+ * to the state's memory cap, for the state's life. Over the cap it raises
+ * a Lua error in L that weft_sandbox_error() reports as "memory limit of N
+ * bytes exceeded" (call it where a Lua error may be raised); without a cap,
+ * or in a state not made here, it only counts. */
+WEFT_API void weft_sandbox_charge(struct lua_State *L, size_t bytes);
 
 /* Installs the budget hook on thread `co` (see Coroutines above).
  * WEFT_EINVAL if co is not a thread of a weft_sandbox state. */

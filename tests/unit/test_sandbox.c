@@ -324,6 +324,28 @@ TEST(coroutines_share_the_budget)
     weft_sandbox_destroy(L);
 }
 
+/* A new coroutine starts a fresh hook countdown: many short ones (each
+ * under the hook's granularity) once ran uncounted. Now each is charged. */
+TEST(short_coroutines_cannot_dodge_the_budget)
+{
+    lua_State *L = new_state();
+    ASSERT(L != NULL);
+    /* ~1e5 coroutines of a few hundred instructions: 4e7 in all, against 2e6 */
+    ASSERT_EQ_INT(run(L, "for i = 1, 100000 do coroutine.wrap(function() for j = 1, 200 do end end)() end "
+                         "return 1"),
+                  WEFT_ERANGE);
+    ASSERT(strstr(weft_last_error(), "instruction budget"));
+    ASSERT_STILL_WORKS(L);
+    ASSERT_EQ_INT(run(L, "for i = 1, 100000 do local co = coroutine.create(function() end) end return 1"),
+                  WEFT_ERANGE);
+    ASSERT_STILL_WORKS(L);
+    /* a few coroutines are as cheap as ever */
+    ASSERT_EQ_INT(eval_int(L, "local n = 0 for i = 1, 100 do coroutine.wrap(function() n = n + 1 end)() end "
+                              "return n"),
+                  100);
+    weft_sandbox_destroy(L);
+}
+
 TEST(deep_recursion_is_an_error)
 {
     static const char *const deep[] = {
@@ -413,6 +435,7 @@ int main(void)
     RUN(time_limit_ends_endless_loops);
     RUN(budget_can_be_reset_and_extended);
     RUN(coroutines_share_the_budget);
+    RUN(short_coroutines_cannot_dodge_the_budget);
     RUN(deep_recursion_is_an_error);
     RUN(errors_are_clear_and_leave_the_stack_clean);
     RUN(memory_is_accounted_and_returned);

@@ -12,6 +12,7 @@
 #include "test.h"
 #include "tiny_model.h"
 #include "weft/dsl.h"
+#include "weft/sandbox.h"
 #include "weft/tokenizer.h"
 
 static weft_model *model;
@@ -500,6 +501,46 @@ TEST(streams_give_whole_values_and_their_errors_fail_the_run)
     rig_close(&r);
 }
 
+/* The weft module in a sandboxed run: its shared metatables are out of a
+ * script's reach (a __gc set there would run unmetered), and what the host
+ * keeps for the script outside the Lua heap (values, joins, templates)
+ * counts against the memory cap, so a few bytes of script cannot make the
+ * host allocate without bound. */
+TEST(sandboxed_scripts_cannot_use_the_weft_module_to_escape_their_caps)
+{
+    rig r;
+    ASSERT_EQ_INT(rig_open(&r, 2, false), 0);
+    dsl_destroy(r.d);
+    weft_sandbox_params sp = weft_sandbox_default_params();
+    sp.mem_limit = (size_t)16 << 20;
+    sp.instr_limit = 50000000;
+    ASSERT_EQ_INT(dsl_create(r.o, model, r.base, &sp, &r.d), 0);
+    ASSERT_EQ_INT(dsl_run_string(r.d,
+                                 "assert(getmetatable(weft.var('a')) == 'weft.Var')\n"
+                                 "assert(getmetatable(weft.fn{template = 'x{{o}}', outputs = {o = true}}) == 'weft.Fn')\n",
+                                 "=mt"),
+                  0);
+    /* 400 values of 4 MB held by the orchestrator: 1.6 GB before */
+    ASSERT_EQ_INT(dsl_run_string(r.d, "local s = ('x'):rep(4 << 20) for i = 1, 400 do weft.var(s) end", "=vars"),
+                  WEFT_EINVAL);
+    ASSERT(strstr(weft_last_error(), "memory limit") != NULL);
+    rig_close(&r);
+    ASSERT_EQ_INT(rig_open(&r, 2, false), 0);
+    dsl_destroy(r.d);
+    ASSERT_EQ_INT(dsl_create(r.o, model, r.base, &sp, &r.d), 0);
+    /* a join of one 1 MB value forty times: 40 MB rendered by the host */
+    ASSERT_EQ_INT(dsl_run_string(r.d,
+                                 "local big = weft.var(('x'):rep(1 << 20))\n"
+                                 "local parts = {} for i = 1, 40 do parts[i] = big end\n"
+                                 "weft.join(parts):get()\n",
+                                 "=join"),
+                  WEFT_EINVAL);
+    ASSERT(strstr(weft_last_error(), "size limit") != NULL);
+    /* the same run's state still works */
+    ASSERT_EQ_INT(dsl_run_string(r.d, "assert(weft.join({'a', 'b'}):get() == 'ab')", "=fine"), 0);
+    rig_close(&r);
+}
+
 TEST(bad_lua_arguments_are_errors_not_crashes)
 {
     rig r;
@@ -557,6 +598,8 @@ TEST(bad_lua_arguments_are_errors_not_crashes)
         "for i = 1, 200 do outs['o' .. i] = {max_tokens = 1} end\n"
         "local many = weft.fn{template = 'many:' .. table.concat(parts), outputs = outs}\n"
         "assert(select('#', many{}) == 200)\n"
+        "local huge = {} for i = 1, 5000 do huge[i] = '{{p' .. i .. '}}' end\n"
+        "fails('too many placeholders', weft.fn, {template = table.concat(huge) .. '{{o}}', outputs = {o = true}})\n"
         "fails('string expected', weft.var, {})\n"
         "local v = f{x = 1, y = weft.var('two')}\n"
         "local w = f{x = v, y = 'later'}\n" /* pending while v streams */
@@ -597,6 +640,7 @@ int main(void)
     RUN(forked_completions_share_one_prefill);
     RUN(held_back_tail_reaches_the_value_and_the_stream);
     RUN(streams_give_whole_values_and_their_errors_fail_the_run);
+    RUN(sandboxed_scripts_cannot_use_the_weft_module_to_escape_their_caps);
     RUN(bad_lua_arguments_are_errors_not_crashes);
     weft_model_free(model);
     unlink(path);
