@@ -61,6 +61,11 @@ static void usage(FILE *f)
             "      --max-queue N        requests waiting beyond --parallel before 429 (default 256)\n"
             "      --max-body BYTES     request body limit, 413 beyond (default 1048576)\n"
             "      --no-prefix-cache    do not share KV blocks between equal prompt prefixes\n"
+            "      --share-generated    also serve a finished request's generated tokens' KV\n"
+            "                           to later prompts that repeat them (a chat's next\n"
+            "                           turn): faster, but their KV comes from the decoding\n"
+            "                           kernels, so such a request's output can differ in\n"
+            "                           the last bits from the same request on a cold cache\n"
             "      --drain-timeout S    on shutdown, cancel what still runs after S seconds\n"
             "                           (default 30)\n"
             "      --timeout S          HTTP read/write timeout (default 600)\n"
@@ -759,7 +764,7 @@ typedef struct serve_opts {
     long port, ctx, parallel, batch, kv_mb, max_queue, threads, prefill_cap;
     long max_body, timeout;
     double drain_s;
-    bool prefix, verbose;
+    bool prefix, share_generated, verbose;
 } serve_opts;
 
 /* Returns 0, 2 for a usage error, or -1 for --help (done). */
@@ -774,7 +779,7 @@ static int parse_opts(int argc, char **argv, serve_opts *o)
         {"max-body", required_argument, 0, 'B'},   {"no-prefix-cache", no_argument, 0, 'X'},
         {"drain-timeout", required_argument, 0, 'D'}, {"timeout", required_argument, 0, 'T'},
         {"threads", required_argument, 0, 't'},    {"verbose", no_argument, 0, 'v'},
-        {"prefill-cap", required_argument, 0, 'c'},
+        {"prefill-cap", required_argument, 0, 'c'}, {"share-generated", no_argument, 0, 'G'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
     *o = (serve_opts){.host = "127.0.0.1", .api_key = getenv("WEFT_API_KEY"), .port = 8080,
                       .ctx = 2048, .parallel = 32, .batch = 256, .max_queue = 256,
@@ -792,6 +797,7 @@ static int parse_opts(int argc, char **argv, serve_opts *o)
         case 'H': o->host = optarg; break;
         case 'k': o->api_key = optarg; break;
         case 'X': o->prefix = false; break;
+        case 'G': o->share_generated = true; break;
         case 'v': o->verbose = true; break;
         case 'h': usage(stdout); return -1;
         case 'p': num = &o->port, lo = 0, hi = 65535; break;
@@ -850,6 +856,7 @@ static int load_engine(srv *s, const serve_opts *o)
     ep.ctx.n_threads = (int32_t)o->threads;
     ep.ctx.kv_mem = (size_t)o->kv_mb << 20;
     ep.prefix_cache = o->prefix;
+    ep.share_generated = o->share_generated;
     if (o->prefill_cap >= 0) ep.prefill_cap = (int32_t)o->prefill_cap;
     ep.max_waiting = (int32_t)(o->max_queue > 0 ? o->max_queue : 0);
     if (weft_engine_create(s->model, &ep, &s->eng) < 0) {

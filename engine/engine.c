@@ -148,14 +148,24 @@ static void req_finish(weft_engine *e, req *r, int status, const char *finish)
     req_free(r);
 }
 
-/* Drops a running request's sequence, keeping its full blocks in the index. */
-static void release_seq(weft_engine *e, req *r, bool register_blocks)
+enum { KEEP_NONE, KEEP_PROMPT, KEEP_ALL };
+
+/* Drops a running request's sequence, keeping full blocks in the index:
+ * KEEP_ALL (a preempted request, which comes back for them) every computed
+ * one; KEEP_PROMPT (a request that ended) those of its prompt, and of its
+ * output too only with params.share_generated — a generated token's KV
+ * comes from the decoding kernels and differs in the last bits from the
+ * same token's computed as a prompt's, so serving it to a later prompt
+ * would make that request's output depend on what the cache held. */
+static void release_seq(weft_engine *e, req *r, int keep)
 {
     if (r->seq < 0) return;
-    if (register_blocks && e->prefix && r->n_done >= KV_BLOCK_TOKENS) {
+    int32_t n_keep = r->n_done;
+    if (keep == KEEP_PROMPT && !e->p.share_generated && n_keep > r->n_prompt) n_keep = r->n_prompt;
+    if (keep != KEEP_NONE && e->prefix && n_keep >= KV_BLOCK_TOKENS) {
         const int32_t *blocks;
         int32_t nb = weft_seq_blocks(e->ctx, r->seq, &blocks);
-        prefix_insert(e->prefix, r->tokens, r->n_done, blocks, nb);
+        prefix_insert(e->prefix, r->tokens, n_keep, blocks, nb);
     }
     weft_seq_truncate(e->ctx, r->seq, 0);
     e->running[r->seq] = NULL;
@@ -355,7 +365,7 @@ static void apply_cancels(weft_engine *e, const uint64_t *ids, int n)
         for (int32_t s = 0; s < e->n_slots; s++) {
             req *r = e->running[s];
             if (r && r->id == ids[i]) {
-                release_seq(e, r, true);
+                release_seq(e, r, KEEP_PROMPT);
                 req_finish(e, r, WEFT_ECANCELED, "cancelled");
             }
         }
@@ -489,7 +499,7 @@ static bool preempt_one(weft_engine *e)
             victim = r;
     }
     if (!victim || n_running < 2) return false;
-    release_seq(e, victim, true);
+    release_seq(e, victim, KEEP_ALL);
     waiting_insert(e, victim);
     e->lst.n_preempted++;
     return true;
@@ -601,7 +611,7 @@ static void advance(weft_engine *e, req *r, const float *lg)
     const char *finish = stopped ? "stop" : r->n_generated >= r->max_tokens ? "length" : NULL;
     if (finish) {
         /* the last token's KV was never computed */
-        release_seq(e, r, true);
+        release_seq(e, r, KEEP_PROMPT);
         emit_final(e, r, 0, finish);
         req_free(r);
     }
@@ -675,7 +685,7 @@ static void step(weft_engine *e)
             bool in = false;
             for (int32_t k = 0; k < n && !in; k++) in = e->b_seq[k] == s;
             if (!in) continue;
-            release_seq(e, r, false);
+            release_seq(e, r, KEEP_NONE);
             req_finish(e, r, rc, "error");
         }
         return;
@@ -778,7 +788,7 @@ static void *engine_main(void *arg)
             for (int32_t s = 0; s < e->n_slots; s++)
                 if (e->running[s]) {
                     req *r = e->running[s];
-                    release_seq(e, r, false);
+                    release_seq(e, r, KEEP_NONE);
                     req_finish(e, r, WEFT_ECANCELED, "cancelled");
                 }
             return NULL;

@@ -11,6 +11,7 @@
 
 typedef struct collected {
     int32_t toks[512];
+    float lps[512]; /* the tokens' log-probabilities, when the request asked */
     int32_t n;
     int done, status, n_cached, n_prompt;
     const char *finish;
@@ -37,6 +38,7 @@ static void collect_cb(const weft_event *ev, void *user)
         c->n_cached = ev->n_cached;
         c->n_prompt = ev->n_prompt;
     } else if (c->n < 512) {
+        c->lps[c->n] = ev->logprob;
         c->toks[c->n++] = ev->token;
     }
     pthread_mutex_unlock(&collect_mu);

@@ -32,6 +32,12 @@ typedef struct weft_engine_params {
                              per step, n_seq_max = requests running at once,
                              kv_mem = KV pool bytes (0: n_seq_max x n_ctx) */
     bool prefix_cache;    /* share full KV blocks across equal prompt prefixes */
+    bool share_generated; /* with prefix_cache, also share the blocks of ended
+                             requests' generated tokens with later prompts
+                             that repeat them. Off by default: that KV comes
+                             from the decoding kernels and differs in the
+                             last bits from a prompt's, so a later request's
+                             output would depend on what the cache held. */
     int32_t max_waiting;  /* submit fails with WEFT_EBUSY past this (0 = no limit) */
     int32_t prefill_cap;  /* prompt tokens per step while some request is
                              decoding (a long prefill chunk delays every

@@ -103,6 +103,50 @@ TEST(shared_400_token_prefix_computes_only_the_suffix)
     weft_engine_destroy(e);
 }
 
+/* A prompt that continues an earlier request's output (a workflow's second
+ * output, a chat's next turn) gives the same tokens and log-probabilities
+ * bit for bit whether the earlier request ran on this engine or not: the
+ * generated tokens' KV (computed by the decoding kernels) is not served as
+ * a prompt's, only the KV of prompt positions is shared. (Served, it made a
+ * resumed workflow's output differ from the uninterrupted run's.) */
+TEST(continuing_an_output_does_not_depend_on_the_cache)
+{
+    int32_t *longest = NULL;
+    for (int i = 0; i < N_PROMPTS; i++)
+        if (lens[i] >= 100 && !longest) longest = prompts[i];
+    ASSERT(longest != NULL);
+    enum { P = 100, G = 48, S = 10, G2 = 16 };
+    static int32_t b[P + G + S];
+    weft_request ra = {.tokens = longest, .n_tokens = P, .sampling = weft_sampling_greedy(),
+                       .max_tokens = G, .ignore_eos = true};
+    collected ga = {0}, warm = {0}, cold = {0};
+    weft_engine *e = engine(2);
+    ASSERT(e != NULL);
+    ASSERT_EQ_INT(weft_engine_submit(e, &ra, collect_cb, &ga, NULL), 0);
+    weft_engine_wait_idle(e);
+    ASSERT_EQ_INT(ga.n, G);
+    memcpy(b, longest, P * sizeof *b);
+    memcpy(b + P, ga.toks, G * sizeof *b);
+    memcpy(b + P + G, prompts[1], S * sizeof *b);
+    weft_request rb = {.tokens = b, .n_tokens = P + G + S, .sampling = weft_sampling_greedy(),
+                       .max_tokens = G2, .ignore_eos = true, .logprobs = true};
+    ASSERT_EQ_INT(weft_engine_submit(e, &rb, collect_cb, &warm, NULL), 0);
+    weft_engine_wait_idle(e);
+    weft_engine_destroy(e);
+    e = engine(2);
+    ASSERT(e != NULL);
+    ASSERT_EQ_INT(weft_engine_submit(e, &rb, collect_cb, &cold, NULL), 0);
+    weft_engine_wait_idle(e);
+    weft_engine_destroy(e);
+    fprintf(stderr, "  continuation: %d of %d prompt tokens from the cache\n", warm.n_cached, warm.n_prompt);
+    ASSERT_EQ_INT(warm.n, G2);
+    ASSERT_EQ_INT(cold.n, G2);
+    ASSERT(memcmp(warm.toks, cold.toks, sizeof warm.toks[0] * G2) == 0);
+    ASSERT(memcmp(warm.lps, cold.lps, sizeof warm.lps[0] * G2) == 0);
+    ASSERT_EQ_INT(warm.n_cached, P / 16 * 16); /* the first request's prompt blocks only */
+    ASSERT_EQ_INT(cold.n_cached, 0);
+}
+
 int main(void)
 {
     int code = 0;
@@ -113,6 +157,7 @@ int main(void)
         if (solo_greedy(model, prompts[i], lens[i], GEN, false, solo[i]) != GEN) return 1;
     RUN(batched_greedy_equals_solo_at_concurrency_1_8_32);
     RUN(shared_400_token_prefix_computes_only_the_suffix);
+    RUN(continuing_an_output_does_not_depend_on_the_cache);
     for (int i = 0; i < N_PROMPTS; i++) free(prompts[i]);
     weft_model_free(model);
     TEST_DONE();
