@@ -564,6 +564,8 @@ TEST(bad_lua_arguments_are_errors_not_crashes)
         "fails('integer in 1', weft.fn, {template = 'x{{a}}', outputs = {a = {n = 0}}})\n"
         "fails('last output', weft.fn, {template = 'x{{a}} y{{b}}', outputs = {a = {n = 2}, b = {}}})\n"
         "fails('role', weft.fn, {messages = {{role = 'robot', content = 'x'}}, outputs = {a = {}}})\n"
+        "fails('first message', weft.fn, {messages = {{role = 'assistant', content = '{{a}}'}}, outputs = {a = {}}})\n"
+        "fails('true or a table', weft.fn, {template = 'x{{a}}', outputs = {a = false}})\n"
         "local f = weft.fn{template = 'q {{x}} {{y}}:{{a}}', outputs = {a = {max_tokens = 2}}}\n"
         "fails('missing input .y.', f, {x = 'a'})\n"
         "fails('not an input', f, {x = 'a', y = 'b', z = 'c'})\n"
