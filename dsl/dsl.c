@@ -101,17 +101,19 @@ static int on_done_l(lua_State *L)
     lua_pushnil(L);
     lua_rawseti(L, -2, var);
     lua_pop(L, 1);
-    lua_getfield(L, LUA_REGISTRYINDEX, DSL_WATCH);
-    if (lua_rawgeti(L, -1, var) != LUA_TNIL && d->print_watch) {
-        const int label = (int)lua_tointeger(L, -1);
-        lua_pop(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, DSL_WATCH); /* var -> list of REPL labels */
+    if (lua_rawgeti(L, -1, var) == LUA_TTABLE && d->print_watch) {
         lua_pushnil(L);
-        lua_rawseti(L, -2, var);
-        d->print_watch(d, label, (int32_t)var);
-    } else {
-        lua_pop(L, 1);
+        lua_rawseti(L, -3, var); /* watch[var] = nil; the list stays on the stack */
+        const lua_Integer n = luaL_len(L, -1);
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            const int label = (int)lua_tointeger(L, -1);
+            lua_pop(L, 1);
+            d->print_watch(d, label, (int32_t)var);
+        }
     }
-    lua_pop(L, 1);
+    lua_pop(L, 2);
     lua_getfield(L, LUA_REGISTRYINDEX, DSL_WAITERS);
     if (lua_rawgeti(L, -1, var) != LUA_TTABLE) return 0;
     lua_pushnil(L);

@@ -13,7 +13,7 @@
 #define DSL_WAITERS "weft.waiters" /* var id -> array of threads suspended in get() */
 #define DSL_STREAMS "weft.streams" /* var id -> array of stream functions */
 #define DSL_TASKS "weft.tasks"     /* thread -> task id (anchors running tasks) */
-#define DSL_WATCH "weft.watch"     /* var id -> REPL label, printed when done */
+#define DSL_WATCH "weft.watch"     /* var id -> list of REPL labels, printed when done */
 #define DSL_VAR_MT "weft.Var"
 #define DSL_FN_MT "weft.Fn"
 

@@ -79,10 +79,17 @@ static void task_done(dsl *d, int task, lua_State *co, int status, int nres)
             continue;
         }
         orch_await(d->o, *var); /* the user is looking at it */
+        /* WATCH[var]: the labels to print it under (several lines may show it) */
         lua_getfield(L, LUA_REGISTRYINDEX, DSL_WATCH);
+        if (lua_rawgeti(L, -1, *var) != LUA_TTABLE) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+            lua_pushvalue(L, -1);
+            lua_rawseti(L, -3, *var);
+        }
         lua_pushinteger(L, task);
-        lua_rawseti(L, -2, *var);
-        lua_pop(L, 1);
+        lua_rawseti(L, -2, luaL_len(L, -2) + 1);
+        lua_pop(L, 2);
     }
     lua_pop(co, nres);
 }
@@ -229,6 +236,11 @@ int dsl_repl(dsl *d, const char *history_path)
         }
         free(line);
         r.eof = true;
+        if (r.chunk) { /* the input ended inside a statement: say so, as a file's load would */
+            out_begin();
+            printf("syntax error: the input ended inside an unfinished statement\n");
+            out_end();
+        }
     }
     /* what is still running finishes and prints */
     while (!orch_idle(d->o)) dsl_loop_once(d);

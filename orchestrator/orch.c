@@ -69,6 +69,7 @@ typedef struct ocall {
     int64_t done_seq;
     double t_submit, t_done;
     bool warm_dirty;   /* an input (maybe through joins) completed since the last warm_heads */
+    uint32_t mark;     /* visited in walk number `mark` (orch.epoch) */
     int32_t n_warmed;  /* tokens of the longest head sent to warm the prefix cache */
 } ocall;
 
@@ -82,6 +83,7 @@ typedef struct ovar {
     size_t n_noted;     /* bytes of its text queued for on_text */
     size_t n_delivered; /* of those, bytes on_text has been given */
     bool announced;     /* on_done was called (or it never has to be: orch_var_new) */
+    const char *root;   /* failed: the first failure's message (some variable's error) */
 } ovar;
 
 /* Something to tell the listener. */
@@ -106,7 +108,6 @@ struct orch {
     int32_t n_calls, cap_calls;
     int32_t *ready; /* calls in CALL_READY */
     int32_t n_ready, cap_ready;
-    bool ready_sorted; /* by id */
     onote *out;
     int32_t n_out, cap_out;
     int32_t n_engine; /* submitted, not yet done (loop thread's view) */
@@ -122,6 +123,7 @@ struct orch {
     uint64_t warmed[64]; /* hashes of heads already sent (ring) */
     bool any_dirty;      /* some call has warm_dirty set */
     int32_t n_warmed_heads;
+    uint32_t epoch; /* walks over the graph so far: each visits a call once */
     /* shared with the engine thread */
     evq *q;                          /* expects every submitted completion's final event */
     _Atomic int32_t n_warm_inflight; /* warming requests not yet done (warm_call) */
@@ -216,6 +218,9 @@ static int var_add_user(orch *o, int32_t var, int32_t call)
 
 static void call_fail_self(orch *o, ocall *c, const char *fmt_, ...) WEFT_PRINTF(3, 4);
 
+/* The ready calls are a binary min-heap of ids (creation order is a
+ * topological order: lowest first). A call that fails while in it stays
+ * until popped, and is skipped then (take_ready). */
 static void ready_push(orch *o, ocall *c)
 {
     if (grow((void **)&o->ready, &o->cap_ready, o->n_ready + 1, sizeof *o->ready) < 0) {
@@ -223,8 +228,28 @@ static void ready_push(orch *o, ocall *c)
         return;
     }
     c->state = CALL_READY;
-    o->ready[o->n_ready++] = c->id;
-    o->ready_sorted = false;
+    int32_t i = o->n_ready++;
+    while (i > 0 && o->ready[(i - 1) / 2] > c->id) {
+        o->ready[i] = o->ready[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    o->ready[i] = c->id;
+}
+
+static int32_t ready_pop(orch *o)
+{
+    const int32_t top = o->ready[0], last = o->ready[--o->n_ready];
+    int32_t i = 0;
+    for (;;) {
+        int32_t k = 2 * i + 1;
+        if (k >= o->n_ready) break;
+        if (k + 1 < o->n_ready && o->ready[k + 1] < o->ready[k]) k++;
+        if (o->ready[k] >= last) break;
+        o->ready[i] = o->ready[k];
+        i = k;
+    }
+    if (o->n_ready > 0) o->ready[i] = last;
+    return top;
 }
 
 static void call_fail(orch *o, ocall *c, const char *root);
@@ -232,19 +257,27 @@ static void call_fail(orch *o, ocall *c, const char *root);
 /* var gets its value (owned: value was weft_malloc'd with len + 1 bytes). */
 /* The calls still waiting that var feeds, directly or through joins still
  * waiting, may now have a longer known head (warm_heads). */
-static void mark_dirty(orch *o, int32_t var, int depth)
+static void mark_dirty(orch *o, int32_t var)
 {
-    const ovar *v = o->vars[var];
-    for (int i = 0; i < v->n_users && depth < 64; i++) {
-        ocall *u = o->calls[v->users[i]];
-        if (u->state != CALL_WAITING) continue;
-        if (u->kind == KIND_JOIN) {
-            mark_dirty(o, u->out, depth + 1);
-        } else {
-            u->warm_dirty = true;
-            o->any_dirty = true;
+    const uint32_t ep = ++o->epoch; /* each call once: joins can form a lattice */
+    int32_t *stack = NULL, n = 0, cap = 0;
+    if (grow((void **)&stack, &cap, 1, sizeof *stack) < 0) return;
+    stack[n++] = var;
+    while (n > 0) {
+        const ovar *v = o->vars[stack[--n]];
+        for (int i = 0; i < v->n_users; i++) {
+            ocall *u = o->calls[v->users[i]];
+            if (u->state != CALL_WAITING || u->mark == ep) continue;
+            u->mark = ep;
+            if (u->kind != KIND_JOIN) {
+                u->warm_dirty = true;
+                o->any_dirty = true;
+            } else if (grow((void **)&stack, &cap, n + 1, sizeof *stack) == 0) {
+                stack[n++] = u->out;
+            }
         }
     }
+    weft_free(stack);
 }
 
 static void var_complete(orch *o, int32_t id, char *value, size_t len)
@@ -265,20 +298,48 @@ static void var_complete(orch *o, int32_t id, char *value, size_t len)
         ocall *u = o->calls[v->users[i]];
         if (u->state == CALL_WAITING && --u->n_missing == 0) ready_push(o, u);
     }
-    if (!o->p.sequential) mark_dirty(o, id, 0);
+    if (!o->p.sequential) mark_dirty(o, id);
 }
 
-/* var fails with msg (owned). Dependents fail, naming the root failure. */
+static void call_finish_common(orch *o, ocall *c, int state);
+
+/* c fails (it will not run); its outputs are failed by the caller. */
+static void call_mark_failed(orch *o, ocall *c)
+{
+    call_finish_common(o, c, CALL_FAILED); /* if it sits in the ready heap, it is skipped there */
+    if (c->kind == KIND_LLM) o->st.n_failed++;
+}
+
+/* var fails with msg (owned); root names the call that failed first
+ * (borrowed: a failed variable's error, which lives as long as o). Every
+ * call downstream that has not run fails too, naming root — iteratively:
+ * a chain of joins may be 100,000 long. */
 static void var_fail(orch *o, int32_t id, char *msg, const char *root)
 {
-    ovar *v = o->vars[id];
-    v->state = ORCH_VAR_FAILED;
-    v->error = msg ? msg : weft_strdup("failed (out of memory)");
-    note(o, id, true, NULL, 0);
-    for (int i = 0; i < v->n_users; i++) {
-        ocall *u = o->calls[v->users[i]];
-        if (u->state == CALL_WAITING || u->state == CALL_READY) call_fail(o, u, root);
+    int32_t *stack = NULL, n = 0, cap = 0;
+    for (;;) {
+        ovar *v = o->vars[id];
+        v->state = ORCH_VAR_FAILED;
+        v->error = msg ? msg : weft_strdup("failed (out of memory)");
+        v->root = root ? root : v->error;
+        note(o, id, true, NULL, 0);
+        for (int i = 0; i < v->n_users; i++) {
+            ocall *u = o->calls[v->users[i]];
+            if (u->state != CALL_WAITING && u->state != CALL_READY) continue;
+            call_mark_failed(o, u);
+            for (int32_t k = 0; k < u->n_out; k++) {
+                if (grow((void **)&stack, &cap, n + 2, sizeof *stack) < 0) break;
+                stack[n++] = u->out + k;
+                stack[n++] = u->id;
+            }
+        }
+        if (n == 0) break;
+        const ocall *u = o->calls[stack[--n]];
+        id = stack[--n];
+        root = v->root;
+        msg = fmt("'%s' (#%d) not run: %s", u->name, u->id, root);
     }
+    weft_free(stack);
 }
 
 /* ---- calls ---- */
@@ -291,21 +352,12 @@ static void call_finish_common(orch *o, ocall *c, int state)
     o->n_open--;
 }
 
-/* Fails c because of `root` (the message of the call that failed first; c's
- * own failure when c is that call). */
+/* Fails c because of `root` (the message of the call that failed first,
+ * borrowed as var_fail says). */
 static void call_fail(orch *o, ocall *c, const char *root)
 {
     if (c->state == CALL_DONE || c->state == CALL_FAILED) return;
-    if (c->state == CALL_READY) {
-        for (int32_t i = 0; i < o->n_ready; i++)
-            if (o->ready[i] == c->id) {
-                memmove(o->ready + i, o->ready + i + 1, (size_t)(o->n_ready - i - 1) * sizeof *o->ready);
-                o->n_ready--;
-                break;
-            }
-    }
-    call_finish_common(o, c, CALL_FAILED);
-    if (c->kind == KIND_LLM) o->st.n_failed++;
+    call_mark_failed(o, c);
     for (int32_t i = 0; i < c->n_out; i++)
         var_fail(o, c->out + i, fmt("'%s' (#%d) not run: %s", c->name, c->id, root), root);
 }
@@ -319,8 +371,7 @@ static void call_fail_self(orch *o, ocall *c, const char *fmt_, ...)
     vsnprintf(why, sizeof why, fmt_, ap);
     va_end(ap);
     if (c->state == CALL_DONE || c->state == CALL_FAILED) return;
-    call_finish_common(o, c, CALL_FAILED);
-    if (c->kind == KIND_LLM) o->st.n_failed++;
+    call_mark_failed(o, c);
     for (int32_t i = 0; i < c->n_out; i++) {
         if (o->vars[c->out + i]->state != ORCH_VAR_PENDING) continue; /* finished earlier */
         char *root = fmt("call '%s' (#%d) failed: %s", c->name, c->id, why);
@@ -422,14 +473,11 @@ static int call_link(orch *o, ocall *c, int32_t *var)
     c->n_missing = 0;
     for (int i = 0; i < c->n_inputs; i++) {
         const ovar *v = o->vars[c->inputs[i]];
-        if (v->state == ORCH_VAR_FAILED && !root) root = v->error;
+        if (v->state == ORCH_VAR_FAILED && !root) root = v->root; /* the first failure's words */
         if (v->state == ORCH_VAR_PENDING) c->n_missing++;
     }
     if (root) {
-        /* the message of an input names the first failure: keep it as the root */
-        char *r = weft_strdup(root);
-        call_fail(o, c, r ? r : "an input failed");
-        weft_free(r);
+        call_fail(o, c, root);
     } else if (c->n_missing == 0) {
         ready_push(o, c);
     }
@@ -649,6 +697,7 @@ static int32_t ordinal(orch *o, uint64_t h)
  * inputs (looking through joins). */
 static void report_edges(orch *o, const ocall *c)
 {
+    const uint32_t ep = ++o->epoch; /* each source once: joins can form a lattice */
     int32_t *stack = NULL, n = 0, cap = 0;
     for (int i = 0; i < c->n_inputs; i++) {
         if (grow((void **)&stack, &cap, n + 1, sizeof *stack) < 0) break;
@@ -656,8 +705,9 @@ static void report_edges(orch *o, const ocall *c)
     }
     while (n > 0) {
         const int32_t p = o->vars[stack[--n]]->producer;
-        if (p < 0) continue;
-        const ocall *src = o->calls[p];
+        if (p < 0 || o->calls[p]->mark == ep) continue;
+        ocall *src = o->calls[p];
+        src->mark = ep;
         if (src->kind == KIND_LLM) {
             if (src->key) o->hooks.edge(o->hooks.user, src->key, c->key);
             continue;
@@ -789,25 +839,14 @@ static int cmp_sub(const void *a, const void *b)
     return (x->c->id > y->c->id) - (x->c->id < y->c->id);
 }
 
-static int cmp_id(const void *a, const void *b)
-{
-    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
 /* Takes the ready list; finishes joins (which may make more calls ready)
  * and prepares LLM calls. Returns how many are in subs. */
 static int32_t take_ready(orch *o, pending_sub **subs, int32_t *cap, int32_t limit)
 {
     int32_t n = 0;
     while (o->n_ready > 0 && n < limit) {
-        /* lowest id first: creation order is a topological order */
-        if (!o->ready_sorted) qsort(o->ready, (size_t)o->n_ready, sizeof *o->ready, cmp_id);
-        o->ready_sorted = true;
-        ocall *c = o->calls[o->ready[0]];
-        memmove(o->ready, o->ready + 1, (size_t)(o->n_ready - 1) * sizeof *o->ready);
-        o->n_ready--;
-        if (c->state != CALL_READY) continue;
+        ocall *c = o->calls[ready_pop(o)]; /* lowest id first */
+        if (c->state != CALL_READY) continue; /* failed while it waited here */
         if (c->kind == KIND_JOIN) {
             size_t len;
             const char *why = "out of memory";

@@ -541,6 +541,59 @@ TEST(sandboxed_scripts_cannot_use_the_weft_module_to_escape_their_caps)
     rig_close(&r);
 }
 
+static int n_edges;
+static void count_edge(void *u, uint64_t src, uint64_t dst)
+{
+    (void)u, (void)src, (void)dst;
+    n_edges++;
+}
+
+/* Graph walks visit each call once and failure spreads without recursion:
+ * a lattice of joins 40 deep (2^40 paths) over a call that fails, a chain
+ * of 100,000 joins below one, dependents made after the failure, and a
+ * lattice over a call that succeeds whose edges go to the store hook once
+ * each. The errors name the call that failed first. */
+TEST(join_lattices_and_long_chains_stay_linear)
+{
+    rig r;
+    ASSERT_EQ_INT(rig_open(&r, 4, false), 0);
+    orch_hooks h = {.edge = count_edge};
+    orch_set_hooks(r.o, &h);
+    const double t0 = weft_now();
+    const char *script =
+        "local bad = weft.fn{template = 'x {{a}}{{b}}', outputs = {b = {max_tokens = 100000}}, name = 'toolong'}\n"
+        "local x = bad{a = 'the'}\n"
+        "local a = weft.join({''})\n"
+        "local j, k = weft.join({a, x}), weft.join({x, a})\n"
+        "for i = 2, 40 do j, k = weft.join({j, '', k}), weft.join({k, '', j}) end\n"
+        "local ok, err = pcall(j.get, j)\n"
+        "assert(not ok and err:find(\"call 'toolong.b' %(#0%) failed\"), err)\n"
+        /* made after the failure: still names the first one, not 60 joins deep */
+        "local c = x\n"
+        "for i = 1, 60 do c = weft.join({c, '.'}) end\n"
+        "ok, err = pcall(c.get, c)\n"
+        "assert(not ok and err:find(\"call 'toolong.b' %(#0%) failed\") and #err < 400, err)\n"
+        /* a chain of 100,000 joins below a call that will fail */
+        "local y = bad{a = 'again'}\n"
+        "c = y\n"
+        "for i = 1, 100000 do c = weft.join({c, '.'}) end\n"
+        "ok, err = pcall(c.get, c)\n"
+        "assert(not ok and err:find('toolong'), err)\n"
+        /* a lattice over a call that succeeds, feeding one more call */
+        "local f = weft.fn{template = 'y {{a}}{{b}}', outputs = {b = {max_tokens = 2}}, name = 'src'}\n"
+        "local s = f{a = 'the'}\n"
+        "j, k = weft.join({s, '1'}), weft.join({s, '2'})\n"
+        "for i = 2, 5 do j, k = weft.join({j, k}), weft.join({k, j}) end -- 16 paths; values double\n"
+        "local g = weft.fn{template = 'z {{a}}{{b}}', outputs = {b = {max_tokens = 1}}, name = 'sink'}\n"
+        "g{a = weft.join({j, ''})}:get()\n";
+    ASSERT_EQ_INT(dsl_run_string(r.d, script, "=lattice"), 0);
+    const double dt = weft_now() - t0;
+    fprintf(stderr, "  lattices and chains: %.2f s, %d edges reported\n", dt, n_edges);
+    ASSERT(dt < 60.0); /* 2^40 paths were walked before: forever */
+    ASSERT_EQ_INT(n_edges, 1); /* src -> sink, once */
+    rig_close(&r);
+}
+
 TEST(bad_lua_arguments_are_errors_not_crashes)
 {
     rig r;
@@ -643,6 +696,7 @@ int main(void)
     RUN(held_back_tail_reaches_the_value_and_the_stream);
     RUN(streams_give_whole_values_and_their_errors_fail_the_run);
     RUN(sandboxed_scripts_cannot_use_the_weft_module_to_escape_their_caps);
+    RUN(join_lattices_and_long_chains_stay_linear);
     RUN(bad_lua_arguments_are_errors_not_crashes);
     weft_model_free(model);
     unlink(path);
