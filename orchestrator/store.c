@@ -376,6 +376,21 @@ static void stmt_done(sqlite3_stmt *st)
     sqlite3_clear_bindings(st);
 }
 
+/* Checks `b`, the first failed result of a statement's sqlite3_bind_* calls
+ * (SQLITE_OK if none failed). An unchecked failure would run the statement
+ * with that parameter NULL: a value over SQLite's length limit would be
+ * stored as NULL and reported as a success. Returns 0, or — after resetting
+ * `st` — WEFT_ERANGE for a value over the limit, else what db_error maps. */
+static int bound(weft_store *s, sqlite3_stmt *st, int b, const char *what)
+{
+    if (b == SQLITE_OK) return 0;
+    stmt_done(st);
+    if (b == SQLITE_TOOBIG)
+        return weft_error(WEFT_ERANGE, "%s: %s: a value is larger than SQLite's limit of %d bytes",
+                          s->path, what, sqlite3_limit(s->db, SQLITE_LIMIT_LENGTH, -1));
+    return db_error(s, b, what);
+}
+
 /* Steps a write statement to completion. */
 static int step_write(weft_store *s, sqlite3_stmt *st, const char *what)
 {
@@ -445,12 +460,13 @@ int weft_store_run_begin(weft_store *s, const char *script_path, const char *scr
     }
     sqlite3_stmt *st;
     if ((rc = stmt(s, ST_RUN_BEGIN, &st))) return rc;
-    sqlite3_bind_text(st, 1, script_path, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, script_hash ? script_hash : "", -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, args_json ? args_json : "{}", -1, SQLITE_STATIC);
-    sqlite3_bind_double(st, 4, wall_now());
-    sqlite3_bind_int64(st, 5, (int64_t)getpid());
-    if ((rc = step_write(s, st, "starting a run"))) return rc;
+    int b = sqlite3_bind_text(st, 1, script_path, -1, SQLITE_STATIC);
+    if (!b) b = sqlite3_bind_text(st, 2, script_hash ? script_hash : "", -1, SQLITE_STATIC);
+    if (!b) b = sqlite3_bind_text(st, 3, args_json ? args_json : "{}", -1, SQLITE_STATIC);
+    if (!b) b = sqlite3_bind_double(st, 4, wall_now());
+    if (!b) b = sqlite3_bind_int64(st, 5, (int64_t)getpid());
+    if ((rc = bound(s, st, b, "starting a run")) || (rc = step_write(s, st, "starting a run")))
+        return rc;
     *run_id = sqlite3_last_insert_rowid(s->db);
     return 0;
 }
@@ -517,8 +533,9 @@ int weft_store_run_get(weft_store *s, int64_t run_id, weft_store_run *out)
     memset(out, 0, sizeof *out);
     sqlite3_stmt *st;
     int rc, err;
-    if ((rc = stmt(s, ST_RUN_GET, &st))) return rc;
-    sqlite3_bind_int64(st, 1, run_id);
+    if ((rc = stmt(s, ST_RUN_GET, &st)) ||
+        (rc = bound(s, st, sqlite3_bind_int64(st, 1, run_id), "reading a run")))
+        return rc;
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         err = read_run(st, out, true);
@@ -549,9 +566,10 @@ int weft_store_run_resume(weft_store *s, int64_t run_id, weft_store_run *info)
     if (!info) weft_store_run_clear(&tmp);
     sqlite3_stmt *st;
     if ((rc = stmt(s, ST_RUN_RESUME, &st))) goto fail;
-    sqlite3_bind_int64(st, 1, run_id);
-    sqlite3_bind_int64(st, 2, (int64_t)getpid());
-    if ((rc = step_write(s, st, "resuming a run"))) goto fail;
+    int b = sqlite3_bind_int64(st, 1, run_id);
+    if (!b) b = sqlite3_bind_int64(st, 2, (int64_t)getpid());
+    if ((rc = bound(s, st, b, "resuming a run")) || (rc = step_write(s, st, "resuming a run")))
+        goto fail;
     if ((rc = exec(s, "COMMIT", "resuming a run"))) goto fail;
     return 0;
 fail:
@@ -567,12 +585,13 @@ int weft_store_run_finish(weft_store *s, int64_t run_id, const char *output,
     if ((rc = check_writable(s))) return rc;
     sqlite3_stmt *st;
     if ((rc = stmt(s, ST_RUN_FINISH, &st))) return rc;
-    sqlite3_bind_int64(st, 1, run_id);
-    sqlite3_bind_text(st, 2, error ? "failed" : "finished", -1, SQLITE_STATIC);
-    sqlite3_bind_double(st, 3, wall_now());
-    if (output) sqlite3_bind_text(st, 4, output, -1, SQLITE_STATIC);
-    if (error) sqlite3_bind_text(st, 5, error, -1, SQLITE_STATIC);
-    if ((rc = step_write(s, st, "finishing a run"))) return rc;
+    int b = sqlite3_bind_int64(st, 1, run_id);
+    if (!b) b = sqlite3_bind_text(st, 2, error ? "failed" : "finished", -1, SQLITE_STATIC);
+    if (!b) b = sqlite3_bind_double(st, 3, wall_now());
+    if (!b && output) b = sqlite3_bind_text(st, 4, output, -1, SQLITE_STATIC);
+    if (!b && error) b = sqlite3_bind_text(st, 5, error, -1, SQLITE_STATIC);
+    if ((rc = bound(s, st, b, "finishing a run")) || (rc = step_write(s, st, "finishing a run")))
+        return rc;
     if (sqlite3_changes(s->db) == 0)
         return weft_error(WEFT_ENOTFOUND, "no run %lld in %s", (long long)run_id, s->path);
     return 0;
@@ -591,8 +610,9 @@ int weft_store_runs_list(weft_store *s, int limit, weft_store_run **out, size_t 
     *n = 0;
     sqlite3_stmt *st;
     int rc, err = 0;
-    if ((rc = stmt(s, ST_RUNS_LIST, &st))) return rc;
-    sqlite3_bind_int64(st, 1, limit > 0 ? limit : -1);
+    if ((rc = stmt(s, ST_RUNS_LIST, &st)) ||
+        (rc = bound(s, st, sqlite3_bind_int64(st, 1, limit > 0 ? limit : -1), "listing runs")))
+        return rc;
     weft_store_run *v = NULL;
     size_t len = 0, cap = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -629,11 +649,12 @@ int weft_store_call_add(weft_store *s, int64_t run_id, const char *key, const ch
     if ((rc = check_writable(s)) || (rc = check_key(key))) return rc;
     sqlite3_stmt *st;
     if ((rc = stmt(s, ST_CALL_ADD, &st))) return rc;
-    sqlite3_bind_int64(st, 1, run_id);
-    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
-    if (fn) sqlite3_bind_text(st, 3, fn, -1, SQLITE_STATIC);
-    if (summary) sqlite3_bind_text(st, 4, summary, -1, SQLITE_STATIC);
-    sqlite3_bind_double(st, 5, wall_now());
+    int b = sqlite3_bind_int64(st, 1, run_id);
+    if (!b) b = sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    if (!b && fn) b = sqlite3_bind_text(st, 3, fn, -1, SQLITE_STATIC);
+    if (!b && summary) b = sqlite3_bind_text(st, 4, summary, -1, SQLITE_STATIC);
+    if (!b) b = sqlite3_bind_double(st, 5, wall_now());
+    if ((rc = bound(s, st, b, "adding a call"))) return rc;
     return step_write(s, st, "adding a call");
 }
 
@@ -643,9 +664,10 @@ int weft_store_edge_add(weft_store *s, int64_t run_id, const char *src, const ch
     if ((rc = check_writable(s)) || (rc = check_key(src)) || (rc = check_key(dst))) return rc;
     sqlite3_stmt *st;
     if ((rc = stmt(s, ST_EDGE_ADD, &st))) return rc;
-    sqlite3_bind_int64(st, 1, run_id);
-    sqlite3_bind_text(st, 2, src, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, dst, -1, SQLITE_STATIC);
+    int b = sqlite3_bind_int64(st, 1, run_id);
+    if (!b) b = sqlite3_bind_text(st, 2, src, -1, SQLITE_STATIC);
+    if (!b) b = sqlite3_bind_text(st, 3, dst, -1, SQLITE_STATIC);
+    if ((rc = bound(s, st, b, "adding an edge"))) return rc;
     return step_write(s, st, "adding an edge");
 }
 
@@ -659,11 +681,12 @@ int weft_store_call_set_status(weft_store *s, int64_t run_id, const char *key,
                           (int)status);
     sqlite3_stmt *st;
     if ((rc = stmt(s, ST_CALL_STATUS, &st))) return rc;
-    sqlite3_bind_int64(st, 1, run_id);
-    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, weft_call_status_name(status), -1, SQLITE_STATIC);
-    if (error) sqlite3_bind_text(st, 4, error, -1, SQLITE_STATIC);
-    sqlite3_bind_double(st, 5, wall_now());
+    int b = sqlite3_bind_int64(st, 1, run_id);
+    if (!b) b = sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    if (!b) b = sqlite3_bind_text(st, 3, weft_call_status_name(status), -1, SQLITE_STATIC);
+    if (!b && error) b = sqlite3_bind_text(st, 4, error, -1, SQLITE_STATIC);
+    if (!b) b = sqlite3_bind_double(st, 5, wall_now());
+    if ((rc = bound(s, st, b, "setting a call's status"))) return rc;
     return step_write(s, st, "setting a call's status");
 }
 
@@ -680,14 +703,15 @@ int weft_store_call_complete(weft_store *s, int64_t run_id, const char *key,
     if ((rc = stmt(s, ST_CALL_COMPLETE, &st))) return rc;
     weft_store_call_stats zero = {0};
     if (!stats) stats = &zero;
-    sqlite3_bind_int64(st, 1, run_id);
-    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 3, output ? output : "", (int)output_len, SQLITE_STATIC);
-    sqlite3_bind_int(st, 4, stats->n_prompt);
-    sqlite3_bind_int(st, 5, stats->n_cached);
-    sqlite3_bind_int(st, 6, stats->n_generated);
-    sqlite3_bind_double(st, 7, stats->seconds);
-    sqlite3_bind_double(st, 8, wall_now());
+    int b = sqlite3_bind_int64(st, 1, run_id);
+    if (!b) b = sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    if (!b) b = sqlite3_bind_blob(st, 3, output ? output : "", (int)output_len, SQLITE_STATIC);
+    if (!b) b = sqlite3_bind_int(st, 4, stats->n_prompt);
+    if (!b) b = sqlite3_bind_int(st, 5, stats->n_cached);
+    if (!b) b = sqlite3_bind_int(st, 6, stats->n_generated);
+    if (!b) b = sqlite3_bind_double(st, 7, stats->seconds);
+    if (!b) b = sqlite3_bind_double(st, 8, wall_now());
+    if ((rc = bound(s, st, b, "recording a call's value"))) return rc;
     return step_write(s, st, "recording a call's value");
 }
 
@@ -700,18 +724,19 @@ int weft_store_call_lookup(weft_store *s, int64_t run_id, const char *key, char 
     if ((rc = check_key(key))) return rc;
     sqlite3_stmt *st;
     if ((rc = stmt(s, ST_CALL_LOOKUP, &st))) return rc;
-    sqlite3_bind_int64(st, 1, run_id);
-    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    int b = sqlite3_bind_int64(st, 1, run_id);
+    if (!b) b = sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    if ((rc = bound(s, st, b, "looking up a call"))) return rc;
     rc = sqlite3_step(st);
     int err = 0;
     if (rc == SQLITE_ROW) {
-        const void *b = sqlite3_column_blob(st, 0);
+        const void *blob = sqlite3_column_blob(st, 0);
         size_t len = (size_t)sqlite3_column_bytes(st, 0);
         char *copy = weft_malloc(len + 1);
         if (!copy) {
             err = weft_error(WEFT_ENOMEM, "out of memory");
         } else {
-            if (len) memcpy(copy, b, len);
+            if (len) memcpy(copy, blob, len);
             copy[len] = 0;
             *output = copy;
             *output_len = len;

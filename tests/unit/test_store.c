@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -534,6 +535,88 @@ TEST(corrupt_and_foreign_files_are_clear_errors)
     weft_store_close(s);
 }
 
+/* A read-only string of more 'x' than SQLite's length limit (a billion bytes
+ * by default) then a NUL, costing 1 MiB of memory: a 1 MiB file of 'x' mapped
+ * over and over, then a zero page. *n gets its length; free_big_text(). */
+#define BIG_CHUNK ((size_t)1 << 20)
+static char *big_text(size_t *n)
+{
+    sqlite3 *db;
+    if (sqlite3_open(":memory:", &db) != SQLITE_OK) return NULL;
+    const size_t limit = (size_t)sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1);
+    sqlite3_close(db);
+    *n = (limit / BIG_CHUNK + 1) * BIG_CHUNK;
+    char path[512];
+    db_path(path, sizeof path, "big.x");
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    unlink(path);
+    char *chunk = malloc(BIG_CHUNK);
+    int ok = fd >= 0 && chunk;
+    if (ok) memset(chunk, 'x', BIG_CHUNK);
+    ok = ok && write(fd, chunk, BIG_CHUNK) == (ssize_t)BIG_CHUNK;
+    free(chunk);
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    char *p = ok ? mmap(NULL, *n + page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+                 : MAP_FAILED;
+    for (size_t off = 0; p != MAP_FAILED && off < *n; off += BIG_CHUNK)
+        if (mmap(p + off, BIG_CHUNK, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
+            munmap(p, *n + page);
+            p = MAP_FAILED;
+        }
+    if (p != MAP_FAILED &&
+        mmap(p + *n, page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) {
+        munmap(p, *n + page);
+        p = MAP_FAILED;
+    }
+    if (fd >= 0) close(fd);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void free_big_text(char *p, size_t n) { munmap(p, n + (size_t)sysconf(_SC_PAGESIZE)); }
+
+TEST(values_over_sqlites_length_limit_are_errors_not_nulls)
+{
+    char path[512];
+    db_path(path, sizeof path, "big.db");
+    weft_store *s;
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    int64_t run;
+    ASSERT_EQ_INT(weft_store_run_begin(s, "big.lua", NULL, NULL, &run), 0);
+    size_t n;
+    char *big = big_text(&n);
+    ASSERT(big != NULL);
+    ASSERT_EQ_INT(strlen(big), n);
+    /* a call's value: refused, and the call is not left done with no value */
+    int rc = weft_store_call_complete(s, run, "k", big, n, NULL);
+    char *out = NULL;
+    size_t len;
+    int found = weft_store_call_lookup(s, run, "k", &out, &len, NULL);
+    weft_free(out);
+    /* the run's output and error, and a run's script path */
+    int rc_out = weft_store_run_finish(s, run, big, NULL);
+    int rc_err = weft_store_run_finish(s, run, NULL, big);
+    int64_t run2 = 0;
+    int rc_begin = weft_store_run_begin(s, big, NULL, NULL, &run2);
+    free_big_text(big, n);
+    ASSERT_EQ_INT(rc, WEFT_ERANGE);
+    ASSERT(strstr(weft_last_error(), "larger than SQLite's limit"));
+    ASSERT_EQ_INT(found, WEFT_ENOTFOUND);
+    ASSERT_EQ_INT(rc_out, WEFT_ERANGE);
+    ASSERT_EQ_INT(rc_err, WEFT_ERANGE);
+    ASSERT_EQ_INT(rc_begin, WEFT_ERANGE);
+    weft_store_run r;
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    ASSERT_EQ_INT(r.status, WEFT_RUN_RUNNING); /* not "finished" with no output */
+    ASSERT_EQ_INT(r.calls_total, 0);
+    weft_store_run_clear(&r);
+    /* the statements were reset: the store goes on working */
+    ASSERT_EQ_INT(weft_store_run_finish(s, run, "small", NULL), 0);
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    ASSERT_STR_EQ(r.output, "small");
+    weft_store_run_clear(&r);
+    weft_store_close(s);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/weft-test-store-XXXXXX");
@@ -549,6 +632,7 @@ int main(void)
     RUN(resume_of_a_live_run_is_busy);
     RUN(a_reader_sees_consistent_data_while_another_process_writes);
     RUN(corrupt_and_foreign_files_are_clear_errors);
+    RUN(values_over_sqlites_length_limit_are_errors_not_nulls);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (test_failed_count == 0 && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
