@@ -20,7 +20,7 @@
 #include <xxhash.h>
 
 #define STORE_APP_ID 0x77656674 /* "weft" */
-#define RUNS_SCHEMA_VERSION 1
+#define RUNS_SCHEMA_VERSION 2
 #define BUSY_TIMEOUT_MS 5000
 #define MAX_KEY 1024
 
@@ -38,26 +38,41 @@ enum {
     ST_COUNT
 };
 
-/* Columns 0..13 of a run row, shared by get and list; get adds output. */
-#define RUN_COLUMNS                                                                 \
+/* Columns 0..17 of a run row, shared by get and list; get adds output (18).
+ * LIMITS are columns 14..17: a version-1 database opened read-only (so not
+ * upgraded) has no limit columns and reads RUN_LIMITS_V1, none. */
+#define RUN_COLUMNS(LIMITS)                                                         \
     "r.id, r.status, r.script_path, r.script_hash, r.args_json, r.error, "         \
     "r.started_at, r.finished_at, r.pid, r.resumes, count(c.key), "                 \
     "coalesce(sum(c.status = 'done'), 0), coalesce(sum(c.status = 'failed'), 0), " \
-    "coalesce(sum(CASE WHEN c.status = 'done' THEN c.n_generated END), 0)"
+    "coalesce(sum(CASE WHEN c.status = 'done' THEN c.n_generated END), 0), " LIMITS
+#define RUN_LIMITS "r.sandbox, r.mem_limit, r.instr_limit, r.time_limit"
+#define RUN_LIMITS_V1 "0, 0, 0, 0.0"
+#define RUN_GET_SQL(LIMITS)                                                         \
+    "SELECT " RUN_COLUMNS(LIMITS) ", r.output FROM runs r LEFT JOIN calls c "       \
+    "ON c.run_id = r.id WHERE r.id = ?1 GROUP BY r.id"
+#define RUNS_LIST_SQL(LIMITS)                                                       \
+    "SELECT " RUN_COLUMNS(LIMITS) " FROM (SELECT * FROM runs ORDER BY id DESC "     \
+    "LIMIT ?1) r LEFT JOIN calls c ON c.run_id = r.id GROUP BY r.id ORDER BY r.id DESC"
 
 static const char *const stmt_sql[ST_COUNT] = {
-    [ST_RUN_BEGIN] = "INSERT INTO runs(script_path, script_hash, args_json, status, "
-                     "started_at, pid) VALUES(?1, ?2, ?3, 'running', ?4, ?5)",
+    /* ?3..?9 are a run spec in both ST_RUN_BEGIN and ST_RUN_RESUME (bind_spec) */
+    [ST_RUN_BEGIN] = "INSERT INTO runs(status, started_at, pid, script_path, script_hash, "
+                     "args_json, sandbox, mem_limit, instr_limit, time_limit) "
+                     "VALUES('running', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [ST_RUN_FINISH] = "UPDATE runs SET status = ?2, finished_at = ?3, output = ?4, "
                       "error = ?5 WHERE id = ?1",
-    [ST_RUN_GET] = "SELECT " RUN_COLUMNS ", r.output FROM runs r LEFT JOIN calls c "
-                   "ON c.run_id = r.id WHERE r.id = ?1 GROUP BY r.id",
+    [ST_RUN_GET] = RUN_GET_SQL(RUN_LIMITS),
+    /* ?3..?9 NULL (no spec) keep what the run was recorded with */
     [ST_RUN_RESUME] = "UPDATE runs SET status = 'running', finished_at = NULL, "
-                      "output = NULL, error = NULL, pid = ?2, resumes = resumes + 1 "
-                      "WHERE id = ?1",
-    [ST_RUNS_LIST] = "SELECT " RUN_COLUMNS " FROM (SELECT * FROM runs ORDER BY id DESC "
-                     "LIMIT ?1) r LEFT JOIN calls c ON c.run_id = r.id GROUP BY r.id "
-                     "ORDER BY r.id DESC",
+                      "output = NULL, error = NULL, pid = ?2, resumes = resumes + 1, "
+                      "script_path = coalesce(?3, script_path), "
+                      "script_hash = coalesce(?4, script_hash), "
+                      "args_json = coalesce(?5, args_json), sandbox = coalesce(?6, sandbox), "
+                      "mem_limit = coalesce(?7, mem_limit), "
+                      "instr_limit = coalesce(?8, instr_limit), "
+                      "time_limit = coalesce(?9, time_limit) WHERE id = ?1",
+    [ST_RUNS_LIST] = RUNS_LIST_SQL(RUN_LIMITS),
     [ST_CALL_ADD] = "INSERT INTO calls(run_id, key, fn, summary, status, added_at) "
                     "VALUES(?1, ?2, ?3, ?4, 'pending', ?5) "
                     "ON CONFLICT(run_id, key) DO NOTHING",
@@ -77,7 +92,15 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_EDGE_ADD] = "INSERT OR IGNORE INTO edges(run_id, src, dst) VALUES(?1, ?2, ?3)",
 };
 
-static const char schema_sql[] =
+/* The reads of a version-1 database opened read-only; NULL: as stmt_sql. */
+static const char *const stmt_sql_v1[ST_COUNT] = {
+    [ST_RUN_GET] = RUN_GET_SQL(RUN_LIMITS_V1),
+    [ST_RUNS_LIST] = RUNS_LIST_SQL(RUN_LIMITS_V1),
+};
+
+/* Version 1 of the runs schema; a new database is created at version 1 and
+ * then upgraded like an old one, so each column is defined once. */
+static const char schema_v1_sql[] =
     "CREATE TABLE IF NOT EXISTS weft_schema("
     "  component TEXT PRIMARY KEY, version INTEGER NOT NULL);"
     "CREATE TABLE runs("
@@ -111,10 +134,21 @@ static const char schema_sql[] =
     "  PRIMARY KEY(run_id, src, dst)) WITHOUT ROWID;"
     "INSERT INTO weft_schema(component, version) VALUES('runs', 1);";
 
+/* Version 1 -> 2: the limits a run's script runs under, so that a resume of
+ * a sandboxed run is sandboxed too. Runs recorded by version 1 get none:
+ * their limits were never recorded. */
+static const char migrate_v2_sql[] =
+    "ALTER TABLE runs ADD COLUMN sandbox INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE runs ADD COLUMN mem_limit INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE runs ADD COLUMN instr_limit INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE runs ADD COLUMN time_limit REAL NOT NULL DEFAULT 0;"
+    "UPDATE weft_schema SET version = 2 WHERE component = 'runs';";
+
 struct weft_store {
     sqlite3 *db;
     char *path;
     bool readonly;
+    int64_t version; /* of the runs schema: RUNS_SCHEMA_VERSION, or 1 read-only */
     sqlite3_stmt *st[ST_COUNT];
 };
 
@@ -237,8 +271,10 @@ static int query_int(weft_store *s, const char *sql, int64_t dflt, int64_t *out)
     return err;
 }
 
-/* Checks that the file is weft's (or empty) and creates the runs tables when
- * they are missing. Inside BEGIN IMMEDIATE unless read-only. */
+/* Checks that the file is weft's (or empty), creates the runs tables when
+ * they are missing and upgrades an older runs schema (version 1: read-only,
+ * it is read as it is). Sets s->version. Inside BEGIN IMMEDIATE unless
+ * read-only. */
 static int check_schema(weft_store *s)
 {
     int64_t app_id, n_objects, has_schema, version;
@@ -268,14 +304,19 @@ static int check_schema(weft_store *s)
                           "%s: runs schema version %lld is newer than this weft "
                           "knows (%d); upgrade weft",
                           s->path, (long long)version, RUNS_SCHEMA_VERSION);
-    if (version == RUNS_SCHEMA_VERSION) return 0;
+    s->version = version;
+    if (version == RUNS_SCHEMA_VERSION || (s->readonly && version > 0)) return 0;
     if (s->readonly)
         return weft_error(WEFT_ENOTFOUND, "%s: no runs recorded", s->path);
-    char pragma[64];
-    snprintf(pragma, sizeof pragma, "PRAGMA application_id = %d", STORE_APP_ID);
-    if ((rc = exec(s, pragma, "marking the file")) ||
-        (rc = exec(s, schema_sql, "creating the schema")))
-        return rc;
+    if (version == 0) {
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA application_id = %d", STORE_APP_ID);
+        if ((rc = exec(s, pragma, "marking the file")) ||
+            (rc = exec(s, schema_v1_sql, "creating the schema")))
+            return rc;
+    }
+    if ((rc = exec(s, migrate_v2_sql, "upgrading the schema to version 2"))) return rc;
+    s->version = RUNS_SCHEMA_VERSION;
     return 0;
 }
 
@@ -362,8 +403,8 @@ const char *weft_store_path(const weft_store *s) { return s->path; }
 static int stmt(weft_store *s, int id, sqlite3_stmt **out)
 {
     if (!s->st[id]) {
-        int rc = sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
-                                    &s->st[id], NULL);
+        const char *sql = s->version == 1 && stmt_sql_v1[id] ? stmt_sql_v1[id] : stmt_sql[id];
+        int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->st[id], NULL);
         if (rc != SQLITE_OK) return db_error(s, rc, "preparing a statement");
     }
     *out = s->st[id];
@@ -444,31 +485,61 @@ const char *weft_call_status_name(weft_call_status st)
     return "unknown";
 }
 
-int weft_store_run_begin(weft_store *s, const char *script_path, const char *script_hash,
-                         const char *args_json, int64_t *run_id)
+/* WEFT_EINVAL unless `spec` names a script, has arguments that are a JSON
+ * object or array (or none) and no negative limit. */
+static int check_spec(const weft_store_run_spec *spec)
 {
-    int rc;
-    if ((rc = check_writable(s))) return rc;
-    if (!script_path || !*script_path) return weft_error(WEFT_EINVAL, "run: no script path");
-    if (args_json) {
+    if (!spec->script_path || !*spec->script_path)
+        return weft_error(WEFT_EINVAL, "run: no script path");
+    if (spec->args_json) {
         json_error_t jerr;
-        json_t *j = json_loads(args_json, 0, &jerr);
+        json_t *j = json_loads(spec->args_json, 0, &jerr);
         if (!j)
             return weft_error(WEFT_EINVAL, "run arguments are not a JSON object or array: %s",
                               jerr.text);
         json_decref(j);
     }
+    const weft_store_run_limits *l = &spec->limits;
+    if (l->mem_limit < 0 || l->instr_limit < 0 || !(l->time_limit >= 0))
+        return weft_error(WEFT_EINVAL, "run limits must be 0 (none) or positive");
+    return 0;
+}
+
+/* Binds `spec` to ?3..?9 of ST_RUN_BEGIN or ST_RUN_RESUME. Returns the first
+ * failed bind's result, or SQLITE_OK. */
+static int bind_spec(sqlite3_stmt *st, const weft_store_run_spec *spec)
+{
+    const weft_store_run_limits *l = &spec->limits;
+    int b = sqlite3_bind_text(st, 3, spec->script_path, -1, SQLITE_STATIC);
+    if (!b) b = sqlite3_bind_text(st, 4, spec->script_hash ? spec->script_hash : "", -1, SQLITE_STATIC);
+    if (!b) b = sqlite3_bind_text(st, 5, spec->args_json ? spec->args_json : "{}", -1, SQLITE_STATIC);
+    if (!b) b = sqlite3_bind_int(st, 6, l->sandboxed);
+    if (!b) b = sqlite3_bind_int64(st, 7, l->mem_limit);
+    if (!b) b = sqlite3_bind_int64(st, 8, l->instr_limit);
+    if (!b) b = sqlite3_bind_double(st, 9, l->time_limit);
+    return b;
+}
+
+int weft_store_run_begin_with(weft_store *s, const weft_store_run_spec *spec, int64_t *run_id)
+{
+    int rc;
+    if ((rc = check_writable(s)) || (rc = check_spec(spec))) return rc;
     sqlite3_stmt *st;
     if ((rc = stmt(s, ST_RUN_BEGIN, &st))) return rc;
-    int b = sqlite3_bind_text(st, 1, script_path, -1, SQLITE_STATIC);
-    if (!b) b = sqlite3_bind_text(st, 2, script_hash ? script_hash : "", -1, SQLITE_STATIC);
-    if (!b) b = sqlite3_bind_text(st, 3, args_json ? args_json : "{}", -1, SQLITE_STATIC);
-    if (!b) b = sqlite3_bind_double(st, 4, wall_now());
-    if (!b) b = sqlite3_bind_int64(st, 5, (int64_t)getpid());
+    int b = sqlite3_bind_double(st, 1, wall_now());
+    if (!b) b = sqlite3_bind_int64(st, 2, (int64_t)getpid());
+    if (!b) b = bind_spec(st, spec);
     if ((rc = bound(s, st, b, "starting a run")) || (rc = step_write(s, st, "starting a run")))
         return rc;
     *run_id = sqlite3_last_insert_rowid(s->db);
     return 0;
+}
+
+int weft_store_run_begin(weft_store *s, const char *script_path, const char *script_hash,
+                         const char *args_json, int64_t *run_id)
+{
+    const weft_store_run_spec spec = {script_path, script_hash, args_json, {0}};
+    return weft_store_run_begin_with(s, &spec, run_id);
 }
 
 static char *col_dup(sqlite3_stmt *st, int i)
@@ -483,7 +554,7 @@ static bool pid_gone(int64_t pid)
     return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
-/* Reads the RUN_COLUMNS of the current row (and output at column 14 if
+/* Reads the RUN_COLUMNS of the current row (and output at column 18 if
  * `with_output`) into *r. */
 static int read_run(sqlite3_stmt *st, weft_store_run *r, bool with_output)
 {
@@ -506,11 +577,15 @@ static int read_run(sqlite3_stmt *st, weft_store_run *r, bool with_output)
     r->calls_done = sqlite3_column_int64(st, 11);
     r->calls_failed = sqlite3_column_int64(st, 12);
     r->tokens_generated = sqlite3_column_int64(st, 13);
-    if (with_output) r->output = col_dup(st, 14);
+    r->limits.sandboxed = sqlite3_column_int(st, 14) != 0;
+    r->limits.mem_limit = sqlite3_column_int64(st, 15);
+    r->limits.instr_limit = sqlite3_column_int64(st, 16);
+    r->limits.time_limit = sqlite3_column_double(st, 17);
+    if (with_output) r->output = col_dup(st, 18);
     if (r->status == WEFT_RUN_RUNNING && pid_gone(r->pid)) r->status = WEFT_RUN_INTERRUPTED;
     if (!r->script_path || !r->script_hash || !r->args_json ||
         (sqlite3_column_type(st, 5) != SQLITE_NULL && !r->error) ||
-        (with_output && sqlite3_column_type(st, 14) != SQLITE_NULL && !r->output)) {
+        (with_output && sqlite3_column_type(st, 18) != SQLITE_NULL && !r->output)) {
         weft_store_run_clear(r);
         return weft_error(WEFT_ENOMEM, "out of memory");
     }
@@ -547,11 +622,33 @@ int weft_store_run_get(weft_store *s, int64_t run_id, weft_store_run *out)
     return err;
 }
 
-int weft_store_run_resume(weft_store *s, int64_t run_id, weft_store_run *info)
+/* True when a limit `next` is looser than `was` (0: none). */
+static bool looser(double was, double next) { return was > 0 && (next <= 0 || next > was); }
+
+/* WEFT_EINVAL when `next` would run the script of run `r`, recorded as
+ * sandboxed, with less of its sandbox: a resume may tighten, never drop. */
+static int check_sandbox_kept(const weft_store_run *r, const weft_store_run_limits *next)
+{
+    const weft_store_run_limits *was = &r->limits;
+    if (!was->sandboxed) return 0;
+    const char *how = !next->sandboxed ? "without its sandbox"
+                      : looser((double)was->mem_limit, (double)next->mem_limit)
+                          ? "with a larger memory cap"
+                      : looser((double)was->instr_limit, (double)next->instr_limit)
+                          ? "with a larger instruction budget"
+                      : looser(was->time_limit, next->time_limit) ? "with a longer time limit"
+                                                                  : NULL;
+    if (!how) return 0;
+    return weft_error(WEFT_EINVAL, "run %lld is sandboxed: it cannot be resumed %s",
+                      (long long)r->id, how);
+}
+
+int weft_store_run_resume_with(weft_store *s, int64_t run_id, const weft_store_run_spec *spec,
+                               weft_store_run *info)
 {
     int rc;
     if (info) memset(info, 0, sizeof *info);
-    if ((rc = check_writable(s))) return rc;
+    if ((rc = check_writable(s)) || (spec && (rc = check_spec(spec)))) return rc;
     if ((rc = exec(s, "BEGIN IMMEDIATE", "resuming a run"))) return rc;
     weft_store_run tmp = {0}, *r = info ? info : &tmp;
     if ((rc = weft_store_run_get(s, run_id, r))) goto fail;
@@ -560,22 +657,28 @@ int weft_store_run_resume(weft_store *s, int64_t run_id, weft_store_run *info)
     if (r->status == WEFT_RUN_RUNNING && r->pid != (int64_t)getpid()) {
         rc = weft_error(WEFT_EBUSY, "run %lld is still running (pid %lld)",
                         (long long)run_id, (long long)r->pid);
-        if (!info) weft_store_run_clear(&tmp);
         goto fail;
     }
-    if (!info) weft_store_run_clear(&tmp);
+    if (spec && (rc = check_sandbox_kept(r, &spec->limits))) goto fail;
+    weft_store_run_clear(&tmp);
     sqlite3_stmt *st;
     if ((rc = stmt(s, ST_RUN_RESUME, &st))) goto fail;
     int b = sqlite3_bind_int64(st, 1, run_id);
     if (!b) b = sqlite3_bind_int64(st, 2, (int64_t)getpid());
+    if (!b && spec) b = bind_spec(st, spec);
     if ((rc = bound(s, st, b, "resuming a run")) || (rc = step_write(s, st, "resuming a run")))
         goto fail;
     if ((rc = exec(s, "COMMIT", "resuming a run"))) goto fail;
     return 0;
 fail:
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-    if (info) weft_store_run_clear(info);
+    weft_store_run_clear(r);
     return rc;
+}
+
+int weft_store_run_resume(weft_store *s, int64_t run_id, weft_store_run *info)
+{
+    return weft_store_run_resume_with(s, run_id, NULL, info);
 }
 
 int weft_store_run_finish(weft_store *s, int64_t run_id, const char *output,

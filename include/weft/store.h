@@ -32,15 +32,19 @@
  *   weft_store_close(s);
  *
  * Schema (one database per installation, shared with other modules later):
- *   weft_schema(component TEXT PRIMARY KEY, version INTEGER) — "runs" = 1
+ *   weft_schema(component TEXT PRIMARY KEY, version INTEGER) — "runs" = 2
  *   runs(id INTEGER PRIMARY KEY AUTOINCREMENT, script_path, script_hash,
  *        args_json, status 'running'|'finished'|'failed', started_at,
- *        finished_at (unix seconds, REAL), pid, resumes, output, error)
+ *        finished_at (unix seconds, REAL), pid, resumes, output, error,
+ *        sandbox, mem_limit, instr_limit, time_limit — weft_store_run_limits)
  *   calls(run_id, key, fn, summary, status 'pending'|'running'|'done'|'failed',
  *        output BLOB, n_prompt, n_cached, n_generated, seconds,
  *        completed_at, error; UNIQUE(run_id, key))
  *   edges(run_id, src, dst; PRIMARY KEY(run_id, src, dst))
  * The file is marked with PRAGMA application_id 0x77656674 ("weft").
+ * Version 1 (no limit columns) is upgraded in place when the file is opened
+ * for writing — its runs get no limits, none having been recorded — and read
+ * as it is (no limits) when opened read-only.
  *
  * Threading: a weft_store is one SQLite connection with cached prepared
  * statements; use it from one thread at a time. Other threads and processes
@@ -113,10 +117,28 @@ typedef enum weft_run_status {
 /* "running", "finished", "failed", "interrupted". Never NULL. */
 WEFT_API const char *weft_run_status_name(weft_run_status st);
 
+/* The limits a run's script runs under (`weft run --sandbox`, its caps and
+ * --time-limit), recorded with the run so that a resume applies them again:
+ * an untrusted script stays sandboxed when it is resumed. */
+typedef struct weft_store_run_limits {
+    bool sandboxed;      /* the restricted Lua library of weft/sandbox.h */
+    int64_t mem_limit;   /* bytes the Lua state may hold; 0 = no cap */
+    int64_t instr_limit; /* Lua VM instructions; 0 = no budget */
+    double time_limit;   /* seconds of wall clock; 0 = none */
+} weft_store_run_limits;
+
+/* What a run executes. Borrowed by the calls that take it. */
+typedef struct weft_store_run_spec {
+    const char *script_path; /* required (weft run records an absolute path) */
+    const char *script_hash; /* NULL: "" */
+    const char *args_json;   /* a JSON object or array; NULL: "{}" */
+    weft_store_run_limits limits; /* no negative values */
+} weft_store_run_spec;
+
 typedef struct weft_store_run {
     int64_t id;
     weft_run_status status;
-    char *script_path;     /* as given to run_begin */
+    char *script_path;     /* as given to run_begin, or to the last resume_with */
     char *script_hash;     /* "" if none was given */
     char *args_json;       /* JSON text; "{}" if none was given */
     char *output;          /* final output; NULL if none (and always NULL in lists) */
@@ -129,22 +151,40 @@ typedef struct weft_store_run {
     int64_t calls_done;    /* of those, completed with a value */
     int64_t calls_failed;
     int64_t tokens_generated; /* sum over completed calls */
+    weft_store_run_limits limits; /* as recorded; none for a run of schema version 1 */
 } weft_store_run;
 
-/* Starts a run: status running, started now, pid = getpid(). `script_path`
- * is required; `script_hash` and `args_json` may be NULL. `args_json` must be
- * a JSON object or array (WEFT_EINVAL otherwise). *run_id gets the new id
- * (positive, never reused). */
+/* Starts a run of `spec`: status running, started now, pid = getpid().
+ * *run_id gets the new id (positive, never reused). WEFT_EINVAL for a spec
+ * with no script path, arguments that are not a JSON object or array, or a
+ * negative limit; WEFT_ERANGE for a value over SQLite's length limit. */
+WEFT_API int weft_store_run_begin_with(weft_store *s, const weft_store_run_spec *spec,
+                                       int64_t *run_id);
+/* weft_store_run_begin_with() of {script_path, script_hash, args_json} and
+ * no limits. */
 WEFT_API int weft_store_run_begin(weft_store *s, const char *script_path,
                                   const char *script_hash, const char *args_json,
                                   int64_t *run_id);
 
 /* Marks a run running again for `weft run --resume`: resumes + 1, pid =
  * getpid(), finished_at, output and error cleared; its calls and their values
- * are kept. If `info` is not NULL it is filled as by weft_store_run_get()
- * (before the update's status change: it tells what the run was). A finished
- * run may be resumed too: every call is then served from the store.
- * WEFT_ENOTFOUND if there is no such run. */
+ * are kept. Call it once the resume can start (script read, model loaded):
+ * a finished run's output is gone from here on. Unless `spec` is NULL the
+ * run's script path, hash, arguments and limits are replaced by `spec`'s in
+ * the same transaction, so that the record tells what the resumed run
+ * executes. If `info` is not NULL it is filled as by weft_store_run_get()
+ * (before the update: it tells what the run was). A finished run may be
+ * resumed too: every call is then served from the store.
+ * Errors: WEFT_ENOTFOUND (no such run), WEFT_EBUSY (another live process is
+ * running it), WEFT_EINVAL (a bad spec, or one whose limits are looser than
+ * those of a run recorded as sandboxed: no sandbox, or a larger memory cap,
+ * instruction budget or time limit — a resume may tighten a sandbox, never
+ * loosen it), WEFT_ERANGE (a value over SQLite's length limit). On error
+ * nothing changed. */
+WEFT_API int weft_store_run_resume_with(weft_store *s, int64_t run_id,
+                                        const weft_store_run_spec *spec, weft_store_run *info);
+/* weft_store_run_resume_with() with no spec: the run keeps what it was
+ * recorded with. */
 WEFT_API int weft_store_run_resume(weft_store *s, int64_t run_id, weft_store_run *info);
 
 /* Ends a run: finished when `error` is NULL, else failed with that error

@@ -535,6 +535,156 @@ TEST(corrupt_and_foreign_files_are_clear_errors)
     weft_store_close(s);
 }
 
+/* The version of the runs schema in the file at `path`, or -1. */
+static int runs_schema_version(const char *path)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st = NULL;
+    int v = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "SELECT version FROM weft_schema WHERE component = 'runs'", -1, &st,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* The record of a run: what it executes and the sandbox it runs in. A
+ * resume replaces them (so the record says what the output was computed
+ * from) but may only tighten a sandbox, never drop or loosen it. */
+TEST(resume_records_the_new_spec_and_keeps_the_sandbox)
+{
+    char path[512];
+    db_path(path, sizeof path, "spec.db");
+    weft_store *s;
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    const weft_store_run_limits box = {.sandboxed = true, .mem_limit = 64 << 20,
+                                       .instr_limit = 1000, .time_limit = 600};
+    weft_store_run_spec spec = {"/w/a.lua", "h1", "{\"x\":\"1\"}", box};
+    int64_t run;
+    ASSERT_EQ_INT(weft_store_run_begin_with(s, &spec, &run), 0);
+    ASSERT_EQ_INT(weft_store_run_finish(s, run, "out", NULL), 0);
+    weft_store_run r;
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    ASSERT(r.limits.sandboxed);
+    ASSERT_EQ_INT(r.limits.mem_limit, 64 << 20);
+    ASSERT_EQ_INT(r.limits.instr_limit, 1000);
+    ASSERT_NEAR(r.limits.time_limit, 600, 1e-9);
+    weft_store_run_clear(&r);
+
+    /* dropping or loosening the sandbox is refused and changes nothing */
+    weft_store_run_limits loose[5] = {box, box, box, box, box};
+    loose[0].sandboxed = false;
+    loose[1].mem_limit = 65 << 20;
+    loose[2].instr_limit = 0; /* no budget */
+    loose[3].time_limit = 601;
+    loose[4].time_limit = 0;
+    for (int i = 0; i < 5; i++) {
+        weft_store_run_spec l = {"/w/a.lua", "h1", NULL, loose[i]};
+        ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &l, &r), WEFT_EINVAL);
+        ASSERT(strstr(weft_last_error(), "is sandboxed: it cannot be resumed"));
+        ASSERT(r.script_path == NULL);
+    }
+    weft_store_run_spec neg = spec;
+    neg.limits.time_limit = -1;
+    ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &neg, NULL), WEFT_EINVAL);
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    ASSERT_EQ_INT(r.status, WEFT_RUN_FINISHED);
+    ASSERT_STR_EQ(r.output, "out");
+    ASSERT_EQ_INT(r.resumes, 0);
+    weft_store_run_clear(&r);
+
+    /* a new script, arguments and a tighter sandbox are recorded; info tells
+     * what the run was */
+    weft_store_run_spec next = {"/w/b.lua", "h2", "{\"x\":\"2\"}", box};
+    next.limits.mem_limit = 32 << 20;
+    next.limits.time_limit = 60;
+    ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &next, &r), 0);
+    ASSERT_STR_EQ(r.script_path, "/w/a.lua");
+    ASSERT_STR_EQ(r.args_json, "{\"x\":\"1\"}");
+    weft_store_run_clear(&r);
+    ASSERT_EQ_INT(weft_store_run_resume(s, run, NULL), 0); /* no spec: keeps the record */
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    ASSERT_STR_EQ(r.script_path, "/w/b.lua");
+    ASSERT_STR_EQ(r.script_hash, "h2");
+    ASSERT_STR_EQ(r.args_json, "{\"x\":\"2\"}");
+    ASSERT(r.limits.sandboxed);
+    ASSERT_EQ_INT(r.limits.mem_limit, 32 << 20);
+    ASSERT_EQ_INT(r.limits.instr_limit, 1000);
+    ASSERT_NEAR(r.limits.time_limit, 60, 1e-9);
+    ASSERT_EQ_INT(r.resumes, 2);
+    weft_store_run_clear(&r);
+
+    /* a run begun unsandboxed may be resumed sandboxed, and then stays so */
+    ASSERT_EQ_INT(weft_store_run_begin(s, "/w/c.lua", NULL, NULL, &run), 0);
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    ASSERT(!r.limits.sandboxed && r.limits.mem_limit == 0 && r.limits.time_limit == 0);
+    weft_store_run_clear(&r);
+    weft_store_run_spec open = {"/w/c.lua", NULL, NULL, {0}};
+    ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &open, NULL), 0);
+    ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &spec, NULL), 0);
+    ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &open, NULL), WEFT_EINVAL);
+    weft_store_close(s);
+}
+
+/* A database written before the limits were recorded (runs schema version 1)
+ * is read as it is when opened read-only, and upgraded when opened for
+ * writing; its runs have no limits. */
+TEST(a_version_1_database_is_read_and_upgraded)
+{
+    char path[512];
+    db_path(path, sizeof path, "v1.db");
+    weft_store *s;
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    int64_t run;
+    ASSERT_EQ_INT(weft_store_run_begin(s, "old.lua", "h", "{\"k\":\"v\"}", &run), 0);
+    ASSERT_EQ_INT(weft_store_call_complete(s, run, "k1", "x", 1, NULL), 0);
+    ASSERT_EQ_INT(weft_store_run_finish(s, run, "old output", NULL), 0);
+    weft_store_close(s);
+    /* what version 1 wrote: the same tables without the limit columns */
+    ASSERT_EQ_INT(sql_on(path, "ALTER TABLE runs DROP COLUMN sandbox; ALTER TABLE runs DROP COLUMN "
+                               "mem_limit; ALTER TABLE runs DROP COLUMN instr_limit; ALTER TABLE runs "
+                               "DROP COLUMN time_limit; UPDATE weft_schema SET version = 1"),
+                  SQLITE_OK);
+
+    ASSERT_EQ_INT(weft_store_open(path, WEFT_STORE_READONLY, &s), 0);
+    weft_store_run *runs;
+    size_t n;
+    ASSERT_EQ_INT(weft_store_runs_list(s, 0, &runs, &n), 0);
+    ASSERT_EQ_INT(n, 1);
+    ASSERT_STR_EQ(runs[0].script_path, "old.lua");
+    ASSERT(!runs[0].limits.sandboxed);
+    weft_store_runs_free(runs, n);
+    weft_store_run r;
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    ASSERT_STR_EQ(r.output, "old output");
+    ASSERT_EQ_INT(r.calls_done, 1);
+    weft_store_run_clear(&r);
+    weft_store_close(s);
+
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    ASSERT_STR_EQ(r.output, "old output");
+    ASSERT(!r.limits.sandboxed && r.limits.time_limit == 0);
+    weft_store_run_clear(&r);
+    const weft_store_run_spec spec = {"old.lua", "h", NULL, {.sandboxed = true, .time_limit = 5}};
+    ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &spec, NULL), 0);
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    ASSERT(r.limits.sandboxed);
+    ASSERT_NEAR(r.limits.time_limit, 5, 1e-9);
+    weft_store_run_clear(&r);
+    weft_store_close(s);
+    /* upgraded: a read-only open reads the limits from the file now */
+    ASSERT_EQ_INT(runs_schema_version(path), 2);
+    ASSERT_EQ_INT(weft_store_open(path, WEFT_STORE_READONLY, &s), 0);
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    ASSERT(r.limits.sandboxed);
+    weft_store_run_clear(&r);
+    weft_store_close(s);
+}
+
 /* A read-only string of more 'x' than SQLite's length limit (a billion bytes
  * by default) then a NUL, costing 1 MiB of memory: a 1 MiB file of 'x' mapped
  * over and over, then a zero page. *n gets its length; free_big_text(). */
@@ -633,6 +783,8 @@ int main(void)
     RUN(a_reader_sees_consistent_data_while_another_process_writes);
     RUN(corrupt_and_foreign_files_are_clear_errors);
     RUN(values_over_sqlites_length_limit_are_errors_not_nulls);
+    RUN(resume_records_the_new_spec_and_keeps_the_sandbox);
+    RUN(a_version_1_database_is_read_and_upgraded);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (test_failed_count == 0 && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
