@@ -3,6 +3,7 @@
  * the orchestrator and the Lua state. */
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -268,80 +269,130 @@ static void store_record(void *user, uint64_t key, const char *value, size_t len
         fprintf(stderr, "weft run: store: %s\n", weft_last_error());
 }
 
+/* The arguments as a JSON object's text, malloc'd; NULL (printed) when one
+ * cannot be stored. */
 static char *args_json(const session_opts *op)
 {
     json_t *o = json_object();
-    for (int i = 0; o && i < op->n_args; i++) json_object_set_new(o, op->keys[i], json_string(op->vals[i]));
+    for (int i = 0; o && i < op->n_args; i++)
+        if (json_object_set_new(o, op->keys[i], json_string(op->vals[i])) != 0) {
+            json_decref(o);
+            o = NULL;
+        }
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(o);
+    if (!s) fprintf(stderr, "weft run: cannot record the arguments as JSON\n");
     return s;
 }
 
+/* Hex hash of the file at `path`, malloc'd; NULL (errno set) when it cannot
+ * be read whole. */
 static char *script_hash(const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
-    char *buf = NULL;
+    char *buf = NULL, *hex = NULL;
     size_t n = 0, cap = 0;
     for (;;) {
         if (n == cap) {
             char *nb = realloc(buf, cap = cap ? 2 * cap : 65536);
-            if (!nb) break;
+            if (!nb) goto done;
             buf = nb;
         }
         size_t r = fread(buf + n, 1, cap - n, f);
         if (r == 0) break;
         n += r;
     }
+    if (ferror(f)) {
+        errno = EIO;
+        goto done;
+    }
+    if ((hex = malloc(WEFT_STORE_HASH_HEX))) weft_store_hash_hex(buf, n, hex);
+done:
     fclose(f);
-    char *hex = malloc(WEFT_STORE_HASH_HEX);
-    if (hex) weft_store_hash_hex(buf ? buf : "", n, hex);
     free(buf);
     return hex;
 }
 
-/* Opens the store and begins (or resumes) the run; on resume fills in the
- * script path and arguments recorded with it. Returns 0, or -1 (printed). */
-static int run_store_open(session_opts *op, const char **script, run_store *rs, weft_store_run *prev,
-                          json_t **prev_args)
+/* Resolves the script a run executes before anything is recorded: *abs gets
+ * its absolute path (what the run records, so that a resume from another
+ * directory finds it), *hash the hash of its text; both malloc'd. `recorded`:
+ * the path came from the run's record. Returns 0, or -1 (printed) when it
+ * cannot be read. */
+static int script_resolve(const char *script, bool recorded, char **abs, char **hash)
 {
-    if (weft_store_open(op->db_path, 0, &rs->st) < 0) {
-        fprintf(stderr, "weft run: %s\n", weft_last_error());
+    *hash = NULL;
+    if (!(*abs = realpath(script, NULL)) || !(*hash = script_hash(*abs))) {
+        fprintf(stderr, "weft run: cannot read the script %s: %s%s\n", script, strerror(errno),
+                recorded && script[0] != '/'
+                    ? " (recorded relative to the directory the run began in: give SCRIPT)"
+                    : "");
+        free(*abs);
+        *abs = NULL;
         return -1;
     }
+    return 0;
+}
+
+/* For --resume: reads the run's record into *prev without changing it, takes
+ * its script unless one was given and its arguments that were not given
+ * again (pointing into *prev_args, owned by the caller). Returns 0, or -1
+ * (printed). */
+static int run_prev_load(session_opts *op, weft_store *st, const char **script, weft_store_run *prev,
+                         json_t **prev_args)
+{
+    if (weft_store_run_get(st, op->resume, prev) < 0) {
+        fprintf(stderr, "weft run: --resume %lld: %s\n", op->resume, weft_last_error());
+        return -1;
+    }
+    /* checked again, atomically, when the run is marked resumed; here so as
+     * not to load a model for nothing */
+    if (prev->status == WEFT_RUN_RUNNING && prev->pid != (int64_t)getpid()) {
+        fprintf(stderr, "weft run: --resume %lld: run %lld is still running (pid %lld)\n", op->resume,
+                op->resume, (long long)prev->pid);
+        return -1;
+    }
+    if (!*script) *script = prev->script_path;
+    *prev_args = json_loads(prev->args_json, 0, NULL);
+    const char *k;
+    json_t *v;
+    json_object_foreach(*prev_args, k, v) {
+        bool given = false;
+        for (int i = 0; i < op->n_args; i++) given |= strcmp(op->keys[i], k) == 0;
+        if (given || !json_is_string(v)) continue;
+        if (op->n_args == MAX_ARGS) {
+            fprintf(stderr, "weft run: --resume %lld: more than %d arguments with the recorded ones\n",
+                    op->resume, MAX_ARGS);
+            return -1;
+        }
+        op->keys[op->n_args] = k;
+        op->vals[op->n_args++] = json_string_value(v);
+    }
+    return 0;
+}
+
+/* Begins the run, or marks the resumed one running: only once the script has
+ * been read and the model loaded, so that a resume that cannot start leaves
+ * the run as it was (a finished run keeps its output). Returns 0, or -1
+ * (printed). */
+static int run_record(const session_opts *op, run_store *rs, const weft_store_run *prev,
+                      const char *script, const char *abs, const char *hash, const char *args)
+{
     if (op->resume) {
         rs->run = op->resume;
-        if (weft_store_run_resume(rs->st, rs->run, prev) < 0) {
+        if (weft_store_run_resume(rs->st, rs->run, NULL) < 0) {
             fprintf(stderr, "weft run: --resume %lld: %s\n", op->resume, weft_last_error());
             return -1;
         }
-        if (!*script) *script = prev->script_path;
-        *prev_args = json_loads(prev->args_json ? prev->args_json : "{}", 0, NULL);
-        const char *k;
-        json_t *v;
-        json_object_foreach(*prev_args, k, v) {
-            bool given = false;
-            for (int i = 0; i < op->n_args; i++) given |= strcmp(op->keys[i], k) == 0;
-            if (!given && json_is_string(v) && op->n_args < MAX_ARGS) {
-                op->keys[op->n_args] = k;
-                op->vals[op->n_args++] = json_string_value(v);
-            }
-        }
-        char *h = script_hash(*script);
-        if (h && prev->script_hash && *prev->script_hash && strcmp(h, prev->script_hash) != 0)
+        if (*prev->script_hash && strcmp(hash, prev->script_hash) != 0)
             fprintf(stderr, "weft run: %s changed since run %lld began: calls whose prompts "
-                            "changed are computed again\n", *script, op->resume);
-        free(h);
+                            "changed are computed again\n", script, op->resume);
         fprintf(stderr, "weft: resuming run %lld (%s, %lld of %lld calls done)\n", op->resume,
                 weft_run_status_name(prev->status), (long long)prev->calls_done,
                 (long long)prev->calls_total);
         return 0;
     }
-    char *h = script_hash(*script), *aj = args_json(op);
-    int rc = weft_store_run_begin(rs->st, *script, h, aj ? aj : "{}", &rs->run);
-    free(h);
-    free(aj);
-    if (rc < 0) {
+    if (weft_store_run_begin(rs->st, abs, hash, args, &rs->run) < 0) {
         fprintf(stderr, "weft run: %s\n", weft_last_error());
         return -1;
     }
@@ -438,13 +489,22 @@ int cmd_run(int argc, char **argv)
     run_store rs = {0};
     weft_store_run prev = {0};
     json_t *prev_args = NULL;
+    char *abs = NULL, *hash = NULL, *args = NULL;
     int rc = 1;
     session s = {0};
-    if (!op.no_store && run_store_open(&op, &script, &rs, &prev, &prev_args) < 0) goto out;
-    if (session_open("run", &op, &s) < 0) {
-        if (rs.st) weft_store_run_finish(rs.st, rs.run, NULL, "could not start (model or engine)");
-        goto out;
+    /* everything that can stop the run from starting comes before the store
+     * is written to */
+    if (!op.no_store) {
+        if (weft_store_open(op.db_path, 0, &rs.st) < 0) {
+            fprintf(stderr, "weft run: %s\n", weft_last_error());
+            goto out;
+        }
+        if (op.resume && run_prev_load(&op, rs.st, &script, &prev, &prev_args) < 0) goto out;
     }
+    if (script_resolve(script, script == prev.script_path, &abs, &hash) < 0) goto out;
+    if (rs.st && !(args = args_json(&op))) goto out;
+    if (session_open("run", &op, &s) < 0) goto out;
+    if (rs.st && run_record(&op, &rs, &prev, script, abs, hash, args) < 0) goto out;
     if (rs.st) {
         orch_hooks h = {.lookup = store_lookup, .record = store_record, .edge = store_edge,
                         .user = &rs};
@@ -461,6 +521,9 @@ int cmd_run(int argc, char **argv)
     if (op.stats) print_stats(&s);
 out:
     session_close(&s);
+    free(abs);
+    free(hash);
+    free(args);
     weft_store_run_clear(&prev);
     json_decref(prev_args);
     weft_store_close(rs.st);

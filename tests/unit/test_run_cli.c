@@ -3,8 +3,10 @@
  * on piped input, and a durable run killed with SIGKILL mid-run that
  * resumes with --resume recomputing nothing completed and ending with the
  * same output as an uninterrupted run. */
+#include <errno.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "test.h"
@@ -14,13 +16,17 @@
 
 static char weft[4096], model_path[256], db[512], script[512];
 
-/* Runs `weft ARGS` with this test's runs database; see run_weft. */
-static int run(const char *args)
+/* Runs `weft ARGS` in directory `dir` with this test's runs database; see
+ * run_weft. */
+static int run_in(const char *dir, const char *args)
 {
-    char env[600];
-    snprintf(env, sizeof env, "WEFT_DB=%s", db);
+    char env[1200];
+    snprintf(env, sizeof env, "cd '%s' && WEFT_DB=%s", dir, db);
     return run_weft(env, weft, args);
 }
+
+/* run_in() the current directory. */
+static int run(const char *args) { return run_in(".", args); }
 
 static int write_file(const char *path, const char *text)
 {
@@ -217,15 +223,20 @@ static int64_t only_run_id(void)
     return id;
 }
 
-static int64_t calls_done(int64_t id)
+/* Reads run `id`'s record into *r (weft_store_run_clear() it); 0 or -1. */
+static int get_run(int64_t id, weft_store_run *r)
 {
     weft_store *s = NULL;
-    weft_store_run r = {0};
-    int64_t done = -1;
-    if (weft_store_open(db, WEFT_STORE_READONLY, &s) == 0 && weft_store_run_get(s, id, &r) == 0)
-        done = r.calls_done;
-    weft_store_run_clear(&r);
+    int rc = weft_store_open(db, WEFT_STORE_READONLY, &s) == 0 && weft_store_run_get(s, id, r) == 0 ? 0 : -1;
     weft_store_close(s);
+    return rc;
+}
+
+static int64_t calls_done(int64_t id)
+{
+    weft_store_run r = {0};
+    const int64_t done = get_run(id, &r) == 0 ? r.calls_done : -1;
+    weft_store_run_clear(&r);
     return done;
 }
 
@@ -340,12 +351,61 @@ TEST(a_killed_run_resumes_without_recomputing_what_completed)
     ASSERT_EQ_INT(stat_field("submitted"), 0);
 }
 
+/* A small script: one call of two tokens; returns "out:" and the text. */
+static const char small_lua[] =
+    "local f = weft.fn{template = 'say {{x}}:{{y}}', outputs = {y = {max_tokens = 2, ignore_eos = true}}}\n"
+    "return 'out:' .. f{x = arg.x or 'a'}:get()\n";
+
+/* A resume checks the script and loads the model before it touches the run:
+ * one that cannot start leaves a finished run finished, with its output. The
+ * run records the script's absolute path, so a resume from another directory
+ * finds a script started by a relative path. */
+TEST(a_resume_that_cannot_start_leaves_the_run_as_it_was)
+{
+    char dir[600], path[700], moved[700], args[2048];
+    snprintf(dir, sizeof dir, "%s.d", model_path);
+    snprintf(path, sizeof path, "%s/small.lua", dir);
+    snprintf(moved, sizeof moved, "%s/moved.lua", dir);
+    ASSERT(mkdir(dir, 0700) == 0 || errno == EEXIST);
+    ASSERT_EQ_INT(write_file(path, small_lua), 0);
+    snprintf(args, sizeof args, "run small.lua -m %s --ctx 256 -t 2", model_path);
+    ASSERT_EQ_INT(run_in(dir, args), 0);
+    const int64_t id = only_run_id();
+    weft_store_run r = {0};
+    ASSERT_EQ_INT(get_run(id, &r), 0);
+    char output[256];
+    snprintf(output, sizeof output, "%s", r.output ? r.output : "(none)");
+    ASSERT(strncmp(output, "out:", 4) == 0);
+    ASSERT_STR_EQ(r.script_path, path); /* absolute (the temp dir has no links) */
+    weft_store_run_clear(&r);
+
+    snprintf(args, sizeof args, "run --resume %lld -m /nonexistent.gguf", (long long)id);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("/nonexistent.gguf");
+    ASSERT_EQ_INT(rename(path, moved), 0);
+    snprintf(args, sizeof args, "run --resume %lld -m %s --ctx 256 -t 2", (long long)id, model_path);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("cannot read the script");
+    ASSERT_EQ_INT(rename(moved, path), 0);
+    ASSERT_EQ_INT(get_run(id, &r), 0);
+    const int kept = r.status == WEFT_RUN_FINISHED && r.resumes == 0 && r.output && strcmp(r.output, output) == 0;
+    weft_store_run_clear(&r);
+    ASSERT(kept);
+
+    /* from another directory: the recorded path is absolute */
+    ASSERT_EQ_INT(run_in("/", args), 0);
+    ASSERT_OUT_HAS(output);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const char *bin = getenv("WEFT_BINARY_DIR");
-    snprintf(weft, sizeof weft, "%s/weft", bin ? bin : ".");
-    if (access(weft, X_OK) != 0) {
-        fprintf(stderr, "no weft binary at %s\n", weft);
+    char rel[4096];
+    snprintf(rel, sizeof rel, "%s/weft", bin ? bin : ".");
+    if (!realpath(rel, weft) || access(weft, X_OK) != 0) { /* absolute: run_in changes directory */
+        fprintf(stderr, "no weft binary at %s\n", rel);
         return 1;
     }
     tiny_path(model_path, sizeof model_path, "runcli");
@@ -360,6 +420,7 @@ int main(void)
     RUN(time_limit_ends_runs_that_loop_wait_or_hang);
     RUN(a_run_stores_its_graph);
     RUN(a_killed_run_resumes_without_recomputing_what_completed);
+    RUN(a_resume_that_cannot_start_leaves_the_run_as_it_was);
     unlink(model_path);
     unlink(script);
     char p[600];
