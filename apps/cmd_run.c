@@ -128,6 +128,16 @@ static void print_stats(const session *s)
             (long long)os.n_warm_tokens);
 }
 
+/* True when `s` is valid UTF-8. The arguments are recorded with a run as
+ * JSON, which holds only UTF-8 (jansson refuses the rest): a value that is
+ * not would be lost from the record and a resume would run without it. */
+static bool utf8_text(const char *s)
+{
+    json_t *j = json_string(s); /* NULL also when out of memory: then refusing is right too */
+    json_decref(j);
+    return j != NULL;
+}
+
 /* Parses the options both commands share; returns the index of the first
  * operand, or -1 (usage error, printed) or -2 (--help printed). */
 static int parse_opts(const char *cmd, int argc, char **argv, session_opts *op,
@@ -180,6 +190,11 @@ static int parse_opts(const char *cmd, int argc, char **argv, session_opts *op,
                 return -1;
             }
             *(char *)eq = 0; /* argv is ours to split */
+            if (!utf8_text(optarg) || !utf8_text(eq + 1)) {
+                fprintf(stderr, "weft %s: --arg %s: not valid UTF-8 (arguments are text)\n", cmd,
+                        utf8_text(optarg) ? optarg : "KEY=VALUE");
+                return -1;
+            }
             op->keys[op->n_args] = optarg;
             op->vals[op->n_args++] = eq + 1;
             break;
@@ -208,8 +223,9 @@ static void run_usage(FILE *f)
             "('weft runs' lists runs). A run that was interrupted (killed, crashed) or\n"
             "failed resumes with --resume: the script runs again from the start and every\n"
             "call completed before is served from the store, not recomputed.\n\n"
-            "      --arg KEY=VALUE  sets arg.KEY in the script (repeatable); on --resume the\n"
-            "                       run's recorded arguments are used unless given again\n"
+            "      --arg KEY=VALUE  sets arg.KEY in the script (repeatable; UTF-8 text); on\n"
+            "                       --resume the run's recorded arguments are used unless\n"
+            "                       given again\n"
             "      --resume RUN_ID  resume a run (its script, unless SCRIPT is given)\n"
             "      --db PATH        store database (default: $WEFT_DB, else\n"
             "                       ~/.local/share/weft/weft.db)\n"

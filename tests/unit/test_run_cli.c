@@ -61,6 +61,10 @@ TEST(help_usage_and_script_errors)
     ASSERT_EQ_INT(run("run a.lua b.lua"), 2);
     ASSERT_EQ_INT(run("run x.lua --arg novalue"), 2);
     ASSERT_EQ_INT(run("run --resume 0"), 2);
+    /* arguments are recorded as JSON: bytes that are not UTF-8 are refused,
+     * not dropped from the record */
+    ASSERT_EQ_INT(run("run x.lua --arg \"k=a$(printf '\\377')\""), 2);
+    ASSERT_OUT_HAS("--arg k: not valid UTF-8");
     char args[2048], bad[600];
     snprintf(bad, sizeof bad, "%s.bad.lua", script);
     ASSERT_EQ_INT(write_file(bad, "local x = weft.var('a')\nerror('on purpose: ' .. x:get())\n"), 0);
