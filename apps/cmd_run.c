@@ -25,9 +25,11 @@ typedef struct session_opts {
     const char *model_path;
     long n_threads, n_ctx, n_slots, kv_mb, prefill_cap;
     bool sequential, stats, verbose, no_store, sandbox;
-    long mem_limit_mb;
-    long long instr_limit;
-    double time_limit; /* seconds, 0 = none */
+    long mem_limit_mb;      /* 0: not given */
+    long long instr_limit;  /* 0: not given */
+    double time_limit;      /* seconds, 0: not given */
+    weft_store_run_limits lim; /* what the script runs under: resolved from the above
+                                  (and a resumed run's record) before session_open */
     const char *db_path;
     long long resume; /* run id, 0 = a new run */
     const char *keys[MAX_ARGS], *vals[MAX_ARGS];
@@ -90,14 +92,13 @@ static int session_open(const char *cmd, const session_opts *op, session *s)
     ep.prefill_cap = (int32_t)op->prefill_cap;
     orch_params p = orch_default_params();
     p.sequential = op->sequential;
-    weft_sandbox_params sb = weft_sandbox_default_params();
-    if (op->sandbox) {
-        if (op->mem_limit_mb) sb.mem_limit = (size_t)op->mem_limit_mb << 20;
-        if (op->instr_limit) sb.instr_limit = (uint64_t)op->instr_limit;
-    } else {
-        sb = (weft_sandbox_params){.sandboxed = false}; /* the whole library, no caps */
+    weft_sandbox_params sb = {.sandboxed = false}; /* the whole library, no caps */
+    if (op->lim.sandboxed) {
+        sb = weft_sandbox_default_params();
+        sb.mem_limit = (size_t)op->lim.mem_limit;
+        sb.instr_limit = (uint64_t)op->lim.instr_limit;
     }
-    sb.time_limit = op->time_limit;
+    sb.time_limit = op->lim.time_limit;
     if (evthread_use_pthreads() < 0 || !(s->base = event_base_new()) ||
         weft_engine_create(s->m, &ep, &s->e) < 0 || orch_create(s->e, s->m, s->base, &p, &s->o) < 0 ||
         dsl_create(s->o, s->m, s->base, &sb, &s->d) < 0) {
@@ -136,6 +137,62 @@ static bool utf8_text(const char *s)
     json_t *j = json_string(s); /* NULL also when out of memory: then refusing is right too */
     json_decref(j);
     return j != NULL;
+}
+
+/* The limits the options ask for: --sandbox with the sandbox's defaults for
+ * the caps not given, and --time-limit. */
+static weft_store_run_limits asked_limits(const session_opts *op)
+{
+    weft_store_run_limits l = {.sandboxed = op->sandbox, .time_limit = op->time_limit};
+    if (op->sandbox) {
+        const weft_sandbox_params d = weft_sandbox_default_params();
+        l.mem_limit = op->mem_limit_mb ? (int64_t)op->mem_limit_mb << 20 : (int64_t)d.mem_limit;
+        l.instr_limit = op->instr_limit ? op->instr_limit : (int64_t)d.instr_limit;
+    }
+    return l;
+}
+
+/* One limit of a sandboxed run being resumed: the recorded `was` (0: none),
+ * or `asked` (0: not given) when that is lower. Returns -1 (printed) when
+ * `asked` is higher: a resume may tighten a sandbox, never loosen it. `unit`
+ * converts to the option's unit for the message. */
+static int lower_limit(const char *opt, double was, double asked, double unit, double *out)
+{
+    if (asked > 0 && was > 0 && asked > was) {
+        fprintf(stderr, "weft run: the run is sandboxed with %s %g: a resume may lower it, not raise it\n",
+                opt, was / unit);
+        return -1;
+    }
+    *out = asked > 0 ? asked : was;
+    return 0;
+}
+
+/* Sets op->lim, the limits the script runs under. A new run, or a resumed
+ * one recorded unsandboxed (`rec`): what the options ask for, the recorded
+ * time limit unless one is given. A resumed sandboxed run: its recorded
+ * sandbox, whether or not --sandbox is given, each limit lowered where an
+ * option asks for less. Returns 0, or -1 (printed) when an option asks for
+ * more. */
+static int resolve_limits(session_opts *op, const weft_store_run_limits *rec)
+{
+    weft_store_run_limits l = asked_limits(op);
+    if (rec && !rec->sandboxed && !op->time_limit) l.time_limit = rec->time_limit;
+    if (rec && rec->sandboxed) {
+        double mem, instr;
+        l.sandboxed = true;
+        if (lower_limit("--mem-limit-mb", (double)rec->mem_limit, (double)op->mem_limit_mb * (1 << 20),
+                        1 << 20, &mem) < 0 ||
+            lower_limit("--instr-limit", (double)rec->instr_limit, (double)op->instr_limit, 1, &instr) < 0 ||
+            lower_limit("--time-limit", rec->time_limit, op->time_limit, 1, &l.time_limit) < 0)
+            return -1;
+        l.mem_limit = (int64_t)mem;
+        l.instr_limit = (int64_t)instr;
+        fprintf(stderr, "weft: run %lld is sandboxed: resuming it sandboxed (--mem-limit-mb %lld, "
+                        "--instr-limit %lld, --time-limit %g)\n", op->resume,
+                (long long)(l.mem_limit >> 20), (long long)l.instr_limit, l.time_limit);
+    }
+    op->lim = l;
+    return 0;
 }
 
 /* Parses the options both commands share; returns the index of the first
@@ -232,7 +289,9 @@ static void run_usage(FILE *f)
             "      --no-store       record nothing (benchmarks, throwaway runs)\n"
             "      --sandbox        run an untrusted script: no io, os (but time), package,\n"
             "                       require, debug, bytecode or string.dump; a memory cap and\n"
-            "                       an instruction budget, past which the run fails clearly\n"
+            "                       an instruction budget, past which the run fails clearly.\n"
+            "                       Recorded with the run: --resume runs it sandboxed again,\n"
+            "                       with its limits or lower ones (higher ones are refused)\n"
             "      --mem-limit-mb N with --sandbox: memory cap (default 64)\n"
             "      --instr-limit N  with --sandbox: Lua instructions (default 1e9)\n"
             "      --time-limit S   end the run after S seconds of wall clock (with or\n"
@@ -240,7 +299,8 @@ static void run_usage(FILE *f)
             "                       its calls are cancelled, the run is recorded as failed\n"
             "                       (resumable); a script stuck inside one library call\n"
             "                       (a pathological string.find) is stopped by exiting the\n"
-            "                       process 3 s later\n%s",
+            "                       process 3 s later. Recorded with the run: --resume\n"
+            "                       applies it again unless given again\n%s",
             common_help);
 }
 
@@ -394,9 +454,12 @@ static int run_prev_load(session_opts *op, weft_store *st, const char **script, 
 static int run_record(const session_opts *op, run_store *rs, const weft_store_run *prev,
                       const char *script, const char *abs, const char *hash, const char *args)
 {
+    /* what the run executes now: a resume records it too, so that the record
+     * tells what its output was computed from */
+    const weft_store_run_spec spec = {abs, hash, args, op->lim};
     if (op->resume) {
         rs->run = op->resume;
-        if (weft_store_run_resume(rs->st, rs->run, NULL) < 0) {
+        if (weft_store_run_resume_with(rs->st, rs->run, &spec, NULL) < 0) {
             fprintf(stderr, "weft run: --resume %lld: %s\n", op->resume, weft_last_error());
             return -1;
         }
@@ -408,7 +471,7 @@ static int run_record(const session_opts *op, run_store *rs, const weft_store_ru
                 (long long)prev->calls_total);
         return 0;
     }
-    if (weft_store_run_begin(rs->st, abs, hash, args, &rs->run) < 0) {
+    if (weft_store_run_begin_with(rs->st, &spec, &rs->run) < 0) {
         fprintf(stderr, "weft run: %s\n", weft_last_error());
         return -1;
     }
@@ -517,6 +580,10 @@ int cmd_run(int argc, char **argv)
         }
         if (op.resume && run_prev_load(&op, rs.st, &script, &prev, &prev_args) < 0) goto out;
     }
+    if (resolve_limits(&op, op.resume ? &prev.limits : NULL) < 0) {
+        rc = 2;
+        goto out;
+    }
     if (script_resolve(script, script == prev.script_path, &abs, &hash) < 0) goto out;
     if (rs.st && !(args = args_json(&op))) goto out;
     if (session_open("run", &op, &s) < 0) goto out;
@@ -571,6 +638,7 @@ int cmd_repl(int argc, char **argv)
         fprintf(stderr, "weft repl: --time-limit is for weft run\n");
         return 2;
     }
+    op.lim = asked_limits(&op);
     session s;
     if (session_open("repl", &op, &s) < 0) return 1;
     char hist[4096];

@@ -403,6 +403,96 @@ TEST(a_resume_that_cannot_start_leaves_the_run_as_it_was)
     rmdir(dir);
 }
 
+/* A resume with new --arg values or another SCRIPT records them with the
+ * run: `weft runs` shows what the output was computed from, and the next
+ * resume neither reverts them nor warns that the script changed. */
+TEST(a_resume_records_its_arguments_and_script)
+{
+    char a[600], b[600], args[2048];
+    snprintf(a, sizeof a, "%s.a.lua", script);
+    snprintf(b, sizeof b, "%s.b.lua", script);
+    ASSERT_EQ_INT(write_file(a, small_lua), 0);
+    ASSERT_EQ_INT(write_file(b, "-- b\n"), 0);
+    FILE *f = fopen(b, "a");
+    ASSERT(f != NULL);
+    fputs(small_lua, f);
+    fclose(f);
+    snprintf(args, sizeof args, "run %s --arg x=one -m %s --ctx 256 -t 2", a, model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    const int64_t id = only_run_id();
+    snprintf(args, sizeof args, "run --resume %lld --arg x=two -m %s --ctx 256 -t 2", (long long)id, model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    weft_store_run r = {0};
+    ASSERT_EQ_INT(get_run(id, &r), 0);
+    char hash_a[64];
+    snprintf(hash_a, sizeof hash_a, "%s", r.script_hash);
+    const int two = strcmp(r.args_json, "{\"x\":\"two\"}") == 0;
+    weft_store_run_clear(&r);
+    ASSERT(two);
+
+    snprintf(args, sizeof args, "run %s --resume %lld -m %s --ctx 256 -t 2", b, (long long)id, model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("changed since run"); /* b is not the script the run began with */
+    ASSERT_EQ_INT(get_run(id, &r), 0);
+    const int now_b = strcmp(r.script_path, b) == 0 && strcmp(r.script_hash, hash_a) != 0 &&
+                      strcmp(r.args_json, "{\"x\":\"two\"}") == 0;
+    weft_store_run_clear(&r);
+    ASSERT(now_b);
+    snprintf(args, sizeof args, "run --resume %lld -m %s --ctx 256 -t 2", (long long)id, model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT(strstr(out, "changed since run") == NULL);
+    unlink(a);
+    unlink(b);
+}
+
+/* --sandbox is recorded with the run: a resume without it runs the script
+ * sandboxed with the recorded limits, may lower them, and cannot raise them. */
+TEST(a_sandboxed_run_stays_sandboxed_when_resumed)
+{
+    char path[600], args[2048];
+    snprintf(path, sizeof path, "%s.box.lua", script);
+    ASSERT_EQ_INT(write_file(path, "if io then return 'UNSANDBOXED' end\n"
+                                   "return 'sandboxed ' .. weft.var(arg.x or '-'):get()\n"),
+                  0);
+    snprintf(args, sizeof args, "run %s --sandbox --mem-limit-mb 32 -m %s --ctx 256 -t 2", path, model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("sandboxed -");
+    const int64_t id = only_run_id();
+    snprintf(args, sizeof args, "run --resume %lld --arg x=1 -m %s --ctx 256 -t 2", (long long)id, model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("sandboxed 1");
+    ASSERT_OUT_HAS("resuming it sandboxed");
+    ASSERT(strstr(out, "UNSANDBOXED") == NULL);
+    snprintf(args, sizeof args, "run --resume %lld --mem-limit-mb 64 -m %s --ctx 256 -t 2", (long long)id,
+             model_path);
+    ASSERT_EQ_INT(run(args), 2);
+    ASSERT_OUT_HAS("sandboxed with --mem-limit-mb 32: a resume may lower it, not raise it");
+    snprintf(args, sizeof args, "run --resume %lld --instr-limit 100000 -m %s --ctx 256 -t 2", (long long)id,
+             model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    weft_store_run r = {0};
+    ASSERT_EQ_INT(get_run(id, &r), 0);
+    const weft_store_run_limits l = r.limits;
+    weft_store_run_clear(&r);
+    ASSERT(l.sandboxed);
+    ASSERT_EQ_INT(l.mem_limit, 32 << 20);
+    ASSERT_EQ_INT(l.instr_limit, 100000);
+
+    /* an unsandboxed run resumed with --sandbox stays sandboxed after */
+    snprintf(args, sizeof args, "run %s -m %s --ctx 256 -t 2", path, model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("UNSANDBOXED");
+    const int64_t id2 = only_run_id();
+    snprintf(args, sizeof args, "run --resume %lld --sandbox -m %s --ctx 256 -t 2", (long long)id2, model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("sandboxed -");
+    snprintf(args, sizeof args, "run --resume %lld -m %s --ctx 256 -t 2", (long long)id2, model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("sandboxed -");
+    ASSERT(strstr(out, "UNSANDBOXED") == NULL);
+    unlink(path);
+}
+
 int main(void)
 {
     const char *bin = getenv("WEFT_BINARY_DIR");
@@ -425,6 +515,8 @@ int main(void)
     RUN(a_run_stores_its_graph);
     RUN(a_killed_run_resumes_without_recomputing_what_completed);
     RUN(a_resume_that_cannot_start_leaves_the_run_as_it_was);
+    RUN(a_resume_records_its_arguments_and_script);
+    RUN(a_sandboxed_run_stays_sandboxed_when_resumed);
     unlink(model_path);
     unlink(script);
     char p[600];
