@@ -20,6 +20,10 @@
 #include "weft/store.h"
 
 #define MAX_ARGS 64
+/* --sandbox's --time-limit when none is given: the memory cap and the
+ * instruction budget bound the Lua, not the LLM work a few instructions can
+ * ask for (1000 calls x n=64 x 4000 tokens), nor the wall time. */
+#define SANDBOX_TIME_LIMIT 600.0
 
 typedef struct session_opts {
     const char *model_path;
@@ -167,11 +171,12 @@ static int lower_limit(const char *opt, double was, double asked, double unit, d
     return 0;
 }
 
-/* Sets op->lim, the limits the script runs under. A new run, or a resumed
- * one recorded unsandboxed (`rec`): what the options ask for, the recorded
- * time limit unless one is given. A resumed sandboxed run: its recorded
- * sandbox, whether or not --sandbox is given, each limit lowered where an
- * option asks for less. Returns 0, or -1 (printed) when an option asks for
+/* Sets op->lim, the limits the script of weft run runs under. A new run, or
+ * a resumed one recorded unsandboxed (`rec`): what the options ask for, the
+ * recorded time limit unless one is given. A resumed sandboxed run: its
+ * recorded sandbox, whether or not --sandbox is given, each limit lowered
+ * where an option asks for less. A sandbox with no time limit gets
+ * SANDBOX_TIME_LIMIT. Returns 0, or -1 (printed) when an option asks for
  * more. */
 static int resolve_limits(session_opts *op, const weft_store_run_limits *rec)
 {
@@ -187,10 +192,12 @@ static int resolve_limits(session_opts *op, const weft_store_run_limits *rec)
             return -1;
         l.mem_limit = (int64_t)mem;
         l.instr_limit = (int64_t)instr;
+    }
+    if (l.sandboxed && l.time_limit <= 0) l.time_limit = SANDBOX_TIME_LIMIT;
+    if (rec && rec->sandboxed)
         fprintf(stderr, "weft: run %lld is sandboxed: resuming it sandboxed (--mem-limit-mb %lld, "
                         "--instr-limit %lld, --time-limit %g)\n", op->resume,
                 (long long)(l.mem_limit >> 20), (long long)l.instr_limit, l.time_limit);
-    }
     op->lim = l;
     return 0;
 }
@@ -289,7 +296,8 @@ static void run_usage(FILE *f)
             "      --no-store       record nothing (benchmarks, throwaway runs)\n"
             "      --sandbox        run an untrusted script: no io, os (but time), package,\n"
             "                       require, debug, bytecode or string.dump; a memory cap and\n"
-            "                       an instruction budget, past which the run fails clearly.\n"
+            "                       an instruction budget, past which the run fails clearly,\n"
+            "                       and --time-limit 600 unless a --time-limit is given.\n"
             "                       Recorded with the run: --resume runs it sandboxed again,\n"
             "                       with its limits or lower ones (higher ones are refused)\n"
             "      --mem-limit-mb N with --sandbox: memory cap (default 64)\n"

@@ -55,6 +55,7 @@ TEST(help_usage_and_script_errors)
     ASSERT_EQ_INT(run("run --help"), 0);
     ASSERT_OUT_HAS("--resume");
     ASSERT_OUT_HAS("--arg KEY=VALUE");
+    ASSERT_OUT_HAS("and --time-limit 600 unless a --time-limit is given");
     ASSERT_EQ_INT(run("repl --help"), 0);
     ASSERT_EQ_INT(run("run"), 2);
     ASSERT_OUT_HAS("script is required");
@@ -477,6 +478,7 @@ TEST(a_sandboxed_run_stays_sandboxed_when_resumed)
     ASSERT(l.sandboxed);
     ASSERT_EQ_INT(l.mem_limit, 32 << 20);
     ASSERT_EQ_INT(l.instr_limit, 100000);
+    ASSERT_NEAR(l.time_limit, 600, 1e-9); /* --sandbox's default: LLM work is bounded too */
 
     /* an unsandboxed run resumed with --sandbox stays sandboxed after */
     snprintf(args, sizeof args, "run %s -m %s --ctx 256 -t 2", path, model_path);
