@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "oai.h"
 #include "weft/store.h"
 
 static void usage(FILE *f)
@@ -60,14 +61,20 @@ static double run_seconds(const weft_store_run *r)
     return -1;
 }
 
+/* A JSON string of `s`: bytes that are not UTF-8 become U+FFFD, since a
+ * script path, an error or a model's output may hold any bytes and jansson
+ * refuses them. NULL only when out of memory. */
+static json_t *text_json(const char *s) { return oai_string(s, strlen(s)); }
+
+/* One run as a JSON object; NULL when out of memory. */
 static json_t *run_json(const weft_store_run *r)
 {
     json_t *args = r->args_json ? json_loads(r->args_json, 0, NULL) : NULL;
     double secs = run_seconds(r);
     json_t *o = json_pack(
-        "{s:I, s:s, s:s, s:s, s:o, s:f, s:o, s:o, s:I, s:I, s:I, s:I, s:i, s:I}", "id",
+        "{s:I, s:s, s:o, s:s, s:o, s:f, s:o, s:o, s:I, s:I, s:I, s:I, s:i, s:I}", "id",
         (json_int_t)r->id, "status", weft_run_status_name(r->status), "script",
-        r->script_path ? r->script_path : "", "script_hash", r->script_hash ? r->script_hash : "",
+        text_json(r->script_path ? r->script_path : ""), "script_hash", r->script_hash ? r->script_hash : "",
         "args", args ? args : json_object(), "started_at", r->started_at, "finished_at",
         r->finished_at > 0 ? json_real(r->finished_at) : json_null(), "seconds",
         secs >= 0 ? json_real(secs) : json_null(), "calls_total", (json_int_t)r->calls_total,
@@ -75,8 +82,11 @@ static json_t *run_json(const weft_store_run *r)
         "tokens_generated", (json_int_t)r->tokens_generated, "resumes", r->resumes, "pid",
         (json_int_t)r->pid);
     if (!o) return NULL;
-    json_object_set_new(o, "error", r->error ? json_string(r->error) : json_null());
-    if (r->output) json_object_set_new(o, "output", json_string(r->output));
+    if (json_object_set_new(o, "error", r->error ? text_json(r->error) : json_null()) != 0 ||
+        (r->output && json_object_set_new(o, "output", text_json(r->output)) != 0)) {
+        json_decref(o);
+        return NULL;
+    }
     return o;
 }
 

@@ -495,6 +495,29 @@ TEST(a_sandboxed_run_stays_sandboxed_when_resumed)
     unlink(path);
 }
 
+/* A script path, an output or an error may hold bytes that are not UTF-8
+ * (a model's output can): `weft runs --json` shows them as U+FFFD instead of
+ * dropping the field or failing. */
+TEST(runs_json_shows_bytes_that_are_not_utf8_as_replacement_characters)
+{
+    weft_store *s;
+    int64_t ok_run, bad_run;
+    ASSERT_EQ_INT(weft_store_open(db, 0, &s), 0);
+    int rc = weft_store_run_begin(s, "/w/bad\xff.lua", NULL, NULL, &ok_run);
+    if (!rc) rc = weft_store_run_finish(s, ok_run, "out\xfe.", NULL);
+    if (!rc) rc = weft_store_run_begin(s, "/w/b.lua", NULL, NULL, &bad_run);
+    if (!rc) rc = weft_store_run_finish(s, bad_run, NULL, "err\xc3(");
+    weft_store_close(s);
+    ASSERT_EQ_INT(rc, 0);
+    ASSERT_EQ_INT(run("runs --json -n 2"), 0);
+    ASSERT_OUT_HAS("\"script\":\"/w/bad\\uFFFD.lua\"");
+    ASSERT_OUT_HAS("\"error\":\"err\\uFFFD(\"");
+    char args[64];
+    snprintf(args, sizeof args, "runs --json %lld", (long long)ok_run);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("\"output\":\"out\\uFFFD.\"");
+}
+
 int main(void)
 {
     const char *bin = getenv("WEFT_BINARY_DIR");
@@ -519,6 +542,7 @@ int main(void)
     RUN(a_resume_that_cannot_start_leaves_the_run_as_it_was);
     RUN(a_resume_records_its_arguments_and_script);
     RUN(a_sandboxed_run_stays_sandboxed_when_resumed);
+    RUN(runs_json_shows_bytes_that_are_not_utf8_as_replacement_characters);
     unlink(model_path);
     unlink(script);
     char p[600];
