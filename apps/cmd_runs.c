@@ -16,7 +16,8 @@ static void usage(FILE *f)
             "usage: weft runs [options] [RUN_ID]\n\n"
             "Lists workflow runs, newest first: status, start time, duration, calls\n"
             "completed of those in the graph, tokens generated and the script. With\n"
-            "RUN_ID, shows that run with its arguments, final output and error.\n"
+            "RUN_ID, shows that run with its arguments, limits (--sandbox, --time-limit),\n"
+            "final output and error.\n"
             "An interrupted run (its process was killed) resumes with\n"
             "'weft run --resume RUN_ID'.\n\n"
             "      --db PATH            database (default: $WEFT_DB, else\n"
@@ -66,6 +67,26 @@ static double run_seconds(const weft_store_run *r)
  * refuses them. NULL only when out of memory. */
 static json_t *text_json(const char *s) { return oai_string(s, strlen(s)); }
 
+/* The limits a run's script runs under (and runs under again on resume);
+ * null for none. */
+static json_t *limits_json(const weft_store_run_limits *l)
+{
+    return json_pack("{s:b, s:o, s:o, s:o}", "sandbox", l->sandboxed, "mem_limit",
+                     l->mem_limit > 0 ? json_integer(l->mem_limit) : json_null(), "instr_limit",
+                     l->instr_limit > 0 ? json_integer(l->instr_limit) : json_null(), "time_limit",
+                     l->time_limit > 0 ? json_real(l->time_limit) : json_null());
+}
+
+/* The limits as the text view shows them. */
+static void fmt_limits(char *buf, size_t n, const weft_store_run_limits *l)
+{
+    int k = l->sandboxed ? snprintf(buf, n, "sandboxed: %lld MiB, %lld instructions",
+                                    (long long)(l->mem_limit >> 20), (long long)l->instr_limit)
+                         : snprintf(buf, n, "not sandboxed");
+    if (l->time_limit > 0 && k > 0 && (size_t)k < n)
+        snprintf(buf + k, n - (size_t)k, ", time limit %g s", l->time_limit);
+}
+
 /* One run as a JSON object; NULL when out of memory. */
 static json_t *run_json(const weft_store_run *r)
 {
@@ -82,7 +103,8 @@ static json_t *run_json(const weft_store_run *r)
         "tokens_generated", (json_int_t)r->tokens_generated, "resumes", r->resumes, "pid",
         (json_int_t)r->pid);
     if (!o) return NULL;
-    if (json_object_set_new(o, "error", r->error ? text_json(r->error) : json_null()) != 0 ||
+    if (json_object_set_new(o, "limits", limits_json(&r->limits)) != 0 ||
+        json_object_set_new(o, "error", r->error ? text_json(r->error) : json_null()) != 0 ||
         (r->output && json_object_set_new(o, "output", text_json(r->output)) != 0)) {
         json_decref(o);
         return NULL;
@@ -114,8 +136,9 @@ static int show_one(weft_store *s, int64_t id, int as_json)
     if (as_json) {
         rc = print_json(run_json(&r));
     } else {
-        char started[64], dur[32] = "-";
+        char started[64], dur[32] = "-", limits[160];
         fmt_time(started, sizeof started, r.started_at);
+        fmt_limits(limits, sizeof limits, &r.limits);
         double secs = run_seconds(&r);
         if (secs >= 0) fmt_duration(dur, sizeof dur, secs);
         printf("run %lld\n"
@@ -127,11 +150,12 @@ static int show_one(weft_store *s, int64_t id, int as_json)
                "  duration  %s\n"
                "  calls     %lld done, %lld failed, %lld in the graph\n"
                "  tokens    %lld generated\n"
-               "  resumes   %d\n",
+               "  resumes   %d\n"
+               "  limits    %s\n",
                (long long)r.id, weft_run_status_name(r.status), r.script_path,
                *r.script_hash ? r.script_hash : "-", r.args_json, started, dur,
                (long long)r.calls_done, (long long)r.calls_failed, (long long)r.calls_total,
-               (long long)r.tokens_generated, r.resumes);
+               (long long)r.tokens_generated, r.resumes, limits);
         if (r.error) printf("  error     %s\n", r.error);
         if (r.output) printf("output:\n%s\n", r.output);
         if (r.status == WEFT_RUN_INTERRUPTED)

@@ -479,6 +479,13 @@ TEST(a_sandboxed_run_stays_sandboxed_when_resumed)
     ASSERT_EQ_INT(l.mem_limit, 32 << 20);
     ASSERT_EQ_INT(l.instr_limit, 100000);
     ASSERT_NEAR(l.time_limit, 600, 1e-9); /* --sandbox's default: LLM work is bounded too */
+    snprintf(args, sizeof args, "runs %lld", (long long)id);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("limits    sandboxed: 32 MiB, 100000 instructions, time limit 600 s\n");
+    snprintf(args, sizeof args, "runs --json %lld", (long long)id);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("\"limits\":{\"sandbox\":true,\"mem_limit\":33554432,\"instr_limit\":100000,"
+                   "\"time_limit\":600.0}");
 
     /* an unsandboxed run resumed with --sandbox stays sandboxed after */
     snprintf(args, sizeof args, "run %s -m %s --ctx 256 -t 2", path, model_path);
