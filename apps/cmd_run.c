@@ -490,7 +490,8 @@ static int run_record(const session_opts *op, run_store *rs, const weft_store_ru
 
 /* --time-limit's last resort: the Lua hook cannot interrupt one long C
  * library call, so a thread exits the process if the run is still going
- * WATCHDOG_GRACE seconds past the limit. */
+ * WATCHDOG_GRACE seconds past the limit — recording the run failed first,
+ * as a run that hits its time limit otherwise is (not left "interrupted"). */
 #define WATCHDOG_GRACE 3.0
 
 typedef struct watchdog {
@@ -500,6 +501,8 @@ typedef struct watchdog {
     bool done, started;
     double until, limit; /* weft_now() time; seconds */
     long long run;       /* 0: not stored */
+    weft_store *st;      /* the watchdog's own connection (the main thread's is in
+                            use by it); NULL: not stored, or it could not open */
 } watchdog;
 
 static void *watchdog_main(void *p)
@@ -517,10 +520,16 @@ static void *watchdog_main(void *p)
         pthread_cond_timedwait(&w->cv, &w->mu, &ts);
     }
     if (!w->done) {
-        char resume[96] = "";
+        char resume[96] = "", why[256];
         if (w->run) snprintf(resume, sizeof resume, "; resume with: weft run --resume %lld", w->run);
-        fprintf(stderr, "weft run: time limit of %g s exceeded and the script did not stop (it is inside "
-                        "a library call that Lua cannot interrupt): exiting%s\n", w->limit, resume);
+        snprintf(why, sizeof why, "time limit of %g s exceeded and the script did not stop (it is inside "
+                                  "a library call that Lua cannot interrupt)", w->limit);
+        fprintf(stderr, "weft run: %s: exiting%s\n", why, resume);
+        /* the main thread is stuck in Lua, not in the store: this commits
+         * (durably, before _exit) unless a writer holds the database for the
+         * whole busy timeout */
+        if (w->st && weft_store_run_finish(w->st, w->run, NULL, why) < 0)
+            fprintf(stderr, "weft run: the run stays marked running: %s\n", weft_last_error());
         fflush(stderr);
         _exit(1);
     }
@@ -528,21 +537,36 @@ static void *watchdog_main(void *p)
     return NULL;
 }
 
-static void watchdog_start(watchdog *w, dsl *d, long long run)
+/* Starts the watchdog when the run has a time limit. `rs`: the run's store
+ * (NULL: not stored); the watchdog opens its own connection to the same
+ * database here, on this thread, to record the run failed from its own. */
+static void watchdog_start(watchdog *w, dsl *d, const run_store *rs)
 {
     const weft_sandbox_usage u = weft_sandbox_get_usage(dsl_lua(d));
     if (u.deadline <= 0) return;
+    if (rs && rs->st) {
+        w->run = (long long)rs->run;
+        if (weft_store_open(weft_store_path(rs->st), 0, &w->st) < 0)
+            fprintf(stderr, "weft run: store: %s (a run the time-limit watchdog ends stays marked "
+                            "running)\n", weft_last_error());
+    }
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     w->until = u.deadline + WATCHDOG_GRACE;
     w->limit = u.time_limit;
-    w->run = run;
     w->started = pthread_create(&w->th, NULL, watchdog_main, w) == 0;
+    if (!w->started) {
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+    }
 }
 
 static void watchdog_stop(watchdog *w)
 {
-    if (!w->started) return;
+    if (!w->started) {
+        weft_store_close(w->st);
+        return;
+    }
     pthread_mutex_lock(&w->mu);
     w->done = true;
     pthread_cond_signal(&w->cv);
@@ -550,6 +574,7 @@ static void watchdog_stop(watchdog *w)
     pthread_join(w->th, NULL);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
+    weft_store_close(w->st);
 }
 
 int cmd_run(int argc, char **argv)
@@ -603,7 +628,7 @@ int cmd_run(int argc, char **argv)
     }
     s.t_run = weft_now();
     watchdog wd = {0};
-    watchdog_start(&wd, s.d, rs.st ? (long long)rs.run : 0);
+    watchdog_start(&wd, s.d, &rs);
     rc = dsl_run_file(s.d, script) == 0 ? 0 : 1;
     watchdog_stop(&wd);
     if (rs.st)

@@ -168,6 +168,37 @@ TEST(sandboxed_scripts_cannot_escape_or_exhaust_the_host)
     unlink(path);
 }
 
+/* The newest run's id, -1 if there is none. */
+static int64_t only_run_id(void)
+{
+    weft_store *s = NULL;
+    weft_store_run *runs = NULL;
+    size_t n = 0;
+    int64_t id = -1;
+    if (weft_store_open(db, WEFT_STORE_READONLY, &s) == 0 && weft_store_runs_list(s, 1, &runs, &n) == 0 && n == 1)
+        id = runs[0].id;
+    weft_store_runs_free(runs, n);
+    weft_store_close(s);
+    return id;
+}
+
+/* Reads run `id`'s record into *r (weft_store_run_clear() it); 0 or -1. */
+static int get_run(int64_t id, weft_store_run *r)
+{
+    weft_store *s = NULL;
+    int rc = weft_store_open(db, WEFT_STORE_READONLY, &s) == 0 && weft_store_run_get(s, id, r) == 0 ? 0 : -1;
+    weft_store_close(s);
+    return rc;
+}
+
+static int64_t calls_done(int64_t id)
+{
+    weft_store_run r = {0};
+    const int64_t done = get_run(id, &r) == 0 ? r.calls_done : -1;
+    weft_store_run_clear(&r);
+    return done;
+}
+
 /* --time-limit, with or without --sandbox: a script running Lua (even one
  * that swallows errors with pcall), a script waiting on its calls (they are
  * cancelled), and one stuck inside a C library call (the process exits a few
@@ -209,40 +240,20 @@ TEST(time_limit_ends_runs_that_loop_wait_or_hang)
     ASSERT_EQ_INT(limited_run(path, "print(string.find(string.rep('a', 30000), '.-.-.-.-.-b'))\n",
                               "--time-limit 0.5", "time limit of 0.5 s exceeded and the script did not stop"),
                   0);
+    /* with the store, the exit records the run failed with that error (as
+     * --help says), not left marked running to read as "interrupted" */
+    snprintf(args, sizeof args, "run %s -m %s --time-limit 0.5", path, model_path);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("did not stop");
+    weft_store_run r = {0};
+    ASSERT_EQ_INT(get_run(only_run_id(), &r), 0);
+    const int failed = r.status == WEFT_RUN_FAILED && r.error && strstr(r.error, "time limit of 0.5 s exceeded");
+    weft_store_run_clear(&r);
+    ASSERT(failed);
     snprintf(args, sizeof args, "run %s -m %s --no-store --time-limit 0", path, model_path);
     ASSERT_EQ_INT(run(args), 2);
     ASSERT_EQ_INT(run("repl --time-limit 5"), 2);
     unlink(path);
-}
-
-static int64_t only_run_id(void)
-{
-    weft_store *s = NULL;
-    weft_store_run *runs = NULL;
-    size_t n = 0;
-    int64_t id = -1;
-    if (weft_store_open(db, WEFT_STORE_READONLY, &s) == 0 && weft_store_runs_list(s, 1, &runs, &n) == 0 && n == 1)
-        id = runs[0].id;
-    weft_store_runs_free(runs, n);
-    weft_store_close(s);
-    return id;
-}
-
-/* Reads run `id`'s record into *r (weft_store_run_clear() it); 0 or -1. */
-static int get_run(int64_t id, weft_store_run *r)
-{
-    weft_store *s = NULL;
-    int rc = weft_store_open(db, WEFT_STORE_READONLY, &s) == 0 && weft_store_run_get(s, id, r) == 0 ? 0 : -1;
-    weft_store_close(s);
-    return rc;
-}
-
-static int64_t calls_done(int64_t id)
-{
-    weft_store_run r = {0};
-    const int64_t done = get_run(id, &r) == 0 ? r.calls_done : -1;
-    weft_store_run_clear(&r);
-    return done;
 }
 
 /* Starts weft run in a child with stdout on a pipe; kills it with SIGKILL
