@@ -350,7 +350,24 @@ static void store_record(void *user, uint64_t key, const char *value, size_t len
     weft_store_call_stats cs = {.n_prompt = ci->n_prompt, .n_cached = ci->n_cached,
                                 .n_generated = ci->n_generated, .seconds = ci->t_done - ci->t_submit};
     if (weft_store_call_complete(rs->st, rs->run, k, value, len, &cs) < 0)
+        fprintf(stderr, "weft run: store: the value of call %s was not recorded (a resume computes it "
+                        "again): %s\n", k, weft_last_error());
+}
+
+/* Records the end of the run. When the store refuses (an output or error
+ * over SQLite's length limit is WEFT_ERANGE), records the run failed with
+ * that reason instead, so that it neither reads as finished with no output
+ * nor stays marked running. Returns 0, or -1 (printed). */
+static int run_finish(run_store *rs, const char *output, const char *error)
+{
+    if (weft_store_run_finish(rs->st, rs->run, output, error) == 0) return 0;
+    char why[1200];
+    snprintf(why, sizeof why, "the run's %s could not be recorded: %s", error ? "error" : "output",
+             weft_last_error());
+    fprintf(stderr, "weft run: %s\n", why);
+    if (weft_store_run_finish(rs->st, rs->run, NULL, why) < 0)
         fprintf(stderr, "weft run: store: %s\n", weft_last_error());
+    return -1;
 }
 
 /* The arguments as a JSON object's text, malloc'd; NULL (printed) when one
@@ -629,11 +646,11 @@ int cmd_run(int argc, char **argv)
     s.t_run = weft_now();
     watchdog wd = {0};
     watchdog_start(&wd, s.d, &rs);
-    rc = dsl_run_file(s.d, script) == 0 ? 0 : 1;
+    const bool ok = dsl_run_file(s.d, script) == 0;
     watchdog_stop(&wd);
-    if (rs.st)
-        weft_store_run_finish(rs.st, rs.run, dsl_result(s.d), rc == 0 ? NULL : weft_last_error());
-    if (rc == 0 && dsl_result(s.d)) printf("%s\n", dsl_result(s.d));
+    rc = ok ? 0 : 1;
+    if (rs.st && run_finish(&rs, dsl_result(s.d), ok ? NULL : weft_last_error()) < 0) rc = 1;
+    if (ok && dsl_result(s.d)) printf("%s\n", dsl_result(s.d));
     if (op.stats) print_stats(&s);
 out:
     session_close(&s);
