@@ -239,7 +239,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, session_opts *op,
         case 'N': op->no_store = true; break;
         case 'X': op->sandbox = true; break;
         case 'P': op->prefill_cap = strtol(optarg, &end, 10); if (*end || op->prefill_cap < 0) goto bad; break;
-        case 'L': op->mem_limit_mb = strtol(optarg, &end, 10); if (*end || op->mem_limit_mb < 1) goto bad; break;
+        case 'L': op->mem_limit_mb = strtol(optarg, &end, 10); if (*end || op->mem_limit_mb < 1 || op->mem_limit_mb > 1L << 24) goto bad; break;
         case 'I': op->instr_limit = strtoll(optarg, &end, 10); if (*end || op->instr_limit < 1) goto bad; break;
         case 'T': op->time_limit = strtod(optarg, &end); if (*end || !(op->time_limit > 0) || op->time_limit > 1e7) goto bad; break;
         case 'R': op->resume = strtoll(optarg, &end, 10); if (*end || op->resume < 1) goto bad; break;
@@ -518,8 +518,9 @@ typedef struct watchdog {
     bool done, started;
     double until, limit; /* weft_now() time; seconds */
     long long run;       /* 0: not stored */
-    weft_store *st;      /* the watchdog's own connection (the main thread's is in
-                            use by it); NULL: not stored, or it could not open */
+    weft_store *st;      /* the watchdog's own connection (a connection is used by one
+                            thread, and the main thread has its own); NULL: not stored,
+                            or it could not be opened */
 } watchdog;
 
 static void *watchdog_main(void *p)

@@ -54,7 +54,9 @@
  * Errors: every function returns 0 or a negative WEFT_E* code and sets
  * weft_last_error(). A file that is not a SQLite database, is corrupt, or is
  * some other program's database gives WEFT_EFORMAT with the path in the
- * message; a newer schema than this weft knows gives WEFT_EUNSUPPORTED.
+ * message; a newer schema than this weft knows gives WEFT_EUNSUPPORTED. A
+ * value over SQLite's length limit (SQLITE_LIMIT_LENGTH, a billion bytes by
+ * default) gives WEFT_ERANGE, and nothing is written.
  */
 #ifndef WEFT_STORE_H
 #define WEFT_STORE_H
