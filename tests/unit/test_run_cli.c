@@ -367,6 +367,22 @@ TEST(a_killed_run_resumes_without_recomputing_what_completed)
     ASSERT_EQ_INT(stat_field("submitted"), 0);
 }
 
+/* Runs `weft run SCRIPT OPTS` on the tiny model; see run(). */
+static int run_script(const char *path, const char *opts)
+{
+    char args[2048];
+    snprintf(args, sizeof args, "run %s %s -m %s --ctx 256 -t 2", path, opts, model_path);
+    return run(args);
+}
+
+/* Runs `weft run --resume ID OPTS` on the tiny model; see run(). */
+static int resume(int64_t id, const char *opts)
+{
+    char args[2048];
+    snprintf(args, sizeof args, "run --resume %lld %s -m %s --ctx 256 -t 2", (long long)id, opts, model_path);
+    return run(args);
+}
+
 /* A small script: one call of two tokens; returns "out:" and the text. */
 static const char small_lua[] =
     "local f = weft.fn{template = 'say {{x}}:{{y}}', outputs = {y = {max_tokens = 2, ignore_eos = true}}}\n"
@@ -399,8 +415,7 @@ TEST(a_resume_that_cannot_start_leaves_the_run_as_it_was)
     ASSERT_EQ_INT(run(args), 1);
     ASSERT_OUT_HAS("/nonexistent.gguf");
     ASSERT_EQ_INT(rename(path, moved), 0);
-    snprintf(args, sizeof args, "run --resume %lld -m %s --ctx 256 -t 2", (long long)id, model_path);
-    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_EQ_INT(resume(id, ""), 1);
     ASSERT_OUT_HAS("cannot read the script");
     ASSERT_EQ_INT(rename(moved, path), 0);
     ASSERT_EQ_INT(get_run(id, &r), 0);
@@ -409,6 +424,7 @@ TEST(a_resume_that_cannot_start_leaves_the_run_as_it_was)
     ASSERT(kept);
 
     /* from another directory: the recorded path is absolute */
+    snprintf(args, sizeof args, "run --resume %lld -m %s --ctx 256 -t 2", (long long)id, model_path);
     ASSERT_EQ_INT(run_in("/", args), 0);
     ASSERT_OUT_HAS(output);
     unlink(path);
@@ -420,7 +436,7 @@ TEST(a_resume_that_cannot_start_leaves_the_run_as_it_was)
  * resume neither reverts them nor warns that the script changed. */
 TEST(a_resume_records_its_arguments_and_script)
 {
-    char a[600], b[600], args[2048];
+    char a[600], b[600];
     snprintf(a, sizeof a, "%s.a.lua", script);
     snprintf(b, sizeof b, "%s.b.lua", script);
     ASSERT_EQ_INT(write_file(a, small_lua), 0);
@@ -429,11 +445,9 @@ TEST(a_resume_records_its_arguments_and_script)
     ASSERT(f != NULL);
     fputs(small_lua, f);
     fclose(f);
-    snprintf(args, sizeof args, "run %s --arg x=one -m %s --ctx 256 -t 2", a, model_path);
-    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_EQ_INT(run_script(a, "--arg x=one"), 0);
     const int64_t id = only_run_id();
-    snprintf(args, sizeof args, "run --resume %lld --arg x=two -m %s --ctx 256 -t 2", (long long)id, model_path);
-    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_EQ_INT(resume(id, "--arg x=two"), 0);
     weft_store_run r = {0};
     ASSERT_EQ_INT(get_run(id, &r), 0);
     char hash_a[64];
@@ -442,16 +456,14 @@ TEST(a_resume_records_its_arguments_and_script)
     weft_store_run_clear(&r);
     ASSERT(two);
 
-    snprintf(args, sizeof args, "run %s --resume %lld -m %s --ctx 256 -t 2", b, (long long)id, model_path);
-    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_EQ_INT(resume(id, b), 0);
     ASSERT_OUT_HAS("changed since run"); /* b is not the script the run began with */
     ASSERT_EQ_INT(get_run(id, &r), 0);
     const int now_b = strcmp(r.script_path, b) == 0 && strcmp(r.script_hash, hash_a) != 0 &&
                       strcmp(r.args_json, "{\"x\":\"two\"}") == 0;
     weft_store_run_clear(&r);
     ASSERT(now_b);
-    snprintf(args, sizeof args, "run --resume %lld -m %s --ctx 256 -t 2", (long long)id, model_path);
-    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_EQ_INT(resume(id, ""), 0);
     ASSERT(strstr(out, "changed since run") == NULL);
     unlink(a);
     unlink(b);
@@ -466,22 +478,16 @@ TEST(a_sandboxed_run_stays_sandboxed_when_resumed)
     ASSERT_EQ_INT(write_file(path, "if io then return 'UNSANDBOXED' end\n"
                                    "return 'sandboxed ' .. weft.var(arg.x or '-'):get()\n"),
                   0);
-    snprintf(args, sizeof args, "run %s --sandbox --mem-limit-mb 32 -m %s --ctx 256 -t 2", path, model_path);
-    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_EQ_INT(run_script(path, "--sandbox --mem-limit-mb 32"), 0);
     ASSERT_OUT_HAS("sandboxed -");
     const int64_t id = only_run_id();
-    snprintf(args, sizeof args, "run --resume %lld --arg x=1 -m %s --ctx 256 -t 2", (long long)id, model_path);
-    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_EQ_INT(resume(id, "--arg x=1"), 0);
     ASSERT_OUT_HAS("sandboxed 1");
     ASSERT_OUT_HAS("resuming it sandboxed");
     ASSERT(strstr(out, "UNSANDBOXED") == NULL);
-    snprintf(args, sizeof args, "run --resume %lld --mem-limit-mb 64 -m %s --ctx 256 -t 2", (long long)id,
-             model_path);
-    ASSERT_EQ_INT(run(args), 2);
+    ASSERT_EQ_INT(resume(id, "--mem-limit-mb 64"), 2);
     ASSERT_OUT_HAS("sandboxed with --mem-limit-mb 32: a resume may lower it, not raise it");
-    snprintf(args, sizeof args, "run --resume %lld --instr-limit 100000 -m %s --ctx 256 -t 2", (long long)id,
-             model_path);
-    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_EQ_INT(resume(id, "--instr-limit 100000"), 0);
     weft_store_run r = {0};
     ASSERT_EQ_INT(get_run(id, &r), 0);
     const weft_store_run_limits l = r.limits;
@@ -499,15 +505,12 @@ TEST(a_sandboxed_run_stays_sandboxed_when_resumed)
                    "\"time_limit\":600.0}");
 
     /* an unsandboxed run resumed with --sandbox stays sandboxed after */
-    snprintf(args, sizeof args, "run %s -m %s --ctx 256 -t 2", path, model_path);
-    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_EQ_INT(run_script(path, ""), 0);
     ASSERT_OUT_HAS("UNSANDBOXED");
     const int64_t id2 = only_run_id();
-    snprintf(args, sizeof args, "run --resume %lld --sandbox -m %s --ctx 256 -t 2", (long long)id2, model_path);
-    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_EQ_INT(resume(id2, "--sandbox"), 0);
     ASSERT_OUT_HAS("sandboxed -");
-    snprintf(args, sizeof args, "run --resume %lld -m %s --ctx 256 -t 2", (long long)id2, model_path);
-    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_EQ_INT(resume(id2, ""), 0);
     ASSERT_OUT_HAS("sandboxed -");
     ASSERT(strstr(out, "UNSANDBOXED") == NULL);
     unlink(path);
