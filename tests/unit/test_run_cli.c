@@ -105,7 +105,11 @@ TEST(repl_runs_lines_and_prints_results_as_they_complete)
                              "  2 do print('multi', i) end\n"
                              "error('oops')\n"
                              "this is not lua\n"
-                             "#weft.var('abc'):get()\n"),
+                             "#weft.var('abc'):get()\n"
+                             "w = f{x = 'a'}\n"
+                             "w\n"
+                             "return w, w\n"
+                             "for i = 1, 2 do\n"),
                   0);
     snprintf(args, sizeof args, "repl -m %s --ctx 256 -t 2 < %s", model_path, input);
     ASSERT_EQ_INT(run(args), 0);
@@ -117,6 +121,12 @@ TEST(repl_runs_lines_and_prints_results_as_they_complete)
     ASSERT_OUT_HAS("syntax error: stdin:1: syntax error near 'is'");
     ASSERT_OUT_HAS("[8] 3\n");
     ASSERT(strstr(out, "[3]") == NULL); /* a statement returns nothing to print */
+    /* a variable shown by several lines prints under each of them */
+    ASSERT_OUT_HAS("[10] ");
+    const char *first11 = strstr(out, "[11] ");
+    ASSERT(first11 != NULL && strstr(first11 + 1, "[11] ") != NULL);
+    /* input that ends inside a statement is an error, not silence */
+    ASSERT_OUT_HAS("syntax error: the input ended inside an unfinished statement");
     unlink(input);
 }
 
