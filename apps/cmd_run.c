@@ -297,6 +297,7 @@ static void run_usage(FILE *f)
             "      --sandbox        run an untrusted script: no io, os (but time), package,\n"
             "                       require, debug, bytecode or string.dump; a memory cap and\n"
             "                       an instruction budget, past which the run fails clearly,\n"
+            "                       16 MB of print output,\n"
             "                       and --time-limit 600 unless a --time-limit is given.\n"
             "                       Recorded with the run: --resume runs it sandboxed again,\n"
             "                       with its limits or lower ones (higher ones are refused)\n"

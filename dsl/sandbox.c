@@ -22,6 +22,7 @@ typedef struct sandbox {
     bool sandboxed;
     double time_limit, deadline; /* seconds; deadline in weft_now() time, 0: none */
     bool timed_out;        /* the deadline has passed (sticky) */
+    size_t out_used, out_limit; /* bytes print() wrote, may write (0: no limit) */
 } sandbox;
 
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -238,6 +239,30 @@ static int charged_thread(lua_State *L)
     return 1;
 }
 
+/* print() that counts what it writes against the state's output limit
+ * (weft_sandbox_params.output_limit), checked before each piece: output
+ * is the host's resource too. Otherwise Lua's print: tostring of each
+ * argument, tabs between, a newline, a flush. */
+static int counted_print(lua_State *L)
+{
+    sandbox *sb = sandbox_of(L);
+    const int n = lua_gettop(L);
+    for (int i = 1; i <= n; i++) {
+        size_t len;
+        const char *s = luaL_tolstring(L, i, &len);
+        const size_t need = len + 1; /* the tab before it, or the newline after */
+        if (sb && sb->out_limit && (need > sb->out_limit || sb->out_used > sb->out_limit - need))
+            return luaL_error(L, "output limit of %I bytes exceeded", (lua_Integer)sb->out_limit);
+        if (sb) sb->out_used += need;
+        if (i > 1) fputc('\t', stdout);
+        fwrite(s, 1, len, stdout);
+        lua_pop(L, 1);
+    }
+    fputc('\n', stdout);
+    fflush(stdout);
+    return 0;
+}
+
 static void wrap_global(lua_State *L, const char *name, lua_CFunction f)
 {
     lua_getfield(L, -1, name);
@@ -272,6 +297,8 @@ static int open_libs(lua_State *L)
     wrap_global(L, "collectgarbage", safe_collectgarbage);
     wrap_global(L, "xpcall", safe_xpcall);
     wrap_global(L, "setmetatable", safe_setmetatable);
+    lua_pushcfunction(L, counted_print);
+    lua_setfield(L, -2, "print");
     lua_getfield(L, -1, LUA_COLIBNAME);
     wrap_global(L, "create", charged_thread);
     wrap_global(L, "wrap", charged_thread);
@@ -310,6 +337,7 @@ weft_sandbox_params weft_sandbox_default_params(void)
         .sandboxed = true,
         .mem_limit = (size_t)64 << 20,
         .instr_limit = 1000000000ull,
+        .output_limit = (size_t)16 << 20,
     };
 }
 
@@ -323,6 +351,7 @@ int weft_sandbox_create(const weft_sandbox_params *params, lua_State **out)
     sb->mem_limit = params->mem_limit;
     sb->instr_limit = params->instr_limit;
     sb->sandboxed = params->sandboxed;
+    sb->out_limit = params->output_limit;
     sb->time_limit = params->time_limit > 0 ? params->time_limit : 0;
     if (sb->time_limit > 0) sb->deadline = weft_now() + sb->time_limit;
     set_granularity(sb);

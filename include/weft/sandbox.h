@@ -85,10 +85,14 @@ typedef struct weft_sandbox_params {
     uint64_t instr_limit; /* VM instructions; 0 = no budget */
     double time_limit;    /* seconds of wall clock from creation; 0 = none (no hook
                              when there is no budget either) */
+    size_t output_limit;  /* bytes print() may write in a sandboxed state over
+                             its life (a loop of prints of a 16 MB string is a
+                             few instructions); past it print raises "output
+                             limit of N bytes exceeded"; 0 = none */
 } weft_sandbox_params;
 
 /* sandboxed, 64 MiB, 1e9 instructions (a few seconds of pure Lua), no time
- * limit. */
+ * limit, 16 MiB of print output. */
 WEFT_API weft_sandbox_params weft_sandbox_default_params(void);
 
 /* Creates a state (params NULL: the defaults). *out is owned by the caller:

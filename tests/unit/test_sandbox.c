@@ -346,6 +346,20 @@ TEST(short_coroutines_cannot_dodge_the_budget)
     weft_sandbox_destroy(L);
 }
 
+/* print's output counts against the state's output limit. */
+TEST(print_output_is_capped)
+{
+    weft_sandbox_params p = weft_sandbox_default_params();
+    ASSERT(p.output_limit > 0);
+    p.output_limit = 1000;
+    lua_State *L = NULL;
+    ASSERT_EQ_INT(weft_sandbox_create(&p, &L), 0);
+    ASSERT_EQ_INT(run(L, "local s = ('-'):rep(600) print(s) print(s) return 1"), WEFT_EINVAL);
+    ASSERT(strstr(weft_last_error(), "output limit of 1000 bytes exceeded"));
+    ASSERT_EQ_INT(eval_int(L, "return 7"), 7); /* the state still computes */
+    weft_sandbox_destroy(L);
+}
+
 TEST(deep_recursion_is_an_error)
 {
     static const char *const deep[] = {
@@ -436,6 +450,7 @@ int main(void)
     RUN(budget_can_be_reset_and_extended);
     RUN(coroutines_share_the_budget);
     RUN(short_coroutines_cannot_dodge_the_budget);
+    RUN(print_output_is_capped);
     RUN(deep_recursion_is_an_error);
     RUN(errors_are_clear_and_leave_the_stack_clean);
     RUN(memory_is_accounted_and_returned);
