@@ -342,6 +342,17 @@ static void store_edge(void *user, uint64_t src, uint64_t dst)
         fprintf(stderr, "weft run: store: %s\n", weft_last_error());
 }
 
+/* A call sent (error NULL) or failed: its status in the store, so that
+ * `weft runs` counts failed calls and shows which were running. */
+static void store_status(void *user, uint64_t key, const char *error)
+{
+    run_store *rs = user;
+    char k[17];
+    key_hex(key, k);
+    if (weft_store_call_set_status(rs->st, rs->run, k, error ? WEFT_CALL_FAILED : WEFT_CALL_RUNNING, error) < 0)
+        fprintf(stderr, "weft run: store: %s\n", weft_last_error());
+}
+
 static void store_record(void *user, uint64_t key, const char *value, size_t len,
                          const orch_call_info *ci)
 {
@@ -642,6 +653,7 @@ int cmd_run(int argc, char **argv)
     if (rs.st && run_record(&op, &rs, &prev, script, abs, hash, args) < 0) goto out;
     if (rs.st) {
         orch_hooks h = {.lookup = store_lookup, .record = store_record, .edge = store_edge,
+                        .status = store_status,
                         .user = &rs};
         orch_set_hooks(s.o, &h);
     }

@@ -217,6 +217,7 @@ static int var_add_user(orch *o, int32_t var, int32_t call)
 }
 
 static void call_fail_self(orch *o, ocall *c, const char *fmt_, ...) WEFT_PRINTF(3, 4);
+static uint64_t index_key(const ocall *c, int32_t i);
 
 /* The ready calls are a binary min-heap of ids (creation order is a
  * topological order: lowest first). A call that fails while in it stays
@@ -375,6 +376,8 @@ static void call_fail_self(orch *o, ocall *c, const char *fmt_, ...)
     for (int32_t i = 0; i < c->n_out; i++) {
         if (o->vars[c->out + i]->state != ORCH_VAR_PENDING) continue; /* finished earlier */
         char *root = fmt("call '%s' (#%d) failed: %s", c->name, c->id, why);
+        if (o->hooks.status && c->kind == KIND_LLM && c->key)
+            o->hooks.status(o->hooks.user, index_key(c, i), root ? root : why);
         var_fail(o, c->out + i, root, root ? root : why);
     }
 }
@@ -829,6 +832,7 @@ static void submit(orch *o, pending_sub *s)
     }
     o->n_engine++;
     o->st.n_submitted++;
+    for (int32_t i = 0; o->hooks.status && i < c->n_out; i++) o->hooks.status(o->hooks.user, index_key(c, i), NULL);
 }
 
 static int cmp_sub(const void *a, const void *b)
@@ -1122,6 +1126,7 @@ static void index_fail(orch *o, ocall *c, int32_t i, const char *why)
     c->any_failed = true;
     char *root = c->n_out > 1 ? fmt("call '%s' (#%d) failed (completion %d): %s", c->name, c->id, i, why)
                               : fmt("call '%s' (#%d) failed: %s", c->name, c->id, why);
+    if (o->hooks.status && c->key) o->hooks.status(o->hooks.user, index_key(c, i), root ? root : why);
     var_fail(o, c->out + i, root, root ? root : why);
 }
 

@@ -124,6 +124,10 @@ typedef struct orch_hooks {
     /* Optional, before lookup: the output of the LLM call keyed src feeds the
      * call keyed dst (through joins too) — the run's graph. */
     void (*edge)(void *user, uint64_t src, uint64_t dst);
+    /* Optional: the completion keyed key was sent to the engine (error NULL)
+     * or failed (error: its message, borrowed). A call that fails before it
+     * is rendered (an input failed) has no key and is not reported. */
+    void (*status)(void *user, uint64_t key, const char *error);
     void *user;
 } orch_hooks;
 

@@ -594,6 +594,41 @@ TEST(join_lattices_and_long_chains_stay_linear)
     rig_close(&r);
 }
 
+static int n_sent, n_failed_status;
+static char failed_msg[256];
+static void count_status(void *u, uint64_t key, const char *error)
+{
+    (void)u, (void)key;
+    if (!error) {
+        n_sent++;
+        return;
+    }
+    n_failed_status++;
+    snprintf(failed_msg, sizeof failed_msg, "%s", error);
+}
+
+/* The status hook hears of every completion sent to the engine and of every
+ * rendered call that fails (the store marks them running or failed). */
+TEST(status_hook_reports_sent_and_failed_calls)
+{
+    rig r;
+    ASSERT_EQ_INT(rig_open(&r, 4, false), 0);
+    orch_hooks h = {.status = count_status};
+    orch_set_hooks(r.o, &h);
+    const char *script =
+        "local bad = weft.fn{template = 'x {{a}}{{b}}', outputs = {b = {max_tokens = 100000}}, name = 'toolong'}\n"
+        "local ok = weft.fn{template = 'y {{a}}{{b}}', outputs = {b = {max_tokens = 2, n = 2}}, name = 'fine'}\n"
+        "local v = ok{a = 'the'}\n"
+        "local b = bad{a = 'x'}\n"
+        "weft.gather(v)\n"
+        "pcall(b.get, b)\n";
+    ASSERT_EQ_INT(dsl_run_string(r.d, script, "=status"), 0);
+    ASSERT_EQ_INT(n_sent, 2); /* the two completions of 'fine' */
+    ASSERT_EQ_INT(n_failed_status, 1);
+    ASSERT(strstr(failed_msg, "call 'toolong.b'") != NULL);
+    rig_close(&r);
+}
+
 TEST(bad_lua_arguments_are_errors_not_crashes)
 {
     rig r;
@@ -697,6 +732,7 @@ int main(void)
     RUN(streams_give_whole_values_and_their_errors_fail_the_run);
     RUN(sandboxed_scripts_cannot_use_the_weft_module_to_escape_their_caps);
     RUN(join_lattices_and_long_chains_stay_linear);
+    RUN(status_hook_reports_sent_and_failed_calls);
     RUN(bad_lua_arguments_are_errors_not_crashes);
     weft_model_free(model);
     unlink(path);
