@@ -44,6 +44,7 @@ typedef struct req {
     char *text;         /* generated text, for stop strings */
     size_t text_len, text_cap, emitted;
     bool stop_hit;      /* a stop string completed: nothing after it is output */
+    bool admitted;      /* had a slot once: a re-admission after preemption does not count again */
     tok_utf8_stream us;
     int32_t index;      /* which completion of its request */
     struct req *sibs;   /* completions 1..n-1, waiting for this one's prompt */
@@ -69,6 +70,8 @@ struct weft_engine {
     struct reprio { uint64_t id; int32_t priority; } *reprios; /* under mu */
     int n_reprios, cap_reprios;
     int32_t n_pending;  /* incoming + waiting + running, under mu */
+    bool settled;       /* n_pending reached 0 and the statistics were published
+                           since (under mu): what weft_engine_wait_idle waits for */
     bool stop;
     bool trace; /* WEFT_TRACE set: trace_step after every forward pass */
     uint64_t next_id;
@@ -148,20 +151,22 @@ static void req_finish(weft_engine *e, req *r, int status, const char *finish)
     req_free(r);
 }
 
-enum { KEEP_NONE, KEEP_PROMPT, KEEP_ALL };
+enum { KEEP_NONE, KEEP_PROMPT };
 
-/* Drops a running request's sequence, keeping full blocks in the index:
- * KEEP_ALL (a preempted request, which comes back for them) every computed
- * one; KEEP_PROMPT (a request that ended) those of its prompt, and of its
- * output too only with params.share_generated — a generated token's KV
- * comes from the decoding kernels and differs in the last bits from the
- * same token's computed as a prompt's, so serving it to a later prompt
- * would make that request's output depend on what the cache held. */
+/* Drops a running request's sequence, keeping full blocks in the index
+ * (KEEP_PROMPT): those of its prompt, and of its output too only with
+ * params.share_generated — a generated token's KV comes from the decoding
+ * kernels and differs in the last bits from the same token's computed as a
+ * prompt's, so serving it to a later prompt would make that request's
+ * output depend on what the cache held. That holds for a preempted request
+ * too: its output's blocks, once in the index, would outlive it and serve
+ * others; it computes its output's KV again, as a prompt, when it comes
+ * back (as it did whenever the blocks were evicted meanwhile). */
 static void release_seq(weft_engine *e, req *r, int keep)
 {
     if (r->seq < 0) return;
     int32_t n_keep = r->n_done;
-    if (keep == KEEP_PROMPT && !e->p.share_generated && n_keep > r->n_prompt) n_keep = r->n_prompt;
+    if (keep != KEEP_NONE && !e->p.share_generated && n_keep > r->n_prompt) n_keep = r->n_prompt;
     if (keep != KEEP_NONE && e->prefix && n_keep >= KV_BLOCK_TOKENS) {
         const int32_t *blocks;
         int32_t nb = weft_seq_blocks(e->ctx, r->seq, &blocks);
@@ -274,6 +279,11 @@ int weft_engine_submit(weft_engine *e, const weft_request *rq, weft_event_cb cb,
     }
     r->cb = cb;
     r->user = user;
+    if (e->p.max_waiting > 0 && n > e->p.max_waiting + e->n_slots) { /* could never be queued */
+        req_free_all(r);
+        return weft_error(WEFT_EINVAL, "n = %d completions: this engine takes at most %d at once "
+                          "(running slots + waiting queue)", n, e->p.max_waiting + e->n_slots);
+    }
     pthread_mutex_lock(&e->mu);
     if (e->stop || (e->p.max_waiting > 0 && e->n_pending + n > e->p.max_waiting + e->n_slots)) {
         const bool stopping = e->stop;
@@ -289,6 +299,7 @@ int weft_engine_submit(weft_engine *e, const weft_request *rq, weft_event_cb cb,
     while (*pp) pp = &(*pp)->next;
     *pp = r;
     e->n_pending += n;
+    e->settled = false;
     e->st.n_requests++;
     if (id) *id = r->id;
     pthread_cond_signal(&e->wake);
@@ -477,7 +488,8 @@ static void admit(weft_engine *e)
             }
             weft_free(blocks);
         }
-        if (r->n_generated == 0) { /* not a re-admission after preemption */
+        if (!r->admitted) { /* not a re-admission after preemption (maybe mid-prefill) */
+            r->admitted = true;
             r->n_cached = r->n_done;
             e->lst.n_prompt_tokens += r->n_prompt;
             e->lst.n_cached_tokens += r->n_done < r->n_prompt ? r->n_done : r->n_prompt;
@@ -499,7 +511,7 @@ static bool preempt_one(weft_engine *e)
             victim = r;
     }
     if (!victim || n_running < 2) return false;
-    release_seq(e, victim, KEEP_ALL);
+    release_seq(e, victim, KEEP_PROMPT);
     waiting_insert(e, victim);
     e->lst.n_preempted++;
     return true;
@@ -796,7 +808,10 @@ static void *engine_main(void *arg)
         step(e);
         publish_stats(e);
         pthread_mutex_lock(&e->mu);
-        if (e->n_pending == 0) pthread_cond_broadcast(&e->idle);
+        if (e->n_pending == 0) {
+            e->settled = true;
+            pthread_cond_broadcast(&e->idle);
+        }
         pthread_mutex_unlock(&e->mu);
     }
 }
@@ -810,6 +825,7 @@ int weft_engine_create(const weft_model *m, const weft_engine_params *p, weft_en
     if (!e) return weft_error(WEFT_ENOMEM, "out of memory");
     e->m = m;
     e->p = p ? *p : weft_engine_default_params();
+    e->settled = true; /* idle, nothing to publish */
     const char *tr = getenv("WEFT_TRACE");
     e->trace = tr && *tr && strcmp(tr, "0") != 0;
     int rc = weft_ctx_create(m, &e->p.ctx, &e->ctx);
@@ -904,6 +920,8 @@ weft_engine_stats weft_engine_get_stats(weft_engine *e)
 void weft_engine_wait_idle(weft_engine *e)
 {
     pthread_mutex_lock(&e->mu);
-    while (e->n_pending > 0) pthread_cond_wait(&e->idle, &e->mu);
+    /* not only n_pending == 0: the step that finished the last request
+     * publishes its statistics after the final events */
+    while (e->n_pending > 0 || !e->settled) pthread_cond_wait(&e->idle, &e->mu);
     pthread_mutex_unlock(&e->mu);
 }

@@ -319,6 +319,62 @@ TEST(priority_can_be_raised_while_waiting)
     weft_engine_destroy(e);
 }
 
+static int32_t n_got(collected *c)
+{
+    pthread_mutex_lock(&collect_mu);
+    const int32_t n = c->n;
+    pthread_mutex_unlock(&collect_mu);
+    return n;
+}
+
+/* Preemption keeps the prefix cache to prompt KV too: after A (32-token
+ * prompt, 80 tokens) was preempted by a higher-priority B in a pool too
+ * small for both, a prompt made of A's prompt and 48 of its tokens finds
+ * only A's prompt blocks (it found A's output blocks, decode-computed, and
+ * its result depended on the preemption). A request preempted in its
+ * prefill counts its prompt once; an n no engine queue can ever take is an
+ * error, not "busy"; wait_idle returns with the statistics published. */
+TEST(preemption_shares_no_generated_kv_and_counts_once)
+{
+    weft_engine *e = engine(2, 128, 10, true);
+    ASSERT(e != NULL);
+    static int32_t a[32], b[16], c[80];
+    random_prompt(a, 32, NULL, 0);
+    random_prompt(b, 16, NULL, 0);
+    collected ga = {0}, gb = {0}, gc = {0};
+    weft_request ra = greedy_req(a, 32, 80);
+    ASSERT_EQ_INT(weft_engine_submit(e, &ra, collect_cb, &ga, NULL), 0);
+    while (n_got(&ga) < 20) usleep(200);
+    weft_request rb = greedy_req(b, 16, 80);
+    rb.priority = 1;
+    ASSERT_EQ_INT(weft_engine_submit(e, &rb, collect_cb, &gb, NULL), 0);
+    weft_engine_wait_idle(e);
+    const weft_engine_stats st = weft_engine_get_stats(e);
+    fprintf(stderr, "  A preempted %lld times\n", (long long)st.n_preempted);
+    ASSERT(st.n_preempted >= 1);
+    ASSERT_EQ_INT(ga.n, 80);
+    ASSERT_EQ_INT(st.n_prompt_tokens, 32 + 16); /* each prompt once, however often readmitted */
+    memcpy(c, a, sizeof a);
+    memcpy(c + 32, ga.toks, 48 * sizeof *c);
+    weft_request rc = greedy_req(c, 80, 4);
+    ASSERT_EQ_INT(weft_engine_submit(e, &rc, collect_cb, &gc, NULL), 0);
+    weft_engine_wait_idle(e);
+    ASSERT_EQ_INT(gc.n_cached, 32);
+    ASSERT_EQ_INT(weft_engine_get_stats(e).n_finished, 3); /* published before wait_idle returned */
+    weft_engine_destroy(e);
+
+    weft_engine_params p = weft_engine_default_params();
+    p.ctx.n_seq_max = 2;
+    p.ctx.n_ctx = 64;
+    p.max_waiting = 1;
+    ASSERT_EQ_INT(weft_engine_create(model, &p, &e), 0);
+    weft_request rn = greedy_req(b, 16, 2);
+    rn.n = 4;
+    ASSERT_EQ_INT(weft_engine_submit(e, &rn, collect_cb, &gc, NULL), WEFT_EINVAL);
+    ASSERT(strstr(weft_last_error(), "at most 3") != NULL);
+    weft_engine_destroy(e);
+}
+
 TEST(bad_requests_fail_alone)
 {
     weft_engine *e = engine(2, 64, 8, true);
@@ -433,6 +489,7 @@ int main(void)
     RUN(text_held_back_for_a_stop_string_is_output_at_the_end);
     RUN(n_completions_fork_one_prefill);
     RUN(priority_can_be_raised_while_waiting);
+    RUN(preemption_shares_no_generated_kv_and_counts_once);
     RUN(bad_requests_fail_alone);
     RUN(random_requests_and_cancellations_leak_nothing);
     weft_model_free(model);
