@@ -16,10 +16,12 @@
  * evhttp_send_* call that ends the job.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
 #include <getopt.h>
@@ -58,7 +60,9 @@ static void usage(FILE *f)
             "      --prefill-cap N      prompt tokens per pass while requests decode (default 64;\n"
             "                           0 = up to --batch: more throughput, slower tokens)\n"
             "      --kv-mem MB          KV cache size (default: parallel x ctx)\n"
-            "      --max-queue N        requests waiting beyond --parallel before 429 (default 256)\n"
+            "      --max-queue N        requests waiting beyond --parallel before 429 (default 256;\n"
+            "                           0 = no limit); a request whose n choices could never fit\n"
+            "                           in --parallel + --max-queue is a 400, not a 429\n"
             "      --max-body BYTES     request body limit, 413 beyond (default 1048576)\n"
             "      --no-prefix-cache    do not share KV blocks between equal prompt prefixes\n"
             "      --share-generated    also serve a finished request's generated tokens' KV\n"
@@ -368,14 +372,30 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
     job_cancel(j);
 }
 
-/* The peer of a non-streamed request closed its socket (EV_CLOSED). evhttp
- * does not read a connection while its request is being answered, so it
- * would only notice when the reply is written; without this, a client that
- * gives up on a long completion would keep the engine busy to the end. */
+/* The peer of a non-streamed request closed its socket (EV_CLOSED) or reset
+ * it. evhttp does not read a connection while its request is being
+ * answered, so it would only notice when the reply is written; without
+ * this, a client that gives up on a long completion would keep the engine
+ * busy to the end. A reset reaches libevent's epoll backend as
+ * EPOLLERR|EPOLLHUP, which it reports as EV_READ, never EV_CLOSED: so the
+ * watch is for both, and a readable socket is peeked — data is a pipelined
+ * request (the watch ends: the reply's write will tell), end of file or an
+ * error is a peer gone. */
 static void on_hangup(evutil_socket_t fd, short what, void *arg)
 {
     job *j = arg;
-    (void)fd, (void)what;
+    if (!(what & EV_CLOSED)) {
+        char c;
+        const ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n > 0) {
+            job_unwatch(j);
+            return;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            if (event_add(j->hangup, NULL) != 0) job_unwatch(j); /* spurious: watch on */
+            return;
+        }
+    }
     job_unwatch(j);
     if (j->gone) return;
     if (j->s->verbose) fprintf(stderr, "weft serve: %s %s: client gone\n", j->route, j->id);
@@ -392,7 +412,7 @@ static void job_watch(job *j, struct evhttp_request *req)
     struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
     const evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
     if (fd < 0) return;
-    j->hangup = event_new(j->s->base, fd, EV_CLOSED, on_hangup, j);
+    j->hangup = event_new(j->s->base, fd, EV_READ | EV_CLOSED, on_hangup, j);
     if (j->hangup && event_add(j->hangup, NULL) != 0) job_unwatch(j);
 }
 
@@ -556,6 +576,12 @@ static void job_start_stream(job *j)
     struct evkeyvalq *h = evhttp_request_get_output_headers(j->req);
     evhttp_add_header(h, "Content-Type", "text/event-stream");
     evhttp_add_header(h, "Cache-Control", "no-cache");
+    /* HTTP/1.0 has no chunked encoding: a stream ends when the connection
+     * does. For "Connection: keep-alive" libevent would send Content-Length:
+     * 0 and keep it open; without the header it sends neither and closes it
+     * (the version is only in http_struct.h in libevent 2.1). */
+    if (j->req->major == 1 && j->req->minor == 0)
+        evhttp_remove_header(evhttp_request_get_input_headers(j->req), "Connection");
     evhttp_send_reply_start(j->req, 200, "OK");
     j->started = true;
     j->s->m.streams_open++;

@@ -245,6 +245,46 @@ def test_full_queue_gets_429():
         check(small.stop() == 0, "small server exits 0")
 
 
+def test_reset_connections_cancel_and_http10_streams_close():
+    """A client that resets its socket mid-request (RST, not FIN) is gone:
+    the request is cancelled (libevent reports a reset as readable, not as
+    closed; it once ran to its end while the loop spun on the socket). An
+    HTTP/1.0 stream asked to keep alive ends by closing, without a false
+    Content-Length: 0."""
+    import json
+    import socket
+    import struct
+    import time
+    before = srv.metrics()
+    body = json.dumps({"model": "m", "prompt": "Tell me a story", "max_tokens": 300,
+                       "ignore_eos": True}).encode()
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
+              b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    time.sleep(0.5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    m = srv.wait_idle()
+    check(m["weft_requests_cancelled_total"] == before["weft_requests_cancelled_total"] + 1,
+          f"reset request cancelled: {before['weft_requests_cancelled_total']} -> {m['weft_requests_cancelled_total']}")
+    body = json.dumps({"model": "m", "prompt": "Hi", "max_tokens": 5, "stream": True}).encode()
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.settimeout(60)
+    s.sendall(b"POST /v1/completions HTTP/1.0\r\nConnection: keep-alive\r\nAuthorization: Bearer " +
+              KEY.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+              % len(body) + body)
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    s.close()
+    head = data.split(b"\r\n\r\n")[0].decode().lower()
+    check("content-length" not in head and b"data: [DONE]" in data,
+          f"HTTP/1.0 stream closes without Content-Length: {head!r}")
+
+
 def test_metrics_after_all_that():
     m = srv.wait_idle()
     check(m["weft_kv_blocks_used"] == m["weft_kv_blocks_cached"], f"KV blocks leaked: {m}")
@@ -261,4 +301,5 @@ H.main([test_models_lists_the_model, test_greedy_completion_equals_weft_generate
         test_chat_stream_opens_with_the_role, test_usage_counts_tokens, test_chat_logprobs,
         test_n_choices_and_seed_reproducibility, test_stop_strings,
         test_bad_requests_get_openai_errors, test_full_queue_gets_429,
+        test_reset_connections_cancel_and_http10_streams_close,
         test_metrics_after_all_that], srv)
