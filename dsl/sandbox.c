@@ -162,6 +162,16 @@ static int safe_collectgarbage(lua_State *L)
     return luaL_error(L, "collectgarbage('%s') is not allowed in the sandbox", opt);
 }
 
+/* The function in upvalue 1 (the wrapped library function, or a script's
+ * handler) on all the arguments; its first result. */
+static int call_original(lua_State *L)
+{
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
 /* Lua runs a message handler at the point of the error. When the error is the
  * budget's, raised from the count hook, hooks are still off there (Lua
  * re-enables them only when the error unwinds), so a Lua handler would run
@@ -172,10 +182,7 @@ static int xpcall_handler(lua_State *L)
 {
     sandbox *sb = sandbox_of(L);
     if (sb && budget_spent(sb)) return 1; /* the error object as it is */
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    return call_original(L);
 }
 
 static int xpcall_done(lua_State *L, int status, lua_KContext ctx)
@@ -214,10 +221,7 @@ static int safe_setmetatable(lua_State *L)
         if (t != LUA_TNIL)
             return luaL_error(L, "setmetatable: __gc metamethods are not allowed in the sandbox");
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    return call_original(L);
 }
 
 /* coroutine.create and coroutine.wrap, charged: a new thread starts a fresh
@@ -233,10 +237,7 @@ static int charged_thread(lua_State *L)
         sb->instr_used += (uint64_t)sb->granularity;
         if (budget_spent(sb)) return raise_spent(L, sb);
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    return call_original(L);
 }
 
 /* print() that counts what it writes against the state's output limit
