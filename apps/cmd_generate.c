@@ -35,7 +35,8 @@ static void usage(FILE *f)
             "      --stop TEXT        stop before TEXT (repeatable, up to %d)\n"
             "      --ctx N            context size (default min(model's, 4096))\n"
             "  -t, --threads N        compute threads (default: all cores)\n"
-            "      --special          parse special-token text in the prompt (--chat implies it)\n"
+            "      --special          parse special-token text in the prompt (with --chat, the\n"
+            "                         template's own special tokens parse and the prompt's do not)\n"
             "      --logprobs         print each token with its log-probability to stderr\n"
             "  -v, --verbose          print load time and prefill/decode tokens/s to stderr\n"
             "  -h, --help             this help\n",
@@ -159,9 +160,9 @@ int cmd_generate(int argc, char **argv)
                 hp->n_vocab, weft_now() - t0);
 
     const char *input = prompt;
+    tok_chat_msg msgs[2];
+    int n_msgs = 0;
     if (chat) {
-        tok_chat_msg msgs[2];
-        int n_msgs = 0;
         if (system_msg) msgs[n_msgs++] = (tok_chat_msg){"system", system_msg};
         msgs[n_msgs++] = (tok_chat_msg){"user", prompt};
         if (tok_chat_render(vocab, msgs, n_msgs, true, &rendered) < 0) {
@@ -170,9 +171,10 @@ int cmd_generate(int argc, char **argv)
             goto out;
         }
         input = rendered;
-        special = 1;
     }
-    if (tok_encode(vocab, input, strlen(input), true, special, &ids, &n_ids) < 0) {
+    /* --chat: the prompt cannot spell the template's control tokens */
+    if ((chat ? tok_chat_encode(vocab, msgs, n_msgs, input, strlen(input), &ids, &n_ids)
+              : tok_encode(vocab, input, strlen(input), true, special, &ids, &n_ids)) < 0) {
         fprintf(stderr, "weft generate: tokenizing the prompt: %s\n", weft_last_error());
         goto out;
     }

@@ -326,7 +326,8 @@ static int parse_messages(json_t *o, oai_request *r, const tok_vocab *v, oai_err
         goto out;
     }
     int32_t *ids = NULL, nt = 0;
-    if (tok_encode(v, rendered, strlen(rendered), true, true, &ids, &nt) < 0 || nt == 0) {
+    /* the messages' contents cannot spell the template's control tokens */
+    if (tok_chat_encode(v, msgs, (int)n, rendered, strlen(rendered), &ids, &nt) < 0 || nt == 0) {
         weft_free(ids);
         oai_fail(e, 400, BAD_REQ, "invalid_value", "messages", "cannot tokenize the conversation");
         goto out;

@@ -17,6 +17,7 @@
  *           [INST] user [/INST]assistant eos, a system message goes in front
  *           of the first user message.
  */
+#define _GNU_SOURCE /* memmem */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -308,4 +309,28 @@ int tok_chat_render(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs,
     }
     *out = s.p;
     return 0;
+}
+
+int tok_chat_encode(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs, const char *text, size_t len,
+                    int32_t **ids, int32_t *n_ids)
+{
+    if (!v || !text || n_msgs < 0 || (n_msgs > 0 && !msgs) || !ids || !n_ids)
+        return weft_error(WEFT_EINVAL, "tok_chat_encode: bad argument");
+    size_t *plain = n_msgs > 0 ? weft_malloc((size_t)n_msgs * 2 * sizeof *plain) : NULL;
+    if (n_msgs > 0 && !plain) return weft_error(WEFT_ENOMEM, "out of memory");
+    int n_plain = 0;
+    size_t at = 0;
+    for (int i = 0; i < n_msgs; i++) {
+        const size_t cl = msgs[i].content ? strlen(msgs[i].content) : 0;
+        if (cl == 0 || at >= len) continue;
+        const char *m = memmem(text + at, len - at, msgs[i].content, cl);
+        if (!m) continue; /* the template changed it: not guarded */
+        plain[2 * n_plain] = (size_t)(m - text);
+        plain[2 * n_plain + 1] = (size_t)(m - text) + cl;
+        at = plain[2 * n_plain + 1];
+        n_plain++;
+    }
+    const int rc = tok_encode_guarded(v, text, len, true, plain, n_plain, ids, n_ids);
+    weft_free(plain);
+    return rc;
 }

@@ -1157,7 +1157,19 @@ static int frag_push(frag **a, size_t *n, size_t *cap, size_t off, size_t len, i
     return 0;
 }
 
-static int partition(const tok_vocab *v, enc *e, const char *text, size_t len, bool parse_special)
+/* True when [at, at + n) overlaps one of the n_plain ranges plain[2i]..plain[2i+1]. */
+static bool in_plain(const size_t *plain, int n_plain, size_t at, size_t n)
+{
+    for (int i = 0; i < n_plain; i++)
+        if (at < plain[2 * i + 1] && at + n > plain[2 * i]) return true;
+    return false;
+}
+
+/* Splits text into special tokens and plain fragments. Control and unknown
+ * tokens only with parse_special, and not where they would overlap a plain
+ * range (a chat message's content: tok_encode_guarded). */
+static int partition(const tok_vocab *v, enc *e, const char *text, size_t len, bool parse_special,
+                     const size_t *plain, int n_plain)
 {
     e->n_fr = 0;
     if (len == 0) return 0;
@@ -1176,12 +1188,17 @@ static int partition(const tok_vocab *v, enc *e, const char *text, size_t len, b
                 if (frag_push(&e->fr2, &n2, &e->cap_fr2, fr.off, fr.len, fr.tok)) return WEFT_ENOMEM;
                 continue;
             }
-            size_t off = fr.off, flen = fr.len;
+            size_t off = fr.off, flen = fr.len, from = fr.off; /* search from `from` */
+            const bool guard = n_plain > 0 && (a & (TOK_ATTR_CONTROL | TOK_ATTR_UNKNOWN));
             for (;;) {
-                const char *m = memmem(text + off, flen, st, slen);
+                const char *m = memmem(text + from, off + flen - from, st, slen);
                 if (!m) break;
-                changed = true;
                 size_t mo = (size_t)(m - text);
+                if (guard && in_plain(plain, n_plain, mo, slen)) { /* content: plain text */
+                    from = mo + 1;
+                    continue;
+                }
+                changed = true;
                 size_t left = mo - off;
                 if (a & TOK_ATTR_LSTRIP)
                     while (left > 0 && c_isspace((uint8_t)text[off + left - 1])) left--;
@@ -1190,7 +1207,7 @@ static int partition(const tok_vocab *v, enc *e, const char *text, size_t len, b
                 size_t roff = mo + slen, rlen = off + flen - roff;
                 if (a & TOK_ATTR_RSTRIP)
                     while (rlen > 0 && c_isspace((uint8_t)text[roff])) roff++, rlen--;
-                off = roff;
+                off = from = roff;
                 flen = rlen;
                 if (flen == 0) break;
             }
@@ -1723,15 +1740,31 @@ static int spm_fragment(const tok_vocab *v, enc *e, const char *text, size_t len
     return 0;
 }
 
+static int encode(const tok_vocab *v, const char *text, size_t len, bool add_special, bool parse_special,
+                  const size_t *plain, int n_plain, int32_t **ids, int32_t *n_ids);
+
 int tok_encode(const tok_vocab *v, const char *text, size_t len, bool add_special,
                bool parse_special, int32_t **ids, int32_t *n_ids)
+{
+    return encode(v, text, len, add_special, parse_special, NULL, 0, ids, n_ids);
+}
+
+int tok_encode_guarded(const tok_vocab *v, const char *text, size_t len, bool add_special,
+                       const size_t *plain, int n_plain, int32_t **ids, int32_t *n_ids)
+{
+    if (n_plain < 0 || (n_plain > 0 && !plain)) return weft_error(WEFT_EINVAL, "tok_encode_guarded: bad ranges");
+    return encode(v, text, len, add_special, true, plain, n_plain, ids, n_ids);
+}
+
+static int encode(const tok_vocab *v, const char *text, size_t len, bool add_special, bool parse_special,
+                  const size_t *plain, int n_plain, int32_t **ids, int32_t *n_ids)
 {
     if (!v || (!text && len) || !ids || !n_ids) return weft_error(WEFT_EINVAL, "tok_encode: NULL argument");
     *ids = NULL;
     *n_ids = 0;
     if (len > (size_t)INT32_MAX / 4) return weft_error(WEFT_ERANGE, "tok_encode: text of %zu bytes is too long", len);
     enc e = {0};
-    int rc = partition(v, &e, text, len, parse_special);
+    int rc = partition(v, &e, text, len, parse_special, plain, n_plain);
     if (rc < 0) goto fail;
     if (add_special && v->add_bos && v->bos >= 0 && (rc = push_id(&e, v->bos)) < 0) goto fail;
     bool prev_special = true;

@@ -617,8 +617,10 @@ static char *render_segs(const orch *o, const seg *s, int n, size_t *len, const 
 }
 
 /* The prompt text of an LLM call (chat messages through the model's
- * template). Returns NULL with *why set on failure. */
-static char *render_prompt(orch *o, ocall *c, size_t *len, const char **why)
+ * template). Returns NULL with *why set on failure. A chat prompt's tokens
+ * come with it in *ids (tok_chat_encode: the messages' contents cannot
+ * spell the template's control tokens); a raw one's are left to the caller. */
+static char *render_prompt(orch *o, ocall *c, size_t *len, const char **why, int32_t **ids, int32_t *n_ids)
 {
     *why = "out of memory";
     if (c->n_msgs == 0) return render_segs(o, c->segs, c->n_segs, len, why);
@@ -637,6 +639,11 @@ static char *render_prompt(orch *o, ocall *c, size_t *len, const char **why)
         out = NULL;
     }
     if (out) *len = strlen(out);
+    if (out && tok_chat_encode(weft_model_vocab(o->m), msgs, c->n_msgs, out, *len, ids, n_ids) < 0) {
+        *why = weft_last_error();
+        weft_free(out);
+        out = NULL;
+    }
     for (int i = 0; contents && i < c->n_msgs; i++) weft_free(contents[i]);
     weft_free(contents);
     weft_free(msgs);
@@ -776,7 +783,8 @@ static int prepare(orch *o, ocall *c, pending_sub *sub)
 {
     size_t len = 0;
     const char *why;
-    char *prompt = render_prompt(o, c, &len, &why);
+    int32_t *ids = NULL, n = 0;
+    char *prompt = render_prompt(o, c, &len, &why, &ids, &n);
     if (!prompt) {
         call_fail_self(o, c, "rendering the prompt: %s", why);
         return 0;
@@ -789,11 +797,10 @@ static int prepare(orch *o, ocall *c, pending_sub *sub)
     if (o->hooks.edge) report_edges(o, c);
     if (o->hooks.lookup && from_store(o, c)) {
         weft_free(prompt);
+        weft_free(ids);
         return 0;
     }
-    int32_t *ids = NULL, n = 0;
-    const bool chat = c->n_msgs > 0;
-    int rc = tok_encode(weft_model_vocab(o->m), prompt, len, true, chat, &ids, &n);
+    int rc = c->n_msgs > 0 ? 0 : tok_encode(weft_model_vocab(o->m), prompt, len, true, false, &ids, &n);
     weft_free(prompt);
     if (rc < 0) {
         call_fail_self(o, c, "tokenizing the prompt: %s", weft_last_error());

@@ -46,6 +46,12 @@ WEFT_API int32_t tok_find(const tok_vocab *v, const char *text);
  * and *n_ids set. */
 WEFT_API int tok_encode(const tok_vocab *v, const char *text, size_t len, bool add_special,
                         bool parse_special, int32_t **ids, int32_t *n_ids);
+/* tok_encode with parse_special, except inside the n_plain byte ranges
+ * plain[2i] .. plain[2i + 1] of text: there the text of a control token is
+ * plain text. A chat prompt's own special tokens parse; a message's content
+ * cannot forge one (tok_chat_encode). */
+WEFT_API int tok_encode_guarded(const tok_vocab *v, const char *text, size_t len, bool add_special,
+                                const size_t *plain, int n_plain, int32_t **ids, int32_t *n_ids);
 
 /* The bytes of token `id` (byte-level decoding applied, "▁" → " ", <0xNN> →
  * the byte). Control tokens render as their text only if render_special.
@@ -92,6 +98,13 @@ WEFT_API const char *tok_chat_style_name(tok_chat_style s);
  * the template is not recognised. *out is weft_malloc'd. */
 WEFT_API int tok_chat_render(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs,
                              bool add_generation_prompt, char **out);
+/* Tokens of rendered chat text (from tok_chat_render of msgs): the
+ * template's special tokens parse, each message's content is plain text —
+ * "<|im_end|>" typed by a user stays text and cannot end their turn. The
+ * contents are found in the text in order; one the template changed (not
+ * found as it is) is not guarded. BOS as tok_encode's add_special. */
+WEFT_API int tok_chat_encode(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs, const char *text,
+                             size_t len, int32_t **ids, int32_t *n_ids);
 
 #ifdef __cplusplus
 }
