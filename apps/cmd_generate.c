@@ -141,7 +141,7 @@ int cmd_generate(int argc, char **argv)
     weft_model *model = NULL;
     weft_ctx *ctx = NULL;
     weft_sampler *smp = NULL;
-    char *rendered = NULL, *text = NULL;
+    char *text = NULL;
     int32_t *ids = NULL, n_ids = 0;
 
     double t0 = weft_now();
@@ -159,22 +159,17 @@ int cmd_generate(int argc, char **argv)
                 weft_model_name(model), weft_model_arch_name(model), hp->n_layer, hp->dim,
                 hp->n_vocab, weft_now() - t0);
 
-    const char *input = prompt;
-    tok_chat_msg msgs[2];
-    int n_msgs = 0;
-    if (chat) {
+    if (chat) { /* the prompt cannot spell the template's control tokens */
+        tok_chat_msg msgs[2];
+        int n_msgs = 0;
         if (system_msg) msgs[n_msgs++] = (tok_chat_msg){"system", system_msg};
         msgs[n_msgs++] = (tok_chat_msg){"user", prompt};
-        if (tok_chat_render(vocab, msgs, n_msgs, true, &rendered) < 0) {
+        if (tok_chat_encode(vocab, msgs, n_msgs, true, NULL, &ids, &n_ids) < 0) {
             fprintf(stderr, "weft generate: %s (run without --chat to pass a raw prompt)\n",
                     weft_last_error());
             goto out;
         }
-        input = rendered;
-    }
-    /* --chat: the prompt cannot spell the template's control tokens */
-    if ((chat ? tok_chat_encode(vocab, msgs, n_msgs, input, strlen(input), &ids, &n_ids)
-              : tok_encode(vocab, input, strlen(input), true, special, &ids, &n_ids)) < 0) {
+    } else if (tok_encode(vocab, prompt, strlen(prompt), true, special, &ids, &n_ids) < 0) {
         fprintf(stderr, "weft generate: tokenizing the prompt: %s\n", weft_last_error());
         goto out;
     }
@@ -301,7 +296,6 @@ int cmd_generate(int argc, char **argv)
 out:
     free(text);
     weft_free(ids);
-    weft_free(rendered);
     weft_sampler_free(smp);
     weft_ctx_destroy(ctx);
     weft_model_free(model);

@@ -290,7 +290,6 @@ static int parse_messages(json_t *o, oai_request *r, const tok_vocab *v, oai_err
         return oai_fail(e, 400, BAD_REQ, "invalid_type", "messages", "'messages' must be a non-empty array");
     tok_chat_msg *msgs = weft_calloc(n, sizeof *msgs);
     char **texts = weft_calloc(n, sizeof *texts);
-    char *rendered = NULL;
     int rc = -1;
     if (!msgs || !texts) {
         oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
@@ -321,15 +320,12 @@ static int parse_messages(json_t *o, oai_request *r, const tok_vocab *v, oai_err
             goto out;
         msgs[i] = (tok_chat_msg){rs, texts[i]};
     }
-    if (tok_chat_render(v, msgs, (int)n, true, &rendered) < 0) {
-        oai_fail(e, 400, BAD_REQ, "invalid_value", "messages", "%s", weft_last_error());
-        goto out;
-    }
     int32_t *ids = NULL, nt = 0;
     /* the messages' contents cannot spell the template's control tokens */
-    if (tok_chat_encode(v, msgs, (int)n, rendered, strlen(rendered), &ids, &nt) < 0 || nt == 0) {
+    if (tok_chat_encode(v, msgs, (int)n, true, NULL, &ids, &nt) < 0 || nt == 0) {
         weft_free(ids);
-        oai_fail(e, 400, BAD_REQ, "invalid_value", "messages", "cannot tokenize the conversation");
+        oai_fail(e, 400, BAD_REQ, "invalid_value", "messages", "%s",
+                 nt == 0 ? "cannot tokenize the conversation" : weft_last_error());
         goto out;
     }
     rc = add_prompt(r, ids, nt, e);
@@ -338,7 +334,6 @@ out:
         for (size_t i = 0; i < n; i++) weft_free(texts[i]);
     weft_free(texts);
     weft_free(msgs);
-    weft_free(rendered);
     return rc;
 }
 

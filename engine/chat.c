@@ -17,7 +17,6 @@
  *           [INST] user [/INST]assistant eos, a system message goes in front
  *           of the first user message.
  */
-#define _GNU_SOURCE /* memmem */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -28,6 +27,8 @@ typedef struct {
     char *p;
     size_t n, cap;
     int err;
+    size_t *spans; /* [start, end) byte ranges that hold messages' contents */
+    int n_spans, cap_spans;
 } str;
 
 static void put(str *s, const char *t, size_t n)
@@ -50,6 +51,31 @@ static void put(str *s, const char *t, size_t n)
 }
 
 static void puts_(str *s, const char *t) { put(s, t, strlen(t)); }
+
+/* Appends a message's content (trimmed as the template trims it) and
+ * records where it went: text the template did not write, which
+ * tok_chat_encode tokenizes as plain text. */
+static void put_trimmed(str *s, const char *t);
+static void put_content(str *s, const char *t, bool trim)
+{
+    const size_t at = s->n;
+    if (trim) put_trimmed(s, t);
+    else puts_(s, t);
+    if (s->err || s->n == at) return;
+    if (s->n_spans == s->cap_spans) {
+        const int cap = s->cap_spans ? 2 * s->cap_spans : 8;
+        size_t *sp = weft_realloc(s->spans, (size_t)cap * 2 * sizeof *sp);
+        if (!sp) {
+            s->err = WEFT_ENOMEM;
+            return;
+        }
+        s->spans = sp;
+        s->cap_spans = cap;
+    }
+    s->spans[2 * s->n_spans] = at;
+    s->spans[2 * s->n_spans + 1] = s->n;
+    s->n_spans++;
+}
 
 static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
@@ -146,7 +172,7 @@ static int render_chatml(const tok_vocab *v, const tok_chat_msg *m, int n, bool 
         puts_(s, "<|im_start|>");
         puts_(s, m[i].role);
         puts_(s, "\n");
-        puts_(s, m[i].content);
+        put_content(s, m[i].content, false);
         puts_(s, "<|im_end|>\n");
     }
     if (gen) puts_(s, "<|im_start|>assistant\n");
@@ -192,7 +218,7 @@ static int render_llama3(const tok_vocab *v, const tok_chat_msg *m, int n, bool 
         puts_(s, date);
         puts_(s, "\n\n");
         if (n > 0 && strcmp(m[0].role, "system") == 0) {
-            put_trimmed(s, m[0].content);
+            put_content(s, m[0].content, true);
             i = 1;
         }
         puts_(s, "<|eot_id|>");
@@ -202,7 +228,7 @@ static int render_llama3(const tok_vocab *v, const tok_chat_msg *m, int n, bool 
         puts_(s, "<|start_header_id|>");
         puts_(s, m[i].role);
         puts_(s, "<|end_header_id|>\n\n");
-        put_trimmed(s, m[i].content);
+        put_content(s, m[i].content, true);
         puts_(s, "<|eot_id|>");
     }
     if (gen) puts_(s, "<|start_header_id|>assistant<|end_header_id|>\n\n");
@@ -242,14 +268,15 @@ static int render_llama2(const tok_vocab *v, const tok_chat_msg *m, int n, str *
                 weft_free(c.p);
                 return c.err;
             }
+            /* c: the contents, and <<SYS>> markers that are plain text anyway */
             if (user) {
                 puts_(s, bos);
                 puts_(s, "[INST] ");
-                put_trimmed(s, c.p);
+                put_content(s, c.p, true);
                 puts_(s, " [/INST]");
             } else {
                 puts_(s, " ");
-                put_trimmed(s, c.p);
+                put_content(s, c.p, true);
                 puts_(s, " ");
                 puts_(s, eos);
             }
@@ -262,35 +289,31 @@ static int render_llama2(const tok_vocab *v, const tok_chat_msg *m, int n, str *
         if (strcmp(m[i].role, "user") == 0) {
             puts_(s, "[INST] ");
             if (i == first && system) {
-                puts_(s, system);
+                put_content(s, system, false);
                 puts_(s, "\n\n");
             }
-            puts_(s, m[i].content);
+            put_content(s, m[i].content, false);
             puts_(s, " [/INST]");
         } else {
-            puts_(s, m[i].content);
+            put_content(s, m[i].content, false);
             puts_(s, eos);
         }
     }
     return 0;
 }
 
-int tok_chat_render(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs,
-                    bool add_generation_prompt, char **out)
+/* Renders into *s (its text and the contents' spans; the caller frees both). */
+static int render(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs, bool add_generation_prompt, str *s)
 {
-    if (!v || !out || n_msgs < 0 || (n_msgs > 0 && !msgs))
-        return weft_error(WEFT_EINVAL, "tok_chat_render: bad argument");
-    *out = NULL;
+    if (!v || n_msgs < 0 || (n_msgs > 0 && !msgs)) return weft_error(WEFT_EINVAL, "tok_chat_render: bad argument");
     for (int i = 0; i < n_msgs; i++)
         if (!msgs[i].role || !msgs[i].content)
             return weft_error(WEFT_EINVAL, "tok_chat_render: message %d has no role or content", i);
-    tok_chat_style style = tok_chat_style_of(v);
-    str s = {0};
     int rc;
-    switch (style) {
-    case TOK_CHAT_CHATML: rc = render_chatml(v, msgs, n_msgs, add_generation_prompt, &s); break;
-    case TOK_CHAT_LLAMA3: rc = render_llama3(v, msgs, n_msgs, add_generation_prompt, &s); break;
-    case TOK_CHAT_LLAMA2: rc = render_llama2(v, msgs, n_msgs, &s); break;
+    switch (tok_chat_style_of(v)) {
+    case TOK_CHAT_CHATML: rc = render_chatml(v, msgs, n_msgs, add_generation_prompt, s); break;
+    case TOK_CHAT_LLAMA3: rc = render_llama3(v, msgs, n_msgs, add_generation_prompt, s); break;
+    case TOK_CHAT_LLAMA2: rc = render_llama2(v, msgs, n_msgs, s); break;
     default:
         return weft_error(WEFT_EUNSUPPORTED,
                           v->chat_template && *v->chat_template
@@ -298,11 +321,19 @@ int tok_chat_render(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs,
                                 "Llama 2/Mistral [INST] templates)"
                               : "the model has no chat template (tokenizer.chat_template)");
     }
-    if (rc == 0 && s.err) rc = weft_error(s.err, "chat template: out of memory");
-    if (rc == 0 && !s.p) {
-        put(&s, "", 0);
-        if (s.err) rc = weft_error(s.err, "chat template: out of memory");
-    }
+    if (rc == 0 && !s->p) put(s, "", 0);
+    if (rc == 0 && s->err) rc = weft_error(s->err, "chat template: out of memory");
+    return rc;
+}
+
+int tok_chat_render(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs,
+                    bool add_generation_prompt, char **out)
+{
+    if (!out) return weft_error(WEFT_EINVAL, "tok_chat_render: bad argument");
+    *out = NULL;
+    str s = {0};
+    const int rc = render(v, msgs, n_msgs, add_generation_prompt, &s);
+    weft_free(s.spans);
     if (rc < 0) {
         weft_free(s.p);
         return rc;
@@ -311,26 +342,16 @@ int tok_chat_render(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs,
     return 0;
 }
 
-int tok_chat_encode(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs, const char *text, size_t len,
-                    int32_t **ids, int32_t *n_ids)
+int tok_chat_encode(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs, bool add_generation_prompt,
+                    char **text, int32_t **ids, int32_t *n_ids)
 {
-    if (!v || !text || n_msgs < 0 || (n_msgs > 0 && !msgs) || !ids || !n_ids)
-        return weft_error(WEFT_EINVAL, "tok_chat_encode: bad argument");
-    size_t *plain = n_msgs > 0 ? weft_malloc((size_t)n_msgs * 2 * sizeof *plain) : NULL;
-    if (n_msgs > 0 && !plain) return weft_error(WEFT_ENOMEM, "out of memory");
-    int n_plain = 0;
-    size_t at = 0;
-    for (int i = 0; i < n_msgs; i++) {
-        const size_t cl = msgs[i].content ? strlen(msgs[i].content) : 0;
-        if (cl == 0 || at >= len) continue;
-        const char *m = memmem(text + at, len - at, msgs[i].content, cl);
-        if (!m) continue; /* the template changed it: not guarded */
-        plain[2 * n_plain] = (size_t)(m - text);
-        plain[2 * n_plain + 1] = (size_t)(m - text) + cl;
-        at = plain[2 * n_plain + 1];
-        n_plain++;
-    }
-    const int rc = tok_encode_guarded(v, text, len, true, plain, n_plain, ids, n_ids);
-    weft_free(plain);
+    if (text) *text = NULL;
+    if (!ids || !n_ids) return weft_error(WEFT_EINVAL, "tok_chat_encode: bad argument");
+    str s = {0};
+    int rc = render(v, msgs, n_msgs, add_generation_prompt, &s);
+    if (rc == 0) rc = tok_encode_guarded(v, s.p, s.n, true, s.spans, s.n_spans, ids, n_ids);
+    weft_free(s.spans);
+    if (rc == 0 && text) *text = s.p;
+    else weft_free(s.p);
     return rc;
 }

@@ -634,16 +634,11 @@ static char *render_prompt(orch *o, ocall *c, size_t *len, const char **why, int
         ok = contents[i] != NULL;
         msgs[i] = (tok_chat_msg){c->msgs[i].role, contents[i]};
     }
-    if (ok && tok_chat_render(weft_model_vocab(o->m), msgs, c->n_msgs, true, &out) < 0) {
+    if (ok && tok_chat_encode(weft_model_vocab(o->m), msgs, c->n_msgs, true, &out, ids, n_ids) < 0) {
         *why = weft_last_error();
         out = NULL;
     }
     if (out) *len = strlen(out);
-    if (out && tok_chat_encode(weft_model_vocab(o->m), msgs, c->n_msgs, out, *len, ids, n_ids) < 0) {
-        *why = weft_last_error();
-        weft_free(out);
-        out = NULL;
-    }
     for (int i = 0; contents && i < c->n_msgs; i++) weft_free(contents[i]);
     weft_free(contents);
     weft_free(msgs);
@@ -839,7 +834,8 @@ static void submit(orch *o, pending_sub *s)
     }
     o->n_engine++;
     o->st.n_submitted++;
-    for (int32_t i = 0; o->hooks.status && i < c->n_out; i++) o->hooks.status(o->hooks.user, index_key(c, i), NULL);
+    for (int32_t i = 0; o->hooks.status && i < c->n_out; i++)
+        o->hooks.status(o->hooks.user, index_key(c, i), NULL);
 }
 
 static int cmp_sub(const void *a, const void *b)

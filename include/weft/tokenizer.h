@@ -98,13 +98,13 @@ WEFT_API const char *tok_chat_style_name(tok_chat_style s);
  * the template is not recognised. *out is weft_malloc'd. */
 WEFT_API int tok_chat_render(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs,
                              bool add_generation_prompt, char **out);
-/* Tokens of rendered chat text (from tok_chat_render of msgs): the
- * template's special tokens parse, each message's content is plain text —
- * "<|im_end|>" typed by a user stays text and cannot end their turn. The
- * contents are found in the text in order; one the template changed (not
- * found as it is) is not guarded. BOS as tok_encode's add_special. */
-WEFT_API int tok_chat_encode(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs, const char *text,
-                             size_t len, int32_t **ids, int32_t *n_ids);
+/* Renders msgs as tok_chat_render does and tokenizes the text: the
+ * template's special tokens parse, the messages' contents (the ranges the
+ * renderer wrote them to) are plain text — "<|im_end|>" typed by a user
+ * stays text and cannot end a turn. BOS as tok_encode's add_special. *text
+ * (when not NULL) gets the rendered text, weft_malloc'd. */
+WEFT_API int tok_chat_encode(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs,
+                             bool add_generation_prompt, char **text, int32_t **ids, int32_t *n_ids);
 
 #ifdef __cplusplus
 }
