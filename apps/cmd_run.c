@@ -349,7 +349,8 @@ static void store_status(void *user, uint64_t key, const char *error)
     run_store *rs = user;
     char k[17];
     key_hex(key, k);
-    if (weft_store_call_set_status(rs->st, rs->run, k, error ? WEFT_CALL_FAILED : WEFT_CALL_RUNNING, error) < 0)
+    const weft_call_status st = error ? WEFT_CALL_FAILED : WEFT_CALL_RUNNING;
+    if (weft_store_call_set_status(rs->st, rs->run, k, st, error) < 0)
         fprintf(stderr, "weft run: store: %s\n", weft_last_error());
 }
 

@@ -954,7 +954,7 @@ int cmd_serve(int argc, char **argv)
     if (!s.notify || evq_create(s.notify, &s.q) < 0) goto out;
     s.sig_int = evsignal_new(s.base, SIGINT, on_signal, &s);
     s.sig_term = evsignal_new(s.base, SIGTERM, on_signal, &s);
-    if (!s.notify || !s.sig_int || !s.sig_term || evsignal_add(s.sig_int, NULL) < 0 ||
+    if (!s.sig_int || !s.sig_term || evsignal_add(s.sig_int, NULL) < 0 ||
         evsignal_add(s.sig_term, NULL) < 0 || listen_http(&s, &o) < 0)
         goto out;
     if (event_base_dispatch(s.base) < 0) goto out;

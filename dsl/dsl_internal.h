@@ -42,6 +42,9 @@ struct dsl {
 dsl *dsl_of(lua_State *L);
 /* Opens the weft module into L (global `weft`). Protected-call it. */
 int dsl_open_weft(lua_State *L);
+/* Pops the value on top and appends it to registry[table][id], a list
+ * made on first use. */
+void dsl_list_append(lua_State *L, const char *table, int32_t id);
 /* Pushes a new Var userdata for var id. */
 void dsl_push_var(lua_State *L, int32_t id);
 /* Starts fn (on top of L) as a task; returns its id. Must run inside a

@@ -93,10 +93,8 @@ static int tmpl_add(tmpl *t, const char *text, size_t len, const char *name, siz
         p->name = strndup(name, nlen);
         if (!p->name) return -1;
     } else {
-        p->text = malloc(len + 1); /* len bytes: the text is not cut at a NUL */
+        p->text = strndup(text, len); /* templates hold no NUL byte (refused) */
         if (!p->text) return -1;
-        memcpy(p->text, text, len);
-        p->text[len] = 0;
         p->len = len;
     }
     t->n++;
@@ -716,9 +714,7 @@ static int l_join(lua_State *L)
 
 static int var_get_k(lua_State *L, int status, lua_KContext ctx);
 
-/* Pops the value on top and appends it to registry[table][id], a list
- * made on first use. */
-static void list_append(lua_State *L, const char *table, int32_t id)
+void dsl_list_append(lua_State *L, const char *table, int32_t id)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, table); /* v, t */
     if (lua_rawgeti(L, -1, id) != LUA_TTABLE) { /* v, t, list */
@@ -756,7 +752,7 @@ static int var_wait(lua_State *L, int32_t id)
                              "(coroutine.create/wrap): wait in the script's own code, or test v:ready()");
     orch_await(d->o, id);
     lua_pushthread(L);
-    list_append(L, DSL_WAITERS, id);
+    dsl_list_append(L, DSL_WAITERS, id);
     d->yield_ok = true;
     return lua_yieldk(L, 0, (lua_KContext)id, var_get_k);
 }
@@ -854,7 +850,7 @@ static int l_stream(lua_State *L)
         lua_call(L, 1, 0);
     }
     lua_pushvalue(L, 2);
-    list_append(L, DSL_STREAMS, id);
+    dsl_list_append(L, DSL_STREAMS, id);
     return 0;
 }
 

@@ -79,17 +79,8 @@ static void task_done(dsl *d, int task, lua_State *co, int status, int nres)
             continue;
         }
         orch_await(d->o, *var); /* the user is looking at it */
-        /* WATCH[var]: the labels to print it under (several lines may show it) */
-        lua_getfield(L, LUA_REGISTRYINDEX, DSL_WATCH);
-        if (lua_rawgeti(L, -1, *var) != LUA_TTABLE) {
-            lua_pop(L, 1);
-            lua_newtable(L);
-            lua_pushvalue(L, -1);
-            lua_rawseti(L, -3, *var);
-        }
-        lua_pushinteger(L, task);
-        lua_rawseti(L, -2, luaL_len(L, -2) + 1);
-        lua_pop(L, 2);
+        lua_pushinteger(L, task); /* a label to print it under: several lines may show it */
+        dsl_list_append(L, DSL_WATCH, *var);
     }
     lua_pop(co, nres);
 }

@@ -151,10 +151,8 @@ static void req_finish(weft_engine *e, req *r, int status, const char *finish)
     req_free(r);
 }
 
-enum { KEEP_NONE, KEEP_PROMPT };
-
 /* Drops a running request's sequence, keeping full blocks in the index
- * (KEEP_PROMPT): those of its prompt, and of its output too only with
+ * (register_blocks): those of its prompt, and of its output too only with
  * params.share_generated — a generated token's KV comes from the decoding
  * kernels and differs in the last bits from the same token's computed as a
  * prompt's, so serving it to a later prompt would make that request's
@@ -162,12 +160,12 @@ enum { KEEP_NONE, KEEP_PROMPT };
  * too: its output's blocks, once in the index, would outlive it and serve
  * others; it computes its output's KV again, as a prompt, when it comes
  * back (as it did whenever the blocks were evicted meanwhile). */
-static void release_seq(weft_engine *e, req *r, int keep)
+static void release_seq(weft_engine *e, req *r, bool register_blocks)
 {
     if (r->seq < 0) return;
     int32_t n_keep = r->n_done;
-    if (keep != KEEP_NONE && !e->p.share_generated && n_keep > r->n_prompt) n_keep = r->n_prompt;
-    if (keep != KEEP_NONE && e->prefix && n_keep >= KV_BLOCK_TOKENS) {
+    if (!e->p.share_generated && n_keep > r->n_prompt) n_keep = r->n_prompt;
+    if (register_blocks && e->prefix && n_keep >= KV_BLOCK_TOKENS) {
         const int32_t *blocks;
         int32_t nb = weft_seq_blocks(e->ctx, r->seq, &blocks);
         prefix_insert(e->prefix, r->tokens, n_keep, blocks, nb);
@@ -376,7 +374,7 @@ static void apply_cancels(weft_engine *e, const uint64_t *ids, int n)
         for (int32_t s = 0; s < e->n_slots; s++) {
             req *r = e->running[s];
             if (r && r->id == ids[i]) {
-                release_seq(e, r, KEEP_PROMPT);
+                release_seq(e, r, true);
                 req_finish(e, r, WEFT_ECANCELED, "cancelled");
             }
         }
@@ -511,7 +509,7 @@ static bool preempt_one(weft_engine *e)
             victim = r;
     }
     if (!victim || n_running < 2) return false;
-    release_seq(e, victim, KEEP_PROMPT);
+    release_seq(e, victim, true);
     waiting_insert(e, victim);
     e->lst.n_preempted++;
     return true;
@@ -623,7 +621,7 @@ static void advance(weft_engine *e, req *r, const float *lg)
     const char *finish = stopped ? "stop" : r->n_generated >= r->max_tokens ? "length" : NULL;
     if (finish) {
         /* the last token's KV was never computed */
-        release_seq(e, r, KEEP_PROMPT);
+        release_seq(e, r, true);
         emit_final(e, r, 0, finish);
         req_free(r);
     }
@@ -697,7 +695,7 @@ static void step(weft_engine *e)
             bool in = false;
             for (int32_t k = 0; k < n && !in; k++) in = e->b_seq[k] == s;
             if (!in) continue;
-            release_seq(e, r, KEEP_NONE);
+            release_seq(e, r, false);
             req_finish(e, r, rc, "error");
         }
         return;
@@ -800,7 +798,7 @@ static void *engine_main(void *arg)
             for (int32_t s = 0; s < e->n_slots; s++)
                 if (e->running[s]) {
                     req *r = e->running[s];
-                    release_seq(e, r, KEEP_NONE);
+                    release_seq(e, r, false);
                     req_finish(e, r, WEFT_ECANCELED, "cancelled");
                 }
             return NULL;

@@ -38,7 +38,9 @@ typedef struct weft_engine_params {
                              from the decoding kernels and differs in the
                              last bits from a prompt's, so a later request's
                              output would depend on what the cache held. */
-    int32_t max_waiting;  /* submit fails with WEFT_EBUSY past this (0 = no limit) */
+    int32_t max_waiting;  /* submit fails with WEFT_EBUSY past this (0 = no limit);
+                             an n larger than max_waiting + n_seq_max, which
+                             could never be queued, is WEFT_EINVAL */
     int32_t prefill_cap;  /* prompt tokens per step while some request is
                              decoding (a long prefill chunk delays every
                              decode token in its step); 0: n_batch.
