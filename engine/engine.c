@@ -73,7 +73,7 @@ struct weft_engine {
     bool settled;       /* n_pending reached 0 and the statistics were published
                            since (under mu): what weft_engine_wait_idle waits for */
     bool stop;
-    bool trace; /* WEFT_TRACE set: trace_step after every forward pass */
+    bool trace; /* WEFT_TRACE set: trace_step after every forward pass, trace_request per completion */
     uint64_t next_id;
     weft_engine_stats st;  /* published copy, under mu */
     weft_engine_stats lst; /* the engine thread's own counters */
@@ -109,8 +109,25 @@ static void req_free(req *r)
     weft_free(r);
 }
 
+/* WEFT_TRACE=1: one line per finished completion — its prompt's token ids,
+ * how many came from the prefix cache and how many tokens it generated —
+ * so that a trace holds the whole work of a run, in order, for a replay on
+ * another engine (bench/workflows.py --against-llama). */
+static void trace_request(const req *r, int status)
+{
+    flockfile(stderr);
+    fprintf(stderr, "weft request t=%.3f id=%llu index=%d status=%d prompt=%d cached=%d generated=%d ids=", weft_now(),
+            (unsigned long long)r->id, (int)r->index, status, (int)r->n_prompt, (int)r->n_cached,
+            (int)r->n_generated);
+    for (int32_t k = 0; k < r->n_prompt && k < r->n_tokens; k++)
+        fprintf(stderr, k ? ",%d" : "%d", (int)r->tokens[k]);
+    fputc('\n', stderr);
+    funlockfile(stderr);
+}
+
 static void emit_final(weft_engine *e, req *r, int status, const char *finish)
 {
+    if (e->trace) trace_request(r, status);
     /* a normal end outputs what was held back in case it began a stop string,
      * then the incomplete UTF-8 tail; neither after a completed stop string */
     char tail[16];
