@@ -61,7 +61,19 @@ processes slows the one-sequence runs more than the batched ones; the load
 average is recorded with each run, and --reps R keeps the median of R runs
 per mode, alternating the modes.
 
+With --against-llama, each workload's calls are also replayed on llama.cpp's
+own server (llama-server from ./scripts/setup.sh --reference, one slot, its
+prompt cache on), one request at a time, in the order the median sequential
+run sent them: each the prompt's token ids that weft sent (from the trace's
+"weft request" lines) and exactly as many greedy tokens as weft generated
+for it (ignore_eos), each awaited before the next is sent. That is the same
+work done the way an application on a request-level llama.cpp server does
+it; the line "llama-server sequential / weft graph" is that replay's time
+over weft's graph run, measured in the same session (the servers and weft
+never run at the same time).
+
 Usage: python3 bench/workflows.py [--only NAME] [--threads N] [--reps R]
+                                  [--against-llama [--llama-server PATH]]
 """
 import argparse
 import datetime
@@ -69,9 +81,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import trace_summary  # noqa: E402  (bench/trace_summary.py)
+import server  # noqa: E402  (bench/server.py: free_port, wait_ready, model_path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEFT = os.environ.get("WEFT_BIN", os.path.join(ROOT, "build", "weft"))
@@ -102,7 +116,73 @@ def run(script, args, threads, sequential):
     st["output_bytes"] = len(p.stdout)
     st["output"] = p.stdout
     st["steps"] = trace_summary.parse(p.stderr.splitlines())
+    st["requests"] = requests(p.stderr.splitlines())
     return st
+
+
+def requests(lines):
+    """The completions of a trace, in the order they finished: (prompt ids, generated)."""
+    out = []
+    for line in lines:
+        if line.startswith("weft request "):
+            v = dict(kv.split("=", 1) for kv in line.split()[2:])
+            if v["status"] == "0" and v["ids"]:
+                out.append(([int(t) for t in v["ids"].split(",")], int(v["generated"])))
+    return out
+
+
+def start_llama(binary, threads, ctx):
+    port = server.free_port()
+    cmd = [binary, "-m", server.model_path(), "--host", "127.0.0.1", "--port", str(port), "-t", str(threads),
+           "-tb", str(threads), "-np", "1", "-c", str(ctx), "--no-webui", "--log-disable"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server.wait_ready(port, proc)
+    return proc, port
+
+
+def replay_llama(port, reqs):
+    """reqs one at a time on llama-server, each awaited before the next: wall
+    seconds, prompt tokens it computed (the rest came from its prompt cache)
+    and tokens generated."""
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    computed = generated = 0
+    t0 = time.perf_counter()
+    for ids, n in reqs:
+        # n_predict 0 would be taken as "no limit": a call that generated no
+        # token is replayed with one
+        body = json.dumps({"prompt": ids, "n_predict": max(n, 1), "ignore_eos": True, "cache_prompt": True,
+                           "temperature": 0, "top_k": 1})
+        c.request("POST", "/completion", body=body, headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        data = r.read()
+        if r.status != 200:
+            sys.exit(f"llama-server: status {r.status}: {data[:300]!r}")
+        t = json.loads(data).get("timings", {})
+        computed += int(t.get("prompt_n", 0))
+        generated += int(t.get("predicted_n", 0))
+    wall = time.perf_counter() - t0
+    c.close()
+    return wall, computed, generated
+
+
+def against_llama(a, name, reqs, graph_s):
+    """Replays reqs a.reps times on a fresh llama-server; prints and returns the median."""
+    ctx = max(len(ids) + max(n, 1) for ids, n in reqs) + 64
+    proc, port = start_llama(a.llama_server, a.threads, ctx)
+    try:
+        runs = sorted(replay_llama(port, reqs) for _ in range(a.reps))
+    finally:
+        proc.terminate()
+        proc.wait()
+    wall, computed, generated = runs[len(runs) // 2]
+    print(f"{name:12} {'llama-seq':10} {wall:8.2f} {computed + generated:9d} "
+          f"{sum(len(ids) for ids, _ in reqs) - computed:7d} {generated:9d} {len(reqs):5d}")
+    print(f"{name:12} ratio llama-server sequential / weft graph {wall / graph_s:.2f}x "
+          f"({len(reqs)} requests replayed)")
+    return {"wall_s": round(wall, 3), "computed_tokens": computed + generated, "generated_tokens": generated,
+            "requests": len(reqs), "ratio_vs_graph": round(wall / graph_s, 3)}
 
 
 def main():
@@ -110,9 +190,16 @@ def main():
     ap.add_argument("--only", choices=sorted(WORKLOADS), action="append")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=1, help="runs per mode (median is kept)")
+    ap.add_argument("--against-llama", action="store_true",
+                    help="also replay each workload's calls one at a time on llama-server")
+    ap.add_argument("--llama-server", default=os.path.join(
+        os.environ.get("WEFT_LLAMA_SERVER_DIR", os.path.expanduser("~/.cache/weft/llama-server")),
+        "bin", "llama-server"), help="llama-server binary (./scripts/setup.sh --reference builds it)")
     a = ap.parse_args()
     if not os.access(WEFT, os.X_OK):
         sys.exit(f"no weft binary at {WEFT} (build first)")
+    if a.against_llama and not os.access(a.llama_server, os.X_OK):
+        sys.exit(f"no llama-server at {a.llama_server} (./scripts/setup.sh --reference --no-build builds it)")
     names = a.only or list(WORKLOADS)
     record = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
               "threads": a.threads, "reps": a.reps,
@@ -132,12 +219,17 @@ def main():
         for mode, rs in runs.items():
             rs.sort(key=lambda s: s["run_s"])
             st = rs[len(rs) // 2]
-            res[mode] = {k: v for k, v in st.items() if k not in ("output", "steps")}
+            res[mode] = {k: v for k, v in st.items() if k not in ("output", "steps", "requests")}
             res[mode]["_steps"] = st["steps"]
+            res[mode]["_requests"] = st["requests"]
             print(f"{name:12} {mode:10} {st['run_s']:8.2f} {st['computed_tokens']:9d} "
                   f"{st['cached_tokens']:7d} {st['generated_tokens']:9d} {st['calls']:5d}")
         same = runs["graph"][0]["output"] == runs["sequential"][0]["output"]
         b = trace_summary.bounds(res["graph"].pop("_steps"), res["sequential"].pop("_steps"))
+        reqs = res["sequential"].pop("_requests")
+        res["graph"].pop("_requests")
+        if a.against_llama:
+            res["llama_server"] = against_llama(a, name, reqs, res["graph"]["run_s"])
         ratio = res["sequential"]["run_s"] / res["graph"]["run_s"]
         res.update({"script": script, "args": args, "ratio": round(ratio, 3),
                     "goal": GOALS[name], "same_output": same})
