@@ -47,6 +47,7 @@ typedef struct session {
     orch *o;
     dsl *d;
     double t0, t_run; /* session opened, script started */
+    char model_path[4096]; /* the model file, absolute when it resolves */
 } session;
 
 static const char common_help[] =
@@ -79,6 +80,7 @@ static int session_open(const char *cmd, const session_opts *op, session *s)
     s->t0 = weft_now();
     char pathbuf[4096];
     const char *path = op->model_path ? op->model_path : weft_default_model_path(pathbuf, sizeof pathbuf);
+    if (!realpath(path, s->model_path)) snprintf(s->model_path, sizeof s->model_path, "%s", path);
     if (weft_model_load(path, &s->m) < 0) {
         fprintf(stderr, "weft %s: %s\n", cmd, weft_last_error());
         if (!op->model_path && !getenv("WEFT_MODEL"))
@@ -487,14 +489,17 @@ static int run_prev_load(session_opts *op, weft_store *st, const char **script, 
 
 /* Begins the run, or marks the resumed one running: only once the script has
  * been read and the model loaded, so that a resume that cannot start leaves
- * the run as it was (a finished run keeps its output). Returns 0, or -1
- * (printed). */
-static int run_record(const session_opts *op, run_store *rs, const weft_store_run *prev,
+ * the run as it was (a finished run keeps its output), and a resume with
+ * another model than the run's is refused. Returns 0, or -1 (printed). */
+static int run_record(const session_opts *op, const session *se, run_store *rs, const weft_store_run *prev,
                       const char *script, const char *abs, const char *hash, const char *args)
 {
     /* what the run executes now: a resume records it too, so that the record
-     * tells what its output was computed from */
-    const weft_store_run_spec spec = {abs, hash, args, op->lim};
+     * tells what its output was computed from; the model by its fingerprint
+     * (weights and hyper-parameters), which a copy or a rename keeps */
+    char model[17];
+    snprintf(model, sizeof model, "%016llx", (unsigned long long)weft_model_fingerprint(se->m));
+    const weft_store_run_spec spec = {abs, hash, args, op->lim, model, se->model_path};
     if (op->resume) {
         rs->run = op->resume;
         if (weft_store_run_resume_with(rs->st, rs->run, &spec, NULL) < 0) {
@@ -651,7 +656,7 @@ int cmd_run(int argc, char **argv)
     if (script_resolve(script, script == prev.script_path, &abs, &hash) < 0) goto out;
     if (rs.st && !(args = args_json(&op))) goto out;
     if (session_open("run", &op, &s) < 0) goto out;
-    if (rs.st && run_record(&op, &rs, &prev, script, abs, hash, args) < 0) goto out;
+    if (rs.st && run_record(&op, &s, &rs, &prev, script, abs, hash, args) < 0) goto out;
     if (rs.st) {
         orch_hooks h = {.lookup = store_lookup, .record = store_record, .edge = store_edge,
                         .status = store_status,

@@ -17,7 +17,7 @@ static void usage(FILE *f)
             "Lists workflow runs, newest first: status, start time, duration, calls\n"
             "completed of those in the graph, tokens generated and the script. With\n"
             "RUN_ID, shows that run with its arguments, limits (--sandbox, --time-limit),\n"
-            "final output and error.\n"
+            "model (path and fingerprint), final output and error.\n"
             "An interrupted run (its process was killed) resumes with\n"
             "'weft run --resume RUN_ID'.\n\n"
             "      --db PATH            database (default: $WEFT_DB, else\n"
@@ -103,7 +103,11 @@ static json_t *run_json(const weft_store_run *r)
         "tokens_generated", (json_int_t)r->tokens_generated, "resumes", r->resumes, "pid",
         (json_int_t)r->pid);
     if (!o) return NULL;
+    json_t *model = r->model_hash ? json_pack("{s:s, s:o}", "hash", r->model_hash, "path",
+                                              text_json(r->model_path ? r->model_path : ""))
+                                  : json_null();
     if (json_object_set_new(o, "limits", limits_json(&r->limits)) != 0 ||
+        json_object_set_new(o, "model", model) != 0 ||
         json_object_set_new(o, "error", r->error ? text_json(r->error) : json_null()) != 0 ||
         (r->output && json_object_set_new(o, "output", text_json(r->output)) != 0)) {
         json_decref(o);
@@ -151,11 +155,14 @@ static int show_one(weft_store *s, int64_t id, int as_json)
                "  calls     %lld done, %lld failed, %lld in the graph\n"
                "  tokens    %lld generated\n"
                "  resumes   %d\n"
-               "  limits    %s\n",
+               "  limits    %s\n"
+               "  model     %s%s%s%s\n",
                (long long)r.id, weft_run_status_name(r.status), r.script_path,
                *r.script_hash ? r.script_hash : "-", r.args_json, started, dur,
                (long long)r.calls_done, (long long)r.calls_failed, (long long)r.calls_total,
-               (long long)r.tokens_generated, r.resumes, limits);
+               (long long)r.tokens_generated, r.resumes, limits,
+               r.model_path ? r.model_path : r.model_hash ? "?" : "- (not recorded)",
+               r.model_hash ? " (" : "", r.model_hash ? r.model_hash : "", r.model_hash ? ")" : "");
         if (r.error) printf("  error     %s\n", r.error);
         if (r.output) printf("output:\n%s\n", r.output);
         if (r.status == WEFT_RUN_INTERRUPTED)

@@ -20,7 +20,7 @@
 #include <xxhash.h>
 
 #define STORE_APP_ID 0x77656674 /* "weft" */
-#define RUNS_SCHEMA_VERSION 2
+#define RUNS_SCHEMA_VERSION 3
 #define BUSY_TIMEOUT_MS 5000
 #define MAX_KEY 1024
 
@@ -38,32 +38,25 @@ enum {
     ST_COUNT
 };
 
-/* Columns 0..17 of a run row, shared by get and list; get adds output (18).
- * LIMITS are columns 14..17: a version-1 database opened read-only (so not
- * upgraded) has no limit columns and reads RUN_LIMITS_V1, none. */
-#define RUN_COLUMNS(LIMITS)                                                         \
-    "r.id, r.status, r.script_path, r.script_hash, r.args_json, r.error, "         \
-    "r.started_at, r.finished_at, r.pid, r.resumes, count(c.key), "                 \
-    "coalesce(sum(c.status = 'done'), 0), coalesce(sum(c.status = 'failed'), 0), " \
-    "coalesce(sum(CASE WHEN c.status = 'done' THEN c.n_generated END), 0), " LIMITS
-#define RUN_LIMITS "r.sandbox, r.mem_limit, r.instr_limit, r.time_limit"
-#define RUN_LIMITS_V1 "0, 0, 0, 0.0"
-#define RUN_GET_SQL(LIMITS)                                                         \
-    "SELECT " RUN_COLUMNS(LIMITS) ", r.output FROM runs r LEFT JOIN calls c "       \
-    "ON c.run_id = r.id WHERE r.id = ?1 GROUP BY r.id"
-#define RUNS_LIST_SQL(LIMITS)                                                       \
-    "SELECT " RUN_COLUMNS(LIMITS) " FROM (SELECT * FROM runs ORDER BY id DESC "     \
-    "LIMIT ?1) r LEFT JOIN calls c ON c.run_id = r.id GROUP BY r.id ORDER BY r.id DESC"
+/* The columns of a run row that get and list read (run_select_sql), in
+ * this order. Columns a database of an older runs schema lacks read as
+ * "none" when it is opened read-only (so not upgraded). */
+enum {
+    RC_ID, RC_STATUS, RC_SCRIPT_PATH, RC_SCRIPT_HASH, RC_ARGS, RC_ERROR, RC_STARTED,
+    RC_FINISHED, RC_PID, RC_RESUMES, RC_CALLS, RC_DONE, RC_FAILED, RC_TOKENS,
+    RC_SANDBOX, RC_MEM, RC_INSTR, RC_TIME, /* version 2 */
+    RC_MODEL_HASH, RC_MODEL_PATH,          /* version 3 */
+    RC_OUTPUT,                             /* get only; NULL in lists */
+};
 
 static const char *const stmt_sql[ST_COUNT] = {
-    /* ?3..?9 are a run spec in both ST_RUN_BEGIN and ST_RUN_RESUME (bind_spec) */
+    /* ?3..?11 are a run spec in both ST_RUN_BEGIN and ST_RUN_RESUME (bind_spec) */
     [ST_RUN_BEGIN] = "INSERT INTO runs(status, started_at, pid, script_path, script_hash, "
-                     "args_json, sandbox, mem_limit, instr_limit, time_limit) "
-                     "VALUES('running', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     "args_json, sandbox, mem_limit, instr_limit, time_limit, model_hash, "
+                     "model_path) VALUES('running', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [ST_RUN_FINISH] = "UPDATE runs SET status = ?2, finished_at = ?3, output = ?4, "
                       "error = ?5 WHERE id = ?1",
-    [ST_RUN_GET] = RUN_GET_SQL(RUN_LIMITS),
-    /* ?3..?9 NULL (no spec) keep what the run was recorded with */
+    /* ?3..?11 NULL (no spec, or no model) keep what the run was recorded with */
     [ST_RUN_RESUME] = "UPDATE runs SET status = 'running', finished_at = NULL, "
                       "output = NULL, error = NULL, pid = ?2, resumes = resumes + 1, "
                       "script_path = coalesce(?3, script_path), "
@@ -71,8 +64,9 @@ static const char *const stmt_sql[ST_COUNT] = {
                       "args_json = coalesce(?5, args_json), sandbox = coalesce(?6, sandbox), "
                       "mem_limit = coalesce(?7, mem_limit), "
                       "instr_limit = coalesce(?8, instr_limit), "
-                      "time_limit = coalesce(?9, time_limit) WHERE id = ?1",
-    [ST_RUNS_LIST] = RUNS_LIST_SQL(RUN_LIMITS),
+                      "time_limit = coalesce(?9, time_limit), "
+                      "model_hash = coalesce(?10, model_hash), "
+                      "model_path = coalesce(?11, model_path) WHERE id = ?1",
     [ST_CALL_ADD] = "INSERT INTO calls(run_id, key, fn, summary, status, added_at) "
                     "VALUES(?1, ?2, ?3, ?4, 'pending', ?5) "
                     "ON CONFLICT(run_id, key) DO NOTHING",
@@ -92,11 +86,22 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_EDGE_ADD] = "INSERT OR IGNORE INTO edges(run_id, src, dst) VALUES(?1, ?2, ?3)",
 };
 
-/* The reads of a version-1 database opened read-only; NULL: as stmt_sql. */
-static const char *const stmt_sql_v1[ST_COUNT] = {
-    [ST_RUN_GET] = RUN_GET_SQL(RUN_LIMITS_V1),
-    [ST_RUNS_LIST] = RUNS_LIST_SQL(RUN_LIMITS_V1),
-};
+/* ST_RUN_GET and ST_RUNS_LIST for a database of runs schema `version` into
+ * buf (RC_* columns; ?1 is the run id, or the limit). */
+static void run_select_sql(int64_t version, bool get, char *buf, size_t n)
+{
+    snprintf(buf, n,
+             "SELECT r.id, r.status, r.script_path, r.script_hash, r.args_json, r.error, "
+             "r.started_at, r.finished_at, r.pid, r.resumes, count(c.key), "
+             "coalesce(sum(c.status = 'done'), 0), coalesce(sum(c.status = 'failed'), 0), "
+             "coalesce(sum(CASE WHEN c.status = 'done' THEN c.n_generated END), 0), %s, %s, %s "
+             "FROM %s r LEFT JOIN calls c ON c.run_id = r.id %s GROUP BY r.id ORDER BY r.id DESC",
+             version >= 2 ? "r.sandbox, r.mem_limit, r.instr_limit, r.time_limit" : "0, 0, 0, 0.0",
+             version >= 3 ? "r.model_hash, r.model_path" : "NULL, NULL",
+             get ? "r.output" : "NULL",
+             get ? "runs" : "(SELECT * FROM runs ORDER BY id DESC LIMIT ?1)",
+             get ? "WHERE r.id = ?1" : "");
+}
 
 /* Version 1 of the runs schema; a new database is created at version 1 and
  * then upgraded like an old one, so each column is defined once. */
@@ -144,11 +149,25 @@ static const char migrate_v2_sql[] =
     "ALTER TABLE runs ADD COLUMN time_limit REAL NOT NULL DEFAULT 0;"
     "UPDATE weft_schema SET version = 2 WHERE component = 'runs';";
 
+/* Version 2 -> 3: the model a run's values were computed by, so that a
+ * resume with another model is refused instead of mixing the two models'
+ * values. Runs recorded by version 2 have none (NULL): not checked. */
+static const char migrate_v3_sql[] =
+    "ALTER TABLE runs ADD COLUMN model_hash TEXT;"
+    "ALTER TABLE runs ADD COLUMN model_path TEXT;"
+    "UPDATE weft_schema SET version = 3 WHERE component = 'runs';";
+
+/* migrations[v] upgrades version v - 1 to v. */
+static const char *const migrations[RUNS_SCHEMA_VERSION + 1] = {
+    [2] = migrate_v2_sql,
+    [3] = migrate_v3_sql,
+};
+
 struct weft_store {
     sqlite3 *db;
     char *path;
     bool readonly;
-    int64_t version; /* of the runs schema: RUNS_SCHEMA_VERSION, or 1 read-only */
+    int64_t version; /* of the runs schema: RUNS_SCHEMA_VERSION, or older read-only */
     sqlite3_stmt *st[ST_COUNT];
 };
 
@@ -272,9 +291,8 @@ static int query_int(weft_store *s, const char *sql, int64_t dflt, int64_t *out)
 }
 
 /* Checks that the file is weft's (or empty), creates the runs tables when
- * they are missing and upgrades an older runs schema (version 1: read-only,
- * it is read as it is). Sets s->version. Inside BEGIN IMMEDIATE unless
- * read-only. */
+ * they are missing and upgrades an older runs schema (read-only, it is read
+ * as it is). Sets s->version. Inside BEGIN IMMEDIATE unless read-only. */
 static int check_schema(weft_store *s)
 {
     int64_t app_id, n_objects, has_schema, version;
@@ -314,8 +332,10 @@ static int check_schema(weft_store *s)
         if ((rc = exec(s, pragma, "marking the file")) ||
             (rc = exec(s, schema_v1_sql, "creating the schema")))
             return rc;
+        version = 1;
     }
-    if ((rc = exec(s, migrate_v2_sql, "upgrading the schema to version 2"))) return rc;
+    for (int64_t v = version + 1; v <= RUNS_SCHEMA_VERSION; v++)
+        if ((rc = exec(s, migrations[v], "upgrading the schema"))) return rc;
     s->version = RUNS_SCHEMA_VERSION;
     return 0;
 }
@@ -403,7 +423,12 @@ const char *weft_store_path(const weft_store *s) { return s->path; }
 static int stmt(weft_store *s, int id, sqlite3_stmt **out)
 {
     if (!s->st[id]) {
-        const char *sql = s->version == 1 && stmt_sql_v1[id] ? stmt_sql_v1[id] : stmt_sql[id];
+        char select[2048];
+        const char *sql = stmt_sql[id];
+        if (id == ST_RUN_GET || id == ST_RUNS_LIST) {
+            run_select_sql(s->version, id == ST_RUN_GET, select, sizeof select);
+            sql = select;
+        }
         int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->st[id], NULL);
         if (rc != SQLITE_OK) return db_error(s, rc, "preparing a statement");
     }
@@ -505,8 +530,8 @@ static int check_spec(const weft_store_run_spec *spec)
     return 0;
 }
 
-/* Binds `spec` to ?3..?9 of ST_RUN_BEGIN or ST_RUN_RESUME. Returns the first
- * failed bind's result, or SQLITE_OK. */
+/* Binds `spec` to ?3..?11 of ST_RUN_BEGIN or ST_RUN_RESUME (a model left
+ * NULL). Returns the first failed bind's result, or SQLITE_OK. */
 static int bind_spec(sqlite3_stmt *st, const weft_store_run_spec *spec)
 {
     const weft_store_run_limits *l = &spec->limits;
@@ -517,6 +542,9 @@ static int bind_spec(sqlite3_stmt *st, const weft_store_run_spec *spec)
     if (!b) b = sqlite3_bind_int64(st, 7, l->mem_limit);
     if (!b) b = sqlite3_bind_int64(st, 8, l->instr_limit);
     if (!b) b = sqlite3_bind_double(st, 9, l->time_limit);
+    if (!b && spec->model_hash) b = sqlite3_bind_text(st, 10, spec->model_hash, -1, SQLITE_STATIC);
+    if (!b && spec->model_hash && spec->model_path)
+        b = sqlite3_bind_text(st, 11, spec->model_path, -1, SQLITE_STATIC);
     return b;
 }
 
@@ -538,7 +566,7 @@ int weft_store_run_begin_with(weft_store *s, const weft_store_run_spec *spec, in
 int weft_store_run_begin(weft_store *s, const char *script_path, const char *script_hash,
                          const char *args_json, int64_t *run_id)
 {
-    const weft_store_run_spec spec = {script_path, script_hash, args_json, {0}};
+    const weft_store_run_spec spec = {script_path, script_hash, args_json, {0}, NULL, NULL};
     return weft_store_run_begin_with(s, &spec, run_id);
 }
 
@@ -554,38 +582,44 @@ static bool pid_gone(int64_t pid)
     return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
-/* Reads the RUN_COLUMNS of the current row (and output at column 18 if
- * `with_output`) into *r. */
+/* Reads the RC_* columns of the current row (output too if `with_output`)
+ * into *r. */
 static int read_run(sqlite3_stmt *st, weft_store_run *r, bool with_output)
 {
     memset(r, 0, sizeof *r);
-    r->id = sqlite3_column_int64(st, 0);
-    const char *status = (const char *)sqlite3_column_text(st, 1);
+    r->id = sqlite3_column_int64(st, RC_ID);
+    const char *status = (const char *)sqlite3_column_text(st, RC_STATUS);
     r->status = !status                         ? WEFT_RUN_FAILED
                 : strcmp(status, "running") == 0  ? WEFT_RUN_RUNNING
                 : strcmp(status, "finished") == 0 ? WEFT_RUN_FINISHED
                                                   : WEFT_RUN_FAILED;
-    r->script_path = col_dup(st, 2);
-    r->script_hash = col_dup(st, 3);
-    r->args_json = col_dup(st, 4);
-    r->error = col_dup(st, 5);
-    r->started_at = sqlite3_column_double(st, 6);
-    r->finished_at = sqlite3_column_double(st, 7);
-    r->pid = sqlite3_column_int64(st, 8);
-    r->resumes = sqlite3_column_int(st, 9);
-    r->calls_total = sqlite3_column_int64(st, 10);
-    r->calls_done = sqlite3_column_int64(st, 11);
-    r->calls_failed = sqlite3_column_int64(st, 12);
-    r->tokens_generated = sqlite3_column_int64(st, 13);
-    r->limits.sandboxed = sqlite3_column_int(st, 14) != 0;
-    r->limits.mem_limit = sqlite3_column_int64(st, 15);
-    r->limits.instr_limit = sqlite3_column_int64(st, 16);
-    r->limits.time_limit = sqlite3_column_double(st, 17);
-    if (with_output) r->output = col_dup(st, 18);
+    r->script_path = col_dup(st, RC_SCRIPT_PATH);
+    r->script_hash = col_dup(st, RC_SCRIPT_HASH);
+    r->args_json = col_dup(st, RC_ARGS);
+    r->error = col_dup(st, RC_ERROR);
+    r->started_at = sqlite3_column_double(st, RC_STARTED);
+    r->finished_at = sqlite3_column_double(st, RC_FINISHED);
+    r->pid = sqlite3_column_int64(st, RC_PID);
+    r->resumes = sqlite3_column_int(st, RC_RESUMES);
+    r->calls_total = sqlite3_column_int64(st, RC_CALLS);
+    r->calls_done = sqlite3_column_int64(st, RC_DONE);
+    r->calls_failed = sqlite3_column_int64(st, RC_FAILED);
+    r->tokens_generated = sqlite3_column_int64(st, RC_TOKENS);
+    r->limits.sandboxed = sqlite3_column_int(st, RC_SANDBOX) != 0;
+    r->limits.mem_limit = sqlite3_column_int64(st, RC_MEM);
+    r->limits.instr_limit = sqlite3_column_int64(st, RC_INSTR);
+    r->limits.time_limit = sqlite3_column_double(st, RC_TIME);
+    r->model_hash = col_dup(st, RC_MODEL_HASH);
+    r->model_path = col_dup(st, RC_MODEL_PATH);
+    if (with_output) r->output = col_dup(st, RC_OUTPUT);
     if (r->status == WEFT_RUN_RUNNING && pid_gone(r->pid)) r->status = WEFT_RUN_INTERRUPTED;
-    if (!r->script_path || !r->script_hash || !r->args_json ||
-        (sqlite3_column_type(st, 5) != SQLITE_NULL && !r->error) ||
-        (with_output && sqlite3_column_type(st, 18) != SQLITE_NULL && !r->output)) {
+    const int nullable[] = {RC_ERROR, RC_MODEL_HASH, RC_MODEL_PATH, RC_OUTPUT};
+    char *const copies[] = {r->error, r->model_hash, r->model_path, r->output};
+    bool lost = !r->script_path || !r->script_hash || !r->args_json;
+    for (size_t i = 0; i < sizeof copies / sizeof *copies; i++)
+        lost |= !copies[i] && sqlite3_column_type(st, nullable[i]) != SQLITE_NULL &&
+                (nullable[i] != RC_OUTPUT || with_output);
+    if (lost) {
         weft_store_run_clear(r);
         return weft_error(WEFT_ENOMEM, "out of memory");
     }
@@ -600,6 +634,8 @@ void weft_store_run_clear(weft_store_run *r)
     weft_free(r->args_json);
     weft_free(r->output);
     weft_free(r->error);
+    weft_free(r->model_hash);
+    weft_free(r->model_path);
     memset(r, 0, sizeof *r);
 }
 
@@ -643,6 +679,21 @@ static int check_sandbox_kept(const weft_store_run *r, const weft_store_run_limi
                       (long long)r->id, how);
 }
 
+/* WEFT_EINVAL when `spec` names another model than the one run `r` was
+ * recorded with: the stored values are that model's, and serving them to a
+ * run of this one would mix two models' outputs in one result. A run
+ * recorded without a model (before models were recorded) is not checked. */
+static int check_model_kept(const weft_store_run *r, const weft_store_run_spec *spec)
+{
+    if (!r->model_hash || !spec->model_hash || strcmp(r->model_hash, spec->model_hash) == 0)
+        return 0;
+    return weft_error(WEFT_EINVAL,
+                      "run %lld was computed by the model %s (%s), not by %s (%s): its stored "
+                      "values are that model's; resume it with that model, or start a new run",
+                      (long long)r->id, r->model_path ? r->model_path : "?", r->model_hash,
+                      spec->model_path ? spec->model_path : "?", spec->model_hash);
+}
+
 int weft_store_run_resume_with(weft_store *s, int64_t run_id, const weft_store_run_spec *spec,
                                weft_store_run *info)
 {
@@ -659,7 +710,8 @@ int weft_store_run_resume_with(weft_store *s, int64_t run_id, const weft_store_r
                         (long long)run_id, (long long)r->pid);
         goto fail;
     }
-    if (spec && (rc = check_sandbox_kept(r, &spec->limits))) goto fail;
+    if (spec && ((rc = check_sandbox_kept(r, &spec->limits)) || (rc = check_model_kept(r, spec))))
+        goto fail;
     weft_store_run_clear(&tmp);
     sqlite3_stmt *st;
     if ((rc = stmt(s, ST_RUN_RESUME, &st))) goto fail;

@@ -19,7 +19,10 @@
  * parameters and ordinal); when weft_store_call_lookup() finds a completed
  * value for (run, key) it is served from the store, otherwise the call goes
  * to the engine and weft_store_call_complete() records it. Failed calls have
- * no completed value, so a resume recomputes them.
+ * no completed value, so a resume recomputes them. The key does not hold
+ * the model: the run does — a run records the model's identity and a resume
+ * with another model is refused (weft_store_run_resume_with), so every value
+ * a run serves was computed by the model the run is computed by.
  *
  *   weft_store *s;  weft_store_open(NULL, 0, &s);
  *   int64_t run;    weft_store_run_begin(s, "map.lua", hash, "{\"n\":\"3\"}", &run);
@@ -32,19 +35,20 @@
  *   weft_store_close(s);
  *
  * Schema (one database per installation, shared with other modules later):
- *   weft_schema(component TEXT PRIMARY KEY, version INTEGER) — "runs" = 2
+ *   weft_schema(component TEXT PRIMARY KEY, version INTEGER) — "runs" = 3
  *   runs(id INTEGER PRIMARY KEY AUTOINCREMENT, script_path, script_hash,
  *        args_json, status 'running'|'finished'|'failed', started_at,
  *        finished_at (unix seconds, REAL), pid, resumes, output, error,
- *        sandbox, mem_limit, instr_limit, time_limit — weft_store_run_limits)
+ *        sandbox, mem_limit, instr_limit, time_limit — weft_store_run_limits,
+ *        model_hash, model_path — the model, NULL if not recorded)
  *   calls(run_id, key, fn, summary, status 'pending'|'running'|'done'|'failed',
  *        output BLOB, n_prompt, n_cached, n_generated, seconds,
  *        completed_at, error; UNIQUE(run_id, key))
  *   edges(run_id, src, dst; PRIMARY KEY(run_id, src, dst))
  * The file is marked with PRAGMA application_id 0x77656674 ("weft").
- * Version 1 (no limit columns) is upgraded in place when the file is opened
- * for writing — its runs get no limits, none having been recorded — and read
- * as it is (no limits) when opened read-only.
+ * An older version is upgraded in place when the file is opened for writing
+ * and read as it is when opened read-only; its runs have none of what it did
+ * not record: version 1 no limits, versions 1 and 2 no model.
  *
  * Threading: a weft_store is one SQLite connection with cached prepared
  * statements; use it from one thread at a time. Other threads and processes
@@ -135,6 +139,11 @@ typedef struct weft_store_run_spec {
     const char *script_hash; /* NULL: "" */
     const char *args_json;   /* a JSON object or array; NULL: "{}" */
     weft_store_run_limits limits; /* no negative values */
+    /* The model the run's calls are computed by: its identity (weft run
+     * records weft_model_fingerprint() in hex) and, for messages, its path.
+     * NULL: none recorded (a resume keeps the recorded one). */
+    const char *model_hash;
+    const char *model_path; /* ignored without model_hash */
 } weft_store_run_spec;
 
 typedef struct weft_store_run {
@@ -154,6 +163,8 @@ typedef struct weft_store_run {
     int64_t calls_failed;
     int64_t tokens_generated; /* sum over completed calls */
     weft_store_run_limits limits; /* as recorded; none for a run of schema version 1 */
+    char *model_hash;      /* the model's identity (spec.model_hash); NULL if none recorded */
+    char *model_path;      /* the model's path as recorded; NULL if none */
 } weft_store_run;
 
 /* Starts a run of `spec`: status running, started now, pid = getpid().
@@ -181,8 +192,10 @@ WEFT_API int weft_store_run_begin(weft_store *s, const char *script_path,
  * running it), WEFT_EINVAL (a bad spec, or one whose limits are looser than
  * those of a run recorded as sandboxed: no sandbox, or a larger memory cap,
  * instruction budget or time limit — a resume may tighten a sandbox, never
- * loosen it), WEFT_ERANGE (a value over SQLite's length limit). On error
- * nothing changed. */
+ * loosen it; or one whose model_hash is not the one the run was recorded
+ * with — its stored values are another model's; the message names both),
+ * WEFT_ERANGE (a value over SQLite's length limit). On error nothing
+ * changed. */
 WEFT_API int weft_store_run_resume_with(weft_store *s, int64_t run_id,
                                         const weft_store_run_spec *spec, weft_store_run *info);
 /* weft_store_run_resume_with() with no spec: the run keeps what it was

@@ -526,6 +526,71 @@ TEST(a_sandboxed_run_stays_sandboxed_when_resumed)
     unlink(path);
 }
 
+/* Copies the file at `from` to `to`; 0 or -1. */
+static int copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *o = fopen(to, "wb");
+    char buf[1 << 16];
+    size_t n;
+    int rc = in && o ? 0 : -1;
+    while (!rc && (n = fread(buf, 1, sizeof buf, in)) > 0) rc = fwrite(buf, 1, n, o) == n ? 0 : -1;
+    if (in) fclose(in);
+    if (o && fclose(o) != 0) rc = -1;
+    return rc;
+}
+
+/* A run records the model it is computed by: a resume with another model
+ * (here the same file size and metadata, other weights) is refused with both
+ * named and leaves the run as it was; a copy of the model under another name
+ * is the same model and resumes. `weft runs` shows the model. */
+TEST(a_resume_with_another_model_is_refused)
+{
+    char path[600], other[600], copy[600], args[2048];
+    snprintf(path, sizeof path, "%s.model.lua", script);
+    snprintf(other, sizeof other, "%s.other.gguf", model_path);
+    snprintf(copy, sizeof copy, "%s.copy.gguf", model_path);
+    tiny_spec sp = tiny_default();
+    sp.seed = 2;
+    ASSERT_EQ_INT(tiny_write(&sp, other), 0);
+    ASSERT_EQ_INT(copy_file(model_path, copy), 0);
+    ASSERT_EQ_INT(write_file(path, small_lua), 0);
+    ASSERT_EQ_INT(run_script(path, ""), 0);
+    const int64_t id = only_run_id();
+    weft_store_run r = {0};
+    ASSERT_EQ_INT(get_run(id, &r), 0);
+    char hash[64], output[256];
+    snprintf(hash, sizeof hash, "%s", r.model_hash ? r.model_hash : "(none)");
+    snprintf(output, sizeof output, "%s", r.output ? r.output : "(none)");
+    const int recorded = r.model_hash && strlen(r.model_hash) == 16 && r.model_path &&
+                         strcmp(r.model_path, model_path) == 0;
+    weft_store_run_clear(&r);
+    ASSERT(recorded);
+
+    snprintf(args, sizeof args, "run --resume %lld -m %s --ctx 256 -t 2", (long long)id, other);
+    ASSERT_EQ_INT(run(args), 1);
+    ASSERT_OUT_HAS("was computed by the model");
+    ASSERT_OUT_HAS(model_path);
+    ASSERT_OUT_HAS(other);
+    ASSERT_OUT_HAS(hash);
+    ASSERT_EQ_INT(get_run(id, &r), 0);
+    const int kept = r.status == WEFT_RUN_FINISHED && r.resumes == 0 && r.output &&
+                     strcmp(r.output, output) == 0 && strcmp(r.model_hash, hash) == 0;
+    weft_store_run_clear(&r);
+    ASSERT(kept);
+
+    snprintf(args, sizeof args, "run --resume %lld -m %s --ctx 256 -t 2 --stats", (long long)id, copy);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_EQ_INT(stat_field("from_store"), 1);
+    snprintf(args, sizeof args, "runs --json %lld", (long long)id);
+    ASSERT_EQ_INT(run(args), 0);
+    char want[700];
+    snprintf(want, sizeof want, "\"model\":{\"hash\":\"%s\",\"path\":\"%s\"}", hash, copy);
+    ASSERT_OUT_HAS(want);
+    unlink(path);
+    unlink(other);
+    unlink(copy);
+}
+
 /* A script path, an output or an error may hold bytes that are not UTF-8
  * (a model's output can): `weft runs --json` shows them as U+FFFD instead of
  * dropping the field or failing. */
@@ -573,6 +638,7 @@ int main(void)
     RUN(a_resume_that_cannot_start_leaves_the_run_as_it_was);
     RUN(a_resume_records_its_arguments_and_script);
     RUN(a_sandboxed_run_stays_sandboxed_when_resumed);
+    RUN(a_resume_with_another_model_is_refused);
     RUN(runs_json_shows_bytes_that_are_not_utf8_as_replacement_characters);
     unlink(model_path);
     unlink(script);

@@ -562,7 +562,7 @@ TEST(resume_records_the_new_spec_and_keeps_the_sandbox)
     ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
     const weft_store_run_limits box = {.sandboxed = true, .mem_limit = 64 << 20,
                                        .instr_limit = 1000, .time_limit = 600};
-    weft_store_run_spec spec = {"/w/a.lua", "h1", "{\"x\":\"1\"}", box};
+    weft_store_run_spec spec = {"/w/a.lua", "h1", "{\"x\":\"1\"}", box, NULL, NULL};
     int64_t run;
     ASSERT_EQ_INT(weft_store_run_begin_with(s, &spec, &run), 0);
     ASSERT_EQ_INT(weft_store_run_finish(s, run, "out", NULL), 0);
@@ -582,7 +582,7 @@ TEST(resume_records_the_new_spec_and_keeps_the_sandbox)
     loose[3].time_limit = 601;
     loose[4].time_limit = 0;
     for (int i = 0; i < 5; i++) {
-        weft_store_run_spec l = {"/w/a.lua", "h1", NULL, loose[i]};
+        weft_store_run_spec l = {"/w/a.lua", "h1", NULL, loose[i], NULL, NULL};
         ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &l, &r), WEFT_EINVAL);
         ASSERT(strstr(weft_last_error(), "is sandboxed: it cannot be resumed"));
         ASSERT(r.script_path == NULL);
@@ -598,7 +598,7 @@ TEST(resume_records_the_new_spec_and_keeps_the_sandbox)
 
     /* a new script, arguments and a tighter sandbox are recorded; info tells
      * what the run was */
-    weft_store_run_spec next = {"/w/b.lua", "h2", "{\"x\":\"2\"}", box};
+    weft_store_run_spec next = {"/w/b.lua", "h2", "{\"x\":\"2\"}", box, NULL, NULL};
     next.limits.mem_limit = 32 << 20;
     next.limits.time_limit = 60;
     ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &next, &r), 0);
@@ -622,10 +622,47 @@ TEST(resume_records_the_new_spec_and_keeps_the_sandbox)
     ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
     ASSERT(!r.limits.sandboxed && r.limits.mem_limit == 0 && r.limits.time_limit == 0);
     weft_store_run_clear(&r);
-    weft_store_run_spec open = {"/w/c.lua", NULL, NULL, {0}};
+    weft_store_run_spec open = {"/w/c.lua", NULL, NULL, {0}, NULL, NULL};
     ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &open, NULL), 0);
     ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &spec, NULL), 0);
     ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &open, NULL), WEFT_EINVAL);
+    weft_store_close(s);
+}
+
+/* A run records the model its values are computed by: a resume with another
+ * model is refused with both named and nothing changed; the same model, or
+ * no model given, resumes. A run recorded without a model takes the first
+ * one a resume gives. */
+TEST(a_resume_with_another_model_is_refused)
+{
+    char path[512];
+    db_path(path, sizeof path, "model.db");
+    weft_store *s;
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    const weft_store_run_spec a = {"/w/a.lua", "h", NULL, {0}, "00000000000000aa", "/m/a.gguf"};
+    const weft_store_run_spec b = {"/w/a.lua", "h", NULL, {0}, "00000000000000bb", "/m/b.gguf"};
+    int64_t run;
+    ASSERT_EQ_INT(weft_store_run_begin_with(s, &a, &run), 0);
+    ASSERT_EQ_INT(weft_store_run_finish(s, run, "from a", NULL), 0);
+    ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &b, NULL), WEFT_EINVAL);
+    const char *e = weft_last_error();
+    ASSERT(strstr(e, "/m/a.gguf (00000000000000aa)") && strstr(e, "/m/b.gguf (00000000000000bb)"));
+    weft_store_run r;
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    const int kept = r.status == WEFT_RUN_FINISHED && r.resumes == 0 && strcmp(r.output, "from a") == 0 &&
+                     strcmp(r.model_hash, "00000000000000aa") == 0 && strcmp(r.model_path, "/m/a.gguf") == 0;
+    weft_store_run_clear(&r);
+    ASSERT(kept);
+    ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &a, NULL), 0);
+    ASSERT_EQ_INT(weft_store_run_resume(s, run, NULL), 0);
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    const int same = strcmp(r.model_hash, "00000000000000aa") == 0;
+    weft_store_run_clear(&r);
+    ASSERT(same);
+
+    ASSERT_EQ_INT(weft_store_run_begin(s, "/w/old.lua", NULL, NULL, &run), 0); /* no model */
+    ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &b, NULL), 0);
+    ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &a, NULL), WEFT_EINVAL);
     weft_store_close(s);
 }
 
@@ -643,10 +680,11 @@ TEST(a_version_1_database_is_read_and_upgraded)
     ASSERT_EQ_INT(weft_store_call_complete(s, run, "k1", "x", 1, NULL), 0);
     ASSERT_EQ_INT(weft_store_run_finish(s, run, "old output", NULL), 0);
     weft_store_close(s);
-    /* what version 1 wrote: the same tables without the limit columns */
+    /* what version 1 wrote: the same tables without the limit and model columns */
     ASSERT_EQ_INT(sql_on(path, "ALTER TABLE runs DROP COLUMN sandbox; ALTER TABLE runs DROP COLUMN "
                                "mem_limit; ALTER TABLE runs DROP COLUMN instr_limit; ALTER TABLE runs "
-                               "DROP COLUMN time_limit; UPDATE weft_schema SET version = 1"),
+                               "DROP COLUMN time_limit; ALTER TABLE runs DROP COLUMN model_hash; "
+                               "ALTER TABLE runs DROP COLUMN model_path; UPDATE weft_schema SET version = 1"),
                   SQLITE_OK);
 
     ASSERT_EQ_INT(weft_store_open(path, WEFT_STORE_READONLY, &s), 0);
@@ -656,6 +694,7 @@ TEST(a_version_1_database_is_read_and_upgraded)
     ASSERT_EQ_INT(n, 1);
     ASSERT_STR_EQ(runs[0].script_path, "old.lua");
     ASSERT(!runs[0].limits.sandboxed);
+    ASSERT(runs[0].model_hash == NULL && runs[0].model_path == NULL);
     weft_store_runs_free(runs, n);
     weft_store_run r;
     ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
@@ -669,7 +708,7 @@ TEST(a_version_1_database_is_read_and_upgraded)
     ASSERT_STR_EQ(r.output, "old output");
     ASSERT(!r.limits.sandboxed && r.limits.time_limit == 0);
     weft_store_run_clear(&r);
-    const weft_store_run_spec spec = {"old.lua", "h", NULL, {.sandboxed = true, .time_limit = 5}};
+    const weft_store_run_spec spec = {"old.lua", "h", NULL, {.sandboxed = true, .time_limit = 5}, NULL, NULL};
     ASSERT_EQ_INT(weft_store_run_resume_with(s, run, &spec, NULL), 0);
     ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
     ASSERT(r.limits.sandboxed);
@@ -677,7 +716,7 @@ TEST(a_version_1_database_is_read_and_upgraded)
     weft_store_run_clear(&r);
     weft_store_close(s);
     /* upgraded: a read-only open reads the limits from the file now */
-    ASSERT_EQ_INT(runs_schema_version(path), 2);
+    ASSERT_EQ_INT(runs_schema_version(path), 3);
     ASSERT_EQ_INT(weft_store_open(path, WEFT_STORE_READONLY, &s), 0);
     ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
     ASSERT(r.limits.sandboxed);
@@ -785,6 +824,7 @@ int main(void)
     RUN(values_over_sqlites_length_limit_are_errors_not_nulls);
     RUN(resume_records_the_new_spec_and_keeps_the_sandbox);
     RUN(a_version_1_database_is_read_and_upgraded);
+    RUN(a_resume_with_another_model_is_refused);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (test_failed_count == 0 && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
