@@ -461,9 +461,10 @@ static int run_prev_load(session_opts *op, weft_store *st, const char **script, 
         fprintf(stderr, "weft run: --resume %lld: %s\n", op->resume, weft_last_error());
         return -1;
     }
-    /* checked again, atomically, when the run is marked resumed; here so as
-     * not to load a model for nothing */
-    if (prev->status == WEFT_RUN_RUNNING && prev->pid != (int64_t)getpid()) {
+    /* running: a live process holds the run's lock (its recorded pid alone
+     * proves nothing: pids are reused). Checked again, atomically, when the
+     * run is marked resumed; here so as not to load a model for nothing */
+    if (prev->status == WEFT_RUN_RUNNING) {
         fprintf(stderr, "weft run: --resume %lld: run %lld is still running (pid %lld)\n", op->resume,
                 op->resume, (long long)prev->pid);
         return -1;

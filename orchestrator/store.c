@@ -1,12 +1,20 @@
 /* Durable runs on SQLite (see weft/store.h for the schema and the guarantees).
  *
  * Every write is a single statement in autocommit mode, so it is its own
- * transaction; the two read-then-write operations (opening, resume) take
- * BEGIN IMMEDIATE so that two processes cannot interleave them. Statements
- * are prepared once per connection and cached. */
+ * transaction; the read-then-write operations (opening, beginning a run and
+ * taking its lock, resume) take BEGIN IMMEDIATE so that two processes cannot
+ * interleave them. Statements are prepared once per connection and cached.
+ *
+ * Liveness: the process executing a run holds an open-file-description lock
+ * (F_OFD_SETLK) on byte `run id` of the file "<database>-runlock". The kernel
+ * drops it when the process ends, however it ends, so a run marked running
+ * whose byte nobody holds was interrupted — whatever process now has the pid
+ * it recorded. */
+#define _GNU_SOURCE /* F_OFD_SETLK, F_OFD_GETLK */
 #include "weft/store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <pwd.h>
 #include <signal.h>
@@ -169,6 +177,10 @@ struct weft_store {
     bool readonly;
     int64_t version; /* of the runs schema: RUNS_SCHEMA_VERSION, or older read-only */
     sqlite3_stmt *st[ST_COUNT];
+    int lock_fd;     /* "<path>-runlock"; -1: not open (read-only: see lock_errno) */
+    int lock_errno;  /* why a read-only store has no lock_fd */
+    int64_t *held;   /* the runs whose lock this store holds */
+    size_t n_held, cap_held;
 };
 
 /* ---- errors -------------------------------------------------------------- */
@@ -264,6 +276,98 @@ void weft_store_hash_hex(const void *data, size_t len, char out[WEFT_STORE_HASH_
     out[32] = 0;
 }
 
+/* ---- run locks (see the top of the file) --------------------------------- */
+
+/* Opens "<path>-runlock": created by a writer (WEFT_EIO if it cannot be: a
+ * run it began could not be told from an interrupted one), opened read-only
+ * by a reader, which without it records why in lock_errno and returns 0. */
+static int lock_open(weft_store *s)
+{
+    if (s->lock_fd >= 0) return 0;
+    char path[4200];
+    if (snprintf(path, sizeof path, "%s-runlock", s->path) >= (int)sizeof path)
+        return weft_error(WEFT_ERANGE, "%s: database path is too long", s->path);
+    s->lock_fd = s->readonly ? open(path, O_RDONLY | O_CLOEXEC)
+                             : open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (s->lock_fd >= 0) return 0;
+    s->lock_errno = errno;
+    if (s->readonly) return 0;
+    return weft_error(WEFT_EIO, "%s: cannot open the run lock file: %s", path, strerror(errno));
+}
+
+static bool run_held(const weft_store *s, int64_t run_id)
+{
+    for (size_t i = 0; i < s->n_held; i++)
+        if (s->held[i] == run_id) return true;
+    return false;
+}
+
+/* fcntl `cmd` with a lock of `type` on run_id's byte; fcntl's result. */
+static int lock_byte(const weft_store *s, int cmd, short type, struct flock *fl, int64_t run_id)
+{
+    memset(fl, 0, sizeof *fl); /* l_pid must be 0 for OFD locks */
+    fl->l_type = type;
+    fl->l_whence = SEEK_SET;
+    fl->l_start = (off_t)run_id;
+    fl->l_len = 1;
+    return fcntl(s->lock_fd, cmd, fl);
+}
+
+/* Takes run_id's lock for this store (held until run_unlock or close).
+ * WEFT_EBUSY when another process holds it, WEFT_EIO or WEFT_ENOMEM. */
+static int run_lock(weft_store *s, int64_t run_id)
+{
+    struct flock fl;
+    if (run_held(s, run_id)) return 0;
+    if (s->lock_fd < 0) return weft_error(WEFT_EIO, "%s: no run lock file", s->path);
+    if (s->n_held == s->cap_held) {
+        size_t cap = s->cap_held ? 2 * s->cap_held : 4;
+        int64_t *h = weft_realloc(s->held, cap * sizeof *h);
+        if (!h) return weft_error(WEFT_ENOMEM, "out of memory");
+        s->held = h;
+        s->cap_held = cap;
+    }
+    if (lock_byte(s, F_OFD_SETLK, F_WRLCK, &fl, run_id) != 0) {
+        if (errno == EAGAIN || errno == EACCES)
+            return weft_error(WEFT_EBUSY, "run %lld is still running (another process holds "
+                              "its lock)", (long long)run_id);
+        return weft_error(WEFT_EIO, "%s-runlock: cannot lock run %lld: %s", s->path,
+                          (long long)run_id, strerror(errno));
+    }
+    s->held[s->n_held++] = run_id;
+    return 0;
+}
+
+static void run_unlock(weft_store *s, int64_t run_id)
+{
+    struct flock fl;
+    for (size_t i = 0; i < s->n_held; i++)
+        if (s->held[i] == run_id) {
+            lock_byte(s, F_OFD_SETLK, F_UNLCK, &fl, run_id);
+            s->held[i] = s->held[--s->n_held];
+            return;
+        }
+}
+
+static bool pid_gone(int64_t pid)
+{
+    if (pid <= 0 || pid == (int64_t)getpid()) return false;
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+/* Whether a process executes run `id`, marked running (recorded `pid`): it
+ * holds the run's lock. Without a lock file there is none to hold, unless
+ * it could not be opened (permissions): then the pid is all there is. */
+static bool run_alive(weft_store *s, int64_t id, int64_t pid)
+{
+    if (run_held(s, id)) return true;
+    if (s->lock_fd < 0 && s->lock_errno == ENOENT) lock_open(s); /* a run began since */
+    if (s->lock_fd < 0) return s->lock_errno == ENOENT ? false : !pid_gone(pid);
+    struct flock fl;
+    if (lock_byte(s, F_OFD_GETLK, F_RDLCK, &fl, id) != 0) return !pid_gone(pid);
+    return fl.l_type != F_UNLCK;
+}
+
 /* ---- open / close -------------------------------------------------------- */
 
 static int exec(weft_store *s, const char *sql, const char *what)
@@ -356,6 +460,7 @@ int weft_store_open(const char *path, int flags, weft_store **out)
         return weft_error(WEFT_ENOMEM, "out of memory");
     }
     s->readonly = (flags & WEFT_STORE_READONLY) != 0;
+    s->lock_fd = -1;
     struct stat sb;
     if (s->readonly && stat(path, &sb) != 0) {
         rc = weft_error(WEFT_ENOTFOUND, "%s: no such database", path);
@@ -398,6 +503,7 @@ int weft_store_open(const char *path, int flags, weft_store **out)
     } else if ((rc = check_schema(s))) {
         goto fail;
     }
+    if ((rc = lock_open(s))) goto fail;
     *out = s;
     return 0;
 fail:
@@ -412,6 +518,8 @@ void weft_store_close(weft_store *s)
     /* sqlite3_close_v2 runs the WAL checkpoint when this is the last
      * connection; a failure there leaves the WAL in place, which is fine. */
     if (s->db) sqlite3_close_v2(s->db);
+    if (s->lock_fd >= 0) close(s->lock_fd); /* drops the runs' locks */
+    weft_free(s->held);
     weft_free(s->path);
     weft_free(s);
 }
@@ -552,15 +660,25 @@ int weft_store_run_begin_with(weft_store *s, const weft_store_run_spec *spec, in
 {
     int rc;
     if ((rc = check_writable(s)) || (rc = check_spec(spec))) return rc;
+    /* the row and its lock appear together: no other process sees the run
+     * running without its lock (which would read as interrupted) */
+    if ((rc = exec(s, "BEGIN IMMEDIATE", "starting a run"))) return rc;
     sqlite3_stmt *st;
-    if ((rc = stmt(s, ST_RUN_BEGIN, &st))) return rc;
+    int64_t id = 0;
+    if ((rc = stmt(s, ST_RUN_BEGIN, &st))) goto fail;
     int b = sqlite3_bind_double(st, 1, wall_now());
     if (!b) b = sqlite3_bind_int64(st, 2, (int64_t)getpid());
     if (!b) b = bind_spec(st, spec);
     if ((rc = bound(s, st, b, "starting a run")) || (rc = step_write(s, st, "starting a run")))
-        return rc;
-    *run_id = sqlite3_last_insert_rowid(s->db);
+        goto fail;
+    id = sqlite3_last_insert_rowid(s->db);
+    if ((rc = run_lock(s, id)) || (rc = exec(s, "COMMIT", "starting a run"))) goto fail;
+    *run_id = id;
     return 0;
+fail:
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    if (id) run_unlock(s, id);
+    return rc;
 }
 
 int weft_store_run_begin(weft_store *s, const char *script_path, const char *script_hash,
@@ -576,15 +694,9 @@ static char *col_dup(sqlite3_stmt *st, int i)
     return t ? weft_strdup((const char *)t) : NULL;
 }
 
-static bool pid_gone(int64_t pid)
-{
-    if (pid <= 0 || pid == (int64_t)getpid()) return false;
-    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
-}
-
 /* Reads the RC_* columns of the current row (output too if `with_output`)
  * into *r. */
-static int read_run(sqlite3_stmt *st, weft_store_run *r, bool with_output)
+static int read_run(weft_store *s, sqlite3_stmt *st, weft_store_run *r, bool with_output)
 {
     memset(r, 0, sizeof *r);
     r->id = sqlite3_column_int64(st, RC_ID);
@@ -612,7 +724,8 @@ static int read_run(sqlite3_stmt *st, weft_store_run *r, bool with_output)
     r->model_hash = col_dup(st, RC_MODEL_HASH);
     r->model_path = col_dup(st, RC_MODEL_PATH);
     if (with_output) r->output = col_dup(st, RC_OUTPUT);
-    if (r->status == WEFT_RUN_RUNNING && pid_gone(r->pid)) r->status = WEFT_RUN_INTERRUPTED;
+    if (r->status == WEFT_RUN_RUNNING && !run_alive(s, r->id, r->pid))
+        r->status = WEFT_RUN_INTERRUPTED;
     const int nullable[] = {RC_ERROR, RC_MODEL_HASH, RC_MODEL_PATH, RC_OUTPUT};
     char *const copies[] = {r->error, r->model_hash, r->model_path, r->output};
     bool lost = !r->script_path || !r->script_hash || !r->args_json;
@@ -649,7 +762,7 @@ int weft_store_run_get(weft_store *s, int64_t run_id, weft_store_run *out)
         return rc;
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
-        err = read_run(st, out, true);
+        err = read_run(s, st, out, true);
     else if (rc == SQLITE_DONE)
         err = weft_error(WEFT_ENOTFOUND, "no run %lld in %s", (long long)run_id, s->path);
     else
@@ -702,14 +815,16 @@ int weft_store_run_resume_with(weft_store *s, int64_t run_id, const weft_store_r
     if ((rc = check_writable(s)) || (spec && (rc = check_spec(spec)))) return rc;
     if ((rc = exec(s, "BEGIN IMMEDIATE", "resuming a run"))) return rc;
     weft_store_run tmp = {0}, *r = info ? info : &tmp;
+    const bool held = run_held(s, run_id);
     if ((rc = weft_store_run_get(s, run_id, r))) goto fail;
-    /* read_run turned a dead process's run into INTERRUPTED: RUNNING here
-     * means another live process is executing it. */
-    if (r->status == WEFT_RUN_RUNNING && r->pid != (int64_t)getpid()) {
+    /* read_run turned a run whose lock nobody holds into INTERRUPTED:
+     * RUNNING here means a process holds it — this store, or another one */
+    if (r->status == WEFT_RUN_RUNNING && !held) {
         rc = weft_error(WEFT_EBUSY, "run %lld is still running (pid %lld)",
                         (long long)run_id, (long long)r->pid);
         goto fail;
     }
+    if ((rc = run_lock(s, run_id))) goto fail; /* EBUSY if another took it since */
     if (spec && ((rc = check_sandbox_kept(r, &spec->limits)) || (rc = check_model_kept(r, spec))))
         goto fail;
     weft_store_run_clear(&tmp);
@@ -724,6 +839,7 @@ int weft_store_run_resume_with(weft_store *s, int64_t run_id, const weft_store_r
     return 0;
 fail:
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    if (!held) run_unlock(s, run_id);
     weft_store_run_clear(r);
     return rc;
 }
@@ -749,6 +865,7 @@ int weft_store_run_finish(weft_store *s, int64_t run_id, const char *output,
         return rc;
     if (sqlite3_changes(s->db) == 0)
         return weft_error(WEFT_ENOTFOUND, "no run %lld in %s", (long long)run_id, s->path);
+    run_unlock(s, run_id); /* no longer running */
     return 0;
 }
 
@@ -781,7 +898,7 @@ int weft_store_runs_list(weft_store *s, int limit, weft_store_run **out, size_t 
             v = nv;
             cap = ncap;
         }
-        if ((err = read_run(st, &v[len], false))) break;
+        if ((err = read_run(s, st, &v[len], false))) break;
         len++;
     }
     if (!err && rc != SQLITE_DONE) err = db_error(s, rc, "listing runs");

@@ -50,6 +50,15 @@
  * and read as it is when opened read-only; its runs have none of what it did
  * not record: version 1 no limits, versions 1 and 2 no model.
  *
+ * Liveness: the process executing a run (the one that began or last resumed
+ * it, until it finishes the run or closes the store) holds a lock on byte
+ * `run id` of the file "<database>-runlock" (an open-file-description lock,
+ * F_OFD_SETLK). The kernel releases it when the process ends however it ends
+ * (kill -9 included), so a run marked running whose lock nobody holds is
+ * reported interrupted, whatever process has since been given the pid it
+ * recorded. The lock file is opened close-on-exec: a program the script
+ * starts does not keep the run "running" after weft is gone.
+ *
  * Threading: a weft_store is one SQLite connection with cached prepared
  * statements; use it from one thread at a time. Other threads and processes
  * open their own; WAL lets readers run while one writer writes, and writers
@@ -92,13 +101,16 @@ WEFT_API int weft_store_default_path(char *buf, size_t n);
 
 /* Opens (creating the file and its parent directories, mode 0700, unless
  * WEFT_STORE_READONLY) the database at `path` (NULL: the default path),
- * sets WAL, a busy timeout and foreign keys, and creates or checks the schema.
+ * sets WAL, a busy timeout and foreign keys, and creates or checks the schema;
+ * opens "<path>-runlock" (created unless READONLY) for the runs' locks.
  * *out is owned by the caller: weft_store_close() it.
  * Errors: WEFT_EIO (cannot create or open), WEFT_EFORMAT (not a SQLite
  * database, corrupt, or a foreign one), WEFT_EUNSUPPORTED (newer schema),
  * WEFT_ENOTFOUND (READONLY and no file), WEFT_EBUSY, WEFT_ENOMEM. */
 WEFT_API int weft_store_open(const char *path, int flags, weft_store **out);
-/* Finalizes statements and closes the connection. NULL is a no-op. */
+/* Finalizes statements and closes the connection; the locks of the runs `s`
+ * holds are released (they read as interrupted unless finished). NULL is a
+ * no-op. */
 WEFT_API void weft_store_close(weft_store *s);
 /* The path the store was opened with. Borrowed; valid until close. */
 WEFT_API const char *weft_store_path(const weft_store *s);
@@ -115,8 +127,9 @@ typedef enum weft_run_status {
     WEFT_RUN_FINISHED = 1,
     WEFT_RUN_FAILED = 2,
     /* Never stored: reported by list/get for a run still marked running whose
-     * process (recorded pid, this machine) no longer exists — killed or
-     * crashed; resumable. */
+     * lock no process holds (see Liveness above) — killed or crashed;
+     * resumable. When the lock file exists but cannot be opened (another
+     * user's database) the recorded pid is tested instead. */
     WEFT_RUN_INTERRUPTED = 3,
 } weft_run_status;
 
@@ -167,7 +180,8 @@ typedef struct weft_store_run {
     char *model_path;      /* the model's path as recorded; NULL if none */
 } weft_store_run;
 
-/* Starts a run of `spec`: status running, started now, pid = getpid().
+/* Starts a run of `spec`: status running, started now, pid = getpid(), its
+ * lock held by `s` (in the same transaction).
  * *run_id gets the new id (positive, never reused). WEFT_EINVAL for a spec
  * with no script path, arguments that are not a JSON object or array, or a
  * negative limit; WEFT_ERANGE for a value over SQLite's length limit. */
@@ -180,7 +194,7 @@ WEFT_API int weft_store_run_begin(weft_store *s, const char *script_path,
                                   int64_t *run_id);
 
 /* Marks a run running again for `weft run --resume`: resumes + 1, pid =
- * getpid(), finished_at, output and error cleared; its calls and their values
+ * getpid(), its lock taken by `s`, finished_at, output and error cleared; its calls and their values
  * are kept. Call it once the resume can start (script read, model loaded):
  * a finished run's output is gone from here on. Unless `spec` is NULL the
  * run's script path, hash, arguments and limits are replaced by `spec`'s in
@@ -188,8 +202,8 @@ WEFT_API int weft_store_run_begin(weft_store *s, const char *script_path,
  * executes. If `info` is not NULL it is filled as by weft_store_run_get()
  * (before the update: it tells what the run was). A finished run may be
  * resumed too: every call is then served from the store.
- * Errors: WEFT_ENOTFOUND (no such run), WEFT_EBUSY (another live process is
- * running it), WEFT_EINVAL (a bad spec, or one whose limits are looser than
+ * Errors: WEFT_ENOTFOUND (no such run), WEFT_EBUSY (another store — another
+ * process, or another weft_store of this one — holds its lock), WEFT_EINVAL (a bad spec, or one whose limits are looser than
  * those of a run recorded as sandboxed: no sandbox, or a larger memory cap,
  * instruction budget or time limit — a resume may tighten a sandbox, never
  * loosen it; or one whose model_hash is not the one the run was recorded
@@ -203,7 +217,7 @@ WEFT_API int weft_store_run_resume_with(weft_store *s, int64_t run_id,
 WEFT_API int weft_store_run_resume(weft_store *s, int64_t run_id, weft_store_run *info);
 
 /* Ends a run: finished when `error` is NULL, else failed with that error
- * text. `output` (the final output, may be NULL) is kept for
+ * text; `s` releases its lock. `output` (the final output, may be NULL) is kept for
  * weft_store_run_get(). WEFT_ENOTFOUND if there is no such run. */
 WEFT_API int weft_store_run_finish(weft_store *s, int64_t run_id, const char *output,
                                    const char *error);

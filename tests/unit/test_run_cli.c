@@ -266,8 +266,6 @@ TEST(time_limit_ends_runs_that_loop_wait_or_hang)
     unlink(path);
 }
 
-/* Starts weft run in a child with stdout on a pipe; kills it with SIGKILL
- * once it has printed "step <at>". Returns the steps it printed. */
 /* Edges of the run's graph in the database. */
 static int count_edges(int64_t id)
 {
@@ -284,35 +282,51 @@ static int count_edges(int64_t id)
     return n;
 }
 
-static int run_and_kill(int at)
+/* Starts `weft run PATH ... --arg tokens=40` in a child with stdout on a
+ * pipe (*f) and waits until it has printed "step <at>". Returns the steps it
+ * printed (less than `at` if it ended first), or -1; *pid is the child. */
+static int start_run(const char *path, int at, pid_t *pid, FILE **f)
 {
     int fds[2];
+    *f = NULL;
     if (pipe(fds) != 0) return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
+    *pid = fork();
+    if (*pid == 0) {
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
         setenv("WEFT_DB", db, 1);
-        execl(weft, weft, "run", script, "-m", model_path, "--ctx", "256", "-t", "2", "--arg",
+        execl(weft, weft, "run", path, "-m", model_path, "--ctx", "256", "-t", "2", "--arg",
               "tokens=40", (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
-    FILE *f = fdopen(fds[0], "r");
+    *f = fdopen(fds[0], "r");
     char line[256];
     int steps = 0;
-    while (f && fgets(line, sizeof line, f)) {
+    while (*f && steps < at && fgets(line, sizeof line, *f))
         if (strncmp(line, "step ", 5) == 0) steps = atoi(line + 5);
-        if (steps >= at) {
-            kill(pid, SIGKILL);
-            break;
-        }
-    }
+    return *pid > 0 && *f ? steps : -1;
+}
+
+/* Kills the child of start_run with SIGKILL; 0 when it died of it. */
+static int kill_run(pid_t pid, FILE *f)
+{
     int st;
+    kill(pid, SIGKILL);
     waitpid(pid, &st, 0);
     if (f) fclose(f);
-    return WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL ? steps : -1;
+    return WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL ? 0 : -1;
+}
+
+/* Runs the chain script and kills it with SIGKILL once it has printed
+ * "step <at>". Returns the steps it printed, or -1. */
+static int run_and_kill(int at)
+{
+    pid_t pid;
+    FILE *f;
+    const int steps = start_run(script, at, &pid, &f);
+    return kill_run(pid, f) == 0 && steps >= at ? steps : -1;
 }
 
 static long stat_field(const char *name)
@@ -375,6 +389,63 @@ TEST(a_killed_run_resumes_without_recomputing_what_completed)
     ASSERT_EQ_INT(run(args), 0);
     ASSERT_EQ_INT(stat_field("from_store"), 12);
     ASSERT_EQ_INT(stat_field("submitted"), 0);
+}
+
+/* Sets the pid recorded with run `id`; 0 or -1. */
+static int set_recorded_pid(int64_t id, long long pid)
+{
+    sqlite3 *h = NULL;
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE runs SET pid = %lld WHERE id = %lld", pid, (long long)id);
+    const int rc = sqlite3_open(db, &h) == SQLITE_OK && sqlite3_exec(h, sql, NULL, NULL, NULL) == SQLITE_OK &&
+                           sqlite3_changes(h) == 1
+                       ? 0
+                       : -1;
+    sqlite3_close(h);
+    return rc;
+}
+
+/* A run is running while its process holds the run's lock, not while some
+ * process has the pid it recorded: a run killed with SIGKILL whose recorded
+ * pid now belongs to a live process (this test's) reads as interrupted and
+ * resumes; a live run refuses a concurrent --resume. */
+TEST(liveness_is_the_runs_lock_not_its_pid)
+{
+    ASSERT(run_and_kill(2) >= 2);
+    const int64_t id = only_run_id();
+    ASSERT(id > 0);
+    ASSERT_EQ_INT(set_recorded_pid(id, (long long)getpid()), 0); /* as if the pid were reused */
+    char args[2048], want[64];
+    snprintf(args, sizeof args, "runs --json %lld", (long long)id);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("\"status\":\"interrupted\"");
+    snprintf(want, sizeof want, "\"pid\":%lld", (long long)getpid());
+    ASSERT_OUT_HAS(want);
+    snprintf(args, sizeof args, "run --resume %lld -m %s --ctx 256 -t 2 --arg tokens=4", (long long)id,
+             model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("final:");
+
+    char path[600];
+    snprintf(path, sizeof path, "%s.live.lua", script);
+    ASSERT_EQ_INT(write_file(path, "io.stdout:write('step 1\\n') io.stdout:flush()\nwhile true do end\n"), 0);
+    pid_t pid;
+    FILE *f;
+    const int started = start_run(path, 1, &pid, &f);
+    const int64_t live = only_run_id();
+    snprintf(args, sizeof args, "run --resume %lld -m %s --ctx 256 -t 2", (long long)live, model_path);
+    const int resumed = run(args);
+    const int refused = resumed == 1 && strstr(out, "still running") != NULL;
+    snprintf(args, sizeof args, "runs --json %lld", (long long)live);
+    const int listed = run(args) == 0 && strstr(out, "\"status\":\"running\"") != NULL;
+    ASSERT_EQ_INT(kill_run(pid, f), 0);
+    ASSERT_EQ_INT(started, 1);
+    ASSERT(live > id);
+    ASSERT(refused);
+    ASSERT(listed);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("\"status\":\"interrupted\"");
+    unlink(path);
 }
 
 /* Runs `weft run SCRIPT OPTS` on the tiny model; see run(). */
@@ -635,6 +706,7 @@ int main(void)
     RUN(time_limit_ends_runs_that_loop_wait_or_hang);
     RUN(a_run_stores_its_graph);
     RUN(a_killed_run_resumes_without_recomputing_what_completed);
+    RUN(liveness_is_the_runs_lock_not_its_pid);
     RUN(a_resume_that_cannot_start_leaves_the_run_as_it_was);
     RUN(a_resume_records_its_arguments_and_script);
     RUN(a_sandboxed_run_stays_sandboxed_when_resumed);
@@ -643,8 +715,8 @@ int main(void)
     unlink(model_path);
     unlink(script);
     char p[600];
-    const char *sfx[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
+    const char *sfx[] = {"", "-wal", "-shm", "-runlock"};
+    for (int i = 0; i < 4; i++) {
         snprintf(p, sizeof p, "%s%s", db, sfx[i]);
         unlink(p);
     }

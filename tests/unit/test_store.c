@@ -234,7 +234,7 @@ TEST(values_persist_across_close_and_open)
         }
     }
     weft_store_run r;
-    ASSERT_EQ_INT(weft_store_run_resume(s, run, &r), 0); /* same process: allowed */
+    ASSERT_EQ_INT(weft_store_run_resume(s, run, &r), 0); /* its store closed: interrupted */
     ASSERT_STR_EQ(r.script_path, "p.lua");
     ASSERT_EQ_INT(r.calls_total, 20);
     ASSERT_EQ_INT(r.calls_done, 10);
@@ -377,6 +377,46 @@ TEST(resume_of_a_live_run_is_busy)
     close(up[1]);
     close(down[0]);
     close(down[1]);
+}
+
+static int sql_on(const char *path, const char *sql);
+
+/* A run is running while a store holds its lock, whatever pid it recorded:
+ * another store (even in this process) reads it running and cannot resume
+ * it; once the holder finishes or closes, it reads finished or interrupted
+ * — with the pid of a live process (1) recorded — and resumes. */
+TEST(liveness_is_the_runs_lock_not_its_pid)
+{
+    char path[512], sql[128];
+    db_path(path, sizeof path, "lock.db");
+    weft_store *a, *b, *ro;
+    int64_t run, run2;
+    weft_store_run r;
+    ASSERT_EQ_INT(weft_store_open(path, 0, &a), 0);
+    ASSERT_EQ_INT(weft_store_open(path, 0, &b), 0);
+    ASSERT_EQ_INT(weft_store_run_begin(a, "l.lua", NULL, NULL, &run), 0);
+    ASSERT_EQ_INT(weft_store_run_begin(a, "l2.lua", NULL, NULL, &run2), 0);
+    ASSERT_EQ_INT(weft_store_run_resume(b, run, NULL), WEFT_EBUSY);
+    ASSERT(strstr(weft_last_error(), "still running"));
+    ASSERT_EQ_INT(weft_store_run_resume(a, run, NULL), 0); /* the holder may */
+    ASSERT_EQ_INT(weft_store_run_finish(a, run2, "done", NULL), 0); /* releases run2 only */
+    ASSERT_EQ_INT(weft_store_run_resume(b, run, NULL), WEFT_EBUSY);
+    ASSERT_EQ_INT(weft_store_run_resume(b, run2, NULL), 0);
+    ASSERT_EQ_INT(weft_store_run_finish(b, run2, "again", NULL), 0);
+    weft_store_close(a); /* as a process dying would: the lock goes */
+    snprintf(sql, sizeof sql, "UPDATE runs SET pid = 1 WHERE id = %lld", (long long)run);
+    ASSERT_EQ_INT(sql_on(path, sql), SQLITE_OK);
+    ASSERT_EQ_INT(weft_store_open(path, WEFT_STORE_READONLY, &ro), 0);
+    ASSERT_EQ_INT(weft_store_run_get(ro, run, &r), 0);
+    ASSERT_EQ_INT(r.status, WEFT_RUN_INTERRUPTED);
+    ASSERT_EQ_INT(r.pid, 1);
+    weft_store_run_clear(&r);
+    ASSERT_EQ_INT(weft_store_run_resume(b, run, NULL), 0);
+    ASSERT_EQ_INT(weft_store_run_get(ro, run, &r), 0);
+    ASSERT_EQ_INT(r.status, WEFT_RUN_RUNNING); /* b holds it now */
+    weft_store_run_clear(&r);
+    weft_store_close(ro);
+    weft_store_close(b);
 }
 
 TEST(a_reader_sees_consistent_data_while_another_process_writes)
@@ -819,6 +859,7 @@ int main(void)
     RUN(values_persist_across_close_and_open);
     RUN(committed_values_survive_kill_9);
     RUN(resume_of_a_live_run_is_busy);
+    RUN(liveness_is_the_runs_lock_not_its_pid);
     RUN(a_reader_sees_consistent_data_while_another_process_writes);
     RUN(corrupt_and_foreign_files_are_clear_errors);
     RUN(values_over_sqlites_length_limit_are_errors_not_nulls);
