@@ -14,7 +14,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: weft runs [options] [RUN_ID]\n\n"
-            "Lists workflow runs, newest first: status, start time, duration, calls\n"
+            "Lists workflow runs, newest first: status, start time, duration (active\n"
+            "time: a resumed run's attempts added up, without the time between them), calls\n"
             "completed of those in the graph, tokens generated and the script. With\n"
             "RUN_ID, shows that run with its arguments, limits (--sandbox, --time-limit),\n"
             "model (path and fingerprint), final output and error.\n"
@@ -53,12 +54,13 @@ static double wall_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Seconds the run took, or has taken so far; < 0 when unknown (interrupted:
- * the store does not know when its process died). */
+/* Seconds the run was active — its attempts added up, not the time between
+ * a crash and the resume — or has been so far; < 0 when unknown
+ * (interrupted: the store does not know when its process died). */
 static double run_seconds(const weft_store_run *r)
 {
-    if (r->finished_at > 0) return r->finished_at - r->started_at;
-    if (r->status == WEFT_RUN_RUNNING) return wall_now() - r->started_at;
+    if (r->finished_at > 0) return r->active_seconds;
+    if (r->status == WEFT_RUN_RUNNING) return r->active_seconds + wall_now() - r->attempt_started_at;
     return -1;
 }
 

@@ -28,7 +28,7 @@
 #include <xxhash.h>
 
 #define STORE_APP_ID 0x77656674 /* "weft" */
-#define RUNS_SCHEMA_VERSION 3
+#define RUNS_SCHEMA_VERSION 4
 #define BUSY_TIMEOUT_MS 5000
 #define MAX_KEY 1024
 
@@ -54,6 +54,7 @@ enum {
     RC_FINISHED, RC_PID, RC_RESUMES, RC_CALLS, RC_DONE, RC_FAILED, RC_TOKENS,
     RC_SANDBOX, RC_MEM, RC_INSTR, RC_TIME, /* version 2 */
     RC_MODEL_HASH, RC_MODEL_PATH,          /* version 3 */
+    RC_ACTIVE, RC_ATTEMPT,                 /* version 4 */
     RC_OUTPUT,                             /* get only; NULL in lists */
 };
 
@@ -61,11 +62,21 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* ?3..?11 are a run spec in both ST_RUN_BEGIN and ST_RUN_RESUME (bind_spec) */
     [ST_RUN_BEGIN] = "INSERT INTO runs(status, started_at, pid, script_path, script_hash, "
                      "args_json, sandbox, mem_limit, instr_limit, time_limit, model_hash, "
-                     "model_path) VALUES('running', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    [ST_RUN_FINISH] = "UPDATE runs SET status = ?2, finished_at = ?3, output = ?4, "
-                      "error = ?5 WHERE id = ?1",
-    /* ?3..?11 NULL (no spec, or no model) keep what the run was recorded with */
-    [ST_RUN_RESUME] = "UPDATE runs SET status = 'running', finished_at = NULL, "
+                     "model_path, attempt_at) "
+                     "VALUES('running', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?1)",
+    /* the attempt's active time counts once: a run finished again (the
+     * watchdog, a refused output) adds nothing */
+    [ST_RUN_FINISH] = "UPDATE runs SET status = ?2, finished_at = ?3, output = ?4, error = ?5, "
+                      "active_s = active_s + CASE WHEN status = 'running' "
+                      "THEN max(?3 - attempt_at, 0) ELSE 0 END WHERE id = ?1",
+    /* ?3..?11 NULL (no spec, or no model) keep what the run was recorded with;
+     * ?12 is now. An interrupted attempt (still 'running') adds its active
+     * time up to its last call recorded: when its process died is unknown. */
+    [ST_RUN_RESUME] = "UPDATE runs SET active_s = active_s + CASE WHEN status = 'running' THEN "
+                      "max(coalesce((SELECT max(max(coalesce(c.completed_at, 0), "
+                      "coalesce(c.added_at, 0))) FROM calls c WHERE c.run_id = ?1), 0) "
+                      "- attempt_at, 0) ELSE 0 END, attempt_at = ?12, "
+                      "status = 'running', finished_at = NULL, "
                       "output = NULL, error = NULL, pid = ?2, resumes = resumes + 1, "
                       "script_path = coalesce(?3, script_path), "
                       "script_hash = coalesce(?4, script_hash), "
@@ -102,10 +113,13 @@ static void run_select_sql(int64_t version, bool get, char *buf, size_t n)
              "SELECT r.id, r.status, r.script_path, r.script_hash, r.args_json, r.error, "
              "r.started_at, r.finished_at, r.pid, r.resumes, count(c.key), "
              "coalesce(sum(c.status = 'done'), 0), coalesce(sum(c.status = 'failed'), 0), "
-             "coalesce(sum(CASE WHEN c.status = 'done' THEN c.n_generated END), 0), %s, %s, %s "
+             "coalesce(sum(CASE WHEN c.status = 'done' THEN c.n_generated END), 0), %s, %s, %s, %s "
              "FROM %s r LEFT JOIN calls c ON c.run_id = r.id %s GROUP BY r.id ORDER BY r.id DESC",
              version >= 2 ? "r.sandbox, r.mem_limit, r.instr_limit, r.time_limit" : "0, 0, 0, 0.0",
              version >= 3 ? "r.model_hash, r.model_path" : "NULL, NULL",
+             /* before version 4 a run's span is all that is known */
+             version >= 4 ? "r.active_s, r.attempt_at"
+                          : "coalesce(r.finished_at - r.started_at, 0), r.started_at",
              get ? "r.output" : "NULL",
              get ? "runs" : "(SELECT * FROM runs ORDER BY id DESC LIMIT ?1)",
              get ? "WHERE r.id = ?1" : "");
@@ -165,10 +179,22 @@ static const char migrate_v3_sql[] =
     "ALTER TABLE runs ADD COLUMN model_path TEXT;"
     "UPDATE weft_schema SET version = 3 WHERE component = 'runs';";
 
+/* Version 3 -> 4: the seconds a run was active — the sum over its attempts
+ * (the first and each resume) — and when the current attempt began, so that
+ * a run's duration leaves out the time between a crash and its resume. For
+ * runs recorded before, their span is all that is known. */
+static const char migrate_v4_sql[] =
+    "ALTER TABLE runs ADD COLUMN active_s REAL NOT NULL DEFAULT 0;"
+    "ALTER TABLE runs ADD COLUMN attempt_at REAL;"
+    "UPDATE runs SET attempt_at = started_at, "
+    "  active_s = coalesce(finished_at - started_at, 0);"
+    "UPDATE weft_schema SET version = 4 WHERE component = 'runs';";
+
 /* migrations[v] upgrades version v - 1 to v. */
 static const char *const migrations[RUNS_SCHEMA_VERSION + 1] = {
     [2] = migrate_v2_sql,
     [3] = migrate_v3_sql,
+    [4] = migrate_v4_sql,
 };
 
 struct weft_store {
@@ -723,6 +749,8 @@ static int read_run(weft_store *s, sqlite3_stmt *st, weft_store_run *r, bool wit
     r->limits.time_limit = sqlite3_column_double(st, RC_TIME);
     r->model_hash = col_dup(st, RC_MODEL_HASH);
     r->model_path = col_dup(st, RC_MODEL_PATH);
+    r->active_seconds = sqlite3_column_double(st, RC_ACTIVE);
+    r->attempt_started_at = sqlite3_column_double(st, RC_ATTEMPT);
     if (with_output) r->output = col_dup(st, RC_OUTPUT);
     if (r->status == WEFT_RUN_RUNNING && !run_alive(s, r->id, r->pid))
         r->status = WEFT_RUN_INTERRUPTED;
@@ -833,6 +861,7 @@ int weft_store_run_resume_with(weft_store *s, int64_t run_id, const weft_store_r
     int b = sqlite3_bind_int64(st, 1, run_id);
     if (!b) b = sqlite3_bind_int64(st, 2, (int64_t)getpid());
     if (!b && spec) b = bind_spec(st, spec);
+    if (!b) b = sqlite3_bind_double(st, 12, wall_now());
     if ((rc = bound(s, st, b, "resuming a run")) || (rc = step_write(s, st, "resuming a run")))
         goto fail;
     if ((rc = exec(s, "COMMIT", "resuming a run"))) goto fail;

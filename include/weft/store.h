@@ -35,12 +35,14 @@
  *   weft_store_close(s);
  *
  * Schema (one database per installation, shared with other modules later):
- *   weft_schema(component TEXT PRIMARY KEY, version INTEGER) — "runs" = 3
+ *   weft_schema(component TEXT PRIMARY KEY, version INTEGER) — "runs" = 4
  *   runs(id INTEGER PRIMARY KEY AUTOINCREMENT, script_path, script_hash,
  *        args_json, status 'running'|'finished'|'failed', started_at,
  *        finished_at (unix seconds, REAL), pid, resumes, output, error,
  *        sandbox, mem_limit, instr_limit, time_limit — weft_store_run_limits,
- *        model_hash, model_path — the model, NULL if not recorded)
+ *        model_hash, model_path — the model, NULL if not recorded,
+ *        active_s, attempt_at — weft_store_run.active_seconds and
+ *        .attempt_started_at)
  *   calls(run_id, key, fn, summary, status 'pending'|'running'|'done'|'failed',
  *        output BLOB, n_prompt, n_cached, n_generated, seconds,
  *        completed_at, error; UNIQUE(run_id, key))
@@ -178,6 +180,13 @@ typedef struct weft_store_run {
     weft_store_run_limits limits; /* as recorded; none for a run of schema version 1 */
     char *model_hash;      /* the model's identity (spec.model_hash); NULL if none recorded */
     char *model_path;      /* the model's path as recorded; NULL if none */
+    /* Seconds the run was active: the sum over its attempts (the first and
+     * each resume) that have ended, leaving out the time between a crash
+     * and the resume; an interrupted attempt counts until the last call it
+     * recorded. Not counting the current attempt of a running run. For a
+     * run recorded before this was (schema < 4): finished_at - started_at. */
+    double active_seconds;
+    double attempt_started_at; /* unix seconds: when the current (or last) attempt began */
 } weft_store_run;
 
 /* Starts a run of `spec`: status running, started now, pid = getpid(), its

@@ -448,6 +448,32 @@ TEST(liveness_is_the_runs_lock_not_its_pid)
     unlink(path);
 }
 
+/* A run killed, left a while, then resumed: its duration is its two
+ * attempts, less than the span from its start to its end by about the time
+ * it lay dead. */
+TEST(duration_leaves_out_the_time_between_a_crash_and_the_resume)
+{
+    ASSERT(run_and_kill(2) >= 2);
+    const int64_t id = only_run_id();
+    sleep(2);
+    char args[2048];
+    snprintf(args, sizeof args, "run --resume %lld -m %s --ctx 256 -t 2 --arg tokens=4", (long long)id,
+             model_path);
+    ASSERT_EQ_INT(run(args), 0);
+    weft_store_run r = {0};
+    ASSERT_EQ_INT(get_run(id, &r), 0);
+    const double active = r.active_seconds, span = r.finished_at - r.started_at;
+    weft_store_run_clear(&r);
+    fprintf(stderr, "  active %.2f s of a %.2f s span\n", active, span);
+    ASSERT(active > 0);
+    ASSERT(active < span - 1.5);
+    snprintf(args, sizeof args, "runs --json %lld", (long long)id);
+    ASSERT_EQ_INT(run(args), 0);
+    const char *p = strstr(out, "\"seconds\":");
+    ASSERT(p != NULL);
+    ASSERT_NEAR(strtod(p + 10, NULL), active, 1e-3);
+}
+
 /* Runs `weft run SCRIPT OPTS` on the tiny model; see run(). */
 static int run_script(const char *path, const char *opts)
 {
@@ -707,6 +733,7 @@ int main(void)
     RUN(a_run_stores_its_graph);
     RUN(a_killed_run_resumes_without_recomputing_what_completed);
     RUN(liveness_is_the_runs_lock_not_its_pid);
+    RUN(duration_leaves_out_the_time_between_a_crash_and_the_resume);
     RUN(a_resume_that_cannot_start_leaves_the_run_as_it_was);
     RUN(a_resume_records_its_arguments_and_script);
     RUN(a_sandboxed_run_stays_sandboxed_when_resumed);

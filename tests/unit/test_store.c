@@ -706,6 +706,50 @@ TEST(a_resume_with_another_model_is_refused)
     weft_store_close(s);
 }
 
+static void sleep_s(double s) { usleep((useconds_t)(s * 1e6)); }
+
+/* A run's active seconds add up its attempts and leave out the time between
+ * an interrupted attempt's last recorded call and the resume; an attempt
+ * that finished counts to its end, and a finished run resumed adds its new
+ * attempt to what it had. */
+TEST(active_seconds_leave_out_the_time_between_attempts)
+{
+    char path[512];
+    db_path(path, sizeof path, "active.db");
+    weft_store *s;
+    int64_t run;
+    weft_store_run r;
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    ASSERT_EQ_INT(weft_store_run_begin(s, "a.lua", NULL, NULL, &run), 0);
+    sleep_s(0.2);
+    ASSERT_EQ_INT(weft_store_call_complete(s, run, "k1", "x", 1, NULL), 0);
+    weft_store_close(s); /* interrupted: nothing records when */
+    sleep_s(1.0);
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    ASSERT_EQ_INT(weft_store_run_resume(s, run, NULL), 0);
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    const double first = r.active_seconds, resumed_at = r.attempt_started_at, began = r.started_at;
+    weft_store_run_clear(&r);
+    ASSERT(first >= 0.19 && first < 0.6);
+    ASSERT(resumed_at - began >= 1.1);
+    sleep_s(0.2);
+    ASSERT_EQ_INT(weft_store_run_finish(s, run, "out", NULL), 0);
+    ASSERT_EQ_INT(weft_store_run_finish(s, run, "out", NULL), 0); /* again: counted once */
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    const double active = r.active_seconds, span = r.finished_at - r.started_at;
+    weft_store_run_clear(&r);
+    ASSERT(active >= first + 0.19 && active < first + 0.6);
+    ASSERT(active < span - 0.9);
+    sleep_s(0.5);
+    ASSERT_EQ_INT(weft_store_run_resume(s, run, NULL), 0); /* finished: the gap adds nothing */
+    ASSERT_EQ_INT(weft_store_run_finish(s, run, "out", NULL), 0);
+    ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
+    const double again = r.active_seconds;
+    weft_store_run_clear(&r);
+    ASSERT(again >= active && again < active + 0.3);
+    weft_store_close(s);
+}
+
 /* A database written before the limits were recorded (runs schema version 1)
  * is read as it is when opened read-only, and upgraded when opened for
  * writing; its runs have no limits. */
@@ -720,11 +764,13 @@ TEST(a_version_1_database_is_read_and_upgraded)
     ASSERT_EQ_INT(weft_store_call_complete(s, run, "k1", "x", 1, NULL), 0);
     ASSERT_EQ_INT(weft_store_run_finish(s, run, "old output", NULL), 0);
     weft_store_close(s);
-    /* what version 1 wrote: the same tables without the limit and model columns */
+    /* what version 1 wrote: the same tables without the columns of later versions */
     ASSERT_EQ_INT(sql_on(path, "ALTER TABLE runs DROP COLUMN sandbox; ALTER TABLE runs DROP COLUMN "
                                "mem_limit; ALTER TABLE runs DROP COLUMN instr_limit; ALTER TABLE runs "
                                "DROP COLUMN time_limit; ALTER TABLE runs DROP COLUMN model_hash; "
-                               "ALTER TABLE runs DROP COLUMN model_path; UPDATE weft_schema SET version = 1"),
+                               "ALTER TABLE runs DROP COLUMN model_path; ALTER TABLE runs DROP COLUMN "
+                               "active_s; ALTER TABLE runs DROP COLUMN attempt_at; "
+                               "UPDATE weft_schema SET version = 1"),
                   SQLITE_OK);
 
     ASSERT_EQ_INT(weft_store_open(path, WEFT_STORE_READONLY, &s), 0);
@@ -735,6 +781,7 @@ TEST(a_version_1_database_is_read_and_upgraded)
     ASSERT_STR_EQ(runs[0].script_path, "old.lua");
     ASSERT(!runs[0].limits.sandboxed);
     ASSERT(runs[0].model_hash == NULL && runs[0].model_path == NULL);
+    ASSERT_NEAR(runs[0].active_seconds, runs[0].finished_at - runs[0].started_at, 1e-6);
     weft_store_runs_free(runs, n);
     weft_store_run r;
     ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
@@ -756,7 +803,7 @@ TEST(a_version_1_database_is_read_and_upgraded)
     weft_store_run_clear(&r);
     weft_store_close(s);
     /* upgraded: a read-only open reads the limits from the file now */
-    ASSERT_EQ_INT(runs_schema_version(path), 3);
+    ASSERT_EQ_INT(runs_schema_version(path), 4);
     ASSERT_EQ_INT(weft_store_open(path, WEFT_STORE_READONLY, &s), 0);
     ASSERT_EQ_INT(weft_store_run_get(s, run, &r), 0);
     ASSERT(r.limits.sandboxed);
@@ -866,6 +913,7 @@ int main(void)
     RUN(resume_records_the_new_spec_and_keeps_the_sandbox);
     RUN(a_version_1_database_is_read_and_upgraded);
     RUN(a_resume_with_another_model_is_refused);
+    RUN(active_seconds_leave_out_the_time_between_attempts);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (test_failed_count == 0 && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
