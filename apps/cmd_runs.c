@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "cli.h"
@@ -213,6 +214,20 @@ static int list(weft_store *s, int limit, int as_json)
     return rc;
 }
 
+/* The database could be read only as an immutable snapshot (SQLite's
+ * shared-memory file could not be created or written: a read-only
+ * directory): says so on stderr, and what that leaves out. */
+static void note_immutable(const char *path)
+{
+    char wal[4200];
+    struct stat sb;
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    const bool pending = stat(wal, &sb) == 0 && sb.st_size > 0;
+    fprintf(stderr, "weft runs: %s: cannot create or write its -shm file (a read-only "
+                    "directory?): read as it is on disk; nothing is written%s\n", path,
+            pending ? " (the newest changes, still in its -wal file, are not shown)" : "");
+}
+
 int cmd_runs(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -269,6 +284,7 @@ int cmd_runs(int argc, char **argv)
         fprintf(stderr, "weft runs: %s\n", weft_last_error());
         return 1;
     }
+    if (weft_store_immutable(s)) note_immutable(db ? db : weft_store_path(s));
     rc = id ? show_one(s, id, as_json) : list(s, limit, as_json);
     weft_store_close(s);
     return rc;

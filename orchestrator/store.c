@@ -205,6 +205,7 @@ struct weft_store {
     sqlite3_stmt *st[ST_COUNT];
     int lock_fd;     /* "<path>-runlock"; -1: not open (read-only: see lock_errno) */
     int lock_errno;  /* why a read-only store has no lock_fd */
+    bool immutable;  /* read-only, opened with ?immutable=1: the WAL was unusable */
     int64_t *held;   /* the runs whose lock this store holds */
     size_t n_held, cap_held;
 };
@@ -470,6 +471,54 @@ static int check_schema(weft_store *s)
     return 0;
 }
 
+/* sqlite3_open_v2 of `name` (a path, or a URI with SQLITE_OPEN_URI) into
+ * s->db, with extended result codes and the busy timeout. WEFT_EIO or
+ * WEFT_ENOMEM. */
+static int db_connect(weft_store *s, const char *name, int oflags)
+{
+    int src = sqlite3_open_v2(name, &s->db, oflags, NULL);
+    if (src != SQLITE_OK)
+        return weft_error(src == SQLITE_NOMEM ? WEFT_ENOMEM : WEFT_EIO, "%s: cannot open: %s",
+                          s->path, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(src));
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+    return 0;
+}
+
+/* False when a read-only connection cannot read the file because a WAL
+ * database needs its -shm file and that cannot be created or written (a
+ * read-only directory or -shm): SQLite then says the database is read-only
+ * or cannot be opened. Any other outcome is left to check_schema. */
+static bool wal_readable(weft_store *s)
+{
+    int rc = sqlite3_exec(s->db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
+    return (rc & 0xff) != SQLITE_READONLY && (rc & 0xff) != SQLITE_CANTOPEN;
+}
+
+/* "file:PATH?immutable=1", PATH %-escaped; weft_malloc'd, NULL when out of
+ * memory. Immutable: SQLite reads the file as it is, takes no locks and
+ * needs no -shm — so it ignores a -wal file, whose commits it does not
+ * see (weft_store_immutable() tells the caller). */
+static char *immutable_uri(const char *path)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *uri = weft_malloc(strlen(path) * 3 + sizeof "file:?immutable=1");
+    if (!uri) return NULL;
+    char *o = uri + sprintf(uri, "file:");
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+        if (*p == '/' || *p == '.' || *p == '-' || *p == '_' || (*p >= '0' && *p <= '9') ||
+            ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z')) {
+            *o++ = (char)*p;
+        } else {
+            *o++ = '%';
+            *o++ = hex[*p >> 4];
+            *o++ = hex[*p & 15];
+        }
+    }
+    strcpy(o, "?immutable=1");
+    return uri;
+}
+
 int weft_store_open(const char *path, int flags, weft_store **out)
 {
     *out = NULL;
@@ -500,14 +549,16 @@ int weft_store_open(const char *path, int flags, weft_store **out)
 
     int oflags = (s->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
                  SQLITE_OPEN_NOMUTEX;
-    int src = sqlite3_open_v2(path, &s->db, oflags, NULL);
-    if (src != SQLITE_OK) {
-        rc = weft_error(src == SQLITE_NOMEM ? WEFT_ENOMEM : WEFT_EIO, "%s: cannot open: %s",
-                        path, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(src));
-        goto fail;
+    if ((rc = db_connect(s, path, oflags))) goto fail;
+    if (s->readonly && !wal_readable(s)) {
+        char *uri = immutable_uri(path);
+        sqlite3_close_v2(s->db);
+        s->db = NULL;
+        s->immutable = true;
+        rc = uri ? db_connect(s, uri, oflags | SQLITE_OPEN_URI) : weft_error(WEFT_ENOMEM, "out of memory");
+        weft_free(uri);
+        if (rc) goto fail;
     }
-    sqlite3_extended_result_codes(s->db, 1);
-    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
 
     /* The first statements read the header: a foreign or corrupt file fails
      * here, as SQLITE_NOTADB / SQLITE_CORRUPT -> WEFT_EFORMAT. */
@@ -551,6 +602,8 @@ void weft_store_close(weft_store *s)
 }
 
 const char *weft_store_path(const weft_store *s) { return s->path; }
+
+bool weft_store_immutable(const weft_store *s) { return s->immutable; }
 
 /* The cached statement `id` (prepared on first use; statements are left reset
  * with their bindings cleared). */

@@ -91,7 +91,10 @@ typedef struct weft_store weft_store;
 /* weft_store_open flags. */
 enum {
     /* Open an existing database read-only; a missing file is WEFT_ENOTFOUND
-     * (nothing is created). For listing. */
+     * (nothing is created, nothing is written). For listing. A WAL database
+     * needs its -shm file; where that cannot be created or written (a
+     * read-only directory) the file is opened immutable instead
+     * (weft_store_immutable()). */
     WEFT_STORE_READONLY = 1,
 };
 
@@ -116,6 +119,11 @@ WEFT_API int weft_store_open(const char *path, int flags, weft_store **out);
 WEFT_API void weft_store_close(weft_store *s);
 /* The path the store was opened with. Borrowed; valid until close. */
 WEFT_API const char *weft_store_path(const weft_store *s);
+/* True when a READONLY store could not use the WAL (its -shm could not be
+ * created or written, as in a read-only directory) and reads the database
+ * file as an immutable snapshot: commits still in a -wal file beside it
+ * (a writer that has not checkpointed them yet) are not seen. */
+WEFT_API bool weft_store_immutable(const weft_store *s);
 
 /* Hex of XXH3-128 of `len` bytes: 32 hex digits + NUL. For script hashes and
  * call keys. */

@@ -4,6 +4,7 @@
  * resumes with --resume recomputing nothing completed and ending with the
  * same output as an uninterrupted run. */
 #include <errno.h>
+#include <grp.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
@@ -688,6 +689,75 @@ TEST(a_resume_with_another_model_is_refused)
     unlink(copy);
 }
 
+/* Runs `weft runs --db PATH ARG` in a child that cannot write what root
+ * could (as root: uid and gid 65534, "nobody"), its output into out; returns
+ * its exit code, 77 if it cannot drop root or then run weft, or -1. */
+static int runs_unprivileged(const char *path, const char *arg)
+{
+    int fds[2];
+    if (pipe(fds) != 0) return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (geteuid() == 0 && (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(77);
+        if (access(weft, X_OK) != 0) _exit(77); /* built where "nobody" cannot reach */
+        dup2(fds[1], 1);
+        dup2(fds[1], 2);
+        close(fds[0]);
+        close(fds[1]);
+        execl(weft, weft, "runs", "--db", path, arg, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof out - 1 && (r = read(fds[0], out + n, sizeof out - 1 - n)) > 0) n += (size_t)r;
+    out[n] = 0;
+    close(fds[0]);
+    int st;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st)) return -1;
+    return WEXITSTATUS(st);
+}
+
+/* `weft runs` on a database in a read-only directory (where SQLite cannot
+ * create the -shm file WAL needs) still lists, says that it reads the file
+ * as it is and writes nothing, and creates nothing. */
+TEST(runs_lists_a_database_in_a_read_only_directory)
+{
+    char sub[600], path[700], shm[720];
+    snprintf(sub, sizeof sub, "%s.ro", model_path);
+    snprintf(path, sizeof path, "%s/weft.db", sub);
+    snprintf(shm, sizeof shm, "%s-shm", path);
+    ASSERT(mkdir(sub, 0755) == 0 || errno == EEXIST);
+    weft_store *s;
+    int64_t id;
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    int rc = weft_store_run_begin(s, "/w/ro.lua", NULL, NULL, &id);
+    if (!rc) rc = weft_store_run_finish(s, id, "kept", NULL);
+    weft_store_close(s);
+    ASSERT_EQ_INT(rc, 0);
+    ASSERT_EQ_INT(chmod(path, 0444), 0);
+    ASSERT_EQ_INT(chmod(sub, 0555), 0);
+    const int listed = runs_unprivileged(path, "--json");
+    chmod(sub, 0755);
+    if (listed == 77) {
+        fprintf(stderr, "  skipped: running as root and cannot run weft as uid 65534, where a "
+                        "read-only directory stops writes\n");
+    } else {
+        ASSERT_EQ_INT(listed, 0);
+        ASSERT_OUT_HAS("\"script\":\"/w/ro.lua\"");
+        ASSERT_OUT_HAS("nothing is written");
+        ASSERT(access(shm, F_OK) != 0);
+    }
+    char p[720];
+    const char *sfx[] = {"", "-wal", "-shm", "-runlock"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s%s", path, sfx[i]);
+        unlink(p);
+    }
+    rmdir(sub);
+}
+
 /* A script path, an output or an error may hold bytes that are not UTF-8
  * (a model's output can): `weft runs --json` shows them as U+FFFD instead of
  * dropping the field or failing. */
@@ -738,6 +808,7 @@ int main(void)
     RUN(a_resume_records_its_arguments_and_script);
     RUN(a_sandboxed_run_stays_sandboxed_when_resumed);
     RUN(a_resume_with_another_model_is_refused);
+    RUN(runs_lists_a_database_in_a_read_only_directory);
     RUN(runs_json_shows_bytes_that_are_not_utf8_as_replacement_characters);
     unlink(model_path);
     unlink(script);

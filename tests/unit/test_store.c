@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <grp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -750,6 +751,67 @@ TEST(active_seconds_leave_out_the_time_between_attempts)
     weft_store_close(s);
 }
 
+/* In a child process that cannot write what root could (as root: uid and
+ * gid 65534, "nobody"), opens `path` read-only and lists it. Exit 0: listed
+ * `want` runs as an immutable snapshot; 77: cannot drop root; else failed. */
+static int list_unprivileged(const char *path, size_t want)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (geteuid() == 0 && (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(77);
+        weft_store *s;
+        weft_store_run *runs = NULL;
+        size_t n = 0;
+        if (weft_store_open(path, WEFT_STORE_READONLY, &s) != 0) {
+            fprintf(stderr, "  read-only open: %s\n", weft_last_error());
+            _exit(1);
+        }
+        const int ok = weft_store_immutable(s) && weft_store_runs_list(s, 0, &runs, &n) == 0 && n == want;
+        weft_store_runs_free(runs, n);
+        weft_store_close(s);
+        _exit(ok ? 0 : 2);
+    }
+    int st;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st)) return -1;
+    return WEXITSTATUS(st);
+}
+
+/* A WAL database needs its -shm file; in a read-only directory that cannot
+ * be created, and a read-only open reads the file as an immutable snapshot
+ * instead of failing, creating nothing. Where the directory is writable it
+ * is an ordinary read-only open. */
+TEST(a_database_in_a_read_only_directory_is_read_immutable)
+{
+    char sub[512], path[600], shm[620];
+    db_path(sub, sizeof sub, "ro");
+    snprintf(path, sizeof path, "%s/weft.db", sub);
+    snprintf(shm, sizeof shm, "%s-shm", path);
+    weft_store *s;
+    int64_t run;
+    ASSERT_EQ_INT(weft_store_open(path, 0, &s), 0);
+    ASSERT_EQ_INT(weft_store_run_begin(s, "ro.lua", NULL, NULL, &run), 0);
+    ASSERT_EQ_INT(weft_store_run_finish(s, run, "kept", NULL), 0);
+    weft_store_close(s); /* the last connection: the WAL is checkpointed, -shm removed */
+    ASSERT(access(shm, F_OK) != 0);
+
+    ASSERT_EQ_INT(chmod(dir, 0755), 0); /* "nobody" reaches it */
+    ASSERT_EQ_INT(chmod(path, 0444), 0);
+    ASSERT_EQ_INT(chmod(sub, 0555), 0);
+    const int rc = list_unprivileged(path, 1);
+    chmod(sub, 0755);
+    if (rc == 77) {
+        fprintf(stderr, "  skipped: running as root and cannot drop to uid 65534, where a "
+                        "read-only directory stops writes\n");
+        return;
+    }
+    ASSERT_EQ_INT(rc, 0);
+    ASSERT(access(shm, F_OK) != 0); /* nothing written */
+    ASSERT_EQ_INT(weft_store_open(path, WEFT_STORE_READONLY, &s), 0); /* writable again */
+    ASSERT(!weft_store_immutable(s));
+    weft_store_close(s);
+}
+
 /* A database written before the limits were recorded (runs schema version 1)
  * is read as it is when opened read-only, and upgraded when opened for
  * writing; its runs have no limits. */
@@ -914,6 +976,7 @@ int main(void)
     RUN(a_version_1_database_is_read_and_upgraded);
     RUN(a_resume_with_another_model_is_refused);
     RUN(active_seconds_leave_out_the_time_between_attempts);
+    RUN(a_database_in_a_read_only_directory_is_read_immutable);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (test_failed_count == 0 && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
