@@ -185,7 +185,11 @@ TEST(runs_lists_runs_and_reports_bad_databases)
     ASSERT_OUT_HAS("--json");
     ASSERT_EQ_INT(run("runs --limit x"), 2);
     ASSERT_EQ_INT(run("runs abc"), 2);
-    unlink(dbp);
+    const char *sfx[] = {"", "-wal", "-shm", "-runlock"}; /* the database and what SQLite and the store keep beside it */
+    for (int i = 0; i < 4; i++) {
+        snprintf(args, sizeof args, "%s%s", dbp, sfx[i]);
+        unlink(args);
+    }
 
     snprintf(args, sizeof args, "runs --db %s", good); /* a GGUF file, not a database */
     ASSERT_EQ_INT(run(args), 1);
