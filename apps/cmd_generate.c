@@ -162,9 +162,9 @@ int cmd_generate(int argc, char **argv)
     if (chat) { /* the prompt cannot spell the template's control tokens */
         tok_chat_msg msgs[2];
         int n_msgs = 0;
-        if (system_msg) msgs[n_msgs++] = (tok_chat_msg){"system", system_msg};
-        msgs[n_msgs++] = (tok_chat_msg){"user", prompt};
-        if (tok_chat_encode(vocab, msgs, n_msgs, true, NULL, &ids, &n_ids) < 0) {
+        if (system_msg) msgs[n_msgs++] = (tok_chat_msg){"system", system_msg, 0};
+        msgs[n_msgs++] = (tok_chat_msg){"user", prompt, 0};
+        if (tok_chat_encode(vocab, msgs, n_msgs, true, NULL, NULL, &ids, &n_ids) < 0) {
             fprintf(stderr, "weft generate: %s (run without --chat to pass a raw prompt)\n",
                     weft_last_error());
             goto out;

@@ -318,11 +318,11 @@ static int parse_messages(json_t *o, oai_request *r, const tok_vocab *v, oai_err
         if (content ? message_content(content, &texts[i], e) < 0
                     : !texts[i] && oai_fail(e, 500, "server_error", NULL, NULL, "out of memory"))
             goto out;
-        msgs[i] = (tok_chat_msg){rs, texts[i]};
+        msgs[i] = (tok_chat_msg){rs, texts[i], 0};
     }
     int32_t *ids = NULL, nt = 0;
     /* the messages' contents cannot spell the template's control tokens */
-    if (tok_chat_encode(v, msgs, (int)n, true, NULL, &ids, &nt) < 0 || nt == 0) {
+    if (tok_chat_encode(v, msgs, (int)n, true, NULL, NULL, &ids, &nt) < 0 || nt == 0) {
         weft_free(ids);
         oai_fail(e, 400, BAD_REQ, "invalid_value", "messages", "%s",
                  nt == 0 ? "cannot tokenize the conversation" : weft_last_error());

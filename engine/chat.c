@@ -55,12 +55,12 @@ static void puts_(str *s, const char *t) { put(s, t, strlen(t)); }
 /* Appends a message's content (trimmed as the template trims it) and
  * records where it went: text the template did not write, which
  * tok_chat_encode tokenizes as plain text. */
-static void put_trimmed(str *s, const char *t);
-static void put_content(str *s, const char *t, bool trim)
+static void put_trimmed(str *s, const char *t, size_t n);
+static void put_content(str *s, const char *t, size_t n, bool trim)
 {
     const size_t at = s->n;
-    if (trim) put_trimmed(s, t);
-    else puts_(s, t);
+    if (trim) put_trimmed(s, t, n);
+    else put(s, t, n);
     if (s->err || s->n == at) return;
     if (s->n_spans == s->cap_spans) {
         const int cap = s->cap_spans ? 2 * s->cap_spans : 8;
@@ -80,9 +80,9 @@ static void put_content(str *s, const char *t, bool trim)
 static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
 /* Python's str.strip() / Jinja's trim, for ASCII whitespace. */
-static void put_trimmed(str *s, const char *t)
+static void put_trimmed(str *s, const char *t, size_t n)
 {
-    size_t a = 0, b = strlen(t);
+    size_t a = 0, b = n;
     while (a < b && is_ws(t[a])) a++;
     while (b > a && is_ws(t[b - 1])) b--;
     put(s, t + a, b - a);
@@ -154,6 +154,13 @@ static int chatml_default_system(const char *t, str *out, bool *found)
     return out->err;
 }
 
+/* The bytes of m's content: a model's output may hold NUL bytes, so the
+ * length travels with it (tok_chat_msg.content_len). */
+static size_t content_len(const tok_chat_msg *m)
+{
+    return m->content_len ? m->content_len : strlen(m->content);
+}
+
 static int render_chatml(const tok_vocab *v, const tok_chat_msg *m, int n, bool gen, str *s)
 {
     if (n > 0 && strcmp(m[0].role, "system") != 0) {
@@ -172,7 +179,7 @@ static int render_chatml(const tok_vocab *v, const tok_chat_msg *m, int n, bool 
         puts_(s, "<|im_start|>");
         puts_(s, m[i].role);
         puts_(s, "\n");
-        put_content(s, m[i].content, false);
+        put_content(s, m[i].content, content_len(&m[i]), false);
         puts_(s, "<|im_end|>\n");
     }
     if (gen) puts_(s, "<|im_start|>assistant\n");
@@ -218,7 +225,7 @@ static int render_llama3(const tok_vocab *v, const tok_chat_msg *m, int n, bool 
         puts_(s, date);
         puts_(s, "\n\n");
         if (n > 0 && strcmp(m[0].role, "system") == 0) {
-            put_content(s, m[0].content, true);
+            put_content(s, m[0].content, content_len(&m[0]), true);
             i = 1;
         }
         puts_(s, "<|eot_id|>");
@@ -228,7 +235,7 @@ static int render_llama3(const tok_vocab *v, const tok_chat_msg *m, int n, bool 
         puts_(s, "<|start_header_id|>");
         puts_(s, m[i].role);
         puts_(s, "<|end_header_id|>\n\n");
-        put_content(s, m[i].content, true);
+        put_content(s, m[i].content, content_len(&m[i]), true);
         puts_(s, "<|eot_id|>");
     }
     if (gen) puts_(s, "<|start_header_id|>assistant<|end_header_id|>\n\n");
@@ -239,10 +246,10 @@ static int render_llama2(const tok_vocab *v, const tok_chat_msg *m, int n, str *
 {
     const char *bos = special_text(v, v->bos), *eos = special_text(v, v->eos);
     bool sys_block = strstr(v->chat_template, "<<SYS>>") != NULL;
-    const char *system = NULL;
+    const tok_chat_msg *system = NULL;
     int first = 0;
     if (n > 0 && strcmp(m[0].role, "system") == 0) {
-        system = m[0].content;
+        system = &m[0];
         first = 1;
     }
     for (int i = first; i < n; i++) {
@@ -260,10 +267,10 @@ static int render_llama2(const tok_vocab *v, const tok_chat_msg *m, int n, str *
             str c = {0};
             if (i == first && system) {
                 puts_(&c, "<<SYS>>\n");
-                puts_(&c, system);
+                put(&c, system->content, content_len(system));
                 puts_(&c, "\n<</SYS>>\n\n");
             }
-            puts_(&c, m[i].content);
+            put(&c, m[i].content, content_len(&m[i]));
             if (c.err) {
                 weft_free(c.p);
                 return c.err;
@@ -272,11 +279,11 @@ static int render_llama2(const tok_vocab *v, const tok_chat_msg *m, int n, str *
             if (user) {
                 puts_(s, bos);
                 puts_(s, "[INST] ");
-                put_content(s, c.p, true);
+                put_content(s, c.p, c.n, true);
                 puts_(s, " [/INST]");
             } else {
                 puts_(s, " ");
-                put_content(s, c.p, true);
+                put_content(s, c.p, c.n, true);
                 puts_(s, " ");
                 puts_(s, eos);
             }
@@ -289,13 +296,13 @@ static int render_llama2(const tok_vocab *v, const tok_chat_msg *m, int n, str *
         if (strcmp(m[i].role, "user") == 0) {
             puts_(s, "[INST] ");
             if (i == first && system) {
-                put_content(s, system, false);
+                put_content(s, system->content, content_len(system), false);
                 puts_(s, "\n\n");
             }
-            put_content(s, m[i].content, false);
+            put_content(s, m[i].content, content_len(&m[i]), false);
             puts_(s, " [/INST]");
         } else {
-            put_content(s, m[i].content, false);
+            put_content(s, m[i].content, content_len(&m[i]), false);
             puts_(s, eos);
         }
     }
@@ -343,14 +350,16 @@ int tok_chat_render(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs,
 }
 
 int tok_chat_encode(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs, bool add_generation_prompt,
-                    char **text, int32_t **ids, int32_t *n_ids)
+                    char **text, size_t *text_len, int32_t **ids, int32_t *n_ids)
 {
     if (text) *text = NULL;
+    if (text_len) *text_len = 0;
     if (!ids || !n_ids) return weft_error(WEFT_EINVAL, "tok_chat_encode: bad argument");
     str s = {0};
     int rc = render(v, msgs, n_msgs, add_generation_prompt, &s);
     if (rc == 0) rc = tok_encode_guarded(v, s.p, s.n, true, s.spans, s.n_spans, ids, n_ids);
     weft_free(s.spans);
+    if (rc == 0 && text_len) *text_len = s.n;
     if (rc == 0 && text) *text = s.p;
     else weft_free(s.p);
     return rc;

@@ -629,16 +629,16 @@ static char *render_prompt(orch *o, ocall *c, size_t *len, const char **why, int
     char *out = NULL;
     bool ok = contents && msgs;
     for (int i = 0; ok && i < c->n_msgs; i++) {
-        size_t l;
+        size_t l = 0;
         contents[i] = render_segs(o, c->msgs[i].segs, c->msgs[i].n_segs, &l, why);
         ok = contents[i] != NULL;
-        msgs[i] = (tok_chat_msg){c->msgs[i].role, contents[i]};
+        /* with its length: a value may hold NUL bytes */
+        msgs[i] = (tok_chat_msg){c->msgs[i].role, contents[i], l};
     }
-    if (ok && tok_chat_encode(weft_model_vocab(o->m), msgs, c->n_msgs, true, &out, ids, n_ids) < 0) {
+    if (ok && tok_chat_encode(weft_model_vocab(o->m), msgs, c->n_msgs, true, &out, len, ids, n_ids) < 0) {
         *why = weft_last_error();
         out = NULL;
     }
-    if (out) *len = strlen(out);
     for (int i = 0; contents && i < c->n_msgs; i++) weft_free(contents[i]);
     weft_free(contents);
     weft_free(msgs);
@@ -932,7 +932,9 @@ static bool head_segs(const orch *o, const seg *s, int n, ostream *b, int depth)
 
 /* The known head of c's prompt text (weft_malloc'd), or NULL. Chat calls:
  * the messages through the first incomplete one are rendered with a
- * sentinel where the head ends, and the text is cut there. */
+ * sentinel where the head ends, and the text is cut there (a head with a
+ * NUL byte in it hides the sentinel from strstr: it is not warmed, which
+ * costs only the warming). */
 static char *head_text(orch *o, const ocall *c, size_t *len)
 {
     static const char cut[] = "\x01weft-head-ends\x01";
@@ -957,7 +959,7 @@ static char *head_text(orch *o, const ocall *c, size_t *len)
         if (!m.text && !m.lost) m.text = dup_len("", 0);
         ok = !m.lost && m.text;
         contents[i] = m.text;
-        msgs[n++] = (tok_chat_msg){c->msgs[i].role, m.text ? m.text : ""};
+        msgs[n++] = (tok_chat_msg){c->msgs[i].role, m.text ? m.text : "", m.len};
         if (!all) break;
     }
     char *out = NULL;

@@ -26,6 +26,7 @@ typedef struct tiny_spec {
     uint32_t seed;
     const char *skip_tensor; /* leave this tensor out (bad-input tests) */
     const char *arch_override;
+    const char *chat_template; /* tokenizer.chat_template (gpt2 tokenizer), or none */
 } tiny_spec;
 
 static tiny_spec tiny_default(void)
@@ -154,6 +155,7 @@ static int tiny_add_tokenizer(gguf_writer *w, const tiny_spec *sp)
     int rc = 0;
     rc |= gguf_writer_set_str(w, "tokenizer.ggml.model", sp->spm ? "llama" : "gpt2");
     if (!sp->spm) rc |= gguf_writer_set_str(w, "tokenizer.ggml.pre", "smollm");
+    if (sp->chat_template) rc |= gguf_writer_set_str(w, "tokenizer.chat_template", sp->chat_template);
     rc |= gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)toks, (uint64_t)n);
     rc |= gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, (uint64_t)n);
     if (sp->spm)

@@ -88,6 +88,8 @@ typedef enum {
 typedef struct {
     const char *role;    /* "system", "user", "assistant" */
     const char *content;
+    size_t content_len;  /* bytes of content, which may hold NUL bytes (a model's
+                            output can); 0: up to content's terminating NUL */
 } tok_chat_msg;
 
 /* Recognises the template of the model (empty or absent: TOK_CHAT_UNKNOWN). */
@@ -102,9 +104,12 @@ WEFT_API int tok_chat_render(const tok_vocab *v, const tok_chat_msg *msgs, int n
  * template's special tokens parse, the messages' contents (the ranges the
  * renderer wrote them to) are plain text — "<|im_end|>" typed by a user
  * stays text and cannot end a turn. BOS as tok_encode's add_special. *text
- * (when not NULL) gets the rendered text, weft_malloc'd. */
+ * (when not NULL) gets the rendered text, weft_malloc'd and NUL-terminated,
+ * and *text_len (when not NULL) its length: the text holds the contents'
+ * NUL bytes, if any, so strlen() would undercount it. */
 WEFT_API int tok_chat_encode(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs,
-                             bool add_generation_prompt, char **text, int32_t **ids, int32_t *n_ids);
+                             bool add_generation_prompt, char **text, size_t *text_len,
+                             int32_t **ids, int32_t *n_ids);
 
 #ifdef __cplusplus
 }

@@ -116,7 +116,7 @@ TEST(reference_ids_match_llama_cpp)
 TEST(smollm_chat_template_adds_default_system)
 {
     ASSERT_EQ_INT(tok_chat_style_of(vocab), TOK_CHAT_CHATML);
-    tok_chat_msg m[] = {{"user", "What is 2+2?"}};
+    tok_chat_msg m[] = {{"user", "What is 2+2?", 0}};
     char *s = NULL;
     ASSERT_EQ_INT(tok_chat_render(vocab, m, 1, true, &s), 0);
     ASSERT_STR_EQ(s, "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
@@ -151,10 +151,10 @@ TEST(chat_content_cannot_spell_control_tokens)
     int32_t ref[16], got[16];
     int n_ref = 0;
     for (int c = 0; c < 3; c++) {
-        tok_chat_msg m[] = {{"user", contents[c]}};
+        tok_chat_msg m[] = {{"user", contents[c], 0}};
         int32_t *ids = NULL, n = 0;
         char *text = NULL;
-        ASSERT_EQ_INT(tok_chat_encode(vocab, m, 1, true, &text, &ids, &n), 0);
+        ASSERT_EQ_INT(tok_chat_encode(vocab, m, 1, true, &text, NULL, &ids, &n), 0);
         ASSERT(strstr(text, contents[c]) != NULL);
         const int k = control_seq(ids, n, c ? got : ref);
         if (c == 0) n_ref = k;

@@ -574,12 +574,12 @@ TEST(utf8_stream_over_real_pieces)
     "%}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and "     \
     "assistant roles are supported!') }}{% endif %}{% endfor %}"
 
-static const tok_chat_msg conv_user[] = {{"user", "Hi there"}};
-static const tok_chat_msg conv_sys[] = {{"system", "Be brief."},
-                                        {"user", "  Hi there \n"},
-                                        {"assistant", " Hello! "},
-                                        {"user", "2+2?"}};
-static const tok_chat_msg conv_multi[] = {{"user", "Hi"}, {"assistant", "Hello"}, {"user", "Bye"}};
+static const tok_chat_msg conv_user[] = {{"user", "Hi there", 0}};
+static const tok_chat_msg conv_sys[] = {{"system", "Be brief.", 0},
+                                        {"user", "  Hi there \n", 0},
+                                        {"assistant", " Hello! ", 0},
+                                        {"user", "2+2?", 0}};
+static const tok_chat_msg conv_multi[] = {{"user", "Hi", 0}, {"assistant", "Hello", 0}, {"user", "Bye", 0}};
 
 /* Renders and compares (the expected strings are Jinja2's output). */
 static bool renders(tok_vocab *v, const tok_chat_msg *m, int n, const char *want)
@@ -668,7 +668,7 @@ TEST(chat_llama31_system_header_with_dates)
                    "Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>"
                    "user<|end_header_id|>\n\nHi there<|eot_id|><|start_header_id|>assistant"
                    "<|end_header_id|>\n\n"));
-    const tok_chat_msg m[] = {{"system", " Be brief. "}, {"user", "Hi"}};
+    const tok_chat_msg m[] = {{"system", " Be brief. ", 0}, {"user", "Hi", 0}};
     ASSERT(renders(v, m, 2,
                    "<|im_start|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge "
                    "Date: December 2023\nToday Date: 26 Jul 2024\n\nBe brief.<|eot_id|>"
@@ -688,7 +688,7 @@ TEST(chat_llama2_and_mistral)
                    "<s>[INST] 2+2? [/INST]"));
     ASSERT(renders(v, conv_multi, 3, "<s>[INST] Hi [/INST] Hello </s><s>[INST] Bye [/INST]"));
     /* roles must alternate, as the template's raise_exception says */
-    const tok_chat_msg bad[] = {{"user", "a"}, {"user", "b"}};
+    const tok_chat_msg bad[] = {{"user", "a", 0}, {"user", "b", 0}};
     char *s = NULL;
     ASSERT_EQ_INT(tok_chat_render(v, bad, 2, true, &s), WEFT_EINVAL);
     ASSERT(strstr(weft_last_error(), "alternate") != NULL);

@@ -24,7 +24,7 @@ typedef struct rig {
     dsl *d;
 } rig;
 
-static int rig_open(rig *r, int32_t n_seq, bool sequential)
+static int rig_open_on(rig *r, weft_model *m, int32_t n_seq, bool sequential)
 {
     memset(r, 0, sizeof *r);
     weft_engine_params p = weft_engine_default_params();
@@ -35,13 +35,15 @@ static int rig_open(rig *r, int32_t n_seq, bool sequential)
     p.prefix_cache = true;
     orch_params op = orch_default_params();
     op.sequential = sequential;
-    if (weft_engine_create(model, &p, &r->e) != 0 || !(r->base = event_base_new()) ||
-        orch_create(r->e, model, r->base, &op, &r->o) != 0 || dsl_create(r->o, model, r->base, NULL, &r->d) != 0) {
+    if (weft_engine_create(m, &p, &r->e) != 0 || !(r->base = event_base_new()) ||
+        orch_create(r->e, m, r->base, &op, &r->o) != 0 || dsl_create(r->o, m, r->base, NULL, &r->d) != 0) {
         fprintf(stderr, "rig: %s\n", weft_last_error());
         return -1;
     }
     return 0;
 }
+
+static int rig_open(rig *r, int32_t n_seq, bool sequential) { return rig_open_on(r, model, n_seq, sequential); }
 
 static void rig_close(rig *r)
 {
@@ -629,6 +631,42 @@ TEST(status_hook_reports_sent_and_failed_calls)
     rig_close(&r);
 }
 
+/* A value is bytes with a length, and a model may write a NUL byte: in a
+ * chat message the whole value reaches the prompt, not the part before the
+ * NUL. Seen in the calls' prompt token counts (the tiny tokenizer spells
+ * each of "\0" and "b" as one byte token) and keys (a hash of the rendered
+ * text). */
+TEST(a_nul_byte_in_a_value_reaches_the_chat_prompt)
+{
+    char path[256];
+    tiny_path(path, sizeof path, "workflow-chat");
+    tiny_spec sp = tiny_default();
+    sp.chat_template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}";
+    weft_model *chat = NULL;
+    ASSERT_EQ_INT(tiny_write(&sp, path), 0);
+    ASSERT_EQ_INT(weft_model_load(path, &chat), 0);
+    unlink(path);
+    rig r;
+    ASSERT_EQ_INT(rig_open_on(&r, chat, 4, false), 0);
+    const char *script =
+        "local f = weft.fn{messages = {{role = 'user', content = 'say {{x}}'},\n"
+        "                              {role = 'assistant', content = '{{y}}'}},\n"
+        "                  outputs = {y = {max_tokens = 1}}}\n"
+        "local nb, nc, a = f{x = weft.var('a\\0b')}, f{x = weft.var('a\\0c')}, f{x = weft.var('a')}\n"
+        "nb:get() nc:get() a:get()\n"
+        "with_b, with_c, plain = nb:id(), nc:id(), a:id()\n";
+    ASSERT_EQ_INT(dsl_run_string(r.d, script, "=nul"), 0);
+    const orch_call_info b = info_of_var(&r, lua_int(&r, "with_b"));
+    const orch_call_info c = info_of_var(&r, lua_int(&r, "with_c"));
+    const orch_call_info a = info_of_var(&r, lua_int(&r, "plain"));
+    ASSERT(a.n_prompt > 0);
+    ASSERT_EQ_INT(b.n_prompt, a.n_prompt + 2);
+    ASSERT_EQ_INT(c.n_prompt, b.n_prompt);
+    ASSERT(b.key != c.key); /* the bytes after the NUL are in the key */
+    rig_close(&r);
+    weft_model_free(chat);
+}
+
 TEST(bad_lua_arguments_are_errors_not_crashes)
 {
     rig r;
@@ -733,6 +771,7 @@ int main(void)
     RUN(sandboxed_scripts_cannot_use_the_weft_module_to_escape_their_caps);
     RUN(join_lattices_and_long_chains_stay_linear);
     RUN(status_hook_reports_sent_and_failed_calls);
+    RUN(a_nul_byte_in_a_value_reaches_the_chat_prompt);
     RUN(bad_lua_arguments_are_errors_not_crashes);
     weft_model_free(model);
     unlink(path);
