@@ -311,36 +311,94 @@ static void call_mark_failed(orch *o, ocall *c)
     if (c->kind == KIND_LLM) o->st.n_failed++;
 }
 
-/* var fails with msg (owned); root names the call that failed first
- * (borrowed: a failed variable's error, which lives as long as o). Every
- * call downstream that has not run fails too, naming root — iteratively:
- * a chain of joins may be 100,000 long. */
+/* A failed variable's error when its own message could not be allocated:
+ * failing must not need memory, or the variable would stay pending and a
+ * script awaiting it would wait forever. Never freed (error_free). */
+static char oom_error[] = "failed (out of memory)";
+
+static void error_free(char *e)
+{
+    if (e != oom_error) weft_free(e);
+}
+
+/* Variable id fails with msg (owned; NULL: oom_error) naming root (NULL:
+ * its own error), and every call waiting on it is marked failed. Those
+ * calls' outputs go on *stack (pairs: output, call; stack NULL: nowhere)
+ * for the caller to fail in turn; returns false when some could not. */
+static bool var_set_failed(orch *o, int32_t id, char *msg, const char *root, int32_t **stack,
+                           int32_t *n, int32_t *cap)
+{
+    ovar *v = o->vars[id];
+    bool all = true;
+    v->state = ORCH_VAR_FAILED;
+    v->error = msg ? msg : oom_error;
+    v->root = root ? root : v->error;
+    note(o, id, true, NULL, 0);
+    for (int i = 0; i < v->n_users; i++) {
+        ocall *u = o->calls[v->users[i]];
+        if (u->state != CALL_WAITING && u->state != CALL_READY) continue;
+        call_mark_failed(o, u);
+        for (int32_t k = 0; stack && k < u->n_out && all; k++) {
+            all = grow((void **)stack, cap, *n + 2, sizeof **stack) == 0;
+            if (!all) break;
+            (*stack)[(*n)++] = u->out + k;
+            (*stack)[(*n)++] = u->id;
+        }
+    }
+    return all;
+}
+
+/* The root of a failed call's first failed input (oom_error if none). */
+static const char *failed_input_root(const orch *o, const ocall *c)
+{
+    for (int i = 0; i < c->n_inputs; i++) {
+        const ovar *in = o->vars[c->inputs[i]];
+        if (in->state == ORCH_VAR_FAILED) return in->root;
+    }
+    return oom_error;
+}
+
+/* var_fail's fallback when its stack could not grow: the variables after
+ * `first` still pending whose call has failed are failed, in id order, each
+ * failing its own waiting users. One pass settles them all, because a
+ * call's outputs are made after its inputs (their ids are larger); no
+ * memory is needed (the messages fall back to oom_error). */
+static void settle_failed_after(orch *o, int32_t first)
+{
+    for (int32_t id = first + 1; id < o->n_vars; id++) {
+        const ovar *v = o->vars[id];
+        if (v->state != ORCH_VAR_PENDING || v->producer < 0) continue;
+        const ocall *c = o->calls[v->producer];
+        if (c->state != CALL_FAILED) continue;
+        const char *root = failed_input_root(o, c);
+        var_set_failed(o, id, fmt("'%s' (#%d) not run: %s", c->name, c->id, root), root, NULL, NULL, NULL);
+    }
+}
+
+/* var fails with msg (owned; NULL: out of memory); root names the call that
+ * failed first (borrowed: a failed variable's error, which lives as long as
+ * o; NULL: this variable's own). Every call downstream that has not run
+ * fails too, naming root — iteratively: a chain of joins may be 100,000
+ * long. A variable that is not pending any more keeps what it has. */
 static void var_fail(orch *o, int32_t id, char *msg, const char *root)
 {
+    if (o->vars[id]->state != ORCH_VAR_PENDING) {
+        error_free(msg);
+        return;
+    }
+    const int32_t first = id;
     int32_t *stack = NULL, n = 0, cap = 0;
+    bool all = true;
     for (;;) {
-        ovar *v = o->vars[id];
-        v->state = ORCH_VAR_FAILED;
-        v->error = msg ? msg : weft_strdup("failed (out of memory)");
-        v->root = root ? root : v->error;
-        note(o, id, true, NULL, 0);
-        for (int i = 0; i < v->n_users; i++) {
-            ocall *u = o->calls[v->users[i]];
-            if (u->state != CALL_WAITING && u->state != CALL_READY) continue;
-            call_mark_failed(o, u);
-            for (int32_t k = 0; k < u->n_out; k++) {
-                if (grow((void **)&stack, &cap, n + 2, sizeof *stack) < 0) break;
-                stack[n++] = u->out + k;
-                stack[n++] = u->id;
-            }
-        }
+        all &= var_set_failed(o, id, msg, root, &stack, &n, &cap);
         if (n == 0) break;
         const ocall *u = o->calls[stack[--n]];
         id = stack[--n];
-        root = v->root;
+        root = o->vars[first]->root;
         msg = fmt("'%s' (#%d) not run: %s", u->name, u->id, root);
     }
     weft_free(stack);
+    if (!all) settle_failed_after(o, first);
 }
 
 /* ---- calls ---- */
@@ -378,7 +436,7 @@ static void call_fail_self(orch *o, ocall *c, const char *fmt_, ...)
         char *root = fmt("call '%s' (#%d) failed: %s", c->name, c->id, why);
         if (o->hooks.status && c->kind == KIND_LLM && c->key)
             o->hooks.status(o->hooks.user, index_key(c, i), root ? root : why);
-        var_fail(o, c->out + i, root, root ? root : why);
+        var_fail(o, c->out + i, root, NULL); /* not why: it is on this stack */
     }
 }
 
@@ -1132,7 +1190,7 @@ static void index_fail(orch *o, ocall *c, int32_t i, const char *why)
     char *root = c->n_out > 1 ? fmt("call '%s' (#%d) failed (completion %d): %s", c->name, c->id, i, why)
                               : fmt("call '%s' (#%d) failed: %s", c->name, c->id, why);
     if (o->hooks.status && c->key) o->hooks.status(o->hooks.user, index_key(c, i), root ? root : why);
-    var_fail(o, c->out + i, root, root ? root : why);
+    var_fail(o, c->out + i, root, NULL);
 }
 
 static void engine_done(orch *o, ocall *c, const evq_msg *nd)
@@ -1265,7 +1323,7 @@ void orch_destroy(orch *o)
     for (int32_t i = 0; i < o->n_calls; i++) call_free(o->calls[i]);
     for (int32_t i = 0; i < o->n_vars; i++) {
         weft_free(o->vars[i]->value);
-        weft_free(o->vars[i]->error);
+        error_free(o->vars[i]->error);
         weft_free(o->vars[i]->users);
         weft_free(o->vars[i]);
     }
