@@ -83,6 +83,7 @@ typedef struct ovar {
     size_t n_noted;     /* bytes of its text queued for on_text */
     size_t n_delivered; /* of those, bytes on_text has been given */
     bool announced;     /* on_done was called (or it never has to be: orch_var_new) */
+    bool done_lost;     /* its done note could not be queued: deliver() announces it */
     const char *root;   /* failed: the first failure's message (some variable's error) */
 } ovar;
 
@@ -114,6 +115,7 @@ struct orch {
     int32_t n_open;   /* calls not done or failed */
     int64_t done_seq;
     bool delivering;
+    int32_t n_done_lost; /* variables with done_lost set */
     /* key ordinals: content hash -> count, open addressing */
     uint64_t *ord_keys;
     int32_t *ord_counts;
@@ -174,9 +176,24 @@ static ovar *var_at(const orch *o, int32_t v)
     return v >= 0 && v < o->n_vars ? o->vars[v] : NULL;
 }
 
+/* A done note that could not be queued is not dropped: a script awaiting
+ * the variable would wait forever. The variable is flagged instead, which
+ * needs no memory, and deliver() announces it. (A lost text piece only
+ * costs the stream that piece: var_complete sends what was not noted.) */
+static void note_done_lost(orch *o, int32_t var)
+{
+    ovar *v = o->vars[var];
+    if (!v->done_lost) o->n_done_lost++;
+    v->done_lost = true;
+    event_active(o->ev, EV_READ, 0);
+}
+
 static void note(orch *o, int32_t var, bool done, const char *text, size_t len)
 {
-    if (grow((void **)&o->out, &o->cap_out, o->n_out + 1, sizeof *o->out) < 0) return;
+    if (grow((void **)&o->out, &o->cap_out, o->n_out + 1, sizeof *o->out) < 0) {
+        if (done) note_done_lost(o, var);
+        return;
+    }
     onote *n = &o->out[o->n_out];
     n->var = var;
     n->done = done;
@@ -1247,10 +1264,23 @@ static void drain_engine(orch *o)
     }
 }
 
-static void deliver(orch *o)
+/* Announces the variables whose done note was lost (note_done_lost), in id
+ * order, after the notes that were queued (their text came first). */
+static void announce_lost(orch *o)
 {
-    if (o->delivering) return;
-    o->delivering = true;
+    for (int32_t i = 0; i < o->n_vars && o->n_done_lost > 0; i++) {
+        ovar *v = o->vars[i];
+        if (!v->done_lost) continue;
+        v->done_lost = false;
+        o->n_done_lost--;
+        v->announced = true;
+        if (o->lis.on_done) o->lis.on_done(o->lis.user, i);
+    }
+    orch_flush(o); /* what the listener made ready */
+}
+
+static void deliver_notes(orch *o)
+{
     /* the listener may add notes (through flush): index loop, re-read n_out */
     for (int32_t i = 0; i < o->n_out; i++) {
         onote n = o->out[i];
@@ -1266,6 +1296,16 @@ static void deliver(orch *o)
         if (i == o->n_out - 1) orch_flush(o); /* what the listener made ready */
     }
     o->n_out = 0;
+}
+
+static void deliver(orch *o)
+{
+    if (o->delivering) return;
+    o->delivering = true;
+    do {
+        deliver_notes(o);
+        if (o->n_done_lost > 0) announce_lost(o); /* its listener may add notes */
+    } while (o->n_out > 0 || o->n_done_lost > 0);
     o->delivering = false;
 }
 
@@ -1402,7 +1442,7 @@ int32_t orch_var_producer(const orch *o, int32_t var)
 
 bool orch_idle(const orch *o)
 {
-    return !o || (o->n_open == 0 && o->n_out == 0);
+    return !o || (o->n_open == 0 && o->n_out == 0 && o->n_done_lost == 0);
 }
 
 int orch_call_info_get(const orch *o, int32_t call, orch_call_info *info)

@@ -41,6 +41,13 @@ static void on_done(void *user, int32_t var)
     if (l->n < 16) l->vars[l->n++] = var;
 }
 
+static bool was_announced(const done_log *l, int32_t var)
+{
+    for (int i = 0; i < l->n; i++)
+        if (l->vars[i] == var) return true;
+    return false;
+}
+
 static int32_t join_of(orch *o, int32_t a, int32_t b)
 {
     const orch_seg segs[] = {{NULL, 0, a}, {"+", 1, -1}, {NULL, 0, b}};
@@ -50,8 +57,8 @@ static int32_t join_of(orch *o, int32_t a, int32_t b)
 
 /* A join fails for want of memory while every allocation fails: it, its
  * dependents (a chain and a diamond) and theirs all end failed, with an
- * error; a call made later on one of them fails at once, naming the
- * failure. */
+ * error, and are announced to the listener once memory is back; a call
+ * made later on one of them fails at once, naming the failure. */
 TEST(failing_without_memory_settles_every_dependent)
 {
     weft_engine_params p = weft_engine_default_params();
@@ -87,6 +94,14 @@ TEST(failing_without_memory_settles_every_dependent)
         ASSERT(err != NULL);
         ASSERT(strstr(err, "out of memory") != NULL);
     }
+    /* the done notes that could not be queued are delivered all the same */
+    ASSERT(!orch_idle(o));
+    ASSERT_EQ_INT(event_base_loop(base, EVLOOP_NONBLOCK), 0);
+    for (int i = 0; i < 5; i++) {
+        if (!was_announced(&log, js[i]) || !orch_var_announced(o, js[i]))
+            TEST_FAIL_("join %d (var %d) was not announced", i + 1, js[i]);
+    }
+    ASSERT(orch_idle(o));
 
     const int32_t late = join_of(o, j5, -1);
     ASSERT(late >= 0);
