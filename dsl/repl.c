@@ -6,20 +6,32 @@
  * libedit reads the line in callback mode, driven by a libevent read event
  * on stdin, so results print while the user types; elsewhere lines are read
  * one at a time and the loop runs between them.
+ *
+ * Ctrl-C on a terminal: a SIGINT handler sets a flag that the state's count
+ * hook checks (weft_sandbox_set_interrupt), so a statement running Lua stops
+ * with "interrupted"; the handler also writes to a pipe that wakes the loop,
+ * which then clears the flag and — when no statement took the interrupt —
+ * the line being edited (and an unfinished multi-line statement), and shows
+ * a fresh prompt. Statements suspended in v:get() are not running and go on.
  */
 #include <editline/readline.h>
+#include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "dsl/dsl_internal.h"
+#include "weft/sandbox.h"
 
 typedef struct repl {
     dsl *d;
     bool tty, eof, continued;
-    char *chunk; /* incomplete input so far (multi-line) */
+    sig_atomic_t seq_taken; /* the last Ctrl-C (g_sigint_seq) a statement took */
+    char *chunk;            /* incomplete input so far (multi-line) */
 } repl;
 
 static repl *g_repl; /* libedit's line callback has no user pointer */
@@ -53,8 +65,16 @@ static void print_var(dsl *d, int label, int32_t var)
     out_end();
 }
 
+/* Ctrl-C: g_sigint is set by the SIGINT handler, read by the Lua hook,
+ * cleared by the loop (on_sigint); g_sigint_seq counts the presses (only the
+ * handler writes it), so that on_sigint can tell a press a statement took
+ * from one at the prompt when the two come before it runs. */
+static volatile sig_atomic_t g_sigint, g_sigint_seq;
+static int g_sigpipe[2] = {-1, -1}; /* the handler wakes the loop through it */
+
 static void task_done(dsl *d, int task, lua_State *co, int status, int nres)
 {
+    if (status != LUA_OK && g_sigint && g_repl) g_repl->seq_taken = g_sigint_seq;
     if (status != LUA_OK) {
         const char *msg = lua_tostring(co, -1);
         out_begin();
@@ -195,6 +215,88 @@ static void on_stdin(evutil_socket_t fd, short what, void *arg)
     rl_callback_read_char();
 }
 
+static void sigint_handler(int sig)
+{
+    (void)sig;
+    const int saved = errno;
+    g_sigint = 1;
+    g_sigint_seq++;
+    /* the pipe full is fine: a wake-up is pending already */
+    const ssize_t w = g_sigpipe[1] >= 0 ? write(g_sigpipe[1], "", 1) : 0;
+    (void)w;
+    errno = saved;
+}
+
+/* Drops the line being edited and any unfinished statement; a fresh prompt. */
+static void discard_input(repl *r)
+{
+    free(r->chunk);
+    r->chunk = NULL;
+    r->continued = false;
+    rl_replace_line("", 0);
+    putchar('\n'); /* the terminal has echoed ^C, or not */
+    fflush(stdout);
+    /* rl_set_prompt does not reach libedit's callback mode: install anew */
+    rl_callback_handler_remove();
+    rl_callback_handler_install("weft> ", on_line);
+}
+
+/* The loop's side of Ctrl-C: if a statement took the last press, it has
+ * ended (and printed its error, with a fresh prompt); otherwise the press
+ * came at the prompt. A press after g_sigint is cleared writes the pipe
+ * again: it is seen on the next call. */
+static void on_sigint(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    repl *r = arg;
+    char buf[64];
+    while (read(fd, buf, sizeof buf) > 0) {
+    }
+    g_sigint = 0;
+    if (g_sigint_seq != r->seq_taken) discard_input(r);
+    r->seq_taken = g_sigint_seq;
+}
+
+/* Installs the Ctrl-C handling (see the top of the file); *old gets the
+ * previous SIGINT action. Returns the pipe's event, or NULL (Ctrl-C then
+ * does what it did before: ends the process). */
+static struct event *sigint_install(repl *r, struct sigaction *old)
+{
+    if (pipe(g_sigpipe) < 0) return NULL;
+    for (int i = 0; i < 2; i++) {
+        fcntl(g_sigpipe[i], F_SETFL, fcntl(g_sigpipe[i], F_GETFL) | O_NONBLOCK);
+        fcntl(g_sigpipe[i], F_SETFD, FD_CLOEXEC);
+    }
+    struct event *ev = event_new(r->d->base, g_sigpipe[0], EV_READ | EV_PERSIST, on_sigint, r);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = sigint_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (!ev || event_add(ev, NULL) < 0 || weft_sandbox_set_interrupt(r->d->L, &g_sigint) < 0 ||
+        sigaction(SIGINT, &sa, old) < 0) {
+        if (ev) event_free(ev);
+        weft_sandbox_set_interrupt(r->d->L, NULL);
+        close(g_sigpipe[0]);
+        close(g_sigpipe[1]);
+        g_sigpipe[0] = g_sigpipe[1] = -1;
+        return NULL;
+    }
+    return ev;
+}
+
+static void sigint_remove(repl *r, struct event *ev, const struct sigaction *old)
+{
+    if (!ev) return;
+    sigaction(SIGINT, old, NULL);
+    weft_sandbox_set_interrupt(r->d->L, NULL);
+    event_free(ev);
+    close(g_sigpipe[0]);
+    close(g_sigpipe[1]);
+    g_sigpipe[0] = g_sigpipe[1] = -1;
+    g_sigint = 0;
+}
+
 int dsl_repl(dsl *d, const char *history_path)
 {
     if (!d) return weft_error(WEFT_EINVAL, "dsl_repl: bad argument");
@@ -204,14 +306,18 @@ int dsl_repl(dsl *d, const char *history_path)
     d->print_watch = print_var;
     if (r.tty) {
         rl_getc_function = repl_getc; /* before libedit initializes: it reads it then */
+        rl_catch_signals = 0;         /* SIGINT is ours (sigint_install) */
         using_history();
         if (history_path) read_history(history_path);
         printf("weft repl — Lua 5.4 with the weft module; values print as they complete. "
-               "Ctrl-D quits.\n");
+               "Ctrl-C interrupts, Ctrl-D quits.\n");
         rl_callback_handler_install("weft> ", on_line);
+        struct sigaction old_int;
+        struct event *int_ev = sigint_install(&r, &old_int);
         struct event *ev = event_new(d->base, 0, EV_READ | EV_PERSIST, on_stdin, NULL);
         if (ev) event_add(ev, NULL);
         while (ev && !r.eof) dsl_loop_once(d);
+        sigint_remove(&r, int_ev, &old_int);
         rl_callback_handler_remove();
         if (ev) event_free(ev);
         putchar('\n');

@@ -23,6 +23,7 @@ typedef struct sandbox {
     double time_limit, deadline; /* seconds; deadline in weft_now() time, 0: none */
     bool timed_out;        /* the deadline has passed (sticky) */
     size_t out_used, out_limit; /* bytes print() wrote, may write (0: no limit) */
+    const volatile sig_atomic_t *interrupt; /* nonzero: the host interrupts (may be NULL) */
 } sandbox;
 
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -97,6 +98,21 @@ static int raise_spent(lua_State *L, sandbox *sb)
     return lua_error(L);
 }
 
+static bool interrupted(const sandbox *sb) { return sb->interrupt && *sb->interrupt; }
+
+/* The host's interrupt flag is set: raises "interrupted" in L, and keeps
+ * doing so on every instruction while the flag stays set (a pcall in the
+ * script cannot swallow it; count_hook goes back to the granularity once
+ * the host has cleared it). */
+static int raise_interrupted(lua_State *L)
+{
+    lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+    luaL_where(L, 0);
+    lua_pushliteral(L, "interrupted");
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
 static void count_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
@@ -105,6 +121,7 @@ static void count_hook(lua_State *L, lua_Debug *ar)
     const int step = lua_gethookcount(L);
     sb->instr_used += (uint64_t)step;
     if (budget_spent(sb)) raise_spent(L, sb);
+    if (interrupted(sb)) raise_interrupted(L);
     if (step != sb->granularity) /* after a reset, or a granularity change */
         lua_sethook(L, count_hook, LUA_MASKCOUNT, sb->granularity);
 }
@@ -177,11 +194,11 @@ static int call_original(lua_State *L)
  * re-enables them only when the error unwinds), so a Lua handler would run
  * unmetered: `xpcall(loop, function() while true do end end)`. The sandbox's
  * xpcall wraps the handler in this C function, which skips it once the budget
- * is spent. Upvalue 1: the script's handler. */
+ * is spent or while the host interrupts. Upvalue 1: the script's handler. */
 static int xpcall_handler(lua_State *L)
 {
     sandbox *sb = sandbox_of(L);
-    if (sb && budget_spent(sb)) return 1; /* the error object as it is */
+    if (sb && (budget_spent(sb) || interrupted(sb))) return 1; /* the error object as it is */
     return call_original(L);
 }
 
@@ -515,6 +532,15 @@ int weft_sandbox_hook_thread(lua_State *co)
     sandbox *sb = sandbox_of(co);
     if (!sb) return weft_error(WEFT_EINVAL, "not a weft sandbox state");
     hook(co, sb);
+    return 0;
+}
+
+int weft_sandbox_set_interrupt(lua_State *L, const volatile sig_atomic_t *flag)
+{
+    sandbox *sb = sandbox_of(L);
+    if (!sb) return weft_error(WEFT_EINVAL, "not a weft sandbox state");
+    sb->interrupt = flag;
+    if (flag && lua_gethook(L) != count_hook) hook(L, sb);
     return 0;
 }
 

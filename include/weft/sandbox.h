@@ -67,6 +67,7 @@
 #ifndef WEFT_SANDBOX_H
 #define WEFT_SANDBOX_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -140,6 +141,18 @@ WEFT_API void weft_sandbox_charge(struct lua_State *L, size_t bytes);
 /* Installs the budget hook on thread `co` (see Coroutines above).
  * WEFT_EINVAL if co is not a thread of a weft_sandbox state. */
 WEFT_API int weft_sandbox_hook_thread(struct lua_State *co);
+
+/* Lets the host interrupt L's scripts from a signal handler (Ctrl-C in the
+ * REPL): while *flag is nonzero, every hooked thread of L raises
+ * "interrupted" at its next hook call (within `min(1000, budget)`
+ * instructions), and on every instruction after that, so that a pcall in
+ * the script cannot catch it and go on — until the host sets *flag back to
+ * 0. The flag is only read (a sig_atomic_t a handler may set). Installs the
+ * count hook on L if it had none (a state with no budget and no time limit);
+ * threads created from L afterwards inherit it, older ones need
+ * weft_sandbox_hook_thread(). flag NULL: no interruption. WEFT_EINVAL if L is
+ * not a weft_sandbox state. */
+WEFT_API int weft_sandbox_set_interrupt(struct lua_State *L, const volatile sig_atomic_t *flag);
 
 /* Sets a new budget of `limit` instructions (0: none) counted from zero, and
  * makes a spent state runnable again. Installs the hook on L if it had none. */

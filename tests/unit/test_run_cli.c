@@ -1,10 +1,13 @@
 /* weft run and weft repl as a user meets them, on a tiny model: help and
  * usage errors, a script's output, a failing script's exit code, the REPL
- * on piped input, and a durable run killed with SIGKILL mid-run that
- * resumes with --resume recomputing nothing completed and ending with the
- * same output as an uninterrupted run. */
+ * on piped input and on a terminal (Ctrl-C, Ctrl-D), and a durable run
+ * killed with SIGKILL mid-run that resumes with --resume recomputing
+ * nothing completed and ending with the same output as an uninterrupted
+ * run. */
 #include <errno.h>
 #include <grp.h>
+#include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
@@ -781,6 +784,117 @@ TEST(runs_json_shows_bytes_that_are_not_utf8_as_replacement_characters)
     ASSERT_OUT_HAS("\"output\":\"out\\uFFFD.\"");
 }
 
+/* weft repl on a pseudo-terminal, as a user at a keyboard meets it. */
+typedef struct term {
+    int fd;
+    pid_t pid;
+    char seen[1 << 15]; /* everything the REPL printed */
+    size_t n, at;       /* bytes in seen; where the next expectation starts */
+} term;
+
+static int term_open(term *t, const char *extra)
+{
+    memset(t, 0, sizeof *t);
+    struct winsize ws = {.ws_row = 24, .ws_col = 200};
+    t->pid = forkpty(&t->fd, NULL, NULL, &ws);
+    if (t->pid < 0) return -1;
+    if (t->pid == 0) {
+        setenv("HOME", "/tmp", 1); /* its history file is not the user's */
+        char cmd[8192];
+        snprintf(cmd, sizeof cmd, "exec %s repl -m %s --ctx 256 -t 1 %s", weft, model_path, extra);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return 0;
+}
+
+/* Waits (up to 30 s) until the REPL has printed `s` after what earlier
+ * expectations consumed; true if it did. */
+static bool term_expect(term *t, const char *s)
+{
+    const double end = weft_now() + 30;
+    for (;;) {
+        t->seen[t->n] = 0;
+        const char *at = strstr(t->seen + t->at, s);
+        if (at) {
+            t->at = (size_t)(at - t->seen) + strlen(s);
+            return true;
+        }
+        const double left = end - weft_now();
+        if (left <= 0 || t->n + 1 >= sizeof t->seen) break;
+        struct pollfd pfd = {.fd = t->fd, .events = POLLIN};
+        if (poll(&pfd, 1, (int)(left * 1000) + 1) <= 0) break;
+        const ssize_t k = read(t->fd, t->seen + t->n, sizeof t->seen - 1 - t->n);
+        if (k <= 0) break;
+        t->n += (size_t)k;
+    }
+    fprintf(stderr, "  the REPL did not print \"%s\"; it printed:\n%s\n", s, t->seen + t->at);
+    return false;
+}
+
+static void term_type(term *t, const char *keys) { ASSERT_EQ_INT(write(t->fd, keys, strlen(keys)), strlen(keys)); }
+
+/* Waits for the REPL to exit (up to 30 s, then kills it); its exit status,
+ * or -1. */
+static int term_close(term *t)
+{
+    int st = -1;
+    for (int i = 0; i < 3000 && waitpid(t->pid, &st, WNOHANG) == 0; i++) usleep(10000);
+    if (waitpid(t->pid, &st, WNOHANG) == 0) {
+        kill(t->pid, SIGKILL);
+        waitpid(t->pid, &st, 0);
+        st = -1;
+    }
+    close(t->fd);
+    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+#define TERM_EXPECT(t, s)                                                           \
+    do {                                                                            \
+        if (!term_expect((t), (s))) {                                               \
+            kill((t)->pid, SIGKILL);                                                \
+            term_close(t);                                                          \
+            TEST_FAIL_("expected \"%s\"", (s));                                     \
+        }                                                                           \
+    } while (0)
+
+/* Ctrl-C while a statement runs stops it with "interrupted" and the REPL
+ * goes on; Ctrl-C at the prompt drops the line being typed (and an
+ * unfinished multi-line statement) for a fresh prompt; Ctrl-D at an empty
+ * prompt ends the REPL with status 0. With --sandbox too, where the same
+ * hook also counts the budget. */
+TEST(repl_ctrl_c_interrupts_a_statement_or_clears_the_line)
+{
+    const char *modes[] = {"", "--sandbox"};
+    for (int m = 0; m < 2; m++) {
+        term t;
+        ASSERT_EQ_INT(term_open(&t, modes[m]), 0);
+        TERM_EXPECT(&t, "weft> ");
+        term_type(&t, "print('spin' .. 'ning') while true do end\r");
+        TERM_EXPECT(&t, "spinning"); /* the statement runs: its loop holds the REPL */
+        term_type(&t, "\x03");
+        TERM_EXPECT(&t, "error: stdin:1: interrupted");
+        TERM_EXPECT(&t, "weft> ");
+        /* at the prompt: the line typed so far goes */
+        term_type(&t, "abc");
+        TERM_EXPECT(&t, "abc");
+        term_type(&t, "\x03");
+        TERM_EXPECT(&t, "weft> ");
+        term_type(&t, "40 + 2\r"); /* "abc40 + 2" would be a syntax error */
+        TERM_EXPECT(&t, "] 42");
+        /* ... and so does an unfinished statement */
+        term_type(&t, "for i = 1,\r");
+        TERM_EXPECT(&t, ">> ");
+        term_type(&t, "\x03");
+        TERM_EXPECT(&t, "weft> ");
+        term_type(&t, "'after' .. 'wards'\r");
+        TERM_EXPECT(&t, "] afterwards");
+        ASSERT(strstr(t.seen, "syntax error") == NULL);
+        term_type(&t, "\x04");
+        ASSERT_EQ_INT(term_close(&t), 0);
+    }
+}
+
 int main(void)
 {
     const char *bin = getenv("WEFT_BINARY_DIR");
@@ -798,6 +912,7 @@ int main(void)
     RUN(help_usage_and_script_errors);
     RUN(a_script_prints_model_output_and_its_result);
     RUN(repl_runs_lines_and_prints_results_as_they_complete);
+    RUN(repl_ctrl_c_interrupts_a_statement_or_clears_the_line);
     RUN(sandboxed_scripts_cannot_escape_or_exhaust_the_host);
     RUN(time_limit_ends_runs_that_loop_wait_or_hang);
     RUN(a_run_stores_its_graph);

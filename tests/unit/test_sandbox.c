@@ -270,6 +270,42 @@ TEST(time_limit_ends_endless_loops)
     weft_sandbox_destroy(L);
 }
 
+/* The host's interrupt flag (the REPL's Ctrl-C) stops a running loop with
+ * "interrupted", in a state with no budget and no time limit too (the hook
+ * is installed for it), a pcall in the script cannot swallow it, and once
+ * the host clears the flag the state runs again. */
+TEST(the_host_can_interrupt_a_running_script)
+{
+    static const char *const loops[] = {
+        "while true do end",
+        "while true do pcall(function() while true do end end) end",
+        "local co = coroutine.wrap(function() while true do end end) co()",
+        NULL,
+    };
+    static volatile sig_atomic_t flag;
+    for (int sandboxed = 0; sandboxed < 2; sandboxed++)
+        for (int i = 0; loops[i]; i++) {
+            weft_sandbox_params p = {.sandboxed = sandboxed};
+            lua_State *L = NULL;
+            ASSERT_EQ_INT(weft_sandbox_create(&p, &L), 0);
+            ASSERT_EQ_INT(weft_sandbox_set_interrupt(L, &flag), 0);
+            ASSERT_EQ_INT(eval_int(L, "local n = 0 for i = 1, 5000 do n = n + 1 end return n"), 5000);
+            flag = 1; /* set before the run: the hook sees it within 1000 instructions */
+            const int rc = run(L, loops[i]);
+            if (rc != WEFT_EINVAL || !strstr(weft_last_error(), "test:1: interrupted"))
+                TEST_FAIL_("loop %d (sandboxed %d): rc %d, \"%s\"", i, sandboxed, rc, weft_last_error());
+            ASSERT_EQ_INT(lua_gettop(L), 0);
+            flag = 0;
+            ASSERT_EQ_INT(eval_int(L, "local n = 0 for i = 1, 5000 do n = n + 1 end return n"), 5000);
+            weft_sandbox_destroy(L);
+        }
+    lua_State *L = new_state();
+    ASSERT(L != NULL);
+    ASSERT_EQ_INT(weft_sandbox_set_interrupt(L, NULL), 0);
+    ASSERT_EQ_INT(eval_int(L, "return 6 * 7"), 42);
+    weft_sandbox_destroy(L);
+}
+
 TEST(budget_can_be_reset_and_extended)
 {
     weft_sandbox_params p = weft_sandbox_default_params();
@@ -453,6 +489,7 @@ int main(void)
     RUN(memory_bombs_hit_the_cap);
     RUN(endless_loops_exhaust_the_budget);
     RUN(time_limit_ends_endless_loops);
+    RUN(the_host_can_interrupt_a_running_script);
     RUN(budget_can_be_reset_and_extended);
     RUN(coroutines_share_the_budget);
     RUN(short_coroutines_cannot_dodge_the_budget);
