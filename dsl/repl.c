@@ -30,6 +30,7 @@
 typedef struct repl {
     dsl *d;
     bool tty, eof, continued;
+    bool in_line;           /* inside on_line: libedit shows a fresh prompt after it */
     sig_atomic_t seq_taken; /* the last Ctrl-C (g_sigint_seq) a statement took */
     char *chunk;            /* incomplete input so far (multi-line) */
 } repl;
@@ -47,7 +48,9 @@ static void out_begin(void)
 static void out_end(void)
 {
     fflush(stdout);
-    if (g_repl && g_repl->tty && !g_repl->eof) rl_forced_update_display();
+    /* inside on_line libedit's buffer still holds the line just entered:
+     * a redraw then would show it again after the prompt */
+    if (g_repl && g_repl->tty && !g_repl->eof && !g_repl->in_line) rl_forced_update_display();
 }
 
 static void print_var(dsl *d, int label, int32_t var)
@@ -167,12 +170,6 @@ static void exec_line(repl *r, const char *line)
         r->chunk = NULL;
     }
     orch_flush(d->o);
-    if (r->tty && (r->chunk != NULL) != r->continued) {
-        r->continued = r->chunk != NULL;
-        /* rl_set_prompt does not reach libedit's callback mode: install anew */
-        rl_callback_handler_remove();
-        rl_callback_handler_install(r->continued ? ">> " : "weft> ", on_line);
-    }
 }
 
 static void on_line(char *line)
@@ -183,8 +180,18 @@ static void on_line(char *line)
         return;
     }
     if (*line) add_history(line);
+    r->in_line = true;
     exec_line(r, line);
+    r->in_line = false;
     free(line);
+    if (r->tty) {
+        /* libedit's callback mode leaves the terminal cooked after a line
+         * (it echoes the next one itself, and nothing shows a prompt) until
+         * the handler is installed anew, which also sets the prompt */
+        r->continued = r->chunk != NULL;
+        rl_callback_handler_remove();
+        rl_callback_handler_install(r->continued ? ">> " : "weft> ", on_line);
+    }
 }
 
 /* libedit's callback mode drops Ctrl-D on an empty line (el_gets returns

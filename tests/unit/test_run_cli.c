@@ -895,6 +895,37 @@ TEST(repl_ctrl_c_interrupts_a_statement_or_clears_the_line)
     }
 }
 
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle)) n++;
+    return n;
+}
+
+/* Each line typed shows once, and a fresh prompt follows it, whether the
+ * line printed a value, printed with print() or printed nothing. libedit's
+ * callback mode had left the terminal cooked after a line: the next line
+ * was echoed twice, and the prompt redrawn after a value held the line just
+ * run ("[1] 42" then "weft> 1 + 41"). */
+TEST(repl_shows_each_line_once_and_a_fresh_prompt_after_it)
+{
+    term t;
+    ASSERT_EQ_INT(term_open(&t, ""), 0);
+    TERM_EXPECT(&t, "weft> ");
+    term_type(&t, "1 + 41\r");
+    TERM_EXPECT(&t, "] 42\r\nweft> ");
+    term_type(&t, "x = 5\r");
+    TERM_EXPECT(&t, "x = 5\r\nweft> ");
+    term_type(&t, "print('h' .. 'i')\r");
+    TERM_EXPECT(&t, "\r\nhi\r\nweft> ");
+    term_type(&t, "\x04");
+    ASSERT_EQ_INT(term_close(&t), 0);
+    t.seen[t.n] = 0;
+    ASSERT_EQ_INT(count_of(t.seen, "1 + 41"), 1);
+    ASSERT_EQ_INT(count_of(t.seen, "x = 5"), 1);
+    ASSERT_EQ_INT(count_of(t.seen, "print('h' .. 'i')"), 1);
+}
+
 int main(void)
 {
     const char *bin = getenv("WEFT_BINARY_DIR");
@@ -913,6 +944,7 @@ int main(void)
     RUN(a_script_prints_model_output_and_its_result);
     RUN(repl_runs_lines_and_prints_results_as_they_complete);
     RUN(repl_ctrl_c_interrupts_a_statement_or_clears_the_line);
+    RUN(repl_shows_each_line_once_and_a_fresh_prompt_after_it);
     RUN(sandboxed_scripts_cannot_escape_or_exhaust_the_host);
     RUN(time_limit_ends_runs_that_loop_wait_or_hang);
     RUN(a_run_stores_its_graph);
