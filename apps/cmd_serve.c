@@ -45,7 +45,8 @@ static void usage(FILE *f)
             "usage: weft serve [options]\n\n"
             "Serves the model over an OpenAI-compatible HTTP API: POST /v1/completions,\n"
             "POST /v1/chat/completions (streaming with server-sent events), GET /v1/models,\n"
-            "GET /health, GET /metrics (Prometheus). Prints the address it listens on.\n"
+            "GET /health, GET /metrics (Prometheus); HEAD wherever GET. Prints the address it\n"
+            "listens on.\n"
             "SIGINT/SIGTERM: stop accepting, let what runs finish (see --drain-timeout),\n"
             "exit 0; a second signal cancels what is left at once.\n\n"
             "  -m, --model PATH         GGUF model (default: $WEFT_MODEL, else the default model)\n"
@@ -707,6 +708,23 @@ static bool authorized(const srv *s, struct evhttp_request *req)
     return diff == 0;
 }
 
+/* HEAD goes wherever GET does: libevent sends the head of the GET reply
+ * (its Content-Length too) and leaves the body out. */
+static bool method_allowed(enum evhttp_cmd_type cmd, bool post)
+{
+    return post ? cmd == EVHTTP_REQ_POST : cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
+}
+
+/* 405 with the route's methods in Allow. */
+static void reject_method(srv *s, struct evhttp_request *req, const char *route, bool post)
+{
+    const char *allow = post ? "POST" : "GET, HEAD";
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+    oai_error e;
+    oai_fail(&e, 405, "invalid_request_error", "method_not_allowed", NULL, "%s takes %s", route, allow);
+    reply_error(s, req, route, &e);
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     srv *s = arg;
@@ -735,11 +753,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     const bool post = strcmp(route, "/v1/completions") == 0 || strcmp(route, "/v1/chat/completions") == 0;
-    if (cmd != (post ? EVHTTP_REQ_POST : EVHTTP_REQ_GET)) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", post ? "POST" : "GET");
-        oai_fail(&e, 405, "invalid_request_error", "method_not_allowed", NULL, "%s takes %s", route,
-                 post ? "POST" : "GET");
-        reply_error(s, req, route, &e);
+    if (!method_allowed(cmd, post)) {
+        reject_method(s, req, route, post);
         return;
     }
     if (strcmp(route, "/v1/completions") == 0) handle_generate(s, req, OAI_COMPLETION, route);

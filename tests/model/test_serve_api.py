@@ -4,6 +4,8 @@ reproducibility, usage counts, logprobs; greedy output equals `weft
 generate`; bad input (malformed JSON, wrong types, a huge body, an unknown
 route, a missing or wrong key, a full queue) gets the right status and an
 OpenAI error body, and the server goes on serving."""
+import http.client
+import json
 import os
 import subprocess
 import sys
@@ -231,6 +233,32 @@ def test_bad_requests_get_openai_errors():
     check(st == 200, "/health needs no key")
 
 
+def test_head_is_allowed_wherever_get_is():
+    for path in ("/health", "/metrics", "/v1/models", f"/v1/models/{MODEL}"):
+        c = http.client.HTTPConnection(srv.host, srv.port, timeout=60)
+        c.request("HEAD", path, headers=AUTH)
+        r = c.getresponse()
+        body = r.read()
+        check(r.status == 200 and body == b"", f"HEAD {path}: {r.status} {body[:100]!r}")
+        # the connection stays usable: the reply had no body to misread
+        c.request("GET", "/health")
+        r = c.getresponse()
+        check(r.status == 200 and json.loads(r.read()) == {"status": "ok"}, f"GET after HEAD {path}")
+        c.close()
+    c = http.client.HTTPConnection(srv.host, srv.port, timeout=60)
+    c.request("HEAD", "/v1/completions", headers=AUTH)
+    r = c.getresponse()
+    check(r.status == 405 and r.getheader("Allow") == "POST", f"HEAD a POST route: {r.status}")
+    c.close()
+    expect_error(405, "GET", "/v1/completions")
+    got = http.client.HTTPConnection(srv.host, srv.port, timeout=60)
+    got.request("POST", "/health", body="{}")
+    r = got.getresponse()
+    r.read()
+    check(r.status == 405 and r.getheader("Allow") == "GET, HEAD", f"POST /health: {r.status} {r.getheader('Allow')}")
+    got.close()
+
+
 def test_full_queue_gets_429():
     small = H.Server("--parallel", "1", "--max-queue", "1", "--ctx", "512")
     try:
@@ -307,6 +335,7 @@ H.main([test_models_lists_the_model, test_greedy_completion_equals_weft_generate
         test_streamed_equals_whole_and_usage_is_reported,
         test_chat_stream_opens_with_the_role, test_usage_counts_tokens, test_chat_logprobs,
         test_n_choices_and_seed_reproducibility, test_stop_strings,
-        test_bad_requests_get_openai_errors, test_full_queue_gets_429,
+        test_bad_requests_get_openai_errors, test_head_is_allowed_wherever_get_is,
+        test_full_queue_gets_429,
         test_reset_connections_cancel_and_http10_streams_close,
         test_metrics_after_all_that], srv)
