@@ -259,6 +259,64 @@ def test_head_is_allowed_wherever_get_is():
     got.close()
 
 
+def raw_exchange(data, timeout=60, until_close=True):
+    """Sends raw bytes, reads until the server closes (or, until_close
+    False, until one reply with a Content-Length is in); returns the bytes."""
+    import socket
+    s = socket.create_connection((srv.host, srv.port), timeout=timeout)
+    try:
+        s.sendall(data)
+        out = b""
+        while True:
+            if not until_close and b"\r\n\r\n" in out:
+                _, h, body = parse_reply(out)
+                if len(body) >= int(h.get("content-length", 0)):
+                    return out
+            d = s.recv(65536)
+            if not d:
+                return out
+            out += d
+    finally:
+        s.close()
+
+
+def parse_reply(raw):
+    """(status, headers dict with lower-case names, body) of one raw reply."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict((k.strip().lower(), v.strip()) for k, v in (h.split(":", 1) for h in lines[1:]))
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_any_method_gets_a_json_405():
+    """Methods libevent does not enable by default, or does not know, get
+    weft's JSON 405 with Allow, not libevent's HTML 501; a method that may
+    carry a body libevent does not read closes the connection after."""
+    for method, path, allow in (("PATCH", "/health", "GET, HEAD"), ("PUT", "/v1/completions", "POST"),
+                                ("TRACE", "/metrics", "GET, HEAD"), ("BREW", "/v1/chat/completions", "POST")):
+        raw = raw_exchange(f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                           "Connection: close\r\n\r\n".encode())
+        st, h, body = parse_reply(raw)
+        try:
+            err = json.loads(body)["error"]
+        except ValueError:
+            err = {}
+        check(st == 405 and h.get("allow") == allow and h.get("content-type") == "application/json"
+              and err.get("code") == "method_not_allowed" and "type" in err and "param" in err,
+              f"{method} {path}: {raw[:300]!r}")
+    # CONNECT names a host, not a route: a JSON 404 (libevent keeps its
+    # connection open whatever the reply says)
+    raw = raw_exchange(b"CONNECT example.org:443 HTTP/1.1\r\nHost: x\r\n\r\n", until_close=False)
+    st, h, body = parse_reply(raw)
+    check(st == 404 and h.get("content-type") == "application/json", f"CONNECT: {raw[:300]!r}")
+    # an unknown method's body is not taken for a next request
+    raw = raw_exchange(b"BREW /health HTTP/1.1\r\nHost: x\r\nContent-Length: 18\r\n\r\n"
+                       b"GET /x HTTP/1.1\r\n\r\n")
+    check(raw.count(b"HTTP/1.1") == 1 and raw.startswith(b"HTTP/1.1 405"), f"one reply: {raw[:400]!r}")
+    st, h = srv.http("GET", "/health")
+    check(st == 200, "served after odd methods")
+
+
 def test_full_queue_gets_429():
     small = H.Server("--parallel", "1", "--max-queue", "1", "--ctx", "512")
     try:
@@ -336,6 +394,7 @@ H.main([test_models_lists_the_model, test_greedy_completion_equals_weft_generate
         test_chat_stream_opens_with_the_role, test_usage_counts_tokens, test_chat_logprobs,
         test_n_choices_and_seed_reproducibility, test_stop_strings,
         test_bad_requests_get_openai_errors, test_head_is_allowed_wherever_get_is,
+        test_any_method_gets_a_json_405,
         test_full_queue_gets_429,
         test_reset_connections_cancel_and_http10_streams_close,
         test_metrics_after_all_that], srv)
