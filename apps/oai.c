@@ -135,6 +135,22 @@ static int get_bool(json_t *o, const char *name, bool *out, oai_error *e)
     return 0;
 }
 
+/* A field that is an array (or, array false, an object) when present:
+ * returns it (NULL when absent or null), or NULL with *bad set and *e
+ * filled. Checked before its value, so that `"tools": {}` is a wrong type
+ * rather than an empty list. */
+static json_t *get_typed(json_t *o, const char *name, bool array, bool *bad, oai_error *e)
+{
+    json_t *v = field(o, name);
+    *bad = v && (array ? !json_is_array(v) : !json_is_object(v));
+    if (*bad) {
+        oai_fail(e, 400, BAD_REQ, "invalid_type", name, "'%s' must be %s", name,
+                 array ? "an array" : "an object");
+        return NULL;
+    }
+    return v;
+}
+
 static int unsupported(oai_error *e, const char *name, const char *why)
 {
     return oai_fail(e, 400, BAD_REQ, "unsupported_parameter", name, "'%s' is not supported by weft: %s",
@@ -346,9 +362,10 @@ static int check_unsupported(json_t *o, oai_kind kind, int n, oai_error *e)
     if (pen != 0) return unsupported(e, "frequency_penalty", "only 0");
     if (get_num(o, "presence_penalty", -2, 2, &pen, e) < 0) return -1;
     if (pen != 0) return unsupported(e, "presence_penalty", "only 0");
-    json_t *lb = field(o, "logit_bias");
-    if (lb && (!json_is_object(lb) || json_object_size(lb) > 0))
-        return unsupported(e, "logit_bias", "only null or {}");
+    bool bad;
+    json_t *lb = get_typed(o, "logit_bias", false, &bad, e);
+    if (bad) return -1;
+    if (lb && json_object_size(lb) > 0) return unsupported(e, "logit_bias", "only null or {}");
     if (kind == OAI_COMPLETION) {
         bool echo = false;
         long long best_of = 1;
@@ -361,14 +378,19 @@ static int check_unsupported(json_t *o, oai_kind kind, int n, oai_error *e)
         if (best_of > 1 && best_of != n) return unsupported(e, "best_of", "only 1 or equal to n");
         return 0;
     }
-    json_t *tools = field(o, "tools"), *fns = field(o, "functions");
-    if ((tools && json_array_size(tools) > 0) || (fns && json_array_size(fns) > 0))
-        return unsupported(e, tools ? "tools" : "functions", "weft has no tool calling");
+    json_t *tools = get_typed(o, "tools", true, &bad, e);
+    if (bad) return -1;
+    json_t *fns = get_typed(o, "functions", true, &bad, e);
+    if (bad) return -1;
+    if (json_array_size(tools) > 0 || json_array_size(fns) > 0)
+        return unsupported(e, json_array_size(tools) > 0 ? "tools" : "functions",
+                           "weft has no tool calling");
     json_t *tc = field(o, "tool_choice");
     if (tc && !(json_is_string(tc) && (strcmp(json_string_value(tc), "none") == 0 ||
                                        strcmp(json_string_value(tc), "auto") == 0)))
         return unsupported(e, "tool_choice", "weft has no tool calling");
-    json_t *rf = field(o, "response_format");
+    json_t *rf = get_typed(o, "response_format", false, &bad, e);
+    if (bad) return -1;
     if (rf) {
         json_t *t = json_object_get(rf, "type");
         if (!json_is_string(t) || strcmp(json_string_value(t), "text") != 0)
@@ -379,7 +401,8 @@ static int check_unsupported(json_t *o, oai_kind kind, int n, oai_error *e)
     if (mod) {
         size_t i;
         json_t *m;
-        if (!json_is_array(mod)) return unsupported(e, "modalities", "only [\"text\"]");
+        if (!json_is_array(mod))
+            return oai_fail(e, 400, BAD_REQ, "invalid_type", "modalities", "'modalities' must be an array");
         json_array_foreach(mod, i, m) if (!json_is_string(m) || strcmp(json_string_value(m), "text") != 0)
             return unsupported(e, "modalities", "only [\"text\"]");
     }

@@ -161,14 +161,18 @@ def test_stop_strings():
     check(text == free[:k], f"streamed stop: {text!r}")
 
 
-def expect_error(status, method, path, body=None, headers=AUTH, param=None):
+def expect_error(status, method, path, body=None, headers=AUTH, param=None, says=()):
+    """The request gets `status` with an OpenAI error body naming `param`
+    whose message contains each of `says`."""
     got, data = srv.http(method, path, body, headers)
     ok = got == status and isinstance(data, dict) and isinstance(data.get("error"), dict)
     err = data.get("error", {}) if isinstance(data, dict) else {}
     ok = ok and all(k in err for k in ("message", "type", "param", "code")) and err["message"]
     if param:
         ok = ok and err.get("param") == param
-    check(ok, f"{method} {path} {str(body)[:80]!r}: want {status} (param {param}), got {got} {str(data)[:300]}")
+    ok = ok and all(w in err.get("message", "") for w in says)
+    check(ok, f"{method} {path} {str(body)[:80]!r}: want {status} (param {param}, says {says}), "
+              f"got {got} {str(data)[:300]}")
     # and the server still serves
     st, h = srv.http("GET", "/health")
     check(st == 200 and h == {"status": "ok"}, f"health after a bad request: {st} {h}")
@@ -207,6 +211,16 @@ def test_bad_requests_get_openai_errors():
                                    "tools": [{"type": "function", "function": {"name": "f"}}]}, param="tools")
     expect_error(400, "POST", ch, {"model": MODEL, "messages": [{"role": "user", "content": "x"}],
                                    "response_format": {"type": "json_object"}}, param="response_format")
+    # array- and object-typed fields of the wrong type are 400s, not ignored
+    # as empty (an object's json_array_size is 0)
+    msgs = [{"role": "user", "content": "x"}]
+    for name, value in (("tools", {}), ("tools", "f"), ("functions", {}), ("logit_bias", []),
+                        ("response_format", "text"), ("modalities", "text")):
+        expect_error(400, "POST", ch, {"model": MODEL, "messages": msgs, name: value}, param=name,
+                     says=(f"'{name}'",))
+    expect_error(400, "POST", c, dict(ok_body, logit_bias=[]), param="logit_bias", says=("'logit_bias'",))
+    expect_error(400, "POST", ch, {"model": MODEL, "messages": msgs, "tools": [{"type": "function"}]},
+                 param="tools", says=("'tools'",))
     expect_error(413, "POST", c, '{"model": "m", "prompt": "' + "x" * (3 << 20) + '"}')
     expect_error(404, "GET", "/v1/nothing-here")
     expect_error(404, "POST", "/completions", ok_body)
