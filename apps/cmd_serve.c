@@ -522,6 +522,26 @@ static uint64_t next_rand(srv *s)
     return s->rng;
 }
 
+/* Does a prompt of n_prompt tokens and max_tokens more fit the context?
+ * Returns 0, or -1 with *e naming what to shorten: the prompt when it
+ * leaves no room for one token, else the max_tokens field. */
+static int check_context(const srv *s, const oai_request *r, int32_t n_prompt, int32_t max_tokens,
+                         oai_error *e)
+{
+    if (n_prompt >= s->n_ctx)
+        return oai_fail(e, 400, "invalid_request_error", "context_length_exceeded",
+                        r->kind == OAI_CHAT ? "messages" : "prompt",
+                        "this model's context is %d tokens per request; the prompt has %d, which "
+                        "leaves no room for output",
+                        s->n_ctx, n_prompt);
+    if ((int64_t)n_prompt + max_tokens > s->n_ctx)
+        return oai_fail(e, 400, "invalid_request_error", "context_length_exceeded", r->max_tokens_param,
+                        "this model's context is %d tokens per request; the prompt has %d, so '%s' "
+                        "can be at most %d, not %d",
+                        s->n_ctx, n_prompt, r->max_tokens_param, s->n_ctx - n_prompt, max_tokens);
+    return 0;
+}
+
 /* Submits one engine request per prompt, each with the request's n
  * completions (forked from one prefill, seeds seed, seed+1, ...). On failure
  * cancels what went in and fills *e. */
@@ -531,15 +551,8 @@ static int job_submit(job *j, oai_error *e)
     const oai_request *r = &j->r;
     const uint64_t seed = r->seed_set ? r->sampling.seed : next_rand(s);
     for (int p = 0; p < r->n_prompts; p++) {
-        int32_t max_tokens = r->max_tokens ? r->max_tokens : s->n_ctx - r->n_prompt[p];
-        if (max_tokens < 1 || (int64_t)r->n_prompt[p] + max_tokens > s->n_ctx) {
-            oai_fail(e, 400, "invalid_request_error", "context_length_exceeded",
-                     r->kind == OAI_CHAT ? "messages" : "prompt",
-                     "this model's context is %d tokens per request; the prompt has %d and %d "
-                     "more were asked for",
-                     s->n_ctx, r->n_prompt[p], max_tokens > 0 ? max_tokens : 1);
-            goto fail;
-        }
+        const int32_t max_tokens = r->max_tokens ? r->max_tokens : s->n_ctx - r->n_prompt[p];
+        if (check_context(s, r, r->n_prompt[p], max_tokens, e) < 0) goto fail;
         weft_request rq = {.tokens = r->prompts[p], .n_tokens = r->n_prompt[p], .sampling = r->sampling,
                            .max_tokens = max_tokens, .stop = (const char *const *)r->stop,
                            .n_stop = r->n_stop, .ignore_eos = r->ignore_eos, .n = r->n,

@@ -466,8 +466,11 @@ static int parse_object(json_t *o, oai_request *r, const tok_vocab *v, oai_error
     if (get_int(o, "n", 1, OAI_MAX_CHOICES, &n, e) < 0) return -1;
     r->n = (int)n;
     if (get_int(o, "max_tokens", 1, INT32_MAX, &max_tokens, e) < 0) return -1;
-    if (r->kind == OAI_CHAT && get_int(o, "max_completion_tokens", 1, INT32_MAX, &max_tokens, e) < 0)
-        return -1;
+    r->max_tokens_param = "max_tokens";
+    if (r->kind == OAI_CHAT && field(o, "max_completion_tokens")) {
+        if (get_int(o, "max_completion_tokens", 1, INT32_MAX, &max_tokens, e) < 0) return -1;
+        r->max_tokens_param = "max_completion_tokens";
+    }
     r->max_tokens = (int32_t)max_tokens;
     if (get_bool(o, "stream", &r->stream, e) < 0 || get_bool(o, "ignore_eos", &r->ignore_eos, e) < 0)
         return -1;

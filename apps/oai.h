@@ -39,6 +39,7 @@ typedef struct oai_request {
     int n_prompts;
     int n;                  /* choices per prompt */
     int32_t max_tokens;     /* 0: up to the end of the context (chat default) */
+    const char *max_tokens_param; /* static: the field it came from, for errors */
     weft_sampling sampling; /* OpenAI defaults: temperature 1, top_p 1, no top-k/min-p */
     bool seed_set;
     char **stop;

@@ -202,7 +202,16 @@ def test_bad_requests_get_openai_errors():
     expect_error(400, "POST", c, dict(ok_body, echo=True), param="echo")
     expect_error(400, "POST", c, dict(ok_body, logprobs=3), param="logprobs")
     expect_error(400, "POST", c, dict(ok_body, presence_penalty=1.0), param="presence_penalty")
-    expect_error(400, "POST", c, dict(ok_body, prompt="word " * 600, max_tokens=8))  # > --ctx 512
+    # > --ctx 512: the prompt alone is too long, or the prompt fits and max_tokens does not
+    expect_error(400, "POST", c, dict(ok_body, prompt="word " * 600, max_tokens=8), param="prompt")
+    expect_error(400, "POST", ch, {"model": MODEL, "messages": [{"role": "user", "content": "word " * 600}]},
+                 param="messages")
+    n300 = client.completions.create(model=MODEL, prompt="word " * 300, max_tokens=1).usage.prompt_tokens
+    expect_error(400, "POST", c, dict(ok_body, prompt="word " * 300, max_tokens=400), param="max_tokens",
+                 says=("512", f"has {n300}", f"at most {512 - n300}", "not 400"))
+    expect_error(400, "POST", ch, {"model": MODEL, "messages": [{"role": "user", "content": "word " * 300}],
+                                   "max_completion_tokens": 400},
+                 param="max_completion_tokens", says=("512", "not 400"))
     expect_error(400, "POST", ch, {"model": MODEL, "messages": "hi"}, param="messages")
     expect_error(400, "POST", ch, {"model": MODEL, "messages": []}, param="messages")
     expect_error(400, "POST", ch, {"model": MODEL, "messages": [{"content": "x"}]}, param="messages")
