@@ -10,8 +10,10 @@
  * (prompt, n) pair, each choice one engine request. A job is freed on the
  * loop thread once every submitted choice has had its final event — never
  * earlier, because engine events point at its choices — whether or not the
- * client is still there. A client that goes away (connection close callback)
- * marks the job gone and cancels its choices, which frees their KV; the
+ * client is still there. A conn is one client connection, from its accept
+ * (evhttp's bufferevent callback) to libevent's free of it (its close
+ * callback); a client that goes away (that close callback) marks the job
+ * answered on it gone and cancels its choices, which frees their KV; the
  * evhttp request, detached from its connection by libevent, is freed by the
  * evhttp_send_* call that ends the job.
  */
@@ -23,9 +25,11 @@
 #include <event2/http.h>
 #include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <event2/thread.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +69,8 @@ static void usage(FILE *f)
             "                           0 = no limit); a request whose n choices could never fit\n"
             "                           in --parallel + --max-queue is a 400, not a 429\n"
             "      --max-body BYTES     request body limit, 413 beyond (default 1048576)\n"
+            "      --max-connections N  open client connections; one more is closed at once\n"
+            "                           (default 1024)\n"
             "      --no-prefix-cache    do not share KV blocks between equal prompt prefixes\n"
             "      --share-generated    also serve a finished request's generated tokens' KV\n"
             "                           to later prompts that repeat them (a chat's next\n"
@@ -82,6 +88,7 @@ static void usage(FILE *f)
 typedef struct srv srv;
 typedef struct job job;
 typedef struct choice choice;
+typedef struct conn conn;
 
 struct choice {
     job *j;
@@ -110,14 +117,31 @@ struct job {
     bool started;        /* stream headers sent */
     bool gone;           /* the client closed the connection */
     struct event *hangup; /* non-streamed: watches the socket for the peer's close */
+    conn *c;             /* its connection while that is open and the job runs, or NULL */
     double t0;
     job *prev, *next;
+};
+
+/* One client connection, from accept to libevent's free of it (its close
+ * callback). */
+struct conn {
+    srv *s;
+    struct bufferevent *bev;         /* made for libevent; a reference held until adopted */
+    struct evhttp_connection *evcon; /* NULL until adopted */
+    struct event *adopt;
+    job *j;                          /* the request being answered on it, if any */
+    conn *prev, *next;
 };
 
 struct srv {
     struct event_base *base;
     struct evhttp *http;
     struct evhttp_bound_socket *sock;
+    struct evconnlistener *listener; /* sock's; NULL once closed */
+    struct event *resume;            /* re-enables the listener after an accept error */
+    conn *conns;
+    int n_conns, max_conns;
+    bool accept_failing;             /* logged; quiet until an accept succeeds */
     struct event *notify, *sig_int, *sig_term, *grace;
     weft_model *model;
     const tok_vocab *vocab;
@@ -252,8 +276,6 @@ static void send_done(job *j)
 
 /* ---- jobs ------------------------------------------------------------------------ */
 
-static void on_close(struct evhttp_connection *evcon, void *arg);
-
 static void job_unwatch(job *j)
 {
     if (j->hangup) event_free(j->hangup);
@@ -264,6 +286,7 @@ static void job_free(job *j)
 {
     srv *s = j->s;
     job_unwatch(j);
+    if (j->c) j->c->j = NULL;
     if (j->prev) j->prev->next = j->next;
     else if (s->jobs == j) s->jobs = j->next;
     if (j->next) j->next->prev = j->prev;
@@ -330,8 +353,8 @@ static void job_reply_whole(job *j)
 static void job_finish(job *j)
 {
     srv *s = j->s;
-    struct evhttp_connection *evcon = j->req ? evhttp_request_get_connection(j->req) : NULL;
-    if (evcon) evhttp_connection_set_closecb(evcon, NULL, NULL);
+    if (j->c) j->c->j = NULL;
+    j->c = NULL;
     job_unwatch(j); /* before the reply: the connection (and its fd) may end with it */
     const int st = job_status(j);
     if (j->req && !j->gone) {
@@ -365,13 +388,6 @@ static void job_finish(job *j)
     job_free(j);
 }
 
-static void on_close(struct evhttp_connection *evcon, void *arg)
-{
-    job *j = arg;
-    (void)evcon;
-    j->gone = true;
-    job_cancel(j);
-}
 
 /* The peer of a non-streamed request closed its socket (EV_CLOSED) or reset
  * it. evhttp does not read a connection while its request is being
@@ -510,6 +526,131 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
         if (!in_slot) evq_msg_free(m);
         m = next;
     }
+}
+
+/* ---- connections --------------------------------------------------------------------- */
+
+static void conn_free(conn *c)
+{
+    srv *s = c->s;
+    if (c->prev) c->prev->next = c->next;
+    else if (s->conns == c) s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    event_free(c->adopt);
+    s->n_conns--;
+    free(c);
+}
+
+/* libevent frees the connection: a job still answered on it has lost its
+ * client. */
+static void on_conn_close(struct evhttp_connection *evcon, void *arg)
+{
+    conn *c = arg;
+    job *j = c->j;
+    (void)evcon;
+    if (j) {
+        j->c = NULL;
+        j->gone = true;
+        job_cancel(j);
+    }
+    conn_free(c);
+}
+
+/* The conn of an open connection, NULL if it has none (see make_bev). */
+static conn *conn_of(srv *s, struct evhttp_connection *evcon)
+{
+    for (conn *c = s->conns; c; c = c->next)
+        if (c->evcon == evcon) return c;
+    return NULL;
+}
+
+/* Runs once libevent has set up the connection make_bev made the
+ * bufferevent of, before any of its I/O (it is activated from inside the
+ * accept). libevent clears the callbacks of a bufferevent it frees, so one
+ * it gave up on in between has no callback argument (our reference kept it
+ * readable); else the argument is the connection. */
+static void on_adopt(evutil_socket_t fd, short what, void *arg)
+{
+    conn *c = arg;
+    srv *s = c->s;
+    void *evcon = NULL;
+    (void)fd;
+    (void)what;
+    bufferevent_getcb(c->bev, NULL, NULL, NULL, &evcon);
+    bufferevent_decref(c->bev);
+    c->bev = NULL;
+    if (!evcon) {
+        conn_free(c);
+        return;
+    }
+    c->evcon = evcon;
+    evhttp_connection_set_closecb(c->evcon, on_conn_close, c);
+    if (s->n_conns > s->max_conns) {
+        if (s->verbose) fprintf(stderr, "weft serve: %d connections open: closing a new one\n", s->max_conns);
+        evhttp_connection_free(c->evcon); /* on_conn_close frees c */
+    }
+}
+
+/* evhttp's bufferevent factory, called inside the accept of each
+ * connection — the one hook libevent gives there: counts the connection
+ * and queues on_adopt. Out of memory it returns NULL: libevent makes its
+ * own bufferevent and the connection goes uncounted (and its request is not
+ * cancelled when it closes, unless the hang-up watch sees it). */
+static struct bufferevent *make_bev(struct event_base *base, void *arg)
+{
+    srv *s = arg;
+    s->accept_failing = false;
+    conn *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    /* options 0, as libevent's own: evhttp_connection_free closes the fd */
+    c->bev = bufferevent_socket_new(base, -1, 0);
+    c->adopt = event_new(base, -1, 0, on_adopt, c);
+    if (!c->bev || !c->adopt) {
+        if (c->bev) bufferevent_free(c->bev);
+        if (c->adopt) event_free(c->adopt);
+        free(c);
+        return NULL;
+    }
+    bufferevent_incref(c->bev);
+    c->s = s;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    event_active(c->adopt, EV_TIMEOUT, 0);
+    return c->bev;
+}
+
+/* evhttp_bind_listener hands the listener evhttp's callback argument, and
+ * the error callback gets that one too: it finds the server here (one per
+ * process). */
+static srv *listening_srv;
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    srv *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->listener) evconnlistener_enable(s->listener);
+}
+
+/* accept() failed with something other than a retry (EMFILE, ENFILE,
+ * ENOBUFS...): the listening socket stays readable, so libevent would call
+ * accept again at once, for ever, at 100% CPU. Pause accepting for 100 ms
+ * instead; the connections wait in the backlog meanwhile. */
+static void on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    const int err = EVUTIL_SOCKET_ERROR();
+    srv *s = listening_srv;
+    (void)arg;
+    evconnlistener_disable(lev);
+    if (!s || !s->resume) return;
+    if (!s->accept_failing)
+        fprintf(stderr, "weft serve: accept: %s (%d connections open); pausing accepts\n",
+                evutil_socket_error_to_string(err), s->n_conns);
+    s->accept_failing = true;
+    const struct timeval pause = {0, 100 * 1000};
+    evtimer_add(s->resume, &pause);
 }
 
 /* ---- generation requests -------------------------------------------------------------- */
@@ -656,7 +797,8 @@ static void handle_generate(srv *s, struct evhttp_request *req, oai_kind kind, c
     if (s->verbose)
         fprintf(stderr, "weft serve: %s %s: %d choice(s), prompt %d tokens%s\n", route, j->id, j->n_ch,
                 j->r.n_prompt[0], j->r.stream ? ", streamed" : "");
-    evhttp_connection_set_closecb(evhttp_request_get_connection(req), on_close, j);
+    j->c = conn_of(s, evhttp_request_get_connection(req));
+    if (j->c) j->c->j = j;
     if (j->r.stream) job_start_stream(j);
     else job_watch(j, req);
 }
@@ -804,8 +946,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         return;
     }
     s->draining = true;
-    if (s->sock) evhttp_del_accept_socket(s->http, s->sock);
+    if (s->sock) evhttp_del_accept_socket(s->http, s->sock); /* frees the listener */
     s->sock = NULL;
+    s->listener = NULL;
+    if (s->resume) evtimer_del(s->resume);
     fprintf(stderr, "weft serve: %s: no new connections; %d request(s) in flight\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM", s->n_jobs);
     if (s->n_jobs == 0) {
@@ -824,7 +968,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 typedef struct serve_opts {
     const char *model_path, *model_name, *host, *api_key;
     long port, ctx, parallel, batch, kv_mb, max_queue, threads, prefill_cap;
-    long max_body, timeout;
+    long max_body, timeout, max_conns;
     double drain_s;
     bool prefix, share_generated, verbose;
 } serve_opts;
@@ -842,10 +986,11 @@ static int parse_opts(int argc, char **argv, serve_opts *o)
         {"drain-timeout", required_argument, 0, 'D'}, {"timeout", required_argument, 0, 'T'},
         {"threads", required_argument, 0, 't'},    {"verbose", no_argument, 0, 'v'},
         {"prefill-cap", required_argument, 0, 'c'}, {"share-generated", no_argument, 0, 'G'},
-        {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
+        {"max-connections", required_argument, 0, 'M'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     *o = (serve_opts){.host = "127.0.0.1", .api_key = getenv("WEFT_API_KEY"), .port = 8080,
                       .ctx = 2048, .parallel = 32, .batch = 256, .max_queue = 256,
-                      .max_body = 1 << 20, .timeout = 600, .drain_s = 30, .prefix = true,
+                      .max_body = 1 << 20, .timeout = 600, .max_conns = 1024, .drain_s = 30, .prefix = true,
                       .prefill_cap = -1};
     if (o->api_key && !*o->api_key) o->api_key = NULL;
     int c;
@@ -871,6 +1016,7 @@ static int parse_opts(int argc, char **argv, serve_opts *o)
         case 'Q': num = &o->max_queue, lo = 0, hi = 1 << 20; break;
         case 'B': num = &o->max_body, lo = 1024, hi = 1L << 30; break;
         case 'T': num = &o->timeout, lo = 1, hi = 1 << 30; break;
+        case 'M': num = &o->max_conns, lo = 1, hi = 1 << 20; break;
         case 't': num = &o->threads, lo = 0, hi = 256; break;
         case 'D':
             o->drain_s = strtod(optarg, &end);
@@ -929,6 +1075,26 @@ static int load_engine(srv *s, const serve_opts *o)
     return 0;
 }
 
+/* A listener on host:port (the first of its addresses that binds), as
+ * evhttp_bind_socket makes one but ours, to set its error callback; NULL on
+ * failure. */
+static struct evconnlistener *new_listener(struct event_base *base, const char *host, int port)
+{
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                                    .ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG};
+    struct evutil_addrinfo *ai = NULL;
+    if (evutil_getaddrinfo(host, ps, &hints, &ai) != 0) return NULL;
+    struct evconnlistener *lev = NULL;
+    for (struct evutil_addrinfo *a = ai; a && !lev; a = a->ai_next)
+        lev = evconnlistener_new_bind(base, NULL, NULL,
+                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE,
+                                      -1, a->ai_addr, (int)a->ai_addrlen);
+    evutil_freeaddrinfo(ai);
+    return lev;
+}
+
 /* Binds and prints the address (tests read the port from that line). */
 static int listen_http(srv *s, const serve_opts *o)
 {
@@ -944,11 +1110,18 @@ static int listen_http(srv *s, const serve_opts *o)
      * 405: libevent would send an HTML 501. All 16 bits: the nine methods
      * it names and the one it marks unknown (1 << 15, http-internal.h). */
     evhttp_set_allowed_methods(s->http, 0xffff);
-    s->sock = evhttp_bind_socket_with_handle(s->http, o->host, (uint16_t)o->port);
+    evhttp_set_bevcb(s->http, make_bev, s);
+    s->resume = evtimer_new(s->base, on_resume, s);
+    s->listener = s->resume ? new_listener(s->base, o->host, (int)o->port) : NULL;
+    s->sock = s->listener ? evhttp_bind_listener(s->http, s->listener) : NULL;
     if (!s->sock) {
+        if (s->listener) evconnlistener_free(s->listener);
+        s->listener = NULL;
         fprintf(stderr, "weft serve: cannot listen on %s:%ld\n", o->host, o->port);
         return -1;
     }
+    listening_srv = s;
+    evconnlistener_set_error_cb(s->listener, on_accept_error);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     int port = (int)o->port;
@@ -967,10 +1140,12 @@ static void srv_close(srv *s)
     if (s->q) evq_wait_idle(s->q);
     evq_destroy(s->q);
     if (s->http) evhttp_free(s->http);
+    listening_srv = NULL;
     if (s->notify) event_free(s->notify);
     if (s->sig_int) event_free(s->sig_int);
     if (s->sig_term) event_free(s->sig_term);
     if (s->grace) event_free(s->grace);
+    if (s->resume) event_free(s->resume);
     if (s->base) event_base_free(s->base);
     weft_model_free(s->model);
 }
@@ -981,7 +1156,7 @@ int cmd_serve(int argc, char **argv)
     int rc = parse_opts(argc, argv, &o);
     if (rc != 0) return rc < 0 ? 0 : rc;
     srv s = {.api_key = o.api_key, .max_body = (size_t)o.max_body, .drain_s = o.drain_s,
-             .verbose = o.verbose, .started = (long long)time(NULL)};
+             .verbose = o.verbose, .started = (long long)time(NULL), .max_conns = (int)o.max_conns};
     s.rng = (((uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull) ^ (uint64_t)clock()) | 1;
     metrics_init(&s.m);
     signal(SIGPIPE, SIG_IGN); /* a client gone mid-write is an error return, not a signal */

@@ -46,9 +46,10 @@ class Server:
     """`weft serve --port 0 ARGS` (the port it prints is read back); stderr
     is collected so a failing test can show it."""
 
-    def __init__(self, *args, timeout=120):
+    def __init__(self, *args, timeout=120, preexec_fn=None):
         cmd = [weft_binary(), "serve", "--port", "0", "-t", "2", *args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=preexec_fn)
         self.err = []
         threading.Thread(target=self._drain_err, daemon=True).start()
         deadline = time.time() + timeout
@@ -78,6 +79,12 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return -9
+
+    def cpu_seconds(self):
+        """User + system CPU time the server has used (/proc/PID/stat)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # from field 3, state
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stderr(self):
         return "".join(self.err)

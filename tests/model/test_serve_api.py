@@ -361,6 +361,80 @@ def test_full_queue_gets_429():
         check(small.stop() == 0, "small server exits 0")
 
 
+def wait_health(server, timeout=30):
+    """Polls GET /health until it answers 200; returns whether it did."""
+    import time
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if server.http("GET", "/health", timeout=5)[0] == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def test_out_of_fds_does_not_spin():
+    """accept() failing with EMFILE pauses accepting instead of retrying in
+    a loop: with the server's descriptors used up by idle clients, it stays
+    idle (CPU), and it serves again once they close."""
+    import resource
+    import socket
+    import time
+
+    def few_fds():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+
+    small = H.Server("--parallel", "1", "--ctx", "256", preexec_fn=few_fds)
+    socks = []
+    try:
+        for _ in range(80):  # more than it has descriptors: the rest wait in the backlog
+            socks.append(socket.create_connection((small.host, small.port), timeout=10))
+        time.sleep(0.5)
+        t0 = small.cpu_seconds()
+        time.sleep(1.0)
+        used = small.cpu_seconds() - t0
+        check(used < 0.3, f"out of descriptors, the server used {used:.2f} s of CPU in 1 s")
+        check("Too many open files" in small.stderr(), "the accept error is reported")
+        check(len(small.stderr()) < 20000, f"the error is not repeated: {len(small.stderr())} bytes")
+        for s in socks:
+            s.close()
+        socks = []
+        check(wait_health(small), "serves again once the clients are gone")
+    finally:
+        for s in socks:
+            s.close()
+        check(small.stop() == 0, f"exits 0: {small.stderr()[-2000:]}")
+
+
+def test_max_connections_closes_the_one_too_many():
+    import socket
+    import time
+    small = H.Server("--parallel", "1", "--ctx", "256", "--max-connections", "3")
+    idle = []
+    try:
+        idle = [socket.create_connection((small.host, small.port), timeout=10) for _ in range(3)]
+        time.sleep(0.3)
+        extra = socket.create_connection((small.host, small.port), timeout=10)
+        try:
+            extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = extra.recv(1000)
+        except ConnectionResetError:
+            got = b""
+        extra.close()
+        check(got == b"", f"the fourth connection is closed, not served: {got[:200]!r}")
+        idle.pop().close()
+        check(wait_health(small), "a connection is served once one closes")
+        # the three held connections still work
+        idle[0].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        check(idle[0].recv(1000).startswith(b"HTTP/1.1 200"), "a held connection is served")
+    finally:
+        for s in idle:
+            s.close()
+        check(small.stop() == 0, f"exits 0: {small.stderr()[-2000:]}")
+
+
 def test_reset_connections_cancel_and_http10_streams_close():
     """A client that resets its socket mid-request (RST, not FIN) is gone:
     the request is cancelled (libevent reports a reset as readable, not as
@@ -418,6 +492,7 @@ H.main([test_models_lists_the_model, test_greedy_completion_equals_weft_generate
         test_n_choices_and_seed_reproducibility, test_stop_strings,
         test_bad_requests_get_openai_errors, test_head_is_allowed_wherever_get_is,
         test_any_method_gets_a_json_405,
-        test_full_queue_gets_429,
+        test_full_queue_gets_429, test_out_of_fds_does_not_spin,
+        test_max_connections_closes_the_one_too_many,
         test_reset_connections_cancel_and_http10_streams_close,
         test_metrics_after_all_that], srv)
