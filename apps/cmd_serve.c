@@ -129,6 +129,9 @@ struct conn {
     struct bufferevent *bev;         /* made for libevent; a reference held until adopted */
     struct evhttp_connection *evcon; /* NULL until adopted */
     struct event *adopt;
+    struct evbuffer_cb_entry *in_cb; /* counts what arrives into in_bytes */
+    size_t in_bytes;                 /* read since its last request reached on_request */
+    bool too_large;                  /* past srv.max_raw: answered 413 and closed by on_sweep */
     job *j;                          /* the request being answered on it, if any */
     conn *prev, *next;
 };
@@ -141,6 +144,8 @@ struct srv {
     struct event *resume;            /* re-enables the listener after an accept error */
     conn *conns;
     int n_conns, max_conns;
+    size_t max_raw;                  /* bytes a request may take on the wire (its head too) */
+    struct event *sweep;             /* closes the conns marked too_large */
     bool accept_failing;             /* logged; quiet until an accept succeeds */
     struct event *notify, *sig_int, *sig_term, *grace;
     weft_model *model;
@@ -547,7 +552,7 @@ static void on_conn_close(struct evhttp_connection *evcon, void *arg)
 {
     conn *c = arg;
     job *j = c->j;
-    (void)evcon;
+    evbuffer_remove_cb_entry(bufferevent_get_input(evhttp_connection_get_bufferevent(evcon)), c->in_cb);
     if (j) {
         j->c = NULL;
         j->gone = true;
@@ -562,6 +567,60 @@ static conn *conn_of(srv *s, struct evhttp_connection *evcon)
     for (conn *c = s->conns; c; c = c->next)
         if (c->evcon == evcon) return c;
     return NULL;
+}
+
+/* The request being read on c has more bytes than any request may have:
+ * libevent would read on (its own limit is higher, see listen_http) and
+ * then answer with an HTML page; instead reading stops and on_sweep answers
+ * and closes. Not while a job is answered on c: what a client sends then
+ * waits unread for the next request. */
+static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    conn *c = arg;
+    (void)buf;
+    c->in_bytes += info->n_added;
+    if (c->in_bytes <= c->s->max_raw || c->j || c->too_large || !c->evcon) return;
+    c->too_large = true;
+    bufferevent_disable(evhttp_connection_get_bufferevent(c->evcon), EV_READ);
+    event_active(c->s->sweep, EV_TIMEOUT, 0);
+}
+
+/* The 413 of a request too large to read, written straight to the socket
+ * (its reply would be the connection's first unsent bytes: libevent writes
+ * nothing while it reads a request), then the connection is closed. */
+static void conn_reject_large(conn *c)
+{
+    srv *s = c->s;
+    oai_error e;
+    oai_fail(&e, 413, "invalid_request_error", "request_too_large", NULL,
+             "the request has more than %zu bytes; this server takes a body of at most %zu",
+             s->max_raw, s->max_body);
+    json_t *o = oai_error_json(&e);
+    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    char head[160];
+    const int n = snprintf(head, sizeof head,
+                           "HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+                           "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                           body ? strlen(body) : 0);
+    const evutil_socket_t fd = bufferevent_getfd(evhttp_connection_get_bufferevent(c->evcon));
+    if (fd >= 0 && send(fd, head, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) == n && body)
+        (void)send(fd, body, strlen(body), MSG_NOSIGNAL | MSG_DONTWAIT);
+    free(body);
+    metrics_http(&s->m, "other", 413);
+    if (s->verbose) fprintf(stderr, "weft serve: a request of more than %zu bytes: 413\n", s->max_raw);
+    evhttp_connection_free(c->evcon); /* on_conn_close frees c */
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    srv *s = arg;
+    (void)fd;
+    (void)what;
+    for (conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->too_large) conn_reject_large(c);
+    }
 }
 
 /* Runs once libevent has set up the connection make_bev made the
@@ -608,6 +667,13 @@ static struct bufferevent *make_bev(struct event_base *base, void *arg)
     if (!c->bev || !c->adopt) {
         if (c->bev) bufferevent_free(c->bev);
         if (c->adopt) event_free(c->adopt);
+        free(c);
+        return NULL;
+    }
+    c->in_cb = evbuffer_add_cb(bufferevent_get_input(c->bev), on_input, c);
+    if (!c->in_cb) {
+        bufferevent_free(c->bev);
+        event_free(c->adopt);
         free(c);
         return NULL;
     }
@@ -891,6 +957,8 @@ static void reject_method(srv *s, struct evhttp_request *req, const char *route,
 static void on_request(struct evhttp_request *req, void *arg)
 {
     srv *s = arg;
+    conn *c = conn_of(s, evhttp_request_get_connection(req));
+    if (c) c->in_bytes = 0, c->too_large = false; /* read whole: answered as any other */
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     const enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     oai_error e;
@@ -1101,9 +1169,15 @@ static int listen_http(srv *s, const serve_opts *o)
     s->http = evhttp_new(s->base);
     if (!s->http) return -1;
     evhttp_set_gencb(s->http, on_request, s);
-    /* libevent cuts a connection past its limit without a JSON answer: let
-     * it read a little more than ours so that handle_generate answers 413 */
-    evhttp_set_max_body_size(s->http, (ev_ssize_t)(o->max_body * 4 + 4096));
+    /* A body a little over --max-body is read whole and handle_generate
+     * answers 413 with its size. One beyond max_raw is cut off by on_input,
+     * which answers 413 too. libevent's own limit would answer with an HTML
+     * page, at once for a Content-Length over it: there is none (a
+     * connection make_bev could not count, out of memory, goes unguarded). */
+    s->max_raw = (size_t)o->max_body * 4 + 64 * 1024 + 4096;
+    s->sweep = event_new(s->base, -1, 0, on_sweep, s);
+    if (!s->sweep) return -1;
+    evhttp_set_max_body_size(s->http, -1);
     evhttp_set_max_headers_size(s->http, 64 * 1024);
     evhttp_set_timeout(s->http, (int)o->timeout);
     /* every method reaches on_request, which answers a wrong one with a JSON
@@ -1146,6 +1220,7 @@ static void srv_close(srv *s)
     if (s->sig_term) event_free(s->sig_term);
     if (s->grace) event_free(s->grace);
     if (s->resume) event_free(s->resume);
+    if (s->sweep) event_free(s->sweep);
     if (s->base) event_base_free(s->base);
     weft_model_free(s->model);
 }

@@ -375,6 +375,69 @@ def wait_health(server, timeout=30):
     return False
 
 
+def send_huge(head, body_parts):
+    """Sends head, then the body parts while the server reads; returns what
+    came back (the server may stop reading and close mid-body)."""
+    import socket
+    s = socket.create_connection((srv.host, srv.port), timeout=60)
+    try:
+        s.sendall(head)
+        for part in body_parts:
+            s.sendall(part)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    out = b""
+    try:
+        while True:
+            if b"\r\n\r\n" in out:
+                _, h, body = parse_reply(out)
+                if len(body) >= int(h.get("content-length", 0)):
+                    break  # one whole reply (a keep-alive connection stays open)
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+    except ConnectionResetError:
+        pass
+    s.close()
+    return out
+
+
+def test_huge_bodies_get_a_json_413():
+    """However far past --max-body (1 MiB here) a body is, declared or
+    chunked, the answer is the JSON 413, not libevent's HTML page, and the
+    server goes on serving."""
+    mib = 1 << 20
+    h = f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n".encode()
+
+    def parts(n):
+        return [b"x" * 65536] * (n // 65536)
+
+    def chunked(n):
+        return [b"10000\r\n" + b"x" * 65536 + b"\r\n"] * (n // 65536) + [b"0\r\n\r\n"]
+
+    cases = {"2 MiB": (h + b"Content-Length: %d\r\n\r\n" % (2 * mib), parts(2 * mib)),
+             "4 MiB": (h + b"Content-Length: %d\r\n\r\n" % (4 * mib + 1000), parts(4 * mib + 65536)),
+             "16 MiB": (h + b"Content-Length: %d\r\n\r\n" % (16 * mib), parts(16 * mib)),
+             "declared 1 GB": (h + b"Content-Length: %d\r\n\r\n" % (1 << 30), parts(6 * mib)),
+             "chunked 6 MiB": (h + b"Transfer-Encoding: chunked\r\n\r\n", chunked(6 * mib)),
+             "chunked 2 MiB": (h + b"Transfer-Encoding: chunked\r\n\r\n", chunked(2 * mib))}
+    for name, (head, body) in cases.items():
+        raw = send_huge(head, body)
+        try:
+            st, hd, b = parse_reply(raw)
+            err = json.loads(b)["error"]
+        except (ValueError, IndexError, KeyError):
+            st, hd, err = None, {}, {}
+        check(st == 413 and hd.get("content-type") == "application/json"
+              and err.get("code") == "request_too_large" and "param" in err and "type" in err,
+              f"{name}: {raw[:300]!r}")
+        st, data = srv.http("GET", "/health")
+        check(st == 200, f"healthy after {name}: {st} {data}")
+    m = srv.metrics()
+    check(m.get('weft_http_requests_total{route="other",status="413"}', 0) >= 3, "cut-off 413s counted")
+
+
 def test_out_of_fds_does_not_spin():
     """accept() failing with EMFILE pauses accepting instead of retrying in
     a loop: with the server's descriptors used up by idle clients, it stays
@@ -492,7 +555,7 @@ H.main([test_models_lists_the_model, test_greedy_completion_equals_weft_generate
         test_n_choices_and_seed_reproducibility, test_stop_strings,
         test_bad_requests_get_openai_errors, test_head_is_allowed_wherever_get_is,
         test_any_method_gets_a_json_405,
-        test_full_queue_gets_429, test_out_of_fds_does_not_spin,
+        test_huge_bodies_get_a_json_413, test_full_queue_gets_429, test_out_of_fds_does_not_spin,
         test_max_connections_closes_the_one_too_many,
         test_reset_connections_cancel_and_http10_streams_close,
         test_metrics_after_all_that], srv)
