@@ -205,19 +205,34 @@ static const char *reason(int status)
     }
 }
 
+/* Sends len bytes of body as the whole response; to a HEAD request only
+ * its length: libevent 2.1 would send the body after a HEAD answer's
+ * headers (which a keep-alive client reads as the start of the next
+ * answer) and leave Content-Length out. */
+static void send_body(struct evhttp_request *req, int status, const char *body, size_t len)
+{
+    struct evbuffer *b = NULL;
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        char n[32];
+        snprintf(n, sizeof n, "%zu", len);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", n);
+    } else if ((b = evbuffer_new()) != NULL) {
+        evbuffer_add(b, body, len);
+    }
+    evhttp_send_reply(req, status, reason(status), b);
+    if (b) evbuffer_free(b);
+}
+
 /* Sends o (taken) as the whole response and counts it. */
 static void reply_json(srv *s, struct evhttp_request *req, const char *route, int status, json_t *o)
 {
+    static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+                              "\"param\":null,\"code\":null}}";
     char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
-    struct evbuffer *b = evbuffer_new();
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-    if (b && body) evbuffer_add(b, body, strlen(body));
-    else if (b) evbuffer_add_printf(b, "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
-                                       "\"param\":null,\"code\":null}}");
     track_send(s, req);
-    evhttp_send_reply(req, status, reason(status), b);
-    if (b) evbuffer_free(b);
+    send_body(req, status, body ? body : oom, body ? strlen(body) : sizeof oom - 1);
     free(body);
     metrics_http(&s->m, route, status);
 }
@@ -908,12 +923,9 @@ static void handle_metrics(srv *s, struct evhttp_request *req)
         metrics_render(&s->m, &st, f);
         fclose(f);
     }
-    struct evbuffer *b = evbuffer_new();
-    if (b && text) evbuffer_add(b, text, len);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4; charset=utf-8");
-    evhttp_send_reply(req, text ? 200 : 500, text ? "OK" : "Internal Server Error", b);
-    if (b) evbuffer_free(b);
+    send_body(req, text ? 200 : 500, text ? text : "", text ? len : 0);
     free(text);
 }
 
@@ -929,8 +941,7 @@ static bool authorized(const srv *s, struct evhttp_request *req)
     return diff == 0;
 }
 
-/* HEAD goes wherever GET does: libevent sends the head of the GET reply
- * (its Content-Length too) and leaves the body out. */
+/* HEAD goes wherever GET does: the head of the GET reply (send_body). */
 static bool method_allowed(enum evhttp_cmd_type cmd, bool post)
 {
     return post ? cmd == EVHTTP_REQ_POST : cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;

@@ -268,6 +268,15 @@ def test_head_is_allowed_wherever_get_is():
         r = c.getresponse()
         check(r.status == 200 and json.loads(r.read()) == {"status": "ok"}, f"GET after HEAD {path}")
         c.close()
+    # pipelined on one raw connection: the HEAD answer has the GET answer's
+    # Content-Length and no body (http.client would hide a body sent after
+    # it: the server then closes, and http.client reconnects for the next)
+    for path, ctype in (("/health", "application/json"), ("/metrics", "text/plain")):
+        out = raw_exchange(f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n"
+                           "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        st, h, rest = parse_reply(out)
+        check(st == 200 and h.get("content-type", "").startswith(ctype) and int(h.get("content-length", 0)) > 0
+              and rest.startswith(b"HTTP/1.1 200"), f"HEAD {path} then GET, raw: {out[:400]!r}")
     c = http.client.HTTPConnection(srv.host, srv.port, timeout=60)
     c.request("HEAD", "/v1/completions", headers=AUTH)
     r = c.getresponse()
