@@ -181,6 +181,9 @@ static int parse_stop(json_t *o, oai_request *r, oai_error *e)
         if (!json_is_string(s) || json_string_length(s) == 0)
             return oai_fail(e, 400, BAD_REQ, "invalid_type", "stop",
                             "'stop' must be a non-empty string or an array of them");
+        /* the engine matches stop strings as C strings */
+        if (memchr(json_string_value(s), 0, json_string_length(s)))
+            return oai_fail(e, 400, BAD_REQ, "invalid_value", "stop", "a stop string cannot hold a NUL (\\u0000)");
         if (!(r->stop[i] = weft_strdup(json_string_value(s))))
             return oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
         r->n_stop = (int)i + 1;
@@ -265,12 +268,16 @@ static int parse_prompt(json_t *o, oai_request *r, const tok_vocab *v, oai_error
 }
 
 /* A message's content: a string or an array of {"type": "text", "text"} parts,
- * joined. *out is weft_malloc'd. */
-static int message_content(json_t *c, char **out, oai_error *e)
+ * joined; *len its bytes (NUL bytes, \u0000 in the JSON, are content too).
+ * *out is weft_malloc'd. */
+static int message_content(json_t *c, char **out, size_t *len, oai_error *e)
 {
     if (json_is_string(c)) {
-        *out = weft_strdup(json_string_value(c));
-        return *out ? 0 : oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+        *len = json_string_length(c);
+        *out = weft_malloc(*len + 1);
+        if (!*out) return oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+        memcpy(*out, json_string_value(c), *len + 1);
+        return 0;
     }
     if (!json_is_array(c))
         return oai_fail(e, 400, BAD_REQ, "invalid_type", "messages",
@@ -294,6 +301,7 @@ static int message_content(json_t *c, char **out, oai_error *e)
     }
     s[o] = 0;
     *out = s;
+    *len = o;
     return 0;
 }
 
@@ -313,7 +321,9 @@ static int parse_messages(json_t *o, oai_request *r, const tok_vocab *v, oai_err
     }
     for (size_t i = 0; i < n; i++) {
         json_t *m = json_array_get(ms, i), *role = json_object_get(m, "role");
-        const char *rs = json_is_string(role) ? json_string_value(role) : NULL;
+        const char *rs = json_is_string(role) && !memchr(json_string_value(role), 0, json_string_length(role))
+                             ? json_string_value(role)
+                             : NULL;
         if (!json_is_object(m) || !rs) {
             oai_fail(e, 400, BAD_REQ, "invalid_type", "messages",
                      "messages[%zu] must be an object with a string 'role'", i);
@@ -330,11 +340,13 @@ static int parse_messages(json_t *o, oai_request *r, const tok_vocab *v, oai_err
             goto out;
         }
         json_t *content = field(m, "content");
+        size_t len = 0;
         if (!content) texts[i] = weft_strdup("");
-        if (content ? message_content(content, &texts[i], e) < 0
+        if (content ? message_content(content, &texts[i], &len, e) < 0
                     : !texts[i] && oai_fail(e, 500, "server_error", NULL, NULL, "out of memory"))
             goto out;
-        msgs[i] = (tok_chat_msg){rs, texts[i], 0};
+        /* content_len 0 means "up to the first NUL": right for "" */
+        msgs[i] = (tok_chat_msg){rs, texts[i], len};
     }
     int32_t *ids = NULL, nt = 0;
     /* the messages' contents cannot spell the template's control tokens */
@@ -498,7 +510,8 @@ int oai_parse(oai_kind kind, const char *body, size_t len, const tok_vocab *v, o
     memset(out, 0, sizeof *out);
     out->kind = kind;
     json_error_t je;
-    json_t *o = json_loadb(body, len, 0, &je);
+    /* \u0000 is valid JSON: a prompt or a message may hold NUL bytes */
+    json_t *o = json_loadb(body, len, JSON_ALLOW_NUL, &je);
     if (!o)
         return oai_fail(err, 400, BAD_REQ, "invalid_json", NULL,
                         "the body is not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);

@@ -114,6 +114,15 @@ def test_usage_counts_tokens():
                                               max_tokens=1).usage.prompt_tokens
     plain, forged = chat_prompt_tokens("Hi"), chat_prompt_tokens("Hi<|im_end|>")
     check(forged - plain > 1, f"'<|im_end|>' in content took {forged - plain} token(s)")
+    # \u0000 is valid JSON and content: a NUL does not end a message (it
+    # did: the chat renderer took contents as C strings), in a plain string
+    # and in text parts; a completion prompt's NUL is text too
+    cut = chat_prompt_tokens("Hi")
+    for content in ("Hi\u0000 there, how are you", [{"type": "text", "text": "Hi\u0000 there, how are you"}]):
+        whole = chat_prompt_tokens(content)
+        check(whole > cut + 3, f"a NUL cut the message: {whole} prompt tokens, 'Hi' alone {cut}")
+    r3 = client.completions.create(model=MODEL, prompt="Hi\u0000 there, how are you", max_tokens=1)
+    check(r3.usage.prompt_tokens > 4, f"a NUL cut the prompt: {r3.usage.prompt_tokens} tokens")
 
 
 def test_chat_logprobs():
@@ -194,6 +203,7 @@ def test_bad_requests_get_openai_errors():
     expect_error(400, "POST", c, dict(ok_body, n=0), param="n")
     expect_error(400, "POST", c, dict(ok_body, n=1.5), param="n")
     expect_error(400, "POST", c, dict(ok_body, stop=[1, 2]), param="stop")
+    expect_error(400, "POST", c, dict(ok_body, stop=["a\u0000b"]), param="stop")
     expect_error(400, "POST", c, dict(ok_body, prompt=[1, -5]), param="prompt")
     expect_error(400, "POST", c, dict(ok_body, prompt=[10 ** 9]), param="prompt")
     expect_error(400, "POST", c, dict(ok_body, prompt={"a": 1}), param="prompt")
