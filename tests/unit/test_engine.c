@@ -334,6 +334,28 @@ static int32_t n_got(collected *c)
  * its result depended on the preemption). A request preempted in its
  * prefill counts its prompt once; an n no engine queue can ever take is an
  * error, not "busy"; wait_idle returns with the statistics published. */
+/* Collects into got and, at got's token `at`, submits rb: from the engine
+ * thread, so that the request it collects is exactly that far along
+ * whatever the test thread's scheduling (a test thread that woke late saw
+ * A nearly done, and A ended before B needed its blocks: no preemption). */
+typedef struct submit_at {
+    collected *got, *got_b;
+    weft_engine *e;
+    const weft_request *rb;
+    int32_t at;
+    int rc;
+} submit_at;
+
+static void submit_at_cb(const weft_event *ev, void *user)
+{
+    submit_at *s = user;
+    collect_cb(ev, s->got);
+    if (s->rb && !ev->done && s->got->n == s->at) {
+        s->rc = weft_engine_submit(s->e, s->rb, collect_cb, s->got_b, NULL);
+        s->rb = NULL;
+    }
+}
+
 TEST(preemption_shares_no_generated_kv_and_counts_once)
 {
     weft_engine *e = engine(2, 128, 10, true);
@@ -342,13 +364,13 @@ TEST(preemption_shares_no_generated_kv_and_counts_once)
     random_prompt(a, 32, NULL, 0);
     random_prompt(b, 16, NULL, 0);
     collected ga = {0}, gb = {0}, gc = {0};
-    weft_request ra = greedy_req(a, 32, 80);
-    ASSERT_EQ_INT(weft_engine_submit(e, &ra, collect_cb, &ga, NULL), 0);
-    while (n_got(&ga) < 20) usleep(200);
-    weft_request rb = greedy_req(b, 16, 80);
+    weft_request ra = greedy_req(a, 32, 80), rb = greedy_req(b, 16, 80);
     rb.priority = 1;
-    ASSERT_EQ_INT(weft_engine_submit(e, &rb, collect_cb, &gb, NULL), 0);
+    submit_at at = {.got = &ga, .got_b = &gb, .e = e, .rb = &rb, .at = 20, .rc = -1};
+    ASSERT_EQ_INT(weft_engine_submit(e, &ra, submit_at_cb, &at, NULL), 0);
+    while (n_got(&ga) < 20) usleep(200);
     weft_engine_wait_idle(e);
+    ASSERT_EQ_INT(at.rc, 0);
     const weft_engine_stats st = weft_engine_get_stats(e);
     fprintf(stderr, "  A preempted %lld times\n", (long long)st.n_preempted);
     ASSERT(st.n_preempted >= 1);
