@@ -206,19 +206,22 @@ static const char *reason(int status)
 }
 
 /* Sends len bytes of body as the whole response; to a HEAD request only
- * its length: libevent 2.1 would send the body after a HEAD answer's
- * headers (which a keep-alive client reads as the start of the next
- * answer) and leave Content-Length out. */
+ * its length. libevent 2.1 leaves Content-Length out of HEAD and CONNECT
+ * answers (it expects a tunnel after a CONNECT) and still sends the body it
+ * is given after them, on a connection it keeps open: a keep-alive client
+ * could not tell where the answer ends (it read a HEAD answer's body as the
+ * start of the next answer, and waited on a CONNECT's 404 until a timeout).
+ * The length goes in by hand. */
 static void send_body(struct evhttp_request *req, int status, const char *body, size_t len)
 {
+    const enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     struct evbuffer *b = NULL;
-    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+    if (cmd == EVHTTP_REQ_HEAD || cmd == EVHTTP_REQ_CONNECT) {
         char n[32];
         snprintf(n, sizeof n, "%zu", len);
         evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", n);
-    } else if ((b = evbuffer_new()) != NULL) {
-        evbuffer_add(b, body, len);
     }
+    if (cmd != EVHTTP_REQ_HEAD && (b = evbuffer_new()) != NULL) evbuffer_add(b, body, len);
     evhttp_send_reply(req, status, reason(status), b);
     if (b) evbuffer_free(b);
 }
@@ -973,6 +976,9 @@ static void on_request(struct evhttp_request *req, void *arg)
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     const enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     oai_error e;
+    /* a CONNECT's target is host:port, which libevent parses to an empty
+     * path: the 404 names the target */
+    if ((!path || !*path) && evhttp_request_get_uri(req)) path = evhttp_request_get_uri(req);
     if (!path) path = "";
     const bool is_v1 = strncmp(path, "/v1/", 4) == 0;
     const char *route = strcmp(path, "/v1/completions") == 0        ? "/v1/completions"
