@@ -950,6 +950,24 @@ static bool method_allowed(enum evhttp_cmd_type cmd, bool post)
     return post ? cmd == EVHTTP_REQ_POST : cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
 }
 
+/* Has the connection closed after req's reply (said once, whatever the
+ * number of reasons). */
+static void close_after(struct evhttp_request *req)
+{
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    if (!evhttp_find_header(out, "Connection")) evhttp_add_header(out, "Connection", "close");
+}
+
+/* Does req say a body follows its head? The headers frame a request's body
+ * whatever its method (RFC 9112, 6.3), but libevent reads none for HEAD, so
+ * the body of a HEAD that has one would be parsed as the next request. */
+static bool declares_body(struct evhttp_request *req)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    const char *cl = evhttp_find_header(in, "Content-Length");
+    return evhttp_find_header(in, "Transfer-Encoding") != NULL || (cl && strcmp(cl, "0") != 0);
+}
+
 /* 405 with the route's methods in Allow. libevent reads no body for HEAD,
  * TRACE and methods it does not know, so a body sent with one would be
  * parsed as the next request: such a connection is closed after the reply. */
@@ -957,12 +975,11 @@ static void reject_method(srv *s, struct evhttp_request *req, const char *route,
 {
     const enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     const char *allow = post ? "POST" : "GET, HEAD";
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-    evhttp_add_header(out, "Allow", allow);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_POST && cmd != EVHTTP_REQ_PUT &&
         cmd != EVHTTP_REQ_DELETE && cmd != EVHTTP_REQ_OPTIONS && cmd != EVHTTP_REQ_PATCH &&
         cmd != EVHTTP_REQ_CONNECT)
-        evhttp_add_header(out, "Connection", "close");
+        close_after(req);
     oai_error e;
     oai_fail(&e, 405, "invalid_request_error", "method_not_allowed", NULL, "%s takes %s", route, allow);
     reply_error(s, req, route, &e);
@@ -980,6 +997,7 @@ static void on_request(struct evhttp_request *req, void *arg)
      * path: the 404 names the target */
     if ((!path || !*path) && evhttp_request_get_uri(req)) path = evhttp_request_get_uri(req);
     if (!path) path = "";
+    if (cmd == EVHTTP_REQ_HEAD && declares_body(req)) close_after(req); /* its body is unread */
     const bool is_v1 = strncmp(path, "/v1/", 4) == 0;
     const char *route = strcmp(path, "/v1/completions") == 0        ? "/v1/completions"
                         : strcmp(path, "/v1/chat/completions") == 0 ? "/v1/chat/completions"
