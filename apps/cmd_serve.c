@@ -958,9 +958,18 @@ static void close_after(struct evhttp_request *req)
     if (!evhttp_find_header(out, "Connection")) evhttp_add_header(out, "Connection", "close");
 }
 
+/* Does libevent read a body for this method? Not for HEAD, TRACE and
+ * methods it does not know (evhttp_method_may_have_body). */
+static bool reads_body(enum evhttp_cmd_type cmd)
+{
+    return cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_POST || cmd == EVHTTP_REQ_PUT ||
+           cmd == EVHTTP_REQ_DELETE || cmd == EVHTTP_REQ_OPTIONS || cmd == EVHTTP_REQ_PATCH ||
+           cmd == EVHTTP_REQ_CONNECT;
+}
+
 /* Does req say a body follows its head? The headers frame a request's body
- * whatever its method (RFC 9112, 6.3), but libevent reads none for HEAD, so
- * the body of a HEAD that has one would be parsed as the next request. */
+ * whatever its method (RFC 9112, 6.3): where libevent reads none, that body
+ * would be parsed as the next request on the connection. */
 static bool declares_body(struct evhttp_request *req)
 {
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
@@ -968,18 +977,14 @@ static bool declares_body(struct evhttp_request *req)
     return evhttp_find_header(in, "Transfer-Encoding") != NULL || (cl && strcmp(cl, "0") != 0);
 }
 
-/* 405 with the route's methods in Allow. libevent reads no body for HEAD,
- * TRACE and methods it does not know, so a body sent with one would be
- * parsed as the next request: such a connection is closed after the reply. */
+/* 405 with the route's methods in Allow. A method libevent reads no body
+ * for closes the connection after the reply, body declared or not. */
 static void reject_method(srv *s, struct evhttp_request *req, const char *route, bool post)
 {
     const enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     const char *allow = post ? "POST" : "GET, HEAD";
     evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
-    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_POST && cmd != EVHTTP_REQ_PUT &&
-        cmd != EVHTTP_REQ_DELETE && cmd != EVHTTP_REQ_OPTIONS && cmd != EVHTTP_REQ_PATCH &&
-        cmd != EVHTTP_REQ_CONNECT)
-        close_after(req);
+    if (!reads_body(cmd)) close_after(req);
     oai_error e;
     oai_fail(&e, 405, "invalid_request_error", "method_not_allowed", NULL, "%s takes %s", route, allow);
     reply_error(s, req, route, &e);
@@ -997,7 +1002,8 @@ static void on_request(struct evhttp_request *req, void *arg)
      * path: the 404 names the target */
     if ((!path || !*path) && evhttp_request_get_uri(req)) path = evhttp_request_get_uri(req);
     if (!path) path = "";
-    if (cmd == EVHTTP_REQ_HEAD && declares_body(req)) close_after(req); /* its body is unread */
+    /* whatever the answer (401, 404, ...): a body libevent leaves unread ends the connection */
+    if (!reads_body(cmd) && declares_body(req)) close_after(req);
     const bool is_v1 = strncmp(path, "/v1/", 4) == 0;
     const char *route = strcmp(path, "/v1/completions") == 0        ? "/v1/completions"
                         : strcmp(path, "/v1/chat/completions") == 0 ? "/v1/chat/completions"
