@@ -839,10 +839,22 @@ static void term_type(term *t, const char *keys) { ASSERT_EQ_INT(write(t->fd, ke
 static int term_close(term *t)
 {
     int st = -1;
-    for (int i = 0; i < 3000 && waitpid(t->pid, &st, WNOHANG) == 0; i++) usleep(10000);
+    /* what it prints meanwhile is read: a full terminal would block it */
+    const double end = weft_now() + 30;
+    while (weft_now() < end && waitpid(t->pid, &st, WNOHANG) == 0) {
+        struct pollfd pfd = {.fd = t->fd, .events = POLLIN};
+        ssize_t k = 0;
+        if (poll(&pfd, 1, 10) > 0 && t->n + 1 < sizeof t->seen)
+            k = read(t->fd, t->seen + t->n, sizeof t->seen - 1 - t->n);
+        if (k > 0) t->n += (size_t)k;
+        else usleep(10000); /* nothing to read, or the terminal closed before the exit */
+    }
     if (waitpid(t->pid, &st, WNOHANG) == 0) {
         kill(t->pid, SIGKILL);
         waitpid(t->pid, &st, 0);
+        t->seen[t->n] = 0;
+        fprintf(stderr, "  the REPL did not exit in 30 s; after the last expectation it printed:\n%s\n",
+                t->seen + t->at);
         st = -1;
     }
     close(t->fd);
