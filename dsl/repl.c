@@ -30,7 +30,6 @@
 typedef struct repl {
     dsl *d;
     bool tty, eof, continued;
-    bool in_line;           /* inside on_line: libedit shows a fresh prompt after it */
     sig_atomic_t seq_taken; /* the last Ctrl-C (g_sigint_seq) a statement took */
     char *chunk;            /* incomplete input so far (multi-line) */
 } repl;
@@ -48,9 +47,7 @@ static void out_begin(void)
 static void out_end(void)
 {
     fflush(stdout);
-    /* inside on_line libedit's buffer still holds the line just entered:
-     * a redraw then would show it again after the prompt */
-    if (g_repl && g_repl->tty && !g_repl->eof && !g_repl->in_line) rl_forced_update_display();
+    if (g_repl && g_repl->tty && !g_repl->eof) rl_forced_update_display();
 }
 
 static void print_var(dsl *d, int label, int32_t var)
@@ -172,6 +169,20 @@ static void exec_line(repl *r, const char *line)
     orch_flush(d->o);
 }
 
+/* libedit calls on_line with the terminal back in cooked mode and its
+ * buffer still holding the line. Left so while the line runs, the terminal
+ * would echo what is typed meanwhile (and libedit again), a redraw would
+ * show the line just run, and a Ctrl-D typed then would be the terminal's
+ * end of file, which becomes a NUL byte once libedit makes the terminal raw
+ * again (the REPL then did not end). So the handler is installed anew at
+ * once (raw mode, an empty buffer) with no prompt while the line runs, and
+ * then with the prompt the line ends with. */
+static void prompt_install(const char *prompt)
+{
+    rl_callback_handler_remove();
+    rl_callback_handler_install(prompt, on_line);
+}
+
 static void on_line(char *line)
 {
     repl *r = g_repl;
@@ -179,18 +190,13 @@ static void on_line(char *line)
         r->eof = true;
         return;
     }
+    if (r->tty) prompt_install("");
     if (*line) add_history(line);
-    r->in_line = true;
     exec_line(r, line);
-    r->in_line = false;
     free(line);
     if (r->tty) {
-        /* libedit's callback mode leaves the terminal cooked after a line
-         * (it echoes the next one itself, and nothing shows a prompt) until
-         * the handler is installed anew, which also sets the prompt */
         r->continued = r->chunk != NULL;
-        rl_callback_handler_remove();
-        rl_callback_handler_install(r->continued ? ">> " : "weft> ", on_line);
+        prompt_install(r->continued ? ">> " : "weft> ");
     }
 }
 
