@@ -91,15 +91,20 @@ def start_weft(binary, args):
     return proc, port
 
 
-def start_llama(binary, args):
+def launch_llama(binary, threads, slots, ctx):
+    """llama-server on a free loopback port: `slots` slots of `ctx` tokens
+    each, continuous batching; (process, port) once it answers /health."""
     port = free_port()
-    slots = max(args.conc)
-    cmd = [binary, "-m", model_path(), "--host", "127.0.0.1", "--port", str(port), "-t", str(args.threads),
-           "-tb", str(args.threads), "-np", str(slots), "-c", str(slots * args.ctx), "-cb", "--no-webui",
+    cmd = [binary, "-m", model_path(), "--host", "127.0.0.1", "--port", str(port), "-t", str(threads),
+           "-tb", str(threads), "-np", str(slots), "-c", str(slots * ctx), "-cb", "--no-webui",
            "--log-disable"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_ready(port, proc)
     return proc, port
+
+
+def start_llama(binary, args):
+    return launch_llama(binary, args.threads, max(args.conc), args.ctx)
 
 
 def stream_request(port, prompt, max_tokens):

@@ -85,7 +85,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import trace_summary  # noqa: E402  (bench/trace_summary.py)
-import server  # noqa: E402  (bench/server.py: free_port, wait_ready, model_path)
+import server  # noqa: E402  (bench/server.py: launch_llama)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEFT = os.environ.get("WEFT_BIN", os.path.join(ROOT, "build", "weft"))
@@ -131,15 +131,6 @@ def requests(lines):
     return out
 
 
-def start_llama(binary, threads, ctx):
-    port = server.free_port()
-    cmd = [binary, "-m", server.model_path(), "--host", "127.0.0.1", "--port", str(port), "-t", str(threads),
-           "-tb", str(threads), "-np", "1", "-c", str(ctx), "--no-webui", "--log-disable"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server.wait_ready(port, proc)
-    return proc, port
-
-
 def replay_llama(port, reqs):
     """reqs one at a time on llama-server, each awaited before the next: wall
     seconds, prompt tokens it computed (the rest came from its prompt cache)
@@ -170,7 +161,7 @@ def replay_llama(port, reqs):
 def against_llama(a, name, reqs, graph_s):
     """Replays reqs a.reps times on a fresh llama-server; prints and returns the median."""
     ctx = max(len(ids) + max(n, 1) for ids, n in reqs) + 64
-    proc, port = start_llama(a.llama_server, a.threads, ctx)
+    proc, port = server.launch_llama(a.llama_server, a.threads, 1, ctx)
     try:
         runs = sorted(replay_llama(port, reqs) for _ in range(a.reps))
     finally:
