@@ -81,11 +81,10 @@ static double ref_dot(const fixture *f, int64_t o, int k)
     return s;
 }
 
-static void check_type(weft_type t, bool bytes)
+static void check_type(weft_type t, bool bytes, int64_t n_in)
 {
     fixture f;
-    /* nb = 5: two pipelined rounds and a tail block */
-    if (setup(&f, t, 160, 48) < 0) TEST_FAIL_("amx_pack refused %s", quant_type_name(t));
+    if (setup(&f, t, n_in, 48) < 0) TEST_FAIL_("amx_pack refused %s", quant_type_name(t));
     /* Q8_0's compact copy: calls of 1-8 rows read it, larger ones the int8 blocks */
     if (bytes && amx_pack_bytes(f.m) != 0) TEST_FAIL_("amx_pack_bytes refused %s", quant_type_name(t));
     const int sizes[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 33, 40};
@@ -120,10 +119,20 @@ static void check_type(weft_type t, bool bytes)
     teardown(&f);
 }
 
-TEST(q4_0) { check_type(WEFT_TYPE_Q4_0, false); }
-TEST(q4_1) { check_type(WEFT_TYPE_Q4_1, false); }
-TEST(q8_0) { check_type(WEFT_TYPE_Q8_0, false); }
-TEST(q8_0_compact_copy) { check_type(WEFT_TYPE_Q8_0, true); }
+/* The tile kernel works in rounds of two blocks, the float part a round
+ * behind the products: nb = 5 (two rounds and a tail block), 9 (four
+ * rounds and a tail) and 8 (no tail block). */
+static void check_shapes(weft_type t, bool bytes)
+{
+    check_type(t, bytes, 160);
+    check_type(t, bytes, 288);
+    check_type(t, bytes, 256);
+}
+
+TEST(q4_0) { check_shapes(WEFT_TYPE_Q4_0, false); }
+TEST(q4_1) { check_shapes(WEFT_TYPE_Q4_1, false); }
+TEST(q8_0) { check_shapes(WEFT_TYPE_Q8_0, false); }
+TEST(q8_0_compact_copy) { check_shapes(WEFT_TYPE_Q8_0, true); }
 
 /* bf16 of an f32, nearest even (what the kernels' vcvtne* do for finite values). */
 static float bf16_round(float x)
