@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "weft_version.h"
 #include "weft/common.h"
 
 struct command {
@@ -29,7 +30,8 @@ static void usage(FILE *f)
                "variables, on its own batched inference engine.\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\n'weft <command> --help' describes a command's options.\n");
+    fprintf(f, "\n'weft <command> --help' describes a command's options; 'weft --version'\n"
+               "prints the version and the commit weft was built from.\n");
 }
 
 int cli_wants_help(int argc, char **argv)
@@ -59,7 +61,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("weft 0.1.0\n");
+        printf("weft %s (commit %s)\n", WEFT_VERSION, WEFT_COMMIT);
         return 0;
     }
     for (size_t i = 0; i < N_COMMANDS; i++)

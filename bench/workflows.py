@@ -79,6 +79,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -176,6 +177,16 @@ def against_llama(a, name, reqs, graph_s):
             "requests": len(reqs), "ratio_vs_graph": round(wall / graph_s, 3)}
 
 
+def binary_commit(binary):
+    """The commit `binary --version` says it was built from ("weft 0.1.0
+    (commit 1a2b3c4)"), so that a run with WEFT_BIN pointing at another
+    build is recorded as that build; None for a binary older than the
+    stamp."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"\(commit ([^)]+)\)", out)
+    return m.group(1) if m else None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=sorted(WORKLOADS), action="append")
@@ -194,8 +205,7 @@ def main():
     names = a.only or list(WORKLOADS)
     record = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
               "threads": a.threads, "reps": a.reps,
-              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                       capture_output=True, text=True).stdout.strip(),
+              "commit": binary_commit(WEFT),
               "loadavg_before": os.getloadavg()[0], "workloads": {}}
     print(f"{'workload':12} {'mode':10} {'time s':>8} {'computed':>9} {'cached':>7} "
           f"{'generated':>9} {'calls':>5}")

@@ -44,6 +44,9 @@ TEST(help_and_usage)
     ASSERT_EQ_INT(run("nonsense"), 2);
     ASSERT_OUT_HAS("unknown command");
     ASSERT_OUT_HAS("usage: weft");
+    ASSERT_EQ_INT(run("--version"), 0);
+    ASSERT_OUT_HAS("weft 0."); /* the version, then the commit it was built from */
+    ASSERT_OUT_HAS(" (commit ");
     ASSERT_EQ_INT(run(""), 2);
     ASSERT_EQ_INT(run("generate --help"), 0);
     ASSERT_OUT_HAS("--temp");
