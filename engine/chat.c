@@ -334,8 +334,9 @@ static int render(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs, bool
 }
 
 int tok_chat_render(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs,
-                    bool add_generation_prompt, char **out)
+                    bool add_generation_prompt, char **out, size_t *out_len)
 {
+    if (out_len) *out_len = 0;
     if (!out) return weft_error(WEFT_EINVAL, "tok_chat_render: bad argument");
     *out = NULL;
     str s = {0};
@@ -346,6 +347,7 @@ int tok_chat_render(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs,
         return rc;
     }
     *out = s.p;
+    if (out_len) *out_len = s.n;
     return 0;
 }
 

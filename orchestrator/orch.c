@@ -11,6 +11,7 @@
  * function: what it does (create calls, await) cannot disturb an iteration
  * in progress.
  */
+#define _GNU_SOURCE /* memmem */
 #include "weft/orch.h"
 
 #include <event2/event.h>
@@ -1005,11 +1006,10 @@ static bool head_segs(const orch *o, const seg *s, int n, ostream *b, int depth)
     return true;
 }
 
-/* The known head of c's prompt text (weft_malloc'd), or NULL. Chat calls:
- * the messages through the first incomplete one are rendered with a
- * sentinel where the head ends, and the text is cut there (a head with a
- * NUL byte in it hides the sentinel from strstr: it is not warmed, which
- * costs only the warming). */
+/* The known head of c's prompt text (weft_malloc'd, *len bytes, which may
+ * hold NUL bytes), or NULL. Chat calls: the messages through the first
+ * incomplete one are rendered with a sentinel where the head ends, and the
+ * text is cut there. */
 static char *head_text(orch *o, const ocall *c, size_t *len)
 {
     static const char cut[] = "\x01weft-head-ends\x01";
@@ -1038,8 +1038,9 @@ static char *head_text(orch *o, const ocall *c, size_t *len)
         if (!all) break;
     }
     char *out = NULL;
-    if (ok && tok_chat_render(weft_model_vocab(o->m), msgs, n, true, &out) < 0) out = NULL;
-    char *at = out ? strstr(out, cut) : NULL;
+    size_t out_len = 0;
+    if (ok && tok_chat_render(weft_model_vocab(o->m), msgs, n, true, &out, &out_len) < 0) out = NULL;
+    char *at = out ? memmem(out, out_len, cut, sizeof cut - 1) : NULL;
     if (out && !at) { /* the template changed the sentinel: no head */
         weft_free(out);
         out = NULL;

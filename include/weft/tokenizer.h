@@ -97,9 +97,11 @@ WEFT_API tok_chat_style tok_chat_style_of(const tok_vocab *v);
 WEFT_API const char *tok_chat_style_name(tok_chat_style s);
 /* Renders messages as the model's template would (including a default system
  * message that the template adds when none is given). WEFT_EUNSUPPORTED when
- * the template is not recognised. *out is weft_malloc'd. */
+ * the template is not recognised. *out is weft_malloc'd and NUL-terminated;
+ * *out_len (when not NULL) gets its length, which counts the contents' NUL
+ * bytes, if any (strlen would stop at the first). */
 WEFT_API int tok_chat_render(const tok_vocab *v, const tok_chat_msg *msgs, int n_msgs,
-                             bool add_generation_prompt, char **out);
+                             bool add_generation_prompt, char **out, size_t *out_len);
 /* Renders msgs as tok_chat_render does and tokenizes the text: the
  * template's special tokens parse, the messages' contents (the ranges the
  * renderer wrote them to) are plain text — "<|im_end|>" typed by a user

@@ -118,7 +118,7 @@ TEST(smollm_chat_template_adds_default_system)
     ASSERT_EQ_INT(tok_chat_style_of(vocab), TOK_CHAT_CHATML);
     tok_chat_msg m[] = {{"user", "What is 2+2?", 0}};
     char *s = NULL;
-    ASSERT_EQ_INT(tok_chat_render(vocab, m, 1, true, &s), 0);
+    ASSERT_EQ_INT(tok_chat_render(vocab, m, 1, true, &s, NULL), 0);
     ASSERT_STR_EQ(s, "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
                      "Hugging Face<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
                      "<|im_start|>assistant\n");

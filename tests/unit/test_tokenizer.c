@@ -4,6 +4,7 @@
  * SentencePiece BPE (scores, space prefix, byte fallback), decoding, the
  * UTF-8 stream, chat templates and bad metadata.
  */
+#define _GNU_SOURCE /* memmem */
 #include <unistd.h>
 
 #include "test.h"
@@ -585,7 +586,7 @@ static const tok_chat_msg conv_multi[] = {{"user", "Hi", 0}, {"assistant", "Hell
 static bool renders(tok_vocab *v, const tok_chat_msg *m, int n, const char *want)
 {
     char *s = NULL;
-    int rc = tok_chat_render(v, m, n, true, &s);
+    int rc = tok_chat_render(v, m, n, true, &s, NULL);
     bool ok = rc == 0 && strcmp(s, want) == 0;
     if (!ok) fprintf(stderr, "  rendered (rc %d %s):\n%s\n  want:\n%s\n", rc, weft_last_error(), s ? s : "", want);
     weft_free(s);
@@ -607,7 +608,7 @@ TEST(chat_chatml_default_system_comes_from_the_template)
                    "<|im_end|>\n<|im_start|>assistant\n Hello! <|im_end|>\n<|im_start|>user\n"
                    "2+2?<|im_end|>\n<|im_start|>assistant\n"));
     char *s = NULL;
-    ASSERT_EQ_INT(tok_chat_render(v, conv_multi, 3, false, &s), 0);
+    ASSERT_EQ_INT(tok_chat_render(v, conv_multi, 3, false, &s, NULL), 0);
     ASSERT_STR_EQ(s, "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained "
                      "by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>"
                      "assistant\nHello<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n");
@@ -690,14 +691,21 @@ TEST(chat_llama2_and_mistral)
     /* roles must alternate, as the template's raise_exception says */
     const tok_chat_msg bad[] = {{"user", "a", 0}, {"user", "b", 0}};
     char *s = NULL;
-    ASSERT_EQ_INT(tok_chat_render(v, bad, 2, true, &s), WEFT_EINVAL);
+    ASSERT_EQ_INT(tok_chat_render(v, bad, 2, true, &s, NULL), WEFT_EINVAL);
     ASSERT(strstr(weft_last_error(), "alternate") != NULL);
     /* the rendered text tokenizes with <s> as the BOS token */
-    ASSERT_EQ_INT(tok_chat_render(v, conv_user, 1, true, &s), 0);
+    ASSERT_EQ_INT(tok_chat_render(v, conv_user, 1, true, &s, NULL), 0);
     int32_t *ids = NULL, n = 0;
     ASSERT_EQ_INT(tok_encode(v, s, strlen(s), false, true, &ids, &n), 0);
     ASSERT_EQ_INT(ids[0], SPM_BOS);
     weft_free(ids);
+    weft_free(s);
+    /* a NUL byte in a content is text: the length counts what follows it */
+    const tok_chat_msg nul[] = {{"user", "a\0b", 3}};
+    size_t len = 0;
+    ASSERT_EQ_INT(tok_chat_render(v, nul, 1, true, &s, &len), 0);
+    ASSERT(len > strlen(s));
+    ASSERT(memmem(s, len, "a\0b [/INST]", 11) != NULL);
     weft_free(s);
     tok_free(v);
 
@@ -714,14 +722,14 @@ TEST(chat_unknown_template_is_unsupported)
     ASSERT(v != NULL);
     ASSERT_EQ_INT(tok_chat_style_of(v), TOK_CHAT_UNKNOWN);
     char *s = NULL;
-    ASSERT_EQ_INT(tok_chat_render(v, conv_user, 1, true, &s), WEFT_EUNSUPPORTED);
+    ASSERT_EQ_INT(tok_chat_render(v, conv_user, 1, true, &s, NULL), WEFT_EUNSUPPORTED);
     ASSERT(strstr(weft_last_error(), "not recognised") != NULL);
     ASSERT(s == NULL);
     tok_free(v);
     v = bpe_vocab("smollm", NULL);
     ASSERT(v != NULL);
     ASSERT_EQ_INT(tok_chat_style_of(v), TOK_CHAT_UNKNOWN);
-    ASSERT_EQ_INT(tok_chat_render(v, conv_user, 1, true, &s), WEFT_EUNSUPPORTED);
+    ASSERT_EQ_INT(tok_chat_render(v, conv_user, 1, true, &s, NULL), WEFT_EUNSUPPORTED);
     ASSERT(strstr(weft_last_error(), "no chat template") != NULL);
     tok_free(v);
 }

@@ -667,6 +667,40 @@ TEST(a_nul_byte_in_a_value_reaches_the_chat_prompt)
     weft_model_free(chat);
 }
 
+/* A waiting chat call's known head is sent ahead (warmed: when `fast` is
+ * ready, and `t`, which waits for it, cannot be) even when a value in it
+ * holds a NUL byte: the head is cut at a sentinel found in the
+ * rendered text's whole length (it was found with strstr, which stopped at
+ * the NUL, and the head was not warmed). */
+TEST(a_head_with_a_nul_byte_is_warmed)
+{
+    char path[256];
+    tiny_path(path, sizeof path, "workflow-nulhead");
+    tiny_spec sp = tiny_default();
+    sp.chat_template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}";
+    weft_model *chat = NULL;
+    ASSERT_EQ_INT(tiny_write(&sp, path), 0);
+    ASSERT_EQ_INT(weft_model_load(path, &chat), 0);
+    unlink(path);
+    rig r;
+    ASSERT_EQ_INT(rig_open_on(&r, chat, 4, false), 0);
+    const char *script =
+        "local g = weft.fn{template = 'go {{s}}', outputs = {s = {max_tokens = 1}}}\n"
+        "local after = weft.fn{template = 'then {{x}} {{s}}', outputs = {s = {max_tokens = 4}}}\n"
+        "local f = weft.fn{messages = {{role = 'user', content = '{{h}} {{fast}} and {{t}}'},\n"
+        "                              {role = 'assistant', content = '{{y}}'}},\n"
+        "                  outputs = {y = {max_tokens = 1}}}\n"
+        "local h = weft.var(string.rep('ab ', 25) .. '\\0' .. string.rep('cd ', 25))\n"
+        "local fast = g{}\n"
+        "f{h = h, fast = fast, t = after{x = fast}}:get()\n";
+    ASSERT_EQ_INT(dsl_run_string(r.d, script, "=nulhead"), 0);
+    const orch_stats st = orch_get_stats(r.o);
+    ASSERT(st.n_warm >= 1);
+    ASSERT(st.n_warm_tokens > 130); /* the whole head, past the NUL (at ~90) */
+    rig_close(&r);
+    weft_model_free(chat);
+}
+
 TEST(bad_lua_arguments_are_errors_not_crashes)
 {
     rig r;
@@ -772,6 +806,7 @@ int main(void)
     RUN(join_lattices_and_long_chains_stay_linear);
     RUN(status_hook_reports_sent_and_failed_calls);
     RUN(a_nul_byte_in_a_value_reaches_the_chat_prompt);
+    RUN(a_head_with_a_nul_byte_is_warmed);
     RUN(bad_lua_arguments_are_errors_not_crashes);
     weft_model_free(model);
     unlink(path);
