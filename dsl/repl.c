@@ -13,6 +13,8 @@
  * which then clears the flag and — when no statement took the interrupt —
  * the line being edited (and an unfinished multi-line statement), and shows
  * a fresh prompt. Statements suspended in v:get() are not running and go on.
+ * A statement the hook cannot stop (one long C call, a looping xpcall
+ * handler) ends the REPL at a second Ctrl-C a second later (sigint_handler).
  */
 #include <editline/readline.h>
 #include <errno.h>
@@ -22,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dsl/dsl_internal.h"
@@ -228,10 +232,44 @@ static void on_stdin(evutil_socket_t fd, short what, void *arg)
     rl_callback_read_char();
 }
 
+/* The terminal as it was before libedit took it, restored by a forced exit. */
+static struct termios g_term_saved;
+static bool g_term_ok;
+static struct timespec g_sigint_at; /* when the press not yet taken came (the handler's only) */
+
+/* A second Ctrl-C a second or more after one no statement has taken ends
+ * the process, as lua.c does: the statement is stuck where the hook cannot
+ * stop it — inside one C call (a pathological string.find) or in an
+ * xpcall message handler, which Lua runs with hooks off after an error the
+ * hook raised. The terminal is restored first; the history of the session
+ * is not saved. Everything here is async-signal-safe. */
+static void sigint_force_exit(void)
+{
+    static const char msg[] = "\nweft repl: the statement does not stop at Ctrl-C; exiting\n";
+    if (g_term_ok) tcsetattr(0, TCSANOW, &g_term_saved);
+    const ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(SIGINT, &dfl, NULL);
+    raise(SIGINT); /* delivered when the handler returns: ends the process as Ctrl-C does */
+}
+
 static void sigint_handler(int sig)
 {
     (void)sig;
     const int saved = errno;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (g_sigint && (now.tv_sec - g_sigint_at.tv_sec) * 1000000000L + (now.tv_nsec - g_sigint_at.tv_nsec) >=
+                        1000000000L) {
+        sigint_force_exit();
+        errno = saved;
+        return;
+    }
+    if (!g_sigint) g_sigint_at = now;
     g_sigint = 1;
     g_sigint_seq++;
     /* the pipe full is fine: a wake-up is pending already */
@@ -318,6 +356,7 @@ int dsl_repl(dsl *d, const char *history_path)
     d->on_task_done = task_done;
     d->print_watch = print_var;
     if (r.tty) {
+        g_term_ok = tcgetattr(0, &g_term_saved) == 0;
         rl_getc_function = repl_getc; /* before libedit initializes: it reads it then */
         rl_catch_signals = 0;         /* SIGINT is ours (sigint_install) */
         using_history();

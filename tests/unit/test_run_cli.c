@@ -835,7 +835,7 @@ static bool term_expect(term *t, const char *s)
 static void term_type(term *t, const char *keys) { ASSERT_EQ_INT(write(t->fd, keys, strlen(keys)), strlen(keys)); }
 
 /* Waits for the REPL to exit (up to 30 s, then kills it); its exit status,
- * or -1. */
+ * 128 + the signal that ended it, or -1. */
 static int term_close(term *t)
 {
     int st = -1;
@@ -858,7 +858,8 @@ static int term_close(term *t)
         st = -1;
     }
     close(t->fd);
-    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    if (st < 0) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : -1;
 }
 
 #define TERM_EXPECT(t, s)                                                           \
@@ -904,6 +905,31 @@ TEST(repl_ctrl_c_interrupts_a_statement_or_clears_the_line)
         ASSERT(strstr(t.seen, "syntax error") == NULL);
         term_type(&t, "\x04");
         ASSERT_EQ_INT(term_close(&t), 0);
+    }
+}
+
+/* A statement the hook cannot stop — one long C call (a pathological
+ * string.find), or an xpcall message handler looping after the interrupt
+ * (Lua runs it with hooks off) — holds the REPL at Ctrl-C; a second Ctrl-C
+ * a second later ends the REPL as Ctrl-C ends a program, saying why. */
+TEST(repl_second_ctrl_c_ends_a_statement_the_hook_cannot_stop)
+{
+    const char *stmts[] = {
+        "print('in' .. 'c') string.find(string.rep('a', 100000), '.-.-.-.-.-b')\r",
+        "print('in' .. 'c') xpcall(function() while true do end end, function() while true do end end)\r",
+    };
+    for (int i = 0; i < 2; i++) {
+        term t;
+        ASSERT_EQ_INT(term_open(&t, ""), 0);
+        TERM_EXPECT(&t, "weft> ");
+        term_type(&t, stmts[i]);
+        TERM_EXPECT(&t, "inc");
+        term_type(&t, "\x03");
+        usleep(1300 * 1000);
+        ASSERT_EQ_INT(waitpid(t.pid, NULL, WNOHANG), 0); /* the first press did not stop it */
+        term_type(&t, "\x03");
+        TERM_EXPECT(&t, "does not stop at Ctrl-C; exiting");
+        ASSERT_EQ_INT(term_close(&t), 128 + SIGINT);
     }
 }
 
@@ -956,6 +982,7 @@ int main(void)
     RUN(a_script_prints_model_output_and_its_result);
     RUN(repl_runs_lines_and_prints_results_as_they_complete);
     RUN(repl_ctrl_c_interrupts_a_statement_or_clears_the_line);
+    RUN(repl_second_ctrl_c_ends_a_statement_the_hook_cannot_stop);
     RUN(repl_shows_each_line_once_and_a_fresh_prompt_after_it);
     RUN(sandboxed_scripts_cannot_escape_or_exhaust_the_host);
     RUN(time_limit_ends_runs_that_loop_wait_or_hang);
