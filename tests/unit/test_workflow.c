@@ -631,6 +631,19 @@ TEST(status_hook_reports_sent_and_failed_calls)
     rig_close(&r);
 }
 
+/* A tiny model with a ChatML-style template (weft_model_free), or NULL. */
+static weft_model *chat_model(const char *name)
+{
+    char path[256];
+    tiny_path(path, sizeof path, name);
+    tiny_spec sp = tiny_default();
+    sp.chat_template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}";
+    weft_model *chat = NULL;
+    if (tiny_write(&sp, path) == 0 && weft_model_load(path, &chat) != 0) chat = NULL;
+    unlink(path);
+    return chat;
+}
+
 /* A value is bytes with a length, and a model may write a NUL byte: in a
  * chat message the whole value reaches the prompt, not the part before the
  * NUL. Seen in the calls' prompt token counts (the tiny tokenizer spells
@@ -638,14 +651,8 @@ TEST(status_hook_reports_sent_and_failed_calls)
  * text). */
 TEST(a_nul_byte_in_a_value_reaches_the_chat_prompt)
 {
-    char path[256];
-    tiny_path(path, sizeof path, "workflow-chat");
-    tiny_spec sp = tiny_default();
-    sp.chat_template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}";
-    weft_model *chat = NULL;
-    ASSERT_EQ_INT(tiny_write(&sp, path), 0);
-    ASSERT_EQ_INT(weft_model_load(path, &chat), 0);
-    unlink(path);
+    weft_model *chat = chat_model("workflow-chat");
+    ASSERT(chat != NULL);
     rig r;
     ASSERT_EQ_INT(rig_open_on(&r, chat, 4, false), 0);
     const char *script =
@@ -674,14 +681,8 @@ TEST(a_nul_byte_in_a_value_reaches_the_chat_prompt)
  * the NUL, and the head was not warmed). */
 TEST(a_head_with_a_nul_byte_is_warmed)
 {
-    char path[256];
-    tiny_path(path, sizeof path, "workflow-nulhead");
-    tiny_spec sp = tiny_default();
-    sp.chat_template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}";
-    weft_model *chat = NULL;
-    ASSERT_EQ_INT(tiny_write(&sp, path), 0);
-    ASSERT_EQ_INT(weft_model_load(path, &chat), 0);
-    unlink(path);
+    weft_model *chat = chat_model("workflow-nulhead");
+    ASSERT(chat != NULL);
     rig r;
     ASSERT_EQ_INT(rig_open_on(&r, chat, 4, false), 0);
     const char *script =
