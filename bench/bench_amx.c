@@ -17,6 +17,7 @@
  * turn, so the weights come from memory as in the engine — on one thread,
  * and on two with each taking half of every matrix's tiles; then the same
  * for prompt rows on the bf16 copies (amx_matmul_bf16), 64 and 256 rows.
+ * First, where the CPU has AMX-BF16, the tiles' own peak (tile_peak_gmacs).
  * Without AMX but with AVX512-VNNI (amx_compact_only) amx_matmul runs the
  * compact copies' kernel and everything but the bf16 parts runs; with
  * neither it prints "AMX not available" and exits 0.
@@ -83,6 +84,42 @@ static double sweep2(pool *pl, amx_matrix *(*mats)[7], void **act, float *y, int
     return now() - t0;
 }
 
+/* The tiles' own rate: TDPBF16PS back to back on four C tiles, no loads,
+ * for about 0.2 s — what no kernel can pass. A machine shared with other
+ * tenants can show half of its quiet rate here (seen: 480-510 against
+ * 1,000-1,090 GMAC/s a core on the same VM, the same day): compare kernels
+ * only against timings taken in the same run. */
+__attribute__((target("amx-tile,amx-bf16"))) static double tile_peak_gmacs(void)
+{
+    static const uint8_t rows[8] = {16, 16, 16, 16, 16, 16, 16, 16};
+    static const uint16_t colsb[8] = {64, 64, 64, 64, 64, 64, 64, 64};
+    static uint16_t zero[16 * 32] __attribute__((aligned(64)));
+    amx_tile_config(rows, colsb);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, zero, 64);
+    _tile_loadd(5, zero, 64);
+    _tile_loadd(6, zero, 64);
+    _tile_loadd(7, zero, 64);
+    long n = 0;
+    const double t0 = now();
+    double t = t0;
+    while (t - t0 < 0.2) {
+        for (int i = 0; i < 4096; i++) {
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        n += 4 * 4096;
+        t = now();
+    }
+    _tile_release();
+    return (double)n * 16 * 16 * 32 / (t - t0) * 1e-9;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1) {
@@ -96,6 +133,9 @@ int main(int argc, char **argv)
     if (!amx_available())
         printf("no AMX: amx_matmul runs the compact copies' vpdpbusd kernel, 8 rows at a time "
                "(amx_compact_only)\n");
+    if (amx_bf16_available())
+        printf("AMX-BF16 tile peak (TDPBF16PS back to back, no loads, one thread): %.0f GMAC/s\n",
+               tile_peak_gmacs());
     static const struct {
         const char *name;
         int64_t n_in, n_out;
