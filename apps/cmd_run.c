@@ -690,8 +690,16 @@ static void repl_usage(FILE *f)
             "usage: weft repl [options]\n\n"
             "Interactive Lua with the weft module. Each line runs as its own coroutine;\n"
             "variables a line returns print as they complete, tagged with the line's number.\n"
-            "Line editing and history (~/.weft_history) on a terminal.\n\n"
-            "      --arg KEY=VALUE  sets arg.KEY (repeatable)\n%s",
+            "Line editing and history (~/.weft_history) on a terminal. Ctrl-C stops the\n"
+            "line running (or clears the line being typed); a second Ctrl-C a second later\n"
+            "ends the REPL when a line cannot be stopped (one long C call). Ctrl-D quits.\n"
+            "Nothing is recorded in the runs store.\n\n"
+            "      --arg KEY=VALUE  sets arg.KEY (repeatable)\n"
+            "      --sandbox        the library of weft run --sandbox (no io, os but time,\n"
+            "                       package, require, debug, bytecode or string.dump)\n"
+            "      --mem-limit-mb N with --sandbox: the session's memory cap (default 64)\n"
+            "      --instr-limit N  with --sandbox: Lua instructions for each line\n"
+            "                       (default 1e9)\n%s",
             common_help);
 }
 
@@ -705,8 +713,13 @@ int cmd_repl(int argc, char **argv)
         fprintf(stderr, "weft repl: unexpected argument '%s'\n", argv[first]);
         return 2;
     }
-    if (op.time_limit > 0) {
-        fprintf(stderr, "weft repl: --time-limit is for weft run\n");
+    if (op.time_limit > 0 || op.resume || op.db_path || op.no_store) {
+        fprintf(stderr, "weft repl: %s is for weft run (the REPL records nothing)\n",
+                op.time_limit > 0 ? "--time-limit" : op.resume ? "--resume" : op.db_path ? "--db" : "--no-store");
+        return 2;
+    }
+    if ((op.mem_limit_mb || op.instr_limit) && !op.sandbox) {
+        fprintf(stderr, "weft repl: --mem-limit-mb and --instr-limit go with --sandbox\n");
         return 2;
     }
     op.lim = asked_limits(&op);

@@ -15,6 +15,9 @@
  * a fresh prompt. Statements suspended in v:get() are not running and go on.
  * A statement the hook cannot stop (one long C call, a looping xpcall
  * handler) ends the REPL at a second Ctrl-C a second later (sigint_handler).
+ *
+ * A sandboxed state's instruction budget is given anew to each line (the
+ * memory cap is the session's): one line that spends it fails alone.
  */
 #include <editline/readline.h>
 #include <errno.h>
@@ -35,6 +38,7 @@ typedef struct repl {
     dsl *d;
     bool tty, eof, continued;
     sig_atomic_t seq_taken; /* the last Ctrl-C (g_sigint_seq) a statement took */
+    uint64_t line_budget;   /* a sandboxed state's instruction budget, given anew to each line (0: none) */
     char *chunk;            /* incomplete input so far (multi-line) */
 } repl;
 
@@ -154,6 +158,9 @@ static void exec_line(repl *r, const char *line)
     strcpy(chunk + have, line);
     r->chunk = chunk;
     lua_State *L = d->L;
+    /* each line gets the whole budget: a session's lines do not share one
+     * (spent, it would fail every later line, print() included) */
+    if (r->line_budget) weft_sandbox_budget_reset(L, r->line_budget);
     lua_pushcfunction(L, exec_l);
     lua_pushlightuserdata(L, d);
     lua_pushstring(L, chunk);
@@ -351,7 +358,7 @@ static void sigint_remove(repl *r, struct event *ev, const struct sigaction *old
 int dsl_repl(dsl *d, const char *history_path)
 {
     if (!d) return weft_error(WEFT_EINVAL, "dsl_repl: bad argument");
-    repl r = {.d = d, .tty = isatty(0) && isatty(1)};
+    repl r = {.d = d, .tty = isatty(0) && isatty(1), .line_budget = weft_sandbox_get_usage(d->L).instr_limit};
     g_repl = &r;
     d->on_task_done = task_done;
     d->print_watch = print_var;

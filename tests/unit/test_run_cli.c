@@ -94,6 +94,13 @@ TEST(a_script_prints_model_output_and_its_result)
     ASSERT_OUT_HAS("\"calls\": 12");
 }
 
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle)) n++;
+    return n;
+}
+
 TEST(repl_runs_lines_and_prints_results_as_they_complete)
 {
     char args[2048], input[600];
@@ -132,6 +139,40 @@ TEST(repl_runs_lines_and_prints_results_as_they_complete)
     /* input that ends inside a statement is an error, not silence */
     ASSERT_OUT_HAS("syntax error: the input ended inside an unfinished statement");
     unlink(input);
+}
+
+/* weft repl --sandbox gives each line the whole instruction budget: a line
+ * that spends it fails alone, and the lines after it run (they all failed,
+ * print() included, when the session shared one budget). weft run's store
+ * options are refused, not ignored. */
+TEST(repl_sandbox_budget_is_per_line_and_run_options_are_refused)
+{
+    char args[2048], input[600];
+    snprintf(input, sizeof input, "%s.repl-budget.txt", script);
+    ASSERT_EQ_INT(write_file(input,
+                             "for i = 1, 1000000 do end\n"
+                             "print('after' .. 'wards')\n"
+                             "for i = 1, 120000 do end\n"
+                             "for i = 1, 120000 do end\n"
+                             "for i = 1, 120000 do end\n"
+                             "for i = 1, 120000 do end\n"
+                             "print('st' .. 'ill')\n"
+                             "io.write('x')\n"),
+                  0);
+    snprintf(args, sizeof args, "repl -m %s --ctx 256 -t 1 --sandbox --instr-limit 500000 < %s", model_path, input);
+    ASSERT_EQ_INT(run(args), 0);
+    ASSERT_OUT_HAS("[1] error: stdin:1: instruction budget of 500000 exceeded");
+    ASSERT_OUT_HAS("afterwards\n");
+    ASSERT_OUT_HAS("still\n");
+    ASSERT(count_of(out, "budget") == 1); /* four lines of ~480k instructions in all: each its own */
+    ASSERT_OUT_HAS("global 'io'"); /* the sandbox's library: no io */
+    unlink(input);
+    ASSERT_EQ_INT(run("repl --resume 3"), 2);
+    ASSERT_OUT_HAS("--resume is for weft run");
+    ASSERT_EQ_INT(run("repl --db /tmp/x.db"), 2);
+    ASSERT_EQ_INT(run("repl --no-store"), 2);
+    ASSERT_EQ_INT(run("repl --instr-limit 5"), 2);
+    ASSERT_OUT_HAS("go with --sandbox");
 }
 
 static const char escapes_lua[] =
@@ -933,13 +974,6 @@ TEST(repl_second_ctrl_c_ends_a_statement_the_hook_cannot_stop)
     }
 }
 
-static int count_of(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle)) n++;
-    return n;
-}
-
 /* Each line typed shows once, and a fresh prompt follows it, whether the
  * line printed a value, printed with print() or printed nothing. libedit's
  * callback mode had left the terminal cooked after a line: the next line
@@ -981,6 +1015,7 @@ int main(void)
     RUN(help_usage_and_script_errors);
     RUN(a_script_prints_model_output_and_its_result);
     RUN(repl_runs_lines_and_prints_results_as_they_complete);
+    RUN(repl_sandbox_budget_is_per_line_and_run_options_are_refused);
     RUN(repl_ctrl_c_interrupts_a_statement_or_clears_the_line);
     RUN(repl_second_ctrl_c_ends_a_statement_the_hook_cannot_stop);
     RUN(repl_shows_each_line_once_and_a_fresh_prompt_after_it);
