@@ -179,7 +179,7 @@ static int lower_limit(const char *opt, double was, double asked, double unit, d
  * recorded sandbox, whether or not --sandbox is given, each limit lowered
  * where an option asks for less. A sandbox with no time limit gets
  * SANDBOX_TIME_LIMIT. Returns 0, or -1 (printed) when an option asks for
- * more. */
+ * more, or gives --mem-limit-mb or --instr-limit to a run not sandboxed. */
 static int resolve_limits(session_opts *op, const weft_store_run_limits *rec)
 {
     weft_store_run_limits l = asked_limits(op);
@@ -194,6 +194,11 @@ static int resolve_limits(session_opts *op, const weft_store_run_limits *rec)
             return -1;
         l.mem_limit = (int64_t)mem;
         l.instr_limit = (int64_t)instr;
+    }
+    if (!l.sandboxed && (op->mem_limit_mb || op->instr_limit)) { /* caps of nothing: not silently */
+        fprintf(stderr, "weft run: %s goes with --sandbox%s\n", op->mem_limit_mb ? "--mem-limit-mb" : "--instr-limit",
+                rec ? " (the run being resumed is not sandboxed)" : "");
+        return -1;
     }
     if (l.sandboxed && l.time_limit <= 0) l.time_limit = SANDBOX_TIME_LIMIT;
     if (rec && rec->sandboxed)

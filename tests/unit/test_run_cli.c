@@ -61,6 +61,7 @@ TEST(help_usage_and_script_errors)
     ASSERT_OUT_HAS("--arg KEY=VALUE");
     ASSERT_OUT_HAS("and --time-limit 600 unless a --time-limit is given");
     ASSERT_EQ_INT(run("repl --help"), 0);
+    ASSERT_OUT_HAS("--instr-limit N  with --sandbox: Lua instructions for each line");
     ASSERT_EQ_INT(run("run"), 2);
     ASSERT_OUT_HAS("script is required");
     ASSERT_EQ_INT(run("run a.lua b.lua"), 2);
@@ -73,6 +74,10 @@ TEST(help_usage_and_script_errors)
     char args[2048], bad[600];
     snprintf(bad, sizeof bad, "%s.bad.lua", script);
     ASSERT_EQ_INT(write_file(bad, "local x = weft.var('a')\nerror('on purpose: ' .. x:get())\n"), 0);
+    /* the sandbox's caps without --sandbox would cap nothing: refused */
+    snprintf(args, sizeof args, "run %s -m %s --no-store --mem-limit-mb 5", bad, model_path);
+    ASSERT_EQ_INT(run(args), 2);
+    ASSERT_OUT_HAS("--mem-limit-mb goes with --sandbox");
     snprintf(args, sizeof args, "run %s -m %s --no-store", bad, model_path);
     ASSERT_EQ_INT(run(args), 1);
     ASSERT_OUT_HAS("on purpose: a");
