@@ -17,7 +17,9 @@
  * turn, so the weights come from memory as in the engine — on one thread,
  * and on two with each taking half of every matrix's tiles; then the same
  * for prompt rows on the bf16 copies (amx_matmul_bf16), 64 and 256 rows.
- * First, where the CPU has AMX-BF16, the tiles' own peak (tile_peak_gmacs).
+ * First, where the CPU has AMX-BF16, the tiles' own peak (tile_peak_gmacs;
+ * `bench_amx --peak` prints only that, as a number: bench/workflows.py
+ * records it before and after its runs, to tell a slow spell of the machine).
  * Without AMX but with AVX512-VNNI (amx_compact_only) amx_matmul runs the
  * compact copies' kernel and everything but the bf16 parts runs; with
  * neither it prints "AMX not available" and exits 0.
@@ -122,8 +124,14 @@ __attribute__((target("amx-tile,amx-bf16"))) static double tile_peak_gmacs(void)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1) {
-        printf("usage: bench_amx\n(times amx_matmul on SmolLM2-135M shapes; no options)\n");
+    const bool peak_only = argc == 2 && strcmp(argv[1], "--peak") == 0;
+    if (argc > 1 && !peak_only) {
+        printf("usage: bench_amx [--peak]\n(times amx_matmul on SmolLM2-135M shapes; --peak: only the\n"
+               "AMX-BF16 tiles' own rate, GMAC/s on one thread, or 0 without AMX-BF16)\n");
+        return 0;
+    }
+    if (peak_only) {
+        printf("%.0f\n", amx_bf16_available() ? tile_peak_gmacs() : 0.0);
         return 0;
     }
     if (!amx_available() && !amx_compact_only()) {

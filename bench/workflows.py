@@ -187,6 +187,21 @@ def binary_commit(binary):
     return m.group(1) if m else None
 
 
+def amx_peak():
+    """The AMX-BF16 tiles' own rate now, GMAC/s on one thread (`bench_amx
+    --peak`, next to WEFT_BIN), or None where there is no such binary or no
+    AMX-BF16. A shared machine can run at half its quiet rate for a while;
+    this tells a slow spell in the record."""
+    binary = os.path.join(os.path.dirname(WEFT), "bench_amx")
+    if not os.access(binary, os.X_OK):
+        return None
+    out = subprocess.run([binary, "--peak"], capture_output=True, text=True).stdout.strip()
+    try:
+        return float(out) or None
+    except ValueError:
+        return None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=sorted(WORKLOADS), action="append")
@@ -206,7 +221,11 @@ def main():
     record = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
               "threads": a.threads, "reps": a.reps,
               "commit": binary_commit(WEFT),
-              "loadavg_before": os.getloadavg()[0], "workloads": {}}
+              "loadavg_before": os.getloadavg()[0], "amx_peak_before": amx_peak(),
+              "workloads": {}}
+    if record["amx_peak_before"]:
+        print(f"AMX-BF16 tile peak before the runs: {record['amx_peak_before']:.0f} GMAC/s a core "
+              "(bench_amx --peak: a shared machine in a slow spell shows about half its quiet rate)")
     print(f"{'workload':12} {'mode':10} {'time s':>8} {'computed':>9} {'cached':>7} "
           f"{'generated':>9} {'calls':>5}")
     for name in names:
@@ -244,6 +263,9 @@ def main():
                   f"{b['free_batching_ratio']:.2f}x if batching were free, {b['chains_ratio']:.2f}x "
                   f"if prompt tokens were free too")
     record["loadavg_after"] = os.getloadavg()[0]
+    record["amx_peak_after"] = amx_peak()
+    if record["amx_peak_after"]:
+        print(f"AMX-BF16 tile peak after the runs: {record['amx_peak_after']:.0f} GMAC/s a core")
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "a") as f:
         f.write(json.dumps(record) + "\n")
