@@ -133,7 +133,7 @@ int cmd_bench(int argc, char **argv)
         {"batch", required_argument, 0, 'b'},      {0, 0, 0, 0}};
     const char *model_path = NULL, *data = getenv("WEFT_DATA_DIR"), *dump_path = NULL;
     int conc = 16, n_req = 0, max_tokens = 64, pmin = 32, pmax = 512, shared = 0, prefix = 1,
-        threads = 0, json = 0, c, cap = -1, batch = 0;
+        threads = 0, json = 0, c, cap = -1, batch = 0, lengths_given = 0;
     if (!data) data = "../shared/data";
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:c:r:n:t:b:h", opts, NULL)) != -1) {
@@ -142,8 +142,8 @@ int cmd_bench(int argc, char **argv)
         case 'c': conc = atoi(optarg); break;
         case 'r': n_req = atoi(optarg); break;
         case 'n': max_tokens = atoi(optarg); break;
-        case 'A': pmin = atoi(optarg); break;
-        case 'B': pmax = atoi(optarg); break;
+        case 'A': pmin = atoi(optarg); lengths_given = 1; break;
+        case 'B': pmax = atoi(optarg); lengths_given = 1; break;
         case 'P': shared = atoi(optarg); break;
         case 'X': prefix = 0; break;
         case 't': threads = atoi(optarg); break;
@@ -159,6 +159,11 @@ int cmd_bench(int argc, char **argv)
     if (conc < 1 || conc > 1024 || max_tokens < 1 || pmin < 1 || pmax < pmin || shared < 0 ||
         batch < 0 || batch > 65536) {
         fprintf(stderr, "weft bench: bad option values (see --help)\n");
+        return 2;
+    }
+    if (shared && lengths_given) { /* they would be ignored */
+        fprintf(stderr, "weft bench: --shared-prefix sets the prompts' length (P + 32 tokens): "
+                        "--prompt-min and --prompt-max do not go with it\n");
         return 2;
     }
     if (n_req <= 0) n_req = 2 * conc < 16 ? 16 : 2 * conc;

@@ -118,6 +118,14 @@ int cmd_generate(int argc, char **argv)
         fprintf(stderr, "weft generate: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
+    if (prompt && prompt_file) {
+        fprintf(stderr, "weft generate: give the prompt once: -p TEXT or -f FILE, not both\n");
+        return 2;
+    }
+    if (system_msg && !chat) {
+        fprintf(stderr, "weft generate: --system goes with --chat (a raw prompt has no system message)\n");
+        return 2;
+    }
     if (!prompt && !prompt_file) {
         fprintf(stderr, "weft generate: a prompt is required (-p TEXT or -f FILE)\n\n");
         usage(stderr);

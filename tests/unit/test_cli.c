@@ -62,6 +62,13 @@ TEST(help_and_usage)
     ASSERT_EQ_INT(run("generate -m x.gguf"), 2); /* no prompt */
     ASSERT_OUT_HAS("prompt is required");
     ASSERT_EQ_INT(run("generate -p hi -n lots"), 2);
+    /* options that would be ignored are refused */
+    ASSERT_EQ_INT(run("generate -p hi --system brief"), 2);
+    ASSERT_OUT_HAS("--system goes with --chat");
+    ASSERT_EQ_INT(run("generate -p hi -f /dev/null"), 2);
+    ASSERT_OUT_HAS("not both");
+    ASSERT_EQ_INT(run("bench --shared-prefix 100 --prompt-max 400"), 2);
+    ASSERT_OUT_HAS("do not go with it");
 }
 
 TEST(generate_on_a_tiny_model)
