@@ -1142,6 +1142,10 @@ static int parse_opts(int argc, char **argv, serve_opts *o)
         fprintf(stderr, "weft serve: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
+    if (o->share_generated && !o->prefix) { /* it shares through the prefix cache */
+        fprintf(stderr, "weft serve: --share-generated needs the prefix cache (not with --no-prefix-cache)\n");
+        return 2;
+    }
     return 0;
 bad:
     fprintf(stderr, "weft serve: bad option value '%s' (see --help)\n", optarg);

@@ -69,6 +69,8 @@ TEST(help_and_usage)
     ASSERT_OUT_HAS("not both");
     ASSERT_EQ_INT(run("bench --shared-prefix 100 --prompt-max 400"), 2);
     ASSERT_OUT_HAS("do not go with it");
+    ASSERT_EQ_INT(run("serve --no-prefix-cache --share-generated"), 2);
+    ASSERT_OUT_HAS("needs the prefix cache");
 }
 
 TEST(generate_on_a_tiny_model)
