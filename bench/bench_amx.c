@@ -88,8 +88,8 @@ static double sweep2(pool *pl, amx_matrix *(*mats)[7], void **act, float *y, int
 
 /* The tiles' own rate: TDPBF16PS back to back on four C tiles, no loads,
  * for about 0.2 s — what no kernel can pass. A machine shared with other
- * tenants can show half of its quiet rate here (seen: 480-510 against
- * 1,000-1,090 GMAC/s a core on the same VM, the same day): compare kernels
+ * tenants can show half of its quiet rate here (seen: 450-630 against 994
+ * GMAC/s a core on the same VM, the same day): compare kernels
  * only against timings taken in the same run. */
 __attribute__((target("amx-tile,amx-bf16"))) static double tile_peak_gmacs(void)
 {
