@@ -949,6 +949,10 @@ TEST(repl_ctrl_c_interrupts_a_statement_or_clears_the_line)
         term_type(&t, "'after' .. 'wards'\r");
         TERM_EXPECT(&t, "] afterwards");
         ASSERT(strstr(t.seen, "syntax error") == NULL);
+        /* Ctrl-D at the prompt, once it shows (see prompt_install in repl.c:
+         * one typed while the line's handler is being reinstalled still
+         * meets the cooked terminal) */
+        TERM_EXPECT(&t, "weft> ");
         term_type(&t, "\x04");
         ASSERT_EQ_INT(term_close(&t), 0);
     }
