@@ -44,6 +44,8 @@ typedef struct repl {
 
 static repl *g_repl; /* libedit's line callback has no user pointer */
 
+#define REPL_HISTORY_LINES 1000 /* lines the history file keeps, the latest */
+
 static void on_line(char *line);
 
 /* Before printing on a terminal: clear the line being edited. */
@@ -187,7 +189,9 @@ static void exec_line(repl *r, const char *line)
  * end of file, which becomes a NUL byte once libedit makes the terminal raw
  * again (the REPL then did not end). So the handler is installed anew at
  * once (raw mode, an empty buffer) with no prompt while the line runs, and
- * then with the prompt the line ends with. */
+ * then with the prompt the line ends with. (The instants the terminal is
+ * still cooked, here and in libedit, a Ctrl-D meets with the terminal's
+ * end-of-file key off: see dsl_repl.) */
 static void prompt_install(const char *prompt)
 {
     rl_callback_handler_remove();
@@ -242,6 +246,21 @@ static void on_stdin(evutil_socket_t fd, short what, void *arg)
 /* The terminal as it was before libedit took it, restored by a forced exit. */
 static struct termios g_term_saved;
 static bool g_term_ok;
+static const char *g_history_path; /* while the terminal REPL runs: for repl_atexit */
+static bool g_in_repl;
+
+/* os.exit() in a statement ends the process from inside the loop: the
+ * terminal gets its settings back (libedit's raw mode, without echo, would
+ * outlive the REPL in the user's shell) and the history is saved, as at
+ * Ctrl-D. */
+static void repl_atexit(void)
+{
+    if (!g_in_repl) return;
+    g_in_repl = false;
+    rl_callback_handler_remove();
+    if (g_term_ok) tcsetattr(0, TCSANOW, &g_term_saved);
+    if (g_history_path) write_history(g_history_path);
+}
 static struct timespec g_sigint_at; /* when the press not yet taken came (the handler's only) */
 
 /* A second Ctrl-C a second or more after one no statement has taken ends
@@ -364,20 +383,38 @@ int dsl_repl(dsl *d, const char *history_path)
     d->print_watch = print_var;
     if (r.tty) {
         g_term_ok = tcgetattr(0, &g_term_saved) == 0;
+        if (g_term_ok) {
+            /* libedit leaves the terminal cooked for an instant between a
+             * line's handler and the next (prompt_install); a Ctrl-D typed
+             * then was the terminal's end of file, a NUL byte by the time
+             * the REPL read it, and the REPL did not end. With the key off
+             * it is the byte 0x04 that on_stdin takes for the end. Set
+             * before libedit initializes: it keeps this as its cooked mode. */
+            struct termios t = g_term_saved;
+            t.c_cc[VEOF] = _POSIX_VDISABLE;
+            tcsetattr(0, TCSANOW, &t);
+        }
         rl_getc_function = repl_getc; /* before libedit initializes: it reads it then */
         rl_catch_signals = 0;         /* SIGINT is ours (sigint_install) */
         using_history();
+        stifle_history(REPL_HISTORY_LINES); /* before the read: an older, longer file is cut too */
         if (history_path) read_history(history_path);
         printf("weft repl — Lua 5.4 with the weft module; values print as they complete. "
                "Ctrl-C interrupts, Ctrl-D quits.\n");
         rl_callback_handler_install("weft> ", on_line);
+        static bool atexit_set;
+        if (!atexit_set) atexit_set = atexit(repl_atexit) == 0;
+        g_history_path = history_path;
+        g_in_repl = true;
         struct sigaction old_int;
         struct event *int_ev = sigint_install(&r, &old_int);
         struct event *ev = event_new(d->base, 0, EV_READ | EV_PERSIST, on_stdin, NULL);
         if (ev) event_add(ev, NULL);
         while (ev && !r.eof) dsl_loop_once(d);
         sigint_remove(&r, int_ev, &old_int);
+        g_in_repl = false;
         rl_callback_handler_remove();
+        if (g_term_ok) tcsetattr(0, TCSANOW, &g_term_saved); /* Ctrl-D is the end of file again */
         if (ev) event_free(ev);
         putchar('\n');
         if (history_path) write_history(history_path);

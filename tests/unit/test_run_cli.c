@@ -881,8 +881,8 @@ static bool term_expect(term *t, const char *s)
 static void term_type(term *t, const char *keys) { ASSERT_EQ_INT(write(t->fd, keys, strlen(keys)), strlen(keys)); }
 
 /* Waits for the REPL to exit (up to 30 s, then kills it); its exit status,
- * 128 + the signal that ended it, or -1. */
-static int term_close(term *t)
+ * 128 + the signal that ended it, or -1. The terminal stays open. */
+static int term_wait(term *t)
 {
     int st = -1;
     /* what it prints meanwhile is read: a full terminal would block it */
@@ -903,9 +903,16 @@ static int term_close(term *t)
                 t->seen + t->at);
         st = -1;
     }
-    close(t->fd);
     if (st < 0) return -1;
     return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : -1;
+}
+
+/* term_wait, then the terminal is closed. */
+static int term_close(term *t)
+{
+    const int st = term_wait(t);
+    close(t->fd);
+    return st;
 }
 
 #define TERM_EXPECT(t, s)                                                           \
@@ -949,9 +956,7 @@ TEST(repl_ctrl_c_interrupts_a_statement_or_clears_the_line)
         term_type(&t, "'after' .. 'wards'\r");
         TERM_EXPECT(&t, "] afterwards");
         ASSERT(strstr(t.seen, "syntax error") == NULL);
-        /* Ctrl-D at the prompt, once it shows (see prompt_install in repl.c:
-         * one typed while the line's handler is being reinstalled still
-         * meets the cooked terminal) */
+        /* Ctrl-D at the prompt */
         TERM_EXPECT(&t, "weft> ");
         term_type(&t, "\x04");
         ASSERT_EQ_INT(term_close(&t), 0);
@@ -1007,6 +1012,67 @@ TEST(repl_shows_each_line_once_and_a_fresh_prompt_after_it)
     ASSERT_EQ_INT(count_of(t.seen, "print('h' .. 'i')"), 1);
 }
 
+/* Ctrl-D typed the moment a statement's output shows — while libedit is
+ * between a line's handler and the next, the terminal in its cooked mode
+ * for an instant — still ends the REPL: in that mode the terminal's own
+ * end-of-file key is off (it made the byte a NUL, and the REPL ran on), and
+ * when the REPL ends the terminal has its settings back, Ctrl-D included.
+ * Each round is a new REPL; the instant is short, so rounds are many. */
+TEST(repl_ctrl_d_right_after_output_or_os_exit_ends_it_and_restores_the_terminal)
+{
+    for (int i = 0; i < 200; i++) {
+        term t;
+        ASSERT_EQ_INT(term_open(&t, ""), 0);
+        TERM_EXPECT(&t, "weft> ");
+        term_type(&t, "print('o' .. 'k')\r");
+        TERM_EXPECT(&t, "ok");
+        term_type(&t, "\x04");
+        if (!term_expect(&t, "weft> ")) { /* the prompt after the line shows before the end */
+            kill(t.pid, SIGKILL);
+            term_close(&t);
+            TEST_FAIL_("round %d: no prompt", i);
+        }
+        const int st = term_wait(&t);
+        struct termios tio;
+        const int got = tcgetattr(t.fd, &tio); /* the pair's settings, as the REPL left them */
+        close(t.fd);
+        if (st != 0) TEST_FAIL_("round %d: Ctrl-D did not end the REPL (status %d)", i, st);
+        ASSERT_EQ_INT(got, 0);
+        ASSERT_EQ_INT(tio.c_cc[VEOF], 4); /* Ctrl-D, as forkpty set it up */
+        ASSERT(tio.c_lflag & ICANON);
+    }
+    /* os.exit() in a statement: the same, and the history is saved — its
+     * latest 1000 lines (here a file of 1200 before) */
+    FILE *hf = fopen("/tmp/.weft_history", "w");
+    ASSERT(hf != NULL);
+    fputs("_HiStOrY_V2_\n", hf);
+    for (int i = 0; i < 1200; i++) fprintf(hf, "old%d\n", i);
+    fclose(hf);
+    term t;
+    ASSERT_EQ_INT(term_open(&t, ""), 0);
+    TERM_EXPECT(&t, "weft> ");
+    term_type(&t, "xyzzy=1\r");
+    TERM_EXPECT(&t, "weft> ");
+    term_type(&t, "os.exit(3)\r");
+    const int st = term_wait(&t);
+    struct termios tio;
+    const int got = tcgetattr(t.fd, &tio);
+    close(t.fd);
+    ASSERT_EQ_INT(st, 3);
+    ASSERT_EQ_INT(got, 0);
+    ASSERT_EQ_INT(tio.c_cc[VEOF], 4);
+    ASSERT((tio.c_lflag & (ICANON | ECHO)) == (ICANON | ECHO)); /* libedit's raw mode had neither */
+    static char hist[1 << 15];
+    FILE *f = fopen("/tmp/.weft_history", "r");
+    ASSERT(f != NULL);
+    const size_t hn = fread(hist, 1, sizeof hist - 1, f);
+    fclose(f);
+    hist[hn] = 0;
+    ASSERT(strstr(hist, "\nxyzzy=1\nos.exit(3)\n"));
+    ASSERT(strstr(hist, "\nold201\n") == NULL && strstr(hist, "\nold202\n")); /* 998 old lines + 2 */
+    ASSERT_EQ_INT(count_of(hist, "\n"), 1001);
+}
+
 int main(void)
 {
     const char *bin = getenv("WEFT_BINARY_DIR");
@@ -1028,6 +1094,7 @@ int main(void)
     RUN(repl_ctrl_c_interrupts_a_statement_or_clears_the_line);
     RUN(repl_second_ctrl_c_ends_a_statement_the_hook_cannot_stop);
     RUN(repl_shows_each_line_once_and_a_fresh_prompt_after_it);
+    RUN(repl_ctrl_d_right_after_output_or_os_exit_ends_it_and_restores_the_terminal);
     RUN(sandboxed_scripts_cannot_escape_or_exhaust_the_host);
     RUN(time_limit_ends_runs_that_loop_wait_or_hang);
     RUN(a_run_stores_its_graph);
