@@ -37,7 +37,9 @@ local reduce = weft.fn{
     {role = "system", content = "You are a helpful assistant that summarizes scientific articles."},
     {role = "user", content = "Here are short summaries of several articles:\n\n{{summaries}}\n\nWrite one paragraph on the topics they cover."},
   },
-  outputs = {overview = {max_tokens = max_tokens * 2}},
+  -- a mild repetition penalty: greedy decoding over thirty summaries otherwise
+  -- often ends in a loop ("The proof of the theorem" again and again)
+  outputs = {overview = {max_tokens = max_tokens * 2, repeat_penalty = 1.2}},
 }
 
 local summaries = {}
