@@ -390,6 +390,16 @@ static int run_finish(run_store *rs, const char *output, const char *error)
     return -1;
 }
 
+/* dsl_on_exit: the script called os.exit. The run ends there, as the
+ * script chose: finished (no output) with status 0, failed otherwise — not
+ * left marked running to read as interrupted and be resumed. */
+static void run_exit(void *user, int status)
+{
+    char why[96];
+    snprintf(why, sizeof why, "the script called os.exit(%d)", status);
+    (void)run_finish(user, NULL, status == EXIT_SUCCESS ? NULL : why);
+}
+
 /* The arguments as a JSON object's text, malloc'd; NULL (printed) when one
  * cannot be stored. */
 static char *args_json(const session_opts *op)
@@ -668,6 +678,7 @@ int cmd_run(int argc, char **argv)
                         .status = store_status,
                         .user = &rs};
         orch_set_hooks(s.o, &h);
+        dsl_on_exit(s.d, run_exit, &rs);
     }
     s.t_run = weft_now();
     watchdog wd = {0};

@@ -17,7 +17,7 @@ static const struct command commands[] = {
     {"run", cmd_run, "run a Lua workflow script"},
     {"repl", cmd_repl, "interactive Lua workflow prompt"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server (loopback by default)"},
-    {"index", cmd_index, "index a document collection for retrieval"},
+    {"index", cmd_index, "index a document collection for retrieval (not built yet)"},
     {"bench", cmd_bench, "benchmark the engine"},
     {"runs", cmd_runs, "list workflow runs and their status"},
 };

@@ -185,6 +185,29 @@ static void listen_text(void *user, int32_t var, const char *text, size_t len)
 
 /* ---- creation ---- */
 
+/* os.exit, wrapped: the status as Lua's own os.exit reads it (a bad
+ * argument raises here, before anything is recorded), the dsl_on_exit hook,
+ * then the original (upvalue 1) with the same arguments. */
+static int os_exit_l(lua_State *L)
+{
+    const int status = lua_isboolean(L, 1) ? (lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE)
+                                           : (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
+    dsl *d = dsl_of(L);
+    if (d && d->on_exit) d->on_exit(d->exit_user, status);
+    const int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, 0);
+    return 0;
+}
+
+void dsl_on_exit(dsl *d, dsl_exit_fn fn, void *user)
+{
+    if (!d) return;
+    d->on_exit = fn;
+    d->exit_user = user;
+}
+
 static int setup_l(lua_State *L)
 {
     dsl *d = lua_touserdata(L, 1);
@@ -197,6 +220,15 @@ static int setup_l(lua_State *L)
     }
     lua_newtable(L);
     lua_setglobal(L, "arg");
+    if (lua_getglobal(L, "os") == LUA_TTABLE) { /* not sandboxed: wrap os.exit */
+        if (lua_getfield(L, -1, "exit") == LUA_TFUNCTION) {
+            lua_pushcclosure(L, os_exit_l, 1);
+            lua_setfield(L, -2, "exit");
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
     dsl_open_weft(L);
     return 0;
 }
@@ -236,6 +268,7 @@ void dsl_destroy(dsl *d)
     weft_sandbox_destroy(d->L);
     weft_free(d->result);
     weft_free(d->stream_error);
+    weft_free(d->main_error);
     weft_free(d);
 }
 
@@ -285,7 +318,8 @@ static void main_done(dsl *d, int task, lua_State *co, int status, int nres)
     d->main_status = -1;
     const char *tb = lua_tostring(d->L, -1);
     fprintf(stderr, "weft run: %s\n", tb ? tb : "error");
-    weft_error(WEFT_EINVAL, "%s", tb ? tb : "error");
+    weft_free(d->main_error);
+    d->main_error = weft_strdup(tb ? tb : "error");
 }
 
 static int start_main_l(lua_State *L)
@@ -325,6 +359,8 @@ static int run_loaded(dsl *d)
     d->result = NULL;
     weft_free(d->stream_error);
     d->stream_error = NULL;
+    weft_free(d->main_error);
+    d->main_error = NULL;
     d->on_task_done = main_done;
     lua_pushcfunction(L, start_main_l);
     lua_pushlightuserdata(L, d);
@@ -365,6 +401,8 @@ static int run_loaded(dsl *d)
     }
     d->on_task_done = NULL;
     if (wake) event_free(wake);
+    if (d->main_status < 0 && d->main_error) /* the calls it left ran since: their errors are not the run's */
+        weft_error(WEFT_EINVAL, "%s", d->main_error);
     if (d->stream_error && d->main_status > 0) { /* the script had ended before the callback failed */
         d->main_status = -1;
         weft_error(WEFT_EINVAL, "%s", d->stream_error);

@@ -37,6 +37,10 @@ struct dsl {
     void (*print_watch)(dsl *d, int label, int32_t var); /* REPL */
     char *result;    /* the script's first return value as text, or NULL */
     char *stream_error; /* a weft.stream callback failed: the run fails with this */
+    char *main_error;   /* the script's error (with its traceback), or NULL; kept because
+                           the calls it left may set weft_last_error() before the run ends */
+    dsl_exit_fn on_exit; /* dsl_on_exit; NULL: none */
+    void *exit_user;
 };
 
 dsl *dsl_of(lua_State *L);

@@ -73,6 +73,14 @@ WEFT_API int dsl_run_string(dsl *d, const char *code, const char *chunkname);
  * NULL if it returned none. Borrowed; valid until the next run. */
 WEFT_API const char *dsl_result(const dsl *d);
 
+/* Called by the script's os.exit (only where the state has the os library:
+ * not sandboxed) with the status the process is about to exit with
+ * (os.exit(true) and os.exit() give EXIT_SUCCESS, os.exit(false)
+ * EXIT_FAILURE), on the loop thread, right before the exit: the caller
+ * records what must outlive the process (weft run: the run's end). NULL fn:
+ * none. */
+typedef void (*dsl_exit_fn)(void *user, int status);
+WEFT_API void dsl_on_exit(dsl *d, dsl_exit_fn fn, void *user);
 /* Interactive prompt on stdin/stdout: line editing and history (libedit)
  * on a terminal, plain lines otherwise. Each line runs as its own coroutine;
  * variables it returns are printed as they complete. history_path may be

@@ -131,7 +131,11 @@ def test_non_streamed_client_that_hangs_up_is_cancelled():
     b = body("Tell me a long story about the sea and the ships on it.", False, 220).encode()
     s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               b"Content-Length: " + str(len(b)).encode() + b"\r\n\r\n" + b)
-    time.sleep(0.3)  # the request is running: 220 tokens take seconds
+    # close once it runs (220 tokens take seconds): a fixed sleep was too
+    # short for a Debug+ASan build, where the hang-up came before the request
+    deadline = time.time() + 60
+    while srv.metrics()["weft_requests_running"] < 1 and time.time() < deadline:
+        time.sleep(0.02)
     s.close()
     m = srv.wait_idle()
     check(m["weft_requests_cancelled_total"] == m0["weft_requests_cancelled_total"] + 1,

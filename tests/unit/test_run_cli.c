@@ -626,6 +626,52 @@ TEST(a_resume_records_its_arguments_and_script)
     unlink(b);
 }
 
+/* A script's os.exit ends its run as the script chose: the process exits
+ * with that status and the run is recorded finished (0) or failed, not left
+ * marked running (which `weft runs` shows as interrupted). What was printed
+ * before the exit is not lost; a bad argument is the script's error, and a
+ * failed script's error is what the run records. */
+static int exit_run(const char *path, const char *code, int want_rc, weft_run_status want_status,
+                    const char *want_error)
+{
+    weft_store_run r = {0};
+    int ok = write_file(path, code) == 0 && run_script(path, "") == want_rc && strstr(out, "before exit") != NULL &&
+             get_run(only_run_id(), &r) == 0 && r.status == want_status &&
+             (want_error ? r.error && strstr(r.error, want_error) : r.error == NULL);
+    if (!ok)
+        fprintf(stderr, "  %s: exit status, output or record not as wanted (status %d, error %s):\n%s\n", code,
+                (int)r.status, r.error ? r.error : "-", out);
+    weft_store_run_clear(&r);
+    return ok ? 0 : -1;
+}
+
+TEST(os_exit_ends_the_run_with_its_status)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s.exit.lua", script);
+    static const char head[] =
+        "local f = weft.fn{template = 'say {{x}}:{{y}}', outputs = {y = {max_tokens = 2, ignore_eos = true}}}\n"
+        "print('before exit ' .. #f{x = 'a'}:get())\n"
+        "local late = f{x = 'b'} -- still running at the exit\n";
+    char code[1024];
+    snprintf(code, sizeof code, "%sos.exit()\n", head);
+    ASSERT_EQ_INT(exit_run(path, code, 0, WEFT_RUN_FINISHED, NULL), 0);
+    snprintf(code, sizeof code, "%sos.exit(true)\n", head);
+    ASSERT_EQ_INT(exit_run(path, code, 0, WEFT_RUN_FINISHED, NULL), 0);
+    snprintf(code, sizeof code, "%sos.exit(3)\n", head);
+    ASSERT_EQ_INT(exit_run(path, code, 3, WEFT_RUN_FAILED, "the script called os.exit(3)"), 0);
+    snprintf(code, sizeof code, "%sos.exit(false)\n", head);
+    ASSERT_EQ_INT(exit_run(path, code, 1, WEFT_RUN_FAILED, "the script called os.exit(1)"), 0);
+    snprintf(code, sizeof code, "%sos.exit('no')\n", head);
+    ASSERT_EQ_INT(exit_run(path, code, 1, WEFT_RUN_FAILED, "bad argument #1 to 'exit'"), 0);
+    /* a script's error is the run's, not whatever the call it left in flight
+     * set as last error while it finished (it was "run N has no completed
+     * value for call ...") */
+    snprintf(code, sizeof code, "%serror('boom')\n", head);
+    ASSERT_EQ_INT(exit_run(path, code, 1, WEFT_RUN_FAILED, "boom"), 0);
+    unlink(path);
+}
+
 /* --sandbox is recorded with the run: a resume without it runs the script
  * sandboxed with the recorded limits, may lower them, and cannot raise them. */
 TEST(a_sandboxed_run_stays_sandboxed_when_resumed)
@@ -1103,6 +1149,7 @@ int main(void)
     RUN(duration_leaves_out_the_time_between_a_crash_and_the_resume);
     RUN(a_resume_that_cannot_start_leaves_the_run_as_it_was);
     RUN(a_resume_records_its_arguments_and_script);
+    RUN(os_exit_ends_the_run_with_its_status);
     RUN(a_sandboxed_run_stays_sandboxed_when_resumed);
     RUN(a_resume_with_another_model_is_refused);
     RUN(runs_lists_a_database_in_a_read_only_directory);
