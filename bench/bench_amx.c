@@ -19,7 +19,9 @@
  * for prompt rows on the bf16 copies (amx_matmul_bf16), 64 and 256 rows.
  * First, where the CPU has AMX-BF16, the tiles' own peak (tile_peak_gmacs;
  * `bench_amx --peak` prints only that, as a number: bench/workflows.py
- * records it before and after its runs, to tell a slow spell of the machine).
+ * records it before and after its runs, to tell a slow spell of the machine);
+ * where it has AVX512-VNNI, vpdpbusd's own peak, alone and with the float
+ * step's FMAs mixed in (vnni_peak_gmacs): what bounds the 1-8 row kernel.
  * Without AMX but with AVX512-VNNI (amx_compact_only) amx_matmul runs the
  * compact copies' kernel and everything but the bf16 parts runs; with
  * neither it prints "AMX not available" and exits 0.
@@ -122,6 +124,44 @@ __attribute__((target("amx-tile,amx-bf16"))) static double tile_peak_gmacs(void)
     return (double)n * 16 * 16 * 32 / (t - t0) * 1e-9;
 }
 
+/* vpdpbusd's own peak on this core: 8 independent accumulators, back to
+ * back, no loads (GMAC/s, one thread, 0.2 s), with `fmas` independent f32
+ * FMA chains issued with every 8 — the 1-8 row kernel's float step per
+ * 16-lane block row is about 3 FP ops (a mul and two FMAs) for its 8
+ * vpdpbusd. Where both go to the same 512-bit pipes (AMD Zen 4: one
+ * 512-bit op of either kind a cycle) the FMAs take the vpdpbusd's cycles,
+ * so 3 of them cap the kernel at 8/11 of the first figure. */
+#define VNNI_R8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static double vnni_peak_gmacs(int fmas)
+{
+    const __m512i b = _mm512_set1_epi8(1), c = _mm512_set1_epi8(2);
+    const __m512 x = _mm512_set1_ps(1.0f);
+#define VNNI_ACC(i) __m512i a##i = _mm512_set1_epi32(i);
+    VNNI_R8(VNNI_ACC)
+    __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0;
+    long n = 0;
+    const double t0 = now();
+    double t = t0;
+    while (t - t0 < 0.2) {
+        for (int i = 0; i < 4096; i++) {
+#define VNNI_DP(i) a##i = _mm512_dpbusd_epi32(a##i, b, c);
+            VNNI_R8(VNNI_DP)
+            if (fmas > 0) f0 = _mm512_fmadd_ps(f0, x, x);
+            if (fmas > 1) f1 = _mm512_fmadd_ps(f1, x, x);
+            if (fmas > 2) f2 = _mm512_fmadd_ps(f2, x, x);
+            __asm__ volatile("" : "+v"(f0), "+v"(f1), "+v"(f2)); /* kept, not hoisted */
+        }
+        n += 8 * 4096;
+        t = now();
+    }
+    volatile int sink = 0;
+#define VNNI_SINK(i) sink += _mm512_reduce_add_epi32(a##i);
+    VNNI_R8(VNNI_SINK)
+    volatile float fsink = _mm512_reduce_add_ps(_mm512_add_ps(f0, _mm512_add_ps(f1, f2)));
+    (void)sink, (void)fsink;
+    return (double)n * 64 / (t - t0) * 1e-9;
+}
+
 int main(int argc, char **argv)
 {
     const bool peak_only = argc == 2 && strcmp(argv[1], "--peak") == 0;
@@ -144,6 +184,10 @@ int main(int argc, char **argv)
     if (amx_bf16_available())
         printf("AMX-BF16 tile peak (TDPBF16PS back to back, no loads, one thread): %.0f GMAC/s\n",
                tile_peak_gmacs());
+    if (__builtin_cpu_supports("avx512vnni"))
+        printf("vpdpbusd peak (zmm, back to back, no loads, one thread): %.0f GMAC/s; with 3 f32 FMAs "
+               "issued with every 8 (the 1-8 row kernel's float step): %.0f GMAC/s\n",
+               vnni_peak_gmacs(0), vnni_peak_gmacs(3));
     static const struct {
         const char *name;
         int64_t n_in, n_out;
