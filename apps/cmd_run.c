@@ -173,6 +173,17 @@ static int lower_limit(const char *opt, double was, double asked, double unit, d
     return 0;
 }
 
+/* --mem-limit-mb and --instr-limit cap the sandbox: given to a session not
+ * sandboxed they would cap nothing, so they are refused, not ignored.
+ * Returns 0, or -1 (printed, `why` appended). */
+static int caps_need_sandbox(const char *cmd, const session_opts *op, bool sandboxed, const char *why)
+{
+    if (sandboxed || !(op->mem_limit_mb || op->instr_limit)) return 0;
+    fprintf(stderr, "weft %s: %s goes with --sandbox%s\n", cmd, op->mem_limit_mb ? "--mem-limit-mb" : "--instr-limit",
+            why);
+    return -1;
+}
+
 /* Sets op->lim, the limits the script of weft run runs under. A new run, or
  * a resumed one recorded unsandboxed (`rec`): what the options ask for, the
  * recorded time limit unless one is given. A resumed sandboxed run: its
@@ -195,11 +206,8 @@ static int resolve_limits(session_opts *op, const weft_store_run_limits *rec)
         l.mem_limit = (int64_t)mem;
         l.instr_limit = (int64_t)instr;
     }
-    if (!l.sandboxed && (op->mem_limit_mb || op->instr_limit)) { /* caps of nothing: not silently */
-        fprintf(stderr, "weft run: %s goes with --sandbox%s\n", op->mem_limit_mb ? "--mem-limit-mb" : "--instr-limit",
-                rec ? " (the run being resumed is not sandboxed)" : "");
+    if (caps_need_sandbox("run", op, l.sandboxed, rec ? " (the run being resumed is not sandboxed)" : "") < 0)
         return -1;
-    }
     if (l.sandboxed && l.time_limit <= 0) l.time_limit = SANDBOX_TIME_LIMIT;
     if (rec && rec->sandboxed)
         fprintf(stderr, "weft: run %lld is sandboxed: resuming it sandboxed (--mem-limit-mb %lld, "
@@ -736,10 +744,7 @@ int cmd_repl(int argc, char **argv)
                 op.time_limit > 0 ? "--time-limit" : op.resume ? "--resume" : op.db_path ? "--db" : "--no-store");
         return 2;
     }
-    if ((op.mem_limit_mb || op.instr_limit) && !op.sandbox) {
-        fprintf(stderr, "weft repl: --mem-limit-mb and --instr-limit go with --sandbox\n");
-        return 2;
-    }
+    if (caps_need_sandbox("repl", &op, op.sandbox, "") < 0) return 2;
     op.lim = asked_limits(&op);
     session s;
     if (session_open("repl", &op, &s) < 0) return 1;

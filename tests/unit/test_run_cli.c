@@ -177,7 +177,7 @@ TEST(repl_sandbox_budget_is_per_line_and_run_options_are_refused)
     ASSERT_EQ_INT(run("repl --db /tmp/x.db"), 2);
     ASSERT_EQ_INT(run("repl --no-store"), 2);
     ASSERT_EQ_INT(run("repl --instr-limit 5"), 2);
-    ASSERT_OUT_HAS("go with --sandbox");
+    ASSERT_OUT_HAS("--instr-limit goes with --sandbox");
 }
 
 static const char escapes_lua[] =
