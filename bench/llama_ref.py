@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """llama.cpp side of the weft engine benchmark (via llama-cpp-python).
 
-    python3 bench/llama_ref.py [--model M] [--threads 2] [--reps 3]
+    python3 bench/llama_ref.py [--model M] [--threads 2] [--reps 3] [--prompt 512]
 
 Prefill: the first arxiv article (sorted by file name) of /work/shared/data/arxiv,
 tokenized (add_bos=False, special=False; the model has add_bos_token=false) and
-truncated to exactly 512 tokens, evaluated as ONE llama_decode batch
-(n_batch = n_ubatch = 512). Decode: 128 greedy tokens after it, one llama_decode
-per token. Each rep starts from an empty KV cache. The timer covers llama_decode
+truncated to exactly 512 tokens (--prompt P), evaluated as ONE llama_decode
+batch (n_batch = n_ubatch = 512; batches of 512 past that). Decode: 128 greedy
+tokens after it, one llama_decode per token (at a P-token context). Each rep starts from an empty KV cache. The timer covers llama_decode
 only (the batch is filled before the clock starts; argmax happens outside it),
 so Python overhead is excluded. One untimed warm-up rep precedes the reps.
 
@@ -51,13 +51,17 @@ def main():
     ap.add_argument("--model", default=default_model)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--prompt", type=int, default=N_PROMPT, help="prompt tokens (16..8192, default 512)")
     ap.add_argument("--flash-attn", action="store_true",
                     help="flash_attn=True (default False, the llama-cpp-python 0.3.16 default)")
     a = ap.parse_args()
+    if not 16 <= a.prompt <= 8192:
+        raise SystemExit("--prompt must be in 16..8192")
+    n_prompt, n_batch = a.prompt, min(a.prompt, N_PROMPT)
 
     import llama_cpp
 
-    llm = llama_cpp.Llama(a.model, n_ctx=1024, n_batch=N_PROMPT, n_ubatch=N_PROMPT,
+    llm = llama_cpp.Llama(a.model, n_ctx=max(1024, n_prompt + N_GEN), n_batch=n_batch, n_ubatch=n_batch,
                           n_threads=a.threads, n_threads_batch=a.threads, seed=1234,
                           logits_all=False, flash_attn=a.flash_attn, verbose=False)
     n_vocab = llm.n_vocab()
@@ -67,11 +71,11 @@ def main():
     with open(os.path.join(DATA, "arxiv", arxiv), encoding="utf-8") as f:
         text = f.read()
     ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-    if len(ids) < N_PROMPT:
+    if len(ids) < n_prompt:
         raise SystemExit("%s has only %d tokens" % (arxiv, len(ids)))
-    prompt = ids[:N_PROMPT]
+    prompt = ids[:n_prompt]
 
-    batch = llama_cpp.llama_batch_init(N_PROMPT, 0, 1)
+    batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
 
     def fill(tokens, pos0):
         batch.n_tokens = len(tokens)
@@ -99,20 +103,22 @@ def main():
     def rep():
         llm.reset()
         llm._ctx.kv_cache_clear()  # fresh KV cache
-        fill(prompt, 0)
-        t_prefill = decode()
+        t_prefill = 0.0
+        for i in range(0, n_prompt, n_batch):
+            fill(prompt[i:i + n_batch], i)
+            t_prefill += decode()
         tok = argmax()
         t_decode = 0.0
         out = []
         for s in range(N_GEN):
             out.append(tok)
-            fill([tok], N_PROMPT + s)
+            fill([tok], n_prompt + s)
             t_decode += decode()
             tok = argmax()
-        return N_PROMPT / t_prefill, N_GEN / t_decode, out
+        return n_prompt / t_prefill, N_GEN / t_decode, out
 
     log("llama-cpp-python %s, %s, threads=%d, prompt=%s[:%d], gen=%d" % (
-        llama_cpp.__version__, os.path.basename(a.model), a.threads, arxiv, N_PROMPT, N_GEN))
+        llama_cpp.__version__, os.path.basename(a.model), a.threads, arxiv, n_prompt, N_GEN))
     rep()  # warm-up (page-in of the mmapped weights, thread pool start)
     pf, dc = [], []
     first = None
@@ -143,7 +149,7 @@ def main():
         "threads": a.threads,
         "flash_attn": a.flash_attn,
         "reps": a.reps,
-        "prompt_tokens": N_PROMPT,
+        "prompt_tokens": n_prompt,
         "gen_tokens": N_GEN,
         "model": os.path.basename(a.model),
         "llama_cpp_python": llama_cpp.__version__,
