@@ -67,9 +67,10 @@ stage "ctest (unit, model, slow)" ctest_counted --test-dir build --output-on-fai
 
 if [ "$quick" = 0 ]; then
     if [ -f tests/fuzz/fuzz_gguf.c ]; then
-        stage "fuzz build (clang, libFuzzer)" env CC=clang bash -c 'cmake -S . -B build-fuzz -DWEFT_FUZZ=ON -DWEFT_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null && cmake --build build-fuzz -j'"$jobs"' --target fuzz_gguf fuzz_tokenizer >/dev/null'
+        stage "fuzz build (clang, libFuzzer)" env CC=clang bash -c 'cmake -S . -B build-fuzz -DWEFT_FUZZ=ON -DWEFT_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null && cmake --build build-fuzz -j'"$jobs"' --target fuzz_gguf fuzz_tokenizer fuzz_oai >/dev/null'
         stage "fuzz gguf (60 s)" bash tests/fuzz/run.sh build-fuzz 60 gguf
         stage "fuzz tokenizer (60 s)" bash tests/fuzz/run.sh build-fuzz 60 tokenizer
+        stage "fuzz serve request parser (60 s)" bash tests/fuzz/run.sh build-fuzz 60 oai
     fi
     if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null; then
         command -v nvcc >/dev/null || export CUDACXX=/usr/local/cuda/bin/nvcc
