@@ -19,22 +19,14 @@
 #include <string.h>
 
 #include "apps/oai.h"
-#include "weft/gguf.h"
-#include "weft/model.h"
+#include "tests/fuzz/fuzz_vocab.h"
 
 static tok_vocab *vocab;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
-    char path[4096];
-    weft_default_model_path(path, sizeof path);
-    gguf_file *g = NULL;
-    if (gguf_open(path, &g) != 0 || tok_load(g, &vocab) != 0) {
-        fprintf(stderr, "fuzz_oai: cannot load the tokenizer of %s: %s\n", path, weft_last_error());
-        exit(1);
-    }
-    gguf_close(g);
+    vocab = fuzz_load_vocab("fuzz_oai");
     return 0;
 }
 

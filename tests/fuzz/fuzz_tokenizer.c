@@ -20,9 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "weft/gguf.h"
-#include "weft/model.h"
-#include "weft/tokenizer.h"
+#include "tests/fuzz/fuzz_vocab.h"
 
 static tok_vocab *vocab;
 static int32_t im_start = -1;
@@ -31,14 +29,7 @@ static bool dropped[128]; /* ASCII bytes that tokenize to nothing */
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
-    char path[4096];
-    weft_default_model_path(path, sizeof path);
-    gguf_file *g = NULL;
-    if (gguf_open(path, &g) != 0 || tok_load(g, &vocab) != 0) {
-        fprintf(stderr, "fuzz_tokenizer: cannot load the tokenizer of %s: %s\n", path, weft_last_error());
-        exit(1);
-    }
-    gguf_close(g);
+    vocab = fuzz_load_vocab("fuzz_tokenizer");
     im_start = tok_find(vocab, "<|im_start|>");
     for (int b = 0; b < 128; b++) {
         const char c = (char)b;
