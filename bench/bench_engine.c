@@ -116,7 +116,10 @@ int main(int argc, char **argv)
     const int32_t n_vocab = weft_model_hparams(m)->n_vocab;
     int32_t *pos = malloc((size_t)n_prompt * sizeof *pos), *seq = calloc((size_t)n_prompt, sizeof *seq);
     int8_t *given = malloc((size_t)n_prompt);
-    if (!pos || !seq || !given) return 1;
+    if (!pos || !seq || !given) {
+        fprintf(stderr, "bench_engine: out of memory\n");
+        return 1;
+    }
     for (int i = 0; i < n_prompt; i++) pos[i] = i, given[i] = 1;
     double pf[101], dc[101];
     for (int r = -1; r < reps; r++) {

@@ -7,9 +7,10 @@ Prefill: the first arxiv article (sorted by file name) of /work/shared/data/arxi
 tokenized (add_bos=False, special=False; the model has add_bos_token=false) and
 truncated to exactly 512 tokens (--prompt P), evaluated as ONE llama_decode
 batch (n_batch = n_ubatch = 512; batches of 512 past that). Decode: 128 greedy
-tokens after it, one llama_decode per token (at a P-token context). Each rep starts from an empty KV cache. The timer covers llama_decode
-only (the batch is filled before the clock starts; argmax happens outside it),
-so Python overhead is excluded. One untimed warm-up rep precedes the reps.
+tokens after it, one llama_decode per token (at a P-token context). Each rep
+starts from an empty KV cache. The timer covers llama_decode only (the batch
+is filled before the clock starts; argmax happens outside it), so Python
+overhead is excluded. One untimed warm-up rep precedes the reps.
 
 Prints progress to stderr and one JSON line to stdout:
   {"prefill_tps": best, "decode_tps": best, "prefill_tps_median": ...,

@@ -8,7 +8,8 @@
  *     and an error body that serializes;
  *   - accepted: 1..OAI_MAX_CHOICES choices (prompts x n), every prompt
  *     non-empty with ids in range, at most OAI_MAX_STOPS stop strings, none
- *     empty and none holding a NUL byte, sampling values finite;
+ *     empty, sampling values finite (a stop with a NUL is refused by the
+ *     parser; once copied as a C string it could not be seen here);
  *   - oai_string turns any bytes into a JSON string jansson can write.
  * The first input byte picks the route (bit 0: chat); the rest is the body.
  * Build and run: see tests/fuzz/README.md. */
