@@ -30,6 +30,8 @@ static void usage(FILE *f)
             "  -b, --batch N            tokens per engine step (default 256)\n"
             "      --prefill-cap K      prompt tokens per step while requests decode\n"
             "                           (default: the engine's; 0 = no cap)\n"
+            "      --spec N             speculative decoding: up to N draft tokens a request\n"
+            "                           and step (default: the engine's, 8; 0 = off)\n"
             "  -t, --threads N          compute threads (default: all cores)\n"
             "      --data DIR           data directory (default ../shared/data)\n"
             "      --json               one JSON line instead of the table\n"
@@ -130,10 +132,11 @@ int cmd_bench(int argc, char **argv)
         {"threads", required_argument, 0, 't'},    {"data", required_argument, 0, 'D'},
         {"json", no_argument, 0, 'j'},             {"help", no_argument, 0, 'h'},
         {"dump", required_argument, 0, 'O'},       {"prefill-cap", required_argument, 0, 'K'},
-        {"batch", required_argument, 0, 'b'},      {0, 0, 0, 0}};
+        {"batch", required_argument, 0, 'b'},      {"spec", required_argument, 0, 'S'},
+        {0, 0, 0, 0}};
     const char *model_path = NULL, *data = getenv("WEFT_DATA_DIR"), *dump_path = NULL;
     int conc = 16, n_req = 0, max_tokens = 64, pmin = 32, pmax = 512, shared = 0, prefix = 1,
-        threads = 0, json = 0, c, cap = -1, batch = 0, lengths_given = 0;
+        threads = 0, json = 0, c, cap = -1, batch = 0, lengths_given = 0, spec = -1;
     if (!data) data = "../shared/data";
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:c:r:n:t:b:h", opts, NULL)) != -1) {
@@ -152,12 +155,13 @@ int cmd_bench(int argc, char **argv)
         case 'O': dump_path = optarg; break;
         case 'K': cap = atoi(optarg); break;
         case 'b': batch = atoi(optarg); break;
+        case 'S': spec = atoi(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
     if (conc < 1 || conc > 1024 || max_tokens < 1 || pmin < 1 || pmax < pmin || shared < 0 ||
-        batch < 0 || batch > 65536) {
+        batch < 0 || batch > 65536 || spec > 64) {
         fprintf(stderr, "weft bench: bad option values (see --help)\n");
         return 2;
     }
@@ -191,6 +195,7 @@ int cmd_bench(int argc, char **argv)
     ep.prefix_cache = prefix;
     if (cap >= 0) ep.prefill_cap = cap;
     if (batch > 0) ep.ctx.n_batch = batch;
+    if (spec >= 0) ep.spec_max = spec;
     weft_engine *e = NULL;
     if (weft_engine_create(m, &ep, &e) != 0) {
         fprintf(stderr, "weft bench: %s\n", weft_last_error());
@@ -269,10 +274,12 @@ int cmd_bench(int argc, char **argv)
                "\"prefix_cache\": %s, \"shared_prefix\": %d, \"wall_s\": %.3f, "
                "\"gen_tokens\": %lld, \"gen_tps\": %.2f, \"prompt_tokens\": %lld, "
                "\"cached_tokens\": %lld, \"ttft_p50\": %.4f, \"ttft_p99\": %.4f, "
-               "\"tpot_p50\": %.4f, \"tpot_p99\": %.4f}\n",
+               "\"tpot_p50\": %.4f, \"tpot_p99\": %.4f, \"spec\": %d, \"drafted\": %lld, "
+               "\"accepted\": %lld, \"steps\": %lld}\n",
                conc, n_req, n_ok, max_tokens, prefix ? "true" : "false", shared, wall,
                (long long)gen, gen / wall, (long long)prompt_tokens, (long long)st.n_cached_tokens,
-               t50, t99, p50, p99);
+               t50, t99, p50, p99, (int)ep.spec_max, (long long)st.n_drafted, (long long)st.n_draft_accepted,
+               (long long)st.n_steps);
     } else {
         printf("requests %d (%d ok), concurrency %d, %d tokens each, prefix cache %s\n", n_req,
                n_ok, conc, max_tokens, prefix ? "on" : "off");
@@ -281,6 +288,9 @@ int cmd_bench(int argc, char **argv)
                (long long)st.n_cached_tokens);
         printf("TTFT p50 %.1f ms, p99 %.1f ms; TPOT p50 %.1f ms, p99 %.1f ms\n", t50 * 1e3,
                t99 * 1e3, p50 * 1e3, p99 * 1e3);
+        printf("speculative decoding %s: %lld draft tokens, %lld kept; %lld engine steps\n",
+               ep.spec_max > 0 ? "on" : "off", (long long)st.n_drafted, (long long)st.n_draft_accepted,
+               (long long)st.n_steps);
     }
     free(ttft);
     free(tpot);

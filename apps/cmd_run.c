@@ -27,7 +27,7 @@
 
 typedef struct session_opts {
     const char *model_path;
-    long n_threads, n_ctx, n_slots, kv_mb, prefill_cap;
+    long n_threads, n_ctx, n_slots, kv_mb, prefill_cap, spec;
     bool sequential, stats, verbose, no_store, sandbox;
     long mem_limit_mb;      /* 0: not given */
     long long instr_limit;  /* 0: not given */
@@ -58,6 +58,9 @@ static const char common_help[] =
     "      --kv-mb N        KV cache size in MiB (default 512)\n"
     "      --prefill-cap K  prompt tokens per engine step while calls decode (default 0:\n"
     "                       no cap, the whole 256-token step, for throughput)\n"
+    "      --spec N         speculative decoding: up to N draft tokens a call and step,\n"
+    "                       looked up in its prompt and output and checked in the\n"
+    "                       same step, so the output is the same (default 8; 0: off)\n"
     "      --sequential     issue calls one at a time, each awaited before the next\n"
     "                       (what a request-level client does; for comparison)\n"
     "      --stats          print a JSON line of run statistics to stderr at the end\n"
@@ -96,6 +99,7 @@ static int session_open(const char *cmd, const session_opts *op, session *s)
     /* a workflow is mostly throughput work: whole prefill chunks even while
      * other calls decode (the engine's default, 64, favours interactive TPOT) */
     ep.prefill_cap = (int32_t)op->prefill_cap;
+    ep.spec_max = (int32_t)op->spec;
     orch_params p = orch_default_params();
     p.sequential = op->sequential;
     weft_sandbox_params sb = {.sandboxed = false}; /* the whole library, no caps */
@@ -127,12 +131,13 @@ static void print_stats(const session *s)
             "{\"wall_s\": %.3f, \"run_s\": %.3f, \"calls\": %lld, \"submitted\": %lld, \"from_store\": %lld, "
             "\"failed\": %lld, \"prompt_tokens\": %lld, \"cached_tokens\": %lld, "
             "\"computed_tokens\": %lld, \"generated_tokens\": %lld, \"engine_steps\": %lld, "
-            "\"warm_heads\": %lld, \"warm_tokens\": %lld}\n",
+            "\"warm_heads\": %lld, \"warm_tokens\": %lld, \"drafted_tokens\": %lld, "
+            "\"accepted_drafts\": %lld}\n",
             weft_now() - s->t0, weft_now() - s->t_run, (long long)os.n_calls, (long long)os.n_submitted,
             (long long)os.n_from_store, (long long)os.n_failed, (long long)es.n_prompt_tokens,
             (long long)es.n_cached_tokens, (long long)es.n_computed_tokens,
             (long long)es.n_generated, (long long)es.n_steps, (long long)os.n_warm,
-            (long long)os.n_warm_tokens);
+            (long long)os.n_warm_tokens, (long long)es.n_drafted, (long long)es.n_draft_accepted);
 }
 
 /* True when `s` is valid UTF-8. The arguments are recorded with a run as
@@ -232,11 +237,13 @@ static int parse_opts(const char *cmd, int argc, char **argv, session_opts *op,
         {"no-store", no_argument, 0, 'N'},    {"sandbox", no_argument, 0, 'X'},
         {"mem-limit-mb", required_argument, 0, 'L'}, {"instr-limit", required_argument, 0, 'I'},
         {"prefill-cap", required_argument, 0, 'P'}, {"time-limit", required_argument, 0, 'T'},
+        {"spec", required_argument, 0, 'G'},
         {0, 0, 0, 0}};
     memset(op, 0, sizeof *op);
     op->n_ctx = 4096;
     op->n_slots = 32;
     op->kv_mb = 512;
+    op->spec = weft_engine_default_params().spec_max;
     char *end;
     int c;
     optind = 1;
@@ -253,6 +260,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, session_opts *op,
         case 'D': op->db_path = optarg; break;
         case 'N': op->no_store = true; break;
         case 'X': op->sandbox = true; break;
+        case 'G': op->spec = strtol(optarg, &end, 10); if (*end || op->spec < 0 || op->spec > 64) goto bad; break;
         case 'P': op->prefill_cap = strtol(optarg, &end, 10); if (*end || op->prefill_cap < 0) goto bad; break;
         case 'L': op->mem_limit_mb = strtol(optarg, &end, 10); if (*end || op->mem_limit_mb < 1 || op->mem_limit_mb > 1L << 24) goto bad; break;
         case 'I': op->instr_limit = strtoll(optarg, &end, 10); if (*end || op->instr_limit < 1) goto bad; break;

@@ -64,6 +64,10 @@ static void usage(FILE *f)
             "      --batch N            tokens per forward pass (default 256)\n"
             "      --prefill-cap N      prompt tokens per pass while requests decode (default 64;\n"
             "                           0 = up to --batch: more throughput, slower tokens)\n"
+            "      --spec N             speculative decoding: up to N draft tokens a request and\n"
+            "                           pass, looked up in its prompt and output and checked in\n"
+            "                           the same pass, so outputs are the same; a pass takes as\n"
+            "                           many as pay for themselves (default 8; 0 = off)\n"
             "      --kv-mem MB          KV cache size (default: parallel x ctx)\n"
             "      --max-queue N        requests waiting beyond --parallel before 429 (default 256;\n"
             "                           0 = no limit); a request whose n choices could never fit\n"
@@ -1076,7 +1080,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 typedef struct serve_opts {
     const char *model_path, *model_name, *host, *api_key;
-    long port, ctx, parallel, batch, kv_mb, max_queue, threads, prefill_cap;
+    long port, ctx, parallel, batch, kv_mb, max_queue, threads, prefill_cap, spec;
     long max_body, timeout, max_conns;
     double drain_s;
     bool prefix, share_generated, verbose;
@@ -1096,11 +1100,12 @@ static int parse_opts(int argc, char **argv, serve_opts *o)
         {"threads", required_argument, 0, 't'},    {"verbose", no_argument, 0, 'v'},
         {"prefill-cap", required_argument, 0, 'c'}, {"share-generated", no_argument, 0, 'G'},
         {"max-connections", required_argument, 0, 'M'}, {"help", no_argument, 0, 'h'},
+        {"spec", required_argument, 0, 'S'},
         {0, 0, 0, 0}};
     *o = (serve_opts){.host = "127.0.0.1", .api_key = getenv("WEFT_API_KEY"), .port = 8080,
                       .ctx = 2048, .parallel = 32, .batch = 256, .max_queue = 256,
                       .max_body = 1 << 20, .timeout = 600, .max_conns = 1024, .drain_s = 30, .prefix = true,
-                      .prefill_cap = -1};
+                      .prefill_cap = -1, .spec = -1};
     if (o->api_key && !*o->api_key) o->api_key = NULL;
     int c;
     char *end;
@@ -1121,6 +1126,7 @@ static int parse_opts(int argc, char **argv, serve_opts *o)
         case 'P': num = &o->parallel, lo = 1, hi = 1024; break;
         case 'b': num = &o->batch, lo = 1, hi = 1 << 16; break;
         case 'c': num = &o->prefill_cap, lo = 0, hi = 1 << 16; break;
+        case 'S': num = &o->spec, lo = 0, hi = 64; break;
         case 'K': num = &o->kv_mb, lo = 0, hi = 1 << 22; break;
         case 'Q': num = &o->max_queue, lo = 0, hi = 1 << 20; break;
         case 'B': num = &o->max_body, lo = 1024, hi = 1L << 30; break;
@@ -1179,6 +1185,7 @@ static int load_engine(srv *s, const serve_opts *o)
     ep.prefix_cache = o->prefix;
     ep.share_generated = o->share_generated;
     if (o->prefill_cap >= 0) ep.prefill_cap = (int32_t)o->prefill_cap;
+    if (o->spec >= 0) ep.spec_max = (int32_t)o->spec;
     ep.max_waiting = (int32_t)(o->max_queue > 0 ? o->max_queue : 0);
     if (weft_engine_create(s->model, &ep, &s->eng) < 0) {
         fprintf(stderr, "weft serve: %s\n", weft_last_error());

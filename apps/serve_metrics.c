@@ -78,6 +78,10 @@ void metrics_render(const metrics *m, const weft_engine_stats *st, FILE *f)
         (double)st->n_generated);
     one(f, "weft_engine_computed_tokens_total", "counter", "Tokens run through the forward pass.",
         (double)st->n_computed_tokens);
+    one(f, "weft_engine_draft_tokens_total", "counter",
+        "Draft tokens run by speculative decoding.", (double)st->n_drafted);
+    one(f, "weft_engine_draft_tokens_accepted_total", "counter",
+        "Draft tokens kept as output.", (double)st->n_draft_accepted);
     one(f, "weft_engine_preempted_total", "counter", "Requests preempted for lack of KV blocks.",
         (double)st->n_preempted);
     one(f, "weft_prefix_cache_hit_rate", "gauge",

@@ -6,8 +6,10 @@
     python3 bench/trace_summary.py trace.txt
 
 A step is "P<rows>" when it computes prompt tokens, "D<rows>" when it only
-decodes (rows: the requests whose step it completes). Prints, per group, the
-number of steps, their total and mean time (ms), then the total.
+decodes, "S<rows>" when it only decodes and runs draft tokens too
+(speculative decoding; rows: the requests whose step it completes). Prints,
+per group, the number of steps, their total and mean time (ms), then the
+total.
 
     python3 bench/trace_summary.py GRAPH_TRACE --against SEQUENTIAL_TRACE
 
@@ -28,7 +30,8 @@ def parse(lines):
         if not line.startswith("weft step "):
             continue
         v = dict(re.findall(r"(\w+)=([-\d.]+)", line))
-        steps.append((("P" if int(v["prompt"]) > 0 else "D") + v["rows"], float(v["ms"])))
+        kind = "P" if int(v["prompt"]) > 0 else "S" if int(v.get("drafts", 0)) > 0 else "D"
+        steps.append((kind + v["rows"], float(v["ms"])))
     return steps
 
 
@@ -58,13 +61,13 @@ def bounds(graph, seq):
     ratio with prompt tokens free too (decode-only steps, sequential /
     graph); None when the sequential run has no one-row decode step."""
     one = [ms for key, ms in seq if key == "D1"]
-    g_decode = sum(1 for key, _ in graph if key[0] == "D")
+    g_decode = sum(1 for key, _ in graph if key[0] in "DS")
     if not one or not g_decode:
         return None
     d1 = sum(one) / len(one)
     g_total, s_total = sum(ms for _, ms in graph), sum(ms for _, ms in seq)
     g_prompt = sum(ms for key, ms in graph if key[0] == "P")
-    s_decode = sum(1 for key, _ in seq if key[0] == "D")
+    s_decode = sum(1 for key, _ in seq if key[0] in "DS")
     return {"graph_ms": g_total, "sequential_ms": s_total, "steps_ratio": s_total / g_total,
             "d1_ms": d1, "graph_decode_steps": g_decode, "sequential_decode_steps": s_decode,
             "free_batching_ms": g_prompt + g_decode * d1,

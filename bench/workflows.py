@@ -72,8 +72,14 @@ it; the line "llama-server sequential / weft graph" is that replay's time
 over weft's graph run, measured in the same session (the servers and weft
 never run at the same time).
 
+Both modes decode speculatively unless --spec 0 (the engine's default: up to
+8 prompt-lookup drafts a call and step, checked in the same step; outputs do
+not change). One stream gains the most from it, so it lowers the ratio: the
+sequential mode is one stream decoding most of the time. --spec 0 measures
+what the graph alone gives; the default, what a user gets in each mode.
+
 Usage: python3 bench/workflows.py [--only NAME] [--threads N] [--reps R]
-                                  [--against-llama [--llama-server PATH]]
+                                  [--spec N] [--against-llama [--llama-server PATH]]
 """
 import argparse
 import datetime
@@ -102,8 +108,10 @@ WORKLOADS = {
 GOALS = {"map_reduce": 3.0, "multi_agent": 2.0, "chain": 1.3}
 
 
-def run(script, args, threads, sequential):
+def run(script, args, threads, sequential, spec=None):
     cmd = [WEFT, "run", os.path.join(ROOT, script), "--stats", "--no-store", "-t", str(threads)]
+    if spec is not None:
+        cmd += ["--spec", str(spec)]
     for k, v in args.items():
         cmd += ["--arg", f"{k}={v}"]
     if sequential:
@@ -207,6 +215,9 @@ def main():
     ap.add_argument("--only", choices=sorted(WORKLOADS), action="append")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=1, help="runs per mode (median is kept)")
+    ap.add_argument("--spec", type=int, default=None,
+                    help="weft run --spec N in both modes (speculative decoding; default: "
+                         "the engine's, 8; 0 = off)")
     ap.add_argument("--against-llama", action="store_true",
                     help="also replay each workload's calls one at a time on llama-server")
     ap.add_argument("--llama-server", default=os.path.join(
@@ -220,6 +231,7 @@ def main():
     names = a.only or list(WORKLOADS)
     record = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
               "threads": a.threads, "reps": a.reps,
+              "spec": a.spec if a.spec is not None else "default",
               "commit": binary_commit(WEFT),
               "loadavg_before": os.getloadavg()[0], "amx_peak_before": amx_peak(),
               "workloads": {}}
@@ -235,7 +247,7 @@ def main():
         runs = {"graph": [], "sequential": []}
         for _ in range(a.reps):
             for mode in ("graph", "sequential"):
-                runs[mode].append(run(script, args, a.threads, mode == "sequential"))
+                runs[mode].append(run(script, args, a.threads, mode == "sequential", a.spec))
         for mode, rs in runs.items():
             rs.sort(key=lambda s: s["run_s"])
             st = rs[len(rs) // 2]

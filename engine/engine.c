@@ -22,6 +22,7 @@
 
 #include "cache/prefix.h"
 #include "engine/ctx_internal.h"
+#include "engine/spec.h"
 
 
 typedef struct req {
@@ -47,6 +48,9 @@ typedef struct req {
     bool admitted;      /* had a slot once: a re-admission after preemption does not count again */
     tok_utf8_stream us;
     int32_t index;      /* which completion of its request */
+    int32_t draft[SPEC_MAX_DRAFT]; /* drafts for this step (spec.h) */
+    int32_t n_draft;    /* of them in the batch being built */
+    double spec_hit, spec_try; /* drafts accepted, drafts judged (a rejection ends a judgement) */
     struct req *sibs;   /* completions 1..n-1, waiting for this one's prompt */
     struct req *next;
 } req;
@@ -75,6 +79,9 @@ struct weft_engine {
     bool stop;
     bool trace; /* WEFT_TRACE set: trace_step after every forward pass, trace_request per completion */
     uint64_t next_id;
+    spec_cost cost;     /* step time against tokens, for the draft planner */
+    double spec_hit, spec_try; /* over every request: the prior of a new one */
+    bool spec_skip;     /* this step's batch ran out of KV with drafts: none */
     weft_engine_stats st;  /* published copy, under mu */
     weft_engine_stats lst; /* the engine thread's own counters */
 
@@ -82,6 +89,7 @@ struct weft_engine {
     int32_t *b_tok, *b_pos, *b_seq;
     int8_t *b_want;
     int8_t *b_prompt;  /* token is part of its request's prompt */
+    int32_t b_drafts;  /* draft tokens in the batch */
     req **b_req;        /* request of each logits row */
 };
 
@@ -95,6 +103,7 @@ weft_engine_params weft_engine_default_params(void)
     p.prefix_cache = true;
     p.max_waiting = 0;
     p.prefill_cap = 64;
+    p.spec_max = 8;
     return p;
 }
 
@@ -532,11 +541,56 @@ static bool preempt_one(weft_engine *e)
     return true;
 }
 
-/* Fills the batch; returns its size. */
+static bool is_decoding(const req *r) { return r->n_tokens - r->n_done == 1 && r->n_generated > 0; }
+
+/* Sets n_draft of every running request: drafts (spec.h) for the decoding
+ * ones as far as the step's modelled goodput rises, none for the others. */
+static void plan_drafts(weft_engine *e, int32_t budget)
+{
+    enum { MAX_CAND = 256 };
+    req *dec[MAX_CAND];
+    spec_cand cand[MAX_CAND];
+    int32_t k[MAX_CAND];
+    int m = 0;
+    int32_t prefill = 0;
+    /* a new request starts from what requests so far accepted */
+    const double prior = (e->spec_hit + 1.0) / (e->spec_try + 2.0);
+    for (int32_t s = 0; s < e->n_slots; s++) {
+        req *r = e->running[s];
+        if (!r) continue;
+        r->n_draft = 0;
+        if (r->n_done >= r->n_tokens) continue;
+        if (!is_decoding(r)) {
+            prefill += r->n_tokens - r->n_done;
+            continue;
+        }
+        if (m == MAX_CAND || e->p.spec_max <= 0 || e->spec_skip) continue;
+        int32_t max = r->max_tokens - r->n_generated - 1; /* k drafts give up to k + 1 tokens */
+        if (max > e->p.spec_max) max = e->p.spec_max;
+        if (max > SPEC_MAX_DRAFT) max = SPEC_MAX_DRAFT;
+        dec[m] = r;
+        cand[m].n_draft = spec_propose(r->tokens, r->n_tokens, max, r->draft);
+        cand[m].p_accept = (r->spec_hit + 2.0 * prior) / (r->spec_try + 2.0);
+        m++;
+    }
+    if (m == 0) return;
+    int32_t n_dec = 0; /* every decoding request, drafted or not */
+    for (int32_t s = 0; s < e->n_slots; s++) n_dec += e->running[s] && is_decoding(e->running[s]);
+    const int32_t cap = e->p.prefill_cap > 0 ? e->p.prefill_cap : budget;
+    int32_t n0 = n_dec + (prefill < cap ? prefill : cap);
+    if (n0 > budget) n0 = budget;
+    spec_plan(cand, m, n0, spec_cost_slope(&e->cost), budget - n0, k);
+    for (int i = 0; i < m; i++) dec[i]->n_draft = k[i];
+}
+
+/* Fills the batch; returns its size. A decoding request's drafts follow its
+ * last token, each a row with logits. */
 static int32_t build_batch(weft_engine *e, int32_t *n_rows)
 {
     int32_t budget = weft_ctx_params_of(e->ctx)->n_batch;
     int32_t n = 0, rows = 0;
+    plan_drafts(e, budget);
+    e->b_drafts = 0;
     /* decode tokens first: they hold the latency of running requests */
     for (int pass = 0; pass < 2; pass++) {
         /* pass 1: prefill chunks in priority order (scan slots, best first);
@@ -549,8 +603,7 @@ static int32_t build_batch(weft_engine *e, int32_t *n_rows)
             for (int32_t s = 0; s < e->n_slots; s++) {
                 req *r = e->running[s];
                 if (!r || r->n_done >= r->n_tokens) continue;
-                const bool is_decode = r->n_tokens - r->n_done == 1 && r->n_generated > 0;
-                if ((pass == 0) != is_decode) continue;
+                if ((pass == 0) != is_decoding(r)) continue;
                 if (r->seq < 0) continue;
                 /* already in this batch? */
                 bool in = false;
@@ -575,6 +628,18 @@ static int32_t build_batch(weft_engine *e, int32_t *n_rows)
             if (best->n_done + take == best->n_tokens) {
                 e->b_want[n - 1] = 1;
                 e->b_req[rows++] = best;
+            }
+            if (pass == 0) {
+                if (best->n_draft > budget - n) best->n_draft = budget - n;
+                for (int32_t d = 0; d < best->n_draft; d++, n++) {
+                    e->b_tok[n] = best->draft[d];
+                    e->b_pos[n] = best->n_tokens + d;
+                    e->b_seq[n] = best->seq;
+                    e->b_want[n] = 1;
+                    e->b_prompt[n] = 0;
+                    e->b_req[rows++] = best;
+                }
+                e->b_drafts += best->n_draft;
             }
         }
     }
@@ -622,9 +687,9 @@ static bool emit_token(weft_engine *e, req *r, int32_t tok, float lp)
     return stopped;
 }
 
-/* Samples r's next token from its logits row, emits it, finishes r when it
- * is done. */
-static void advance(weft_engine *e, req *r, const float *lg)
+/* Samples r's next token from its logits row and emits it. Returns the
+ * finish reason when r is done with it, else NULL. */
+static const char *sample_emit(weft_engine *e, req *r, const float *lg)
 {
     float lp = 0.0f;
     const int32_t tok = weft_sampler_sample(r->smp, lg, r->logprobs ? &lp : NULL);
@@ -635,13 +700,50 @@ static void advance(weft_engine *e, req *r, const float *lg)
     const bool eog = !r->ignore_eos && tok_is_eog(weft_model_vocab(e->m), tok);
     bool stopped = eog;
     if (!eog) stopped = emit_token(e, r, tok, lp);
-    const char *finish = stopped ? "stop" : r->n_generated >= r->max_tokens ? "length" : NULL;
-    if (finish) {
-        /* the last token's KV was never computed */
-        release_seq(e, r, true);
-        emit_final(e, r, 0, finish);
-        req_free(r);
+    return stopped ? "stop" : r->n_generated >= r->max_tokens ? "length" : NULL;
+}
+
+static void finish_req(weft_engine *e, req *r, const char *finish)
+{
+    /* the last token's KV was never computed */
+    release_seq(e, r, true);
+    emit_final(e, r, 0, finish);
+    req_free(r);
+}
+
+/* Samples r's next token from its logits row, emits it, finishes r when it
+ * is done. */
+static void advance(weft_engine *e, req *r, const float *lg)
+{
+    const char *finish = sample_emit(e, r, lg);
+    if (finish) finish_req(e, r, finish);
+}
+
+/* r ran its last token and n_draft drafts (logits rows j0..j0+n_draft):
+ * samples row after row while the token sampled is the draft the next row
+ * ran, so r gets exactly the tokens decoding without drafts gives it. The
+ * KV of the drafts not kept is dropped. */
+static void verify(weft_engine *e, req *r, int32_t j0)
+{
+    const int32_t k = r->n_draft, p = r->n_tokens - 1; /* the last token's position */
+    r->n_draft = 0;
+    int32_t i = 0;
+    const char *finish;
+    for (;; i++) {
+        finish = sample_emit(e, r, weft_get_logits(e->ctx, j0 + i));
+        if (finish || i == k || r->tokens[r->n_tokens - 1] != r->draft[i]) break;
     }
+    /* drafts 0..i-1 were kept; draft i, when judged, was not */
+    const int32_t judged = i + (!finish && i < k);
+    r->spec_hit += i;
+    r->spec_try += judged;
+    e->spec_hit = 0.999 * e->spec_hit + i;
+    e->spec_try = 0.999 * e->spec_try + judged;
+    e->lst.n_drafted += k;
+    e->lst.n_draft_accepted += i;
+    r->n_done = p + i + 1;
+    weft_seq_truncate(e->ctx, r->seq, r->n_done);
+    if (finish) finish_req(e, r, finish);
 }
 
 /* r's prompt is computed (lg: its last position's logits): its other
@@ -674,15 +776,24 @@ static void fork_completions(weft_engine *e, req *r, const float *lg)
 
 /* WEFT_TRACE=1: one line per forward pass to stderr — when it started
  * (weft_now), its tokens, how many of them are prompt tokens, the requests
- * it completes a step of, its time, and how many requests run and wait. */
+ * it completes a step of, its time, how many requests run and wait, and
+ * its draft tokens (speculative decoding). */
 static void trace_step(const weft_engine *e, int32_t n, int32_t rows, int rc, double t0)
 {
     const double ms = 1e3 * (weft_now() - t0);
     int32_t n_prompt = 0, n_running = 0;
     for (int32_t k = 0; k < n; k++) n_prompt += e->b_prompt[k];
     for (int32_t s = 0; s < e->n_slots; s++) n_running += e->running[s] != NULL;
-    fprintf(stderr, "weft step t=%.3f tokens=%d prompt=%d rows=%d ms=%.2f running=%d waiting=%d rc=%d\n", t0,
-            (int)n, (int)n_prompt, (int)rows, ms, (int)n_running, (int)e->n_waiting, rc);
+    fprintf(stderr, "weft step t=%.3f tokens=%d prompt=%d rows=%d ms=%.2f running=%d waiting=%d rc=%d drafts=%d\n",
+            t0, (int)n, (int)n_prompt, (int)(rows - e->b_drafts), ms, (int)n_running, (int)e->n_waiting, rc,
+            (int)e->b_drafts);
+}
+
+static bool rows_have_drafts(const weft_engine *e, int32_t rows)
+{
+    for (int32_t j = 0; j < rows; j++)
+        if (e->b_req[j]->n_draft > 0) return true;
+    return false;
 }
 
 static void step(weft_engine *e)
@@ -697,12 +808,18 @@ static void step(weft_engine *e)
         if (n == 0) return;
         weft_batch b = {.n = n, .tokens = e->b_tok, .pos = e->b_pos, .seq = e->b_seq,
                         .want_logits = e->b_want, .prompt = e->b_prompt};
-        const double t0 = e->trace ? weft_now() : 0.0;
+        const double t0 = weft_now();
         rc = weft_decode(e->ctx, &b);
         if (e->trace) trace_step(e, n, rows, rc, t0);
+        if (rc == 0) spec_cost_observe(&e->cost, n, 1e3 * (weft_now() - t0));
         if (rc != WEFT_ENOKV) break;
+        if (rows > 0 && n > 0 && !e->spec_skip && rows_have_drafts(e, rows)) {
+            e->spec_skip = true; /* drafts first: they are only a bet */
+            continue;
+        }
         if (!preempt_one(e)) break;
     }
+    e->spec_skip = false;
     e->lst.n_steps++;
     if (rc < 0) {
         /* the batch cannot run even alone (no KV): fail its requests */
@@ -734,8 +851,9 @@ static void step(weft_engine *e)
             int32_t nb = weft_seq_blocks(e->ctx, r->seq, &blocks);
             prefix_insert(e->prefix, r->tokens, r->n_done, blocks, nb);
         }
-    for (int32_t j = 0; j < rows; j++) {
+    for (int32_t j = 0; j < rows;) {
         req *r = e->b_req[j];
+        const int32_t k = r->n_draft;
         const float *lg = weft_get_logits(e->ctx, j);
         if (r->n_generated == 0 && e->prefix && r->n_prompt >= KV_BLOCK_TOKENS) {
             /* prompt computed: later requests with this prefix can share it now */
@@ -744,7 +862,11 @@ static void step(weft_engine *e)
             prefix_insert(e->prefix, r->tokens, r->n_prompt, blocks, nb);
         }
         if (r->sibs) fork_completions(e, r, lg);
-        advance(e, r, lg);
+        if (k > 0)
+            verify(e, r, j);
+        else
+            advance(e, r, lg);
+        j += 1 + k;
     }
 }
 
@@ -763,6 +885,8 @@ static void publish_stats(weft_engine *e)
     e->st.n_generated = e->lst.n_generated;
     e->st.n_preempted = e->lst.n_preempted;
     e->st.n_steps = e->lst.n_steps;
+    e->st.n_drafted = e->lst.n_drafted;
+    e->st.n_draft_accepted = e->lst.n_draft_accepted;
     e->st.n_running = nr;
     e->st.n_waiting = e->n_waiting;
     e->st.blocks_total = kv_pool_n_blocks(kv);

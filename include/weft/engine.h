@@ -45,6 +45,11 @@ typedef struct weft_engine_params {
                              decoding (a long prefill chunk delays every
                              decode token in its step); 0: n_batch.
                              Default 64. */
+    int32_t spec_max;     /* speculative decoding: at most this many draft
+                             tokens per decoding request and step (prompt
+                             lookup, verified in the same step; the output
+                             is the same as without). How many a step takes
+                             follows its modelled goodput. 0: off. Default 8. */
 } weft_engine_params;
 
 WEFT_API weft_engine_params weft_engine_default_params(void);
@@ -123,6 +128,8 @@ typedef struct weft_engine_stats {
     int64_t n_generated;
     int64_t n_preempted;
     int64_t n_steps;
+    int64_t n_drafted;        /* draft tokens run (speculative decoding) */
+    int64_t n_draft_accepted; /* of them, kept as output */
     int32_t n_running, n_waiting;
     int32_t blocks_total, blocks_free, blocks_cached;
 } weft_engine_stats;

@@ -1,7 +1,8 @@
 /* The serving engine on the real model: greedy outputs of 32 prompts of mixed
  * lengths are the same run alone and batched at concurrency 1, 8 and 32; a
  * request sharing a 400-token prefix with an earlier one computes only its
- * suffix, and its output equals the unshared run. */
+ * suffix, and its output equals the unshared run; speculative decoding
+ * changes no output of summaries of real articles, greedy or sampled. */
 #include "engine_common.h"
 #include "model_common.h"
 #include "test.h"
@@ -25,9 +26,10 @@ static void load_prompts(void)
     }
 }
 
-static weft_engine *engine(int32_t concurrency)
+static weft_engine *engine_spec(int32_t concurrency, int32_t spec)
 {
     weft_engine_params p = weft_engine_default_params();
+    p.spec_max = spec;
     p.ctx.n_seq_max = concurrency;
     p.ctx.n_ctx = 1024;
     p.ctx.n_threads = 2;
@@ -37,6 +39,8 @@ static weft_engine *engine(int32_t concurrency)
     if (weft_engine_create(model, &p, &e) != 0) fprintf(stderr, "engine: %s\n", weft_last_error());
     return e;
 }
+
+static weft_engine *engine(int32_t concurrency) { return engine_spec(concurrency, 0); }
 
 TEST(batched_greedy_equals_solo_at_concurrency_1_8_32)
 {
@@ -98,7 +102,10 @@ TEST(shared_400_token_prefix_computes_only_the_suffix)
     fprintf(stderr, "  second request: %d of %d prompt tokens from the cache, %lld computed\n",
             gb.n_cached, gb.n_prompt, (long long)(s2.n_computed_tokens - s1.n_computed_tokens));
     ASSERT_EQ_INT(gb.n_cached, 400);
-    ASSERT_EQ_INT(s2.n_computed_tokens - s1.n_computed_tokens, 20 + GEN - 1);
+    /* the suffix, then every generated token but the last; drafts the
+     * output did not keep (speculative decoding) are computed on top */
+    const int64_t rejected = (s2.n_drafted - s2.n_draft_accepted) - (s1.n_drafted - s1.n_draft_accepted);
+    ASSERT_EQ_INT(s2.n_computed_tokens - s1.n_computed_tokens - rejected, 20 + GEN - 1);
     ASSERT(memcmp(gb.toks, solo_b, sizeof solo_b) == 0);
     weft_engine_destroy(e);
 }
@@ -147,6 +154,83 @@ TEST(continuing_an_output_does_not_depend_on_the_cache)
     ASSERT_EQ_INT(cold.n_cached, 0);
 }
 
+/* "Summarize ..." chat prompts over the first 1,200 bytes of arXiv articles. */
+#define N_ARTICLES 6
+static int32_t *articles[N_ARTICLES], article_lens[N_ARTICLES];
+
+static int load_articles(void)
+{
+    const char *dir = getenv("WEFT_DATA_DIR");
+    for (int i = 0; i < N_ARTICLES; i++) {
+        char path[4096], text[1300];
+        snprintf(path, sizeof path, "%s/arxiv/article_%d.txt", dir ? dir : "../shared/data", i);
+        FILE *f = fopen(path, "rb");
+        if (!f) return -1;
+        size_t n = fread(text, 1, 1200, f);
+        fclose(f);
+        text[n] = 0;
+        char msg[1400];
+        snprintf(msg, sizeof msg, "Summarize the main idea of this article excerpt in two sentences.\n\n%s", text);
+        tok_chat_msg m[] = {{.role = "user", .content = msg}};
+        if (tok_chat_encode(weft_model_vocab(model), m, 1, true, NULL, NULL, &articles[i], &article_lens[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Every article at once on an engine of `concurrency` slots: the first half
+ * greedy, the rest sampled (seeded) with a repetition penalty, every third
+ * with a stop string. */
+static void summarize_all(int32_t concurrency, int32_t spec, collected *got, weft_engine_stats *st)
+{
+    weft_engine *e = engine_spec(concurrency, spec);
+    if (!e) return;
+    static const char *const stop[] = {"\n\n"};
+    for (int i = 0; i < N_ARTICLES; i++) {
+        weft_request r = {.tokens = articles[i], .n_tokens = article_lens[i], .max_tokens = 96, .logprobs = true};
+        r.sampling = i < N_ARTICLES / 2 ? weft_sampling_greedy() : weft_sampling_default();
+        r.sampling.seed = 7 + (uint64_t)i;
+        if (i >= N_ARTICLES / 2) r.sampling.repeat_penalty = 1.2f;
+        if (i % 3 == 2) r.stop = stop, r.n_stop = 1;
+        if (weft_engine_submit(e, &r, collect_cb, &got[i], NULL) != 0) fprintf(stderr, "submit: %s\n", weft_last_error());
+    }
+    weft_engine_wait_idle(e);
+    *st = weft_engine_get_stats(e);
+    weft_engine_destroy(e);
+}
+
+TEST(drafts_change_no_output_of_real_summaries)
+{
+    ASSERT_EQ_INT(load_articles(), 0);
+    static collected off[N_ARTICLES], on[N_ARTICLES];
+    const int32_t conc[] = {1, 8};
+    for (int c = 0; c < 2; c++) {
+        memset(off, 0, sizeof off);
+        memset(on, 0, sizeof on);
+        weft_engine_stats s_off = {0}, s_on = {0};
+        double t0 = weft_now();
+        summarize_all(conc[c], 0, off, &s_off);
+        const double t_off = weft_now() - t0;
+        t0 = weft_now();
+        summarize_all(conc[c], 8, on, &s_on);
+        const double t_on = weft_now() - t0;
+        fprintf(stderr, "  concurrency %d: %lld tokens; drafts %lld, kept %lld; steps %lld -> %lld; %.2f s -> %.2f s\n",
+                conc[c], (long long)s_on.n_generated, (long long)s_on.n_drafted, (long long)s_on.n_draft_accepted,
+                (long long)s_off.n_steps, (long long)s_on.n_steps, t_off, t_on);
+        ASSERT(s_on.n_draft_accepted > 0);
+        for (int i = 0; i < N_ARTICLES; i++) {
+            ASSERT_EQ_INT(on[i].status, 0);
+            ASSERT_EQ_INT(on[i].n, off[i].n);
+            ASSERT(memcmp(on[i].toks, off[i].toks, (size_t)on[i].n * sizeof *on[i].toks) == 0);
+            ASSERT(memcmp(on[i].lps, off[i].lps, (size_t)on[i].n * sizeof *on[i].lps) == 0);
+            ASSERT_EQ_INT((int)on[i].text_len, (int)off[i].text_len);
+            ASSERT(memcmp(on[i].text, off[i].text, on[i].text_len) == 0);
+            ASSERT(strcmp(on[i].finish, off[i].finish) == 0);
+        }
+    }
+    for (int i = 0; i < N_ARTICLES; i++) weft_free(articles[i]);
+}
+
 int main(void)
 {
     int code = 0;
@@ -158,6 +242,7 @@ int main(void)
     RUN(batched_greedy_equals_solo_at_concurrency_1_8_32);
     RUN(shared_400_token_prefix_computes_only_the_suffix);
     RUN(continuing_an_output_does_not_depend_on_the_cache);
+    RUN(drafts_change_no_output_of_real_summaries);
     for (int i = 0; i < N_PROMPTS; i++) free(prompts[i]);
     weft_model_free(model);
     TEST_DONE();

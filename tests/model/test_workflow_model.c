@@ -94,7 +94,8 @@ static int run(bool sequential, result *r)
         r->out = script_out(&s);
         weft_engine_wait_idle(s.e);
         const weft_engine_stats st = weft_engine_get_stats(s.e);
-        r->computed = st.n_computed_tokens;
+        /* drafts the output did not keep (speculative decoding) aside */
+        r->computed = st.n_computed_tokens - (st.n_drafted - st.n_draft_accepted);
         r->prompt_total = st.n_prompt_tokens;
         r->cached_total = st.n_cached_tokens;
         r->gen_total = st.n_generated;
