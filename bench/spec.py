@@ -93,10 +93,7 @@ def main():
         if same is False:
             sys.exit(f"{label}: outputs differ with drafts — a bug")
     record["loadavg_after"] = os.getloadavg()[0]
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "a") as f:
-        f.write(json.dumps(record) + "\n")
-    print(f"appended to {os.path.relpath(RESULTS, ROOT)}")
+    workflows.append_record(RESULTS, record)
 
 
 if __name__ == "__main__":

@@ -278,10 +278,15 @@ def main():
     record["amx_peak_after"] = amx_peak()
     if record["amx_peak_after"]:
         print(f"AMX-BF16 tile peak after the runs: {record['amx_peak_after']:.0f} GMAC/s a core")
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "a") as f:
+    append_record(RESULTS, record)
+
+
+def append_record(path, record):
+    """Appends a run's record to a results file, one JSON line."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
-    print(f"appended to {os.path.relpath(RESULTS, ROOT)}")
+    print(f"appended to {os.path.relpath(path, ROOT)}")
 
 
 if __name__ == "__main__":
