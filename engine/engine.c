@@ -134,6 +134,8 @@ static void trace_request(const req *r, int status)
     funlockfile(stderr);
 }
 
+static void publish_stats(weft_engine *e);
+
 static void emit_final(weft_engine *e, req *r, int status, const char *finish)
 {
     if (e->trace) trace_request(r, status);
@@ -155,6 +157,9 @@ static void emit_final(weft_engine *e, req *r, int status, const char *finish)
                      .status = status, .finish = finish, .n_prompt = r->n_prompt,
                      .n_cached = r->n_cached, .n_generated = r->n_generated,
                      .t_first = r->t_first > 0 ? r->t_first - r->t_submit : 0};
+    /* a caller that reads the statistics once its last request ended sees
+     * that request's tokens counted */
+    publish_stats(e);
     if (r->cb) r->cb(&ev, r->user);
     pthread_mutex_lock(&e->mu);
     e->st.n_finished++;

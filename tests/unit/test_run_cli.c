@@ -88,6 +88,14 @@ TEST(help_usage_and_script_errors)
     unlink(bad);
 }
 
+static long stat_field(const char *name)
+{
+    char key[64];
+    snprintf(key, sizeof key, "\"%s\": ", name);
+    const char *p = strstr(out, key);
+    return p ? strtol(p + strlen(key), NULL, 10) : -1;
+}
+
 TEST(a_script_prints_model_output_and_its_result)
 {
     char args[2048];
@@ -97,6 +105,9 @@ TEST(a_script_prints_model_output_and_its_result)
     ASSERT_OUT_HAS("step 12");
     ASSERT_OUT_HAS("final:");
     ASSERT_OUT_HAS("\"calls\": 12");
+    /* counted up to the last call's last token: the statistics are read as
+     * soon as the last call ends */
+    ASSERT_EQ_INT(stat_field("generated_tokens"), 12 * 4);
 }
 
 static int count_of(const char *hay, const char *needle)
@@ -377,14 +388,6 @@ static int run_and_kill(int at)
     FILE *f;
     const int steps = start_run(script, at, &pid, &f);
     return kill_run(pid, f) == 0 && steps >= at ? steps : -1;
-}
-
-static long stat_field(const char *name)
-{
-    char key[64];
-    snprintf(key, sizeof key, "\"%s\": ", name);
-    const char *p = strstr(out, key);
-    return p ? strtol(p + strlen(key), NULL, 10) : -1;
 }
 
 TEST(a_run_stores_its_graph)
