@@ -557,7 +557,8 @@ static void plan_drafts(weft_engine *e, int32_t budget)
     spec_cand cand[MAX_CAND];
     int32_t k[MAX_CAND];
     int m = 0;
-    int32_t prefill = 0;
+    int32_t prefill = 0, n_dec = 0; /* every decoding request, drafted or not */
+    const bool drafting = e->p.spec_max > 0 && !e->spec_skip;
     /* a new request starts from what requests so far accepted */
     const double prior = (e->spec_hit + 1.0) / (e->spec_try + 2.0);
     for (int32_t s = 0; s < e->n_slots; s++) {
@@ -569,7 +570,8 @@ static void plan_drafts(weft_engine *e, int32_t budget)
             prefill += r->n_tokens - r->n_done;
             continue;
         }
-        if (m == MAX_CAND || e->p.spec_max <= 0 || e->spec_skip) continue;
+        n_dec++;
+        if (!drafting || m == MAX_CAND) continue;
         int32_t max = r->max_tokens - r->n_generated - 1; /* k drafts give up to k + 1 tokens */
         if (max > e->p.spec_max) max = e->p.spec_max;
         if (max > SPEC_MAX_DRAFT) max = SPEC_MAX_DRAFT;
@@ -579,8 +581,6 @@ static void plan_drafts(weft_engine *e, int32_t budget)
         m++;
     }
     if (m == 0) return;
-    int32_t n_dec = 0; /* every decoding request, drafted or not */
-    for (int32_t s = 0; s < e->n_slots; s++) n_dec += e->running[s] && is_decoding(e->running[s]);
     const int32_t cap = e->p.prefill_cap > 0 ? e->p.prefill_cap : budget;
     int32_t n0 = n_dec + (prefill < cap ? prefill : cap);
     if (n0 > budget) n0 = budget;

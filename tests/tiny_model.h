@@ -14,6 +14,7 @@
 
 #include "kernels/quant.h"
 #include "weft/gguf.h"
+#include "weft/model.h"
 
 typedef struct tiny_spec {
     const char *arch;     /* "llama" or "qwen2" */
@@ -227,6 +228,21 @@ static const char *tiny_path(char *buf, size_t cap, const char *tag)
 {
     snprintf(buf, cap, "/tmp/weft-test-%d-%s.gguf", (int)getpid(), tag);
     return buf;
+}
+
+/* The serving engine tests' model — Q4_1 layers and a Q8_0 embedding, the
+ * default model's types — written to tiny_path(path, cap, tag) and loaded.
+ * NULL on failure (weft_last_error says why). The caller frees the model
+ * and unlinks path. */
+static inline weft_model *tiny_engine_model(char *path, size_t cap, const char *tag)
+{
+    tiny_spec sp = tiny_default();
+    sp.weight_type = WEFT_TYPE_Q4_1;
+    sp.embd_type = WEFT_TYPE_Q8_0;
+    tiny_path(path, cap, tag);
+    weft_model *m = NULL;
+    if (tiny_write(&sp, path) != 0 || weft_model_load(path, &m) != 0) return NULL;
+    return m;
 }
 
 #endif

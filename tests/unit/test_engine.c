@@ -496,11 +496,7 @@ TEST(random_requests_and_cancellations_leak_nothing)
 int main(void)
 {
     char path[256];
-    tiny_spec sp = tiny_default();
-    sp.weight_type = WEFT_TYPE_Q4_1;
-    sp.embd_type = WEFT_TYPE_Q8_0;
-    tiny_path(path, sizeof path, "engine");
-    if (tiny_write(&sp, path) != 0 || weft_model_load(path, &model) != 0) {
+    if (!(model = tiny_engine_model(path, sizeof path, "engine"))) {
         fprintf(stderr, "tiny model: %s\n", weft_last_error());
         return 1;
     }

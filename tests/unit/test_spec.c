@@ -213,11 +213,7 @@ int main(void)
     RUN(cost_fit_recovers_the_step_time_line);
     RUN(plan_follows_goodput);
     char path[256];
-    tiny_spec sp = tiny_default();
-    sp.weight_type = WEFT_TYPE_Q4_1;
-    sp.embd_type = WEFT_TYPE_Q8_0;
-    tiny_path(path, sizeof path, "spec");
-    if (tiny_write(&sp, path) != 0 || weft_model_load(path, &model) != 0) {
+    if (!(model = tiny_engine_model(path, sizeof path, "spec"))) {
         fprintf(stderr, "tiny model: %s\n", weft_last_error());
         return 1;
     }
